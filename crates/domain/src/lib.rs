@@ -1,0 +1,11 @@
+//! The rules of ghostcard, with no I/O: money, card numbers, CVV, the card lifecycle, the authorization decision,
+//! fraud rules, purchase power, payment plans and the ledger model.
+//!
+//! Everything here is a deterministic function of its inputs. Time arrives as an argument (`now`), randomness as
+//! an `Rng`; nothing reads a clock, a file, a socket or a database. The store, the server and the command line
+//! build on these types and must not re-implement these rules.
+
+pub mod card_number;
+pub mod cvv;
+pub mod money;
+pub mod secret;

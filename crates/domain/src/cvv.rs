@@ -96,7 +96,7 @@ pub fn compute_cvv(key: &Cvk, pan: &str, expiry: &str, service_code: &str) -> Re
 }
 
 fn decode_hex(text: &[u8]) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     let value = |digit: u8| char::from(digit).to_digit(16).map(|value| value as u8);

@@ -11,5 +11,8 @@ pub mod country;
 pub mod cvv;
 pub mod decision;
 pub mod fraud;
+pub mod issuance;
 pub mod money;
+pub mod plan;
+pub mod purchase_power;
 pub mod secret;

@@ -12,6 +12,7 @@ pub mod cvv;
 pub mod decision;
 pub mod fraud;
 pub mod issuance;
+pub mod ledger;
 pub mod money;
 pub mod plan;
 pub mod purchase_power;

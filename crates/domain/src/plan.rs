@@ -103,6 +103,30 @@ pub enum InstallmentStatus {
     Canceled,
 }
 
+impl PlanStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlanStatus::Active => "active",
+            PlanStatus::Completed => "completed",
+            PlanStatus::Canceled => "canceled",
+            PlanStatus::ChargedOff => "charged_off",
+        }
+    }
+}
+
+impl InstallmentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstallmentStatus::Scheduled => "scheduled",
+            InstallmentStatus::Paid => "paid",
+            InstallmentStatus::Failed => "failed",
+            InstallmentStatus::Overdue => "overdue",
+            InstallmentStatus::RolledOver => "rolled_over",
+            InstallmentStatus::Canceled => "canceled",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Installment {
     /// 1-based position in the schedule.

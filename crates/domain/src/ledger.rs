@@ -143,7 +143,7 @@ pub struct Transfer {
     pub amount: Money,
     pub kind: TransferKind,
     /// What business event made it (`authorization_hold`, `capture`, `late_fee`...).
-    pub code: &'static str,
+    pub code: String,
 }
 
 /// One step of a transaction, before ids are assigned.
@@ -259,7 +259,7 @@ impl Ledger {
                     credit: credit.clone(),
                     amount: *amount,
                     kind,
-                    code,
+                    code: code.to_string(),
                 });
                 Ok(Committed { transfer: next_id, reheld: None })
             }
@@ -281,7 +281,7 @@ impl Ledger {
                     credit: held.credit.clone(),
                     amount: *amount,
                     kind,
-                    code,
+                    code: code.to_string(),
                 });
                 let rest = held.amount.minor() - amount.minor();
                 let reheld = (rest > 0).then(|| {
@@ -293,7 +293,7 @@ impl Ledger {
                         credit: held.credit,
                         amount,
                         kind: TransferKind::Pending,
-                        code: "rehold",
+                        code: "rehold".to_owned(),
                     });
                     id
                 });
@@ -308,7 +308,7 @@ impl Ledger {
                     credit: held.credit,
                     amount: held.amount,
                     kind,
-                    code,
+                    code: code.to_string(),
                 });
                 Ok(Committed { transfer: next_id, reheld: None })
             }
@@ -689,7 +689,7 @@ mod tests {
             credit: AccountId::card(AccountKind::AuthorizationHolds, "c1"),
             amount: usd(500),
             kind: TransferKind::Pending,
-            code: "authorization_hold",
+            code: "authorization_hold".to_owned(),
         };
         let void = |id| Transfer {
             id: TransferId(id),

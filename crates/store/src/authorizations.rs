@@ -1,0 +1,187 @@
+//! The `authorizations` table: one row per authorization request decided (approved or declined), updated by the
+//! reversals and captures that follow it.
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::{Page, Result, StoreError, Tx, for_update, from_micros, to_micros};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorizationRecord {
+    pub id: String,
+    /// `None` when the card number was not found.
+    pub card_id: Option<String>,
+    pub cardholder_id: Option<String>,
+    /// `purchase`, `verification`, `incremental`, `refund`, `advice`.
+    pub kind: String,
+    pub amount: i64,
+    pub currency: String,
+    /// `approved`, `declined`, `reversed`, `partially_reversed`, `captured`, `expired`.
+    pub status: String,
+    pub response_code: String,
+    pub decline_reason: Option<String>,
+    pub rule: String,
+    pub cvv_result: Option<String>,
+    /// A check an advice was posted past.
+    pub flag: Option<String>,
+    pub acquirer_id: String,
+    pub merchant_id: String,
+    pub merchant_name: Option<String>,
+    pub merchant_city: Option<String>,
+    pub merchant_country: Option<String>,
+    pub mcc: String,
+    pub stan: Option<String>,
+    pub rrn: Option<String>,
+    pub auth_code: Option<String>,
+    pub transmission_time: Option<String>,
+    /// The open ledger hold of this authorization, if any.
+    pub hold_transfer_id: Option<i64>,
+    /// What is still held.
+    pub held: i64,
+    /// What clearing has captured.
+    pub captured: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+pub async fn insert(tx: &mut Tx, authorization: &AuthorizationRecord) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO authorizations (id, card_id, cardholder_id, kind, amount, currency, status, response_code, \
+         decline_reason, rule, cvv_result, flag, acquirer_id, merchant_id, merchant_name, merchant_city, \
+         merchant_country, mcc, stan, rrn, auth_code, transmission_time, hold_transfer_id, held, captured, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, \
+         $23, $24, $25, $26)",
+    )
+    .bind(&authorization.id)
+    .bind(&authorization.card_id)
+    .bind(&authorization.cardholder_id)
+    .bind(&authorization.kind)
+    .bind(authorization.amount)
+    .bind(&authorization.currency)
+    .bind(&authorization.status)
+    .bind(&authorization.response_code)
+    .bind(&authorization.decline_reason)
+    .bind(&authorization.rule)
+    .bind(&authorization.cvv_result)
+    .bind(&authorization.flag)
+    .bind(&authorization.acquirer_id)
+    .bind(&authorization.merchant_id)
+    .bind(&authorization.merchant_name)
+    .bind(&authorization.merchant_city)
+    .bind(&authorization.merchant_country)
+    .bind(&authorization.mcc)
+    .bind(&authorization.stan)
+    .bind(&authorization.rrn)
+    .bind(&authorization.auth_code)
+    .bind(&authorization.transmission_time)
+    .bind(authorization.hold_transfer_id)
+    .bind(authorization.held)
+    .bind(authorization.captured)
+    .bind(to_micros(authorization.created_at))
+    .execute(&mut **tx)
+    .await
+    .map_err(StoreError::from_insert)?;
+    Ok(())
+}
+
+pub async fn get(tx: &mut Tx, id: &str) -> Result<Option<AuthorizationRecord>> {
+    let sql = format!("SELECT * FROM authorizations WHERE id = $1{}", for_update(tx));
+    let row = sqlx::query(&sql).bind(id).fetch_optional(&mut **tx).await?;
+    row.map(|row| from_row(&row)).transpose()
+}
+
+/// Writes what reversals and captures change: status, hold and captured amount.
+pub async fn update_progress(tx: &mut Tx, authorization: &AuthorizationRecord) -> Result<()> {
+    sqlx::query("UPDATE authorizations SET status = $1, hold_transfer_id = $2, held = $3, captured = $4 WHERE id = $5")
+        .bind(&authorization.status)
+        .bind(authorization.hold_transfer_id)
+        .bind(authorization.held)
+        .bind(authorization.captured)
+        .bind(&authorization.id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Authorizations newest first for a card or a cardholder (or all), after `starting_after`.
+pub async fn list(
+    tx: &mut Tx,
+    card_id: Option<&str>,
+    cardholder_id: Option<&str>,
+    limit: u32,
+    starting_after: Option<&str>,
+) -> Result<Page<AuthorizationRecord>> {
+    let rows = sqlx::query(
+        "SELECT * FROM authorizations WHERE ($1 IS NULL OR card_id = $1) AND ($2 IS NULL OR cardholder_id = $2) \
+         AND ($3 IS NULL OR id < $3) ORDER BY id DESC LIMIT $4",
+    )
+    .bind(card_id)
+    .bind(cardholder_id)
+    .bind(starting_after)
+    .bind(i64::from(limit) + 1)
+    .fetch_all(&mut **tx)
+    .await?;
+    let authorizations = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
+    Ok(Page::from_rows(authorizations, limit))
+}
+
+/// Times of the cardholder's approvals since `since` (authorization velocity).
+pub async fn approval_times(tx: &mut Tx, cardholder_id: &str, since: DateTime<Utc>) -> Result<Vec<DateTime<Utc>>> {
+    times(tx, "cardholder_id = $1 AND response_code IN ('00', '85') AND kind <> 'refund' AND created_at > $2", cardholder_id, since).await
+}
+
+/// Times of CVV2 failures on the cardholder's cards since `since`.
+pub async fn cvv_failure_times(tx: &mut Tx, cardholder_id: &str, since: DateTime<Utc>) -> Result<Vec<DateTime<Utc>>> {
+    times(tx, "cardholder_id = $1 AND decline_reason = 'cvv_mismatch' AND created_at > $2", cardholder_id, since).await
+}
+
+/// Times of declines on the card since `since`.
+pub async fn decline_times(tx: &mut Tx, card_id: &str, since: DateTime<Utc>) -> Result<Vec<DateTime<Utc>>> {
+    times(tx, "card_id = $1 AND status = 'declined' AND created_at > $2", card_id, since).await
+}
+
+/// The number of approved, not fully reversed authorizations holding money on the card.
+pub async fn open_holds(tx: &mut Tx, card_id: &str) -> Result<i64> {
+    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM authorizations WHERE card_id = $1 AND held > 0")
+        .bind(card_id)
+        .fetch_one(&mut **tx)
+        .await?)
+}
+
+async fn times(tx: &mut Tx, condition: &str, owner: &str, since: DateTime<Utc>) -> Result<Vec<DateTime<Utc>>> {
+    let sql = format!("SELECT created_at FROM authorizations WHERE {condition}");
+    let times: Vec<i64> =
+        sqlx::query_scalar(&sql).bind(owner).bind(to_micros(since)).fetch_all(&mut **tx).await?;
+    times.into_iter().map(from_micros).collect()
+}
+
+fn from_row(row: &AnyRow) -> Result<AuthorizationRecord> {
+    Ok(AuthorizationRecord {
+        id: row.try_get("id")?,
+        card_id: row.try_get("card_id")?,
+        cardholder_id: row.try_get("cardholder_id")?,
+        kind: row.try_get("kind")?,
+        amount: row.try_get("amount")?,
+        currency: row.try_get("currency")?,
+        status: row.try_get("status")?,
+        response_code: row.try_get("response_code")?,
+        decline_reason: row.try_get("decline_reason")?,
+        rule: row.try_get("rule")?,
+        cvv_result: row.try_get("cvv_result")?,
+        flag: row.try_get("flag")?,
+        acquirer_id: row.try_get("acquirer_id")?,
+        merchant_id: row.try_get("merchant_id")?,
+        merchant_name: row.try_get("merchant_name")?,
+        merchant_city: row.try_get("merchant_city")?,
+        merchant_country: row.try_get("merchant_country")?,
+        mcc: row.try_get("mcc")?,
+        stan: row.try_get("stan")?,
+        rrn: row.try_get("rrn")?,
+        auth_code: row.try_get("auth_code")?,
+        transmission_time: row.try_get("transmission_time")?,
+        hold_transfer_id: row.try_get("hold_transfer_id")?,
+        held: row.try_get("held")?,
+        captured: row.try_get("captured")?,
+        created_at: from_micros(row.try_get("created_at")?)?,
+    })
+}

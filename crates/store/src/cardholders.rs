@@ -1,0 +1,60 @@
+//! The `cardholders` table.
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::{Result, StoreError, Tx, from_micros, to_micros};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cardholder {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    /// ISO 3166 alpha-2.
+    pub country: String,
+    /// Argon2id PHC string, for the web app's sign-in.
+    pub password_hash: Option<String>,
+    /// `active` or `restricted`.
+    pub status: String,
+    pub restricted_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Inserts a cardholder; [`StoreError::Conflict`] when the email is taken.
+pub async fn insert(tx: &mut Tx, cardholder: &Cardholder) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO cardholders (id, email, name, country, password_hash, status, restricted_reason, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&cardholder.id)
+    .bind(&cardholder.email)
+    .bind(&cardholder.name)
+    .bind(&cardholder.country)
+    .bind(&cardholder.password_hash)
+    .bind(&cardholder.status)
+    .bind(&cardholder.restricted_reason)
+    .bind(to_micros(cardholder.created_at))
+    .execute(&mut **tx)
+    .await
+    .map_err(StoreError::from_insert)?;
+    Ok(())
+}
+
+pub async fn get(tx: &mut Tx, id: &str) -> Result<Option<Cardholder>> {
+    let row = sqlx::query("SELECT * FROM cardholders WHERE id = $1").bind(id).fetch_optional(&mut **tx).await?;
+    row.map(|row| from_row(&row)).transpose()
+}
+
+fn from_row(row: &AnyRow) -> Result<Cardholder> {
+    Ok(Cardholder {
+        id: row.try_get("id")?,
+        email: row.try_get("email")?,
+        name: row.try_get("name")?,
+        country: row.try_get("country")?,
+        password_hash: row.try_get("password_hash")?,
+        status: row.try_get("status")?,
+        restricted_reason: row.try_get("restricted_reason")?,
+        created_at: from_micros(row.try_get("created_at")?)?,
+    })
+}

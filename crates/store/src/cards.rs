@@ -1,0 +1,291 @@
+//! The `cards` table and each card's recorded transitions.
+//!
+//! A card row carries a `version` that every update increments and checks, so two writers that read the same
+//! card cannot both apply a change: the second gets [`StoreError::Stale`] and nothing is written.
+
+use chrono::{DateTime, Utc};
+use ghostcard_domain::card::{Card, CardStatus, MerchantBinding, Transition};
+use ghostcard_domain::card_number::Expiry;
+use ghostcard_domain::money::{Currency, Money};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::{Page, Result, StoreError, Tx, for_update, from_micros, to_micros};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardRecord {
+    pub id: String,
+    pub cardholder_id: String,
+    pub funding_source_id: String,
+    /// HMAC-SHA256 of the card number under the lookup key.
+    pub number_hash: Vec<u8>,
+    /// AES-256-GCM ciphertext (nonce ‖ ciphertext ‖ tag) under data key `data_key_version`.
+    pub number_ciphertext: Vec<u8>,
+    pub data_key_version: i64,
+    pub cvk_version: i64,
+    pub bin: String,
+    pub last4: String,
+    pub exp_month: i64,
+    pub exp_year: i64,
+    pub currency: String,
+    pub amount: i64,
+    pub held: i64,
+    pub captured: i64,
+    pub status: String,
+    pub frozen_from: Option<String>,
+    pub merchant_acquirer_id: Option<String>,
+    pub merchant_id: Option<String>,
+    pub merchant_name: Option<String>,
+    pub plan_kind: String,
+    pub plan_id: Option<String>,
+    /// The funding gateway's hold placed at creation.
+    pub funding_hold_id: Option<String>,
+    pub valid_until: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    /// Incremented by every update; an update names the version it read.
+    pub version: i64,
+}
+
+impl CardRecord {
+    pub fn currency(&self) -> Result<Currency> {
+        Currency::from_code(&self.currency).map_err(|_| StoreError::Corrupt(format!("card {} currency", self.id)))
+    }
+
+    /// The domain card this row describes.
+    pub fn to_card(&self) -> Result<Card> {
+        let currency = self.currency()?;
+        let corrupt = |what: &str| StoreError::Corrupt(format!("card {} {what}", self.id));
+        let status = CardStatus::parse(&self.status).ok_or_else(|| corrupt("status"))?;
+        let frozen_from = match &self.frozen_from {
+            Some(text) => Some(CardStatus::parse(text).ok_or_else(|| corrupt("frozen_from"))?),
+            None => None,
+        };
+        let expiry = Expiry::new(
+            u16::try_from(self.exp_year).map_err(|_| corrupt("expiry"))?,
+            u8::try_from(self.exp_month).map_err(|_| corrupt("expiry"))?,
+        )
+        .map_err(|_| corrupt("expiry"))?;
+        let merchant = match (&self.merchant_acquirer_id, &self.merchant_id) {
+            (Some(acquirer_id), Some(merchant_id)) => {
+                Some(MerchantBinding { acquirer_id: acquirer_id.clone(), merchant_id: merchant_id.clone() })
+            }
+            _ => None,
+        };
+        Ok(Card::restore(
+            status,
+            frozen_from,
+            Money::new(self.amount, currency),
+            Money::new(self.held, currency),
+            Money::new(self.captured, currency),
+            expiry,
+            self.valid_until,
+            merchant,
+        ))
+    }
+
+    /// Copies the domain card's state and amounts into the row (to be written by [`update`]).
+    pub fn set_card(&mut self, card: &Card) {
+        self.status = card.status().as_str().to_owned();
+        self.frozen_from = card.frozen_from().map(|status| status.as_str().to_owned());
+        self.amount = card.amount().minor();
+        self.held = card.held().minor();
+        self.captured = card.captured().minor();
+        self.merchant_acquirer_id = card.merchant().map(|merchant| merchant.acquirer_id.clone());
+        self.merchant_id = card.merchant().map(|merchant| merchant.merchant_id.clone());
+    }
+}
+
+pub async fn insert(tx: &mut Tx, card: &CardRecord) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO cards (id, cardholder_id, funding_source_id, number_hash, number_ciphertext, data_key_version, \
+         cvk_version, bin, last4, exp_month, exp_year, currency, amount, held, captured, status, frozen_from, \
+         merchant_acquirer_id, merchant_id, merchant_name, plan_kind, plan_id, funding_hold_id, valid_until, \
+         created_at, version) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, \
+         $23, $24, $25, $26)",
+    )
+    .bind(&card.id)
+    .bind(&card.cardholder_id)
+    .bind(&card.funding_source_id)
+    .bind(&card.number_hash)
+    .bind(&card.number_ciphertext)
+    .bind(card.data_key_version)
+    .bind(card.cvk_version)
+    .bind(&card.bin)
+    .bind(&card.last4)
+    .bind(card.exp_month)
+    .bind(card.exp_year)
+    .bind(&card.currency)
+    .bind(card.amount)
+    .bind(card.held)
+    .bind(card.captured)
+    .bind(&card.status)
+    .bind(&card.frozen_from)
+    .bind(&card.merchant_acquirer_id)
+    .bind(&card.merchant_id)
+    .bind(&card.merchant_name)
+    .bind(&card.plan_kind)
+    .bind(&card.plan_id)
+    .bind(&card.funding_hold_id)
+    .bind(to_micros(card.valid_until))
+    .bind(to_micros(card.created_at))
+    .bind(card.version)
+    .execute(&mut **tx)
+    .await
+    .map_err(StoreError::from_insert)?;
+    Ok(())
+}
+
+pub async fn get(tx: &mut Tx, id: &str) -> Result<Option<CardRecord>> {
+    let row = sqlx::query("SELECT * FROM cards WHERE id = $1").bind(id).fetch_optional(&mut **tx).await?;
+    row.map(|row| from_row(&row)).transpose()
+}
+
+/// The card, locked against other writers until the transaction ends (PostgreSQL row lock; SQLite's write
+/// transaction already excludes other writers).
+pub async fn get_for_update(tx: &mut Tx, id: &str) -> Result<Option<CardRecord>> {
+    let sql = format!("SELECT * FROM cards WHERE id = $1{}", for_update(tx));
+    let row = sqlx::query(&sql).bind(id).fetch_optional(&mut **tx).await?;
+    row.map(|row| from_row(&row)).transpose()
+}
+
+/// The card whose number has this keyed hash.
+pub async fn find_by_number_hash(tx: &mut Tx, number_hash: &[u8]) -> Result<Option<CardRecord>> {
+    let sql = format!("SELECT * FROM cards WHERE number_hash = $1{}", for_update(tx));
+    let row = sqlx::query(&sql).bind(number_hash).fetch_optional(&mut **tx).await?;
+    row.map(|row| from_row(&row)).transpose()
+}
+
+/// Writes the card's mutable fields if nobody changed it since `card.version` was read; bumps the version.
+pub async fn update(tx: &mut Tx, card: &mut CardRecord) -> Result<()> {
+    let result = sqlx::query(
+        "UPDATE cards SET amount = $1, held = $2, captured = $3, status = $4, frozen_from = $5, \
+         merchant_acquirer_id = $6, merchant_id = $7, merchant_name = $8, plan_id = $9, funding_hold_id = $10, \
+         version = version + 1 WHERE id = $11 AND version = $12",
+    )
+    .bind(card.amount)
+    .bind(card.held)
+    .bind(card.captured)
+    .bind(&card.status)
+    .bind(&card.frozen_from)
+    .bind(&card.merchant_acquirer_id)
+    .bind(&card.merchant_id)
+    .bind(&card.merchant_name)
+    .bind(&card.plan_id)
+    .bind(&card.funding_hold_id)
+    .bind(&card.id)
+    .bind(card.version)
+    .execute(&mut **tx)
+    .await?;
+    if result.rows_affected() != 1 {
+        return Err(StoreError::Stale);
+    }
+    card.version += 1;
+    Ok(())
+}
+
+/// Cards newest first, filtered by cardholder and status, after `starting_after` (a card id).
+pub async fn list(
+    tx: &mut Tx,
+    cardholder_id: Option<&str>,
+    status: Option<&str>,
+    limit: u32,
+    starting_after: Option<&str>,
+) -> Result<Page<CardRecord>> {
+    let rows = sqlx::query(
+        "SELECT * FROM cards WHERE ($1 IS NULL OR cardholder_id = $1) AND ($2 IS NULL OR status = $2) \
+         AND ($3 IS NULL OR id < $3) ORDER BY id DESC LIMIT $4",
+    )
+    .bind(cardholder_id)
+    .bind(status)
+    .bind(starting_after)
+    .bind(i64::from(limit) + 1)
+    .fetch_all(&mut **tx)
+    .await?;
+    let cards = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
+    Ok(Page::from_rows(cards, limit))
+}
+
+/// When the cardholder's cards created after `since` were created (card-creation velocity).
+pub async fn creation_times(tx: &mut Tx, cardholder_id: &str, since: DateTime<Utc>) -> Result<Vec<DateTime<Utc>>> {
+    let times: Vec<i64> = sqlx::query_scalar("SELECT created_at FROM cards WHERE cardholder_id = $1 AND created_at > $2")
+        .bind(cardholder_id)
+        .bind(to_micros(since))
+        .fetch_all(&mut **tx)
+        .await?;
+    times.into_iter().map(from_micros).collect()
+}
+
+/// The amounts of the cardholder's open cards (active, used, frozen) that are not yet in a plan.
+pub async fn amount_not_in_plan(tx: &mut Tx, cardholder_id: &str, currency: &str) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM cards WHERE cardholder_id = $1 AND currency = $2 \
+         AND status IN ('active', 'used', 'frozen') AND plan_id IS NULL",
+    )
+    .bind(cardholder_id)
+    .bind(currency)
+    .fetch_one(&mut **tx)
+    .await?)
+}
+
+/// The cardholder's cards in these states (to freeze them all, for instance).
+pub async fn ids_in_states(tx: &mut Tx, cardholder_id: &str, states: &[&str]) -> Result<Vec<String>> {
+    let all: Vec<(String, String)> = sqlx::query_as("SELECT id, status FROM cards WHERE cardholder_id = $1 ORDER BY id")
+        .bind(cardholder_id)
+        .fetch_all(&mut **tx)
+        .await?;
+    Ok(all.into_iter().filter(|(_, status)| states.contains(&status.as_str())).map(|(id, _)| id).collect())
+}
+
+pub async fn record_transition(tx: &mut Tx, card_id: &str, transition: &Transition) -> Result<()> {
+    sqlx::query("INSERT INTO card_transitions (card_id, from_status, to_status, reason, at) VALUES ($1, $2, $3, $4, $5)")
+        .bind(card_id)
+        .bind(transition.from.as_str())
+        .bind(transition.to.as_str())
+        .bind(&transition.reason)
+        .bind(to_micros(transition.at))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// The card's transitions, oldest first: (from, to, reason, at).
+pub async fn transitions(tx: &mut Tx, card_id: &str) -> Result<Vec<(String, String, String, DateTime<Utc>)>> {
+    let rows: Vec<(String, String, String, i64)> =
+        sqlx::query_as("SELECT from_status, to_status, reason, at FROM card_transitions WHERE card_id = $1 ORDER BY id")
+            .bind(card_id)
+            .fetch_all(&mut **tx)
+            .await?;
+    rows.into_iter().map(|(from, to, reason, at)| Ok((from, to, reason, from_micros(at)?))).collect()
+}
+
+fn from_row(row: &AnyRow) -> Result<CardRecord> {
+    Ok(CardRecord {
+        id: row.try_get("id")?,
+        cardholder_id: row.try_get("cardholder_id")?,
+        funding_source_id: row.try_get("funding_source_id")?,
+        number_hash: row.try_get("number_hash")?,
+        number_ciphertext: row.try_get("number_ciphertext")?,
+        data_key_version: row.try_get("data_key_version")?,
+        cvk_version: row.try_get("cvk_version")?,
+        bin: row.try_get("bin")?,
+        last4: row.try_get("last4")?,
+        exp_month: row.try_get("exp_month")?,
+        exp_year: row.try_get("exp_year")?,
+        currency: row.try_get("currency")?,
+        amount: row.try_get("amount")?,
+        held: row.try_get("held")?,
+        captured: row.try_get("captured")?,
+        status: row.try_get("status")?,
+        frozen_from: row.try_get("frozen_from")?,
+        merchant_acquirer_id: row.try_get("merchant_acquirer_id")?,
+        merchant_id: row.try_get("merchant_id")?,
+        merchant_name: row.try_get("merchant_name")?,
+        plan_kind: row.try_get("plan_kind")?,
+        plan_id: row.try_get("plan_id")?,
+        funding_hold_id: row.try_get("funding_hold_id")?,
+        valid_until: from_micros(row.try_get("valid_until")?)?,
+        created_at: from_micros(row.try_get("created_at")?)?,
+        version: row.try_get("version")?,
+    })
+}

@@ -1,0 +1,242 @@
+//! ghostcard's storage: one interface over SQLite (embedded, the default) and PostgreSQL (production).
+//!
+//! This crate owns every SQL statement and nothing else: it knows tables, not rules. The server opens a
+//! [`Store`], begins a transaction, calls the table modules' functions with it, and commits — so a state change,
+//! its ledger transfers, its idempotency record and its audit entry land together or not at all.
+//!
+//! Both databases run the same SQL through sqlx's `Any` driver; where they differ (DDL types, row locks,
+//! `BEGIN IMMEDIATE`) the [`Dialect`] says how. Timestamps are stored as microseconds since the Unix epoch and
+//! amounts as integer minor units, both `BIGINT`.
+
+pub mod api_keys;
+pub mod audit;
+pub mod authorizations;
+pub mod cardholders;
+pub mod cards;
+pub mod data_keys;
+pub mod funding_sources;
+pub mod idempotency;
+pub mod ledger;
+mod migrations;
+pub mod settings;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{Any, AnyPool, ConnectOptions, Executor};
+
+pub use migrations::MIGRATIONS;
+
+/// A transaction on either database.
+pub type Tx = sqlx::Transaction<'static, Any>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unsupported database URL: use sqlite://PATH or postgres://USER@HOST/DB")]
+    UnsupportedUrl,
+    #[error("the record already exists")]
+    Conflict,
+    #[error("the record was changed by someone else")]
+    Stale,
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+    #[error("the database schema is newer ({found}) than this ghostcard knows ({known}); upgrade ghostcard")]
+    SchemaTooNew { found: i64, known: i64 },
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl StoreError {
+    /// Maps a unique-constraint violation to [`StoreError::Conflict`].
+    fn from_insert(error: sqlx::Error) -> StoreError {
+        match &error {
+            sqlx::Error::Database(database) if database.is_unique_violation() => StoreError::Conflict,
+            _ => StoreError::Database(error),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Which database a store talks to, and the SQL that differs between them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "sqlite",
+            Dialect::Postgres => "postgres",
+        }
+    }
+
+    /// Row locks for read-then-write sequences. SQLite has none: its write transactions begin `IMMEDIATE`, which
+    /// takes the single write lock up front, so nothing else can write in between.
+    fn for_update(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE",
+        }
+    }
+}
+
+/// Connection settings beyond the URL.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub max_connections: u32,
+    /// SQLite `synchronous`: `FULL` (the default) makes an acknowledged write survive power loss.
+    pub sqlite_synchronous: String,
+    /// How long a SQLite writer waits for the write lock before failing.
+    pub sqlite_busy_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions { max_connections: 16, sqlite_synchronous: "FULL".to_owned(), sqlite_busy_timeout: Duration::from_secs(5) }
+    }
+}
+
+/// A connection pool to the ghostcard database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://PATH`, created if missing, or `postgres://…`). Does not migrate.
+    pub async fn connect(url: &str, options: &StoreOptions) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let dialect = if url.starts_with("sqlite:") {
+            Dialect::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Dialect::Postgres
+        } else {
+            return Err(StoreError::UnsupportedUrl);
+        };
+        let url = match dialect {
+            Dialect::Sqlite if !url.contains("mode=") => {
+                format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
+            }
+            _ => url.to_owned(),
+        };
+        // Statement logging would print SQL text at INFO; parameters are never logged, but keep it quiet.
+        let connect_options = AnyConnectOptions::from_str(&url)?.disable_statement_logging();
+        let synchronous = options.sqlite_synchronous.clone();
+        let busy_timeout_ms = options.sqlite_busy_timeout.as_millis();
+        let pool = AnyPoolOptions::new()
+            .max_connections(match dialect {
+                Dialect::Sqlite => options.max_connections.min(8),
+                Dialect::Postgres => options.max_connections,
+            })
+            .after_connect(move |connection, _| {
+                let synchronous = synchronous.clone();
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        connection.execute("PRAGMA journal_mode = WAL").await?;
+                        connection.execute(format!("PRAGMA synchronous = {synchronous}").as_str()).await?;
+                        connection.execute("PRAGMA foreign_keys = ON").await?;
+                        connection.execute(format!("PRAGMA busy_timeout = {busy_timeout_ms}").as_str()).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(connect_options)
+            .await?;
+        Ok(Store { pool, dialect })
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Applies every migration not yet applied, in order. Safe to run from several processes at once.
+    pub async fn migrate(&self, now: DateTime<Utc>) -> Result<Vec<i64>> {
+        migrations::run(self, now).await
+    }
+
+    /// A transaction that will write. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`).
+    pub async fn begin(&self) -> Result<Tx> {
+        Ok(match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Postgres => self.pool.begin().await?,
+        })
+    }
+
+    /// A transaction for reading a consistent view.
+    pub async fn read(&self) -> Result<Tx> {
+        Ok(self.pool.begin().await?)
+    }
+
+    /// `SELECT 1`: is the database reachable?
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Microseconds since the Unix epoch, the stored form of an instant.
+pub fn to_micros(at: DateTime<Utc>) -> i64 {
+    at.timestamp_micros()
+}
+
+pub fn from_micros(micros: i64) -> Result<DateTime<Utc>> {
+    DateTime::from_timestamp_micros(micros).ok_or_else(|| StoreError::Corrupt(format!("timestamp {micros}")))
+}
+
+/// A page of a list: rows newest first, and whether more follow.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub rows: Vec<T>,
+    pub has_more: bool,
+}
+
+impl<T> Page<T> {
+    /// Builds a page from up to `limit + 1` rows fetched.
+    fn from_rows(mut rows: Vec<T>, limit: u32) -> Page<T> {
+        let has_more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        Page { rows, has_more }
+    }
+}
+
+/// ` FOR UPDATE` on PostgreSQL, nothing on SQLite (see [`Dialect`]).
+fn for_update(tx: &Tx) -> &'static str {
+    let dialect = if tx.backend_name() == "PostgreSQL" { Dialect::Postgres } else { Dialect::Sqlite };
+    dialect.for_update()
+}
+
+/// Fresh, empty databases for tests: a temporary SQLite file, or a new database on a PostgreSQL server.
+pub mod scratch {
+    use sqlx::Connection;
+
+    use crate::Result;
+
+    /// The PostgreSQL server tests use: `GHOSTCARD_TEST_POSTGRES_URL`, or the local default that `scripts/test`
+    /// starts.
+    pub fn postgres_server_url() -> String {
+        std::env::var("GHOSTCARD_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+    }
+
+    /// Creates a new database named `name` on the test PostgreSQL server and returns its URL.
+    pub async fn postgres_database(name: &str) -> Result<String> {
+        sqlx::any::install_default_drivers();
+        let server = postgres_server_url();
+        let mut connection = sqlx::AnyConnection::connect(&server).await?;
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name}")).execute(&mut connection).await?;
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut connection).await?;
+        connection.close().await?;
+        let base = server.rsplit_once('/').map_or(server.as_str(), |(base, _)| base);
+        Ok(format!("{base}/{name}"))
+    }
+}

@@ -2,11 +2,15 @@
 //!
 //! This module only parses the command line and reports errors; each command lives in its own module.
 
+mod admin;
 mod demo;
+mod serve;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use ghostcard_server::config::Config;
 
 /// ghostcard — an open-source issuer processor for single-use virtual cards with pay-later plans.
 ///
@@ -21,6 +25,21 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the server: the REST API on the embedded SQLite database by default
+    ///
+    /// Starts with zero setup: the database file is created, migrations are applied, and in sandbox mode card
+    /// keys are generated into a key file beside the database. On the first start in sandbox mode an API key is
+    /// created and printed with a curl example. Stop with Ctrl-C or SIGTERM: requests in flight finish first.
+    #[command(after_long_help = SERVE_EXAMPLES)]
+    Serve(serve::Arguments),
+    /// Apply the database migrations and exit (serve also does this at start)
+    Migrate(ConfigArguments),
+    /// Create, list and revoke API keys
+    #[command(subcommand)]
+    ApiKey(admin::ApiKeyCommand),
+    /// Rotate card-data keys
+    #[command(subcommand)]
+    Keys(admin::KeysCommand),
     /// Tell one card's story end to end, in memory, with ghostcard's own rules
     ///
     /// The story: purchase power, a one-time card, a purchase, a declined second purchase at another merchant, a
@@ -33,10 +52,47 @@ enum Command {
     Demo(demo::Arguments),
 }
 
+const SERVE_EXAMPLES: &str =
+    "Configuration comes from --config FILE (TOML, see ghostcard.example.toml), then GHOSTCARD_* \
+environment variables, then these flags.
+
+Examples:
+  ghostcard serve
+  ghostcard serve --http-addr 0.0.0.0:8080 --database-url postgres://ghostcard@db/ghostcard
+  GHOSTCARD_MODE=live GHOSTCARD_KEK=... GHOSTCARD_CVK=... ghostcard serve --config /etc/ghostcard.toml";
+
+/// Where the configuration comes from, shared by the commands that open the database.
+#[derive(Debug, Clone, Args)]
+pub struct ConfigArguments {
+    /// A TOML configuration file (see ghostcard.example.toml).
+    #[arg(long, env = "GHOSTCARD_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The database: sqlite://PATH (default sqlite://ghostcard.db) or postgres://USER@HOST/DB.
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl ConfigArguments {
+    pub fn load(&self) -> anyhow::Result<Config> {
+        let mut config = Config::load(self.config.as_deref())?;
+        if let Some(url) = &self.database_url {
+            config.database_url = url.clone();
+        }
+        Ok(config)
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(arguments) => demo::run(&arguments),
+        Command::Serve(arguments) => serve::run(arguments),
+        Command::Migrate(arguments) => admin::migrate(&arguments),
+        Command::ApiKey(command) => admin::api_key(command),
+        Command::Keys(command) => admin::keys(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,1 +1,152 @@
+//! The ghostcard server: configuration, the card-data vault, the funding gateway, the clock, the REST API and
+//! the operations behind it. It turns the domain's rules into a persistent service; the rules themselves stay in
+//! `ghostcard-domain` and every SQL statement in `ghostcard-store`.
 
+pub mod api;
+pub mod authorize;
+pub mod clock;
+pub mod config;
+pub mod gateway;
+pub mod ids;
+pub mod metrics;
+pub mod vault;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ghostcard_domain::card_number::Bin;
+use ghostcard_domain::country::Country;
+use ghostcard_domain::cvv::Cvk;
+use ghostcard_domain::decision::AuthorizationRules;
+use ghostcard_domain::money::{Currency, Money};
+use ghostcard_domain::plan::PlanTerms;
+use ghostcard_domain::purchase_power::PurchasePowerPolicy;
+use ghostcard_store::audit::AuditEntry;
+use ghostcard_store::{Store, StoreError, StoreOptions, settings};
+
+use crate::clock::Clock;
+use crate::config::{Config, Mode};
+use crate::gateway::{FundingGateway, SandboxGateway};
+use crate::metrics::Metrics;
+use crate::vault::{Kek, Vault, VaultError};
+
+/// The settings row that keeps the sandbox clock's offset across restarts.
+pub const CLOCK_OFFSET_SETTING: &str = "sandbox_clock_offset_micros";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("live mode needs {0}; set it in the configuration file or the environment")]
+    MissingKey(&'static str),
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Everything a request handler needs, shared by all of them.
+pub struct App {
+    pub config: Config,
+    pub store: Store,
+    pub vault: Vault,
+    pub clock: Clock,
+    pub gateway: Arc<dyn FundingGateway>,
+    pub currency: Currency,
+    pub country: Country,
+    pub bin: Bin,
+    pub minimum_card_amount: Money,
+    pub rules: AuthorizationRules,
+    pub purchase_power: PurchasePowerPolicy,
+    pub plan_terms: PlanTerms,
+    pub metrics: Metrics,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("App").field("mode", &self.config.mode).field("database", &self.store.dialect()).finish()
+    }
+}
+
+impl App {
+    /// Connects to the database, applies migrations, loads the keys and makes the application ready to serve.
+    pub async fn start(config: Config) -> Result<Arc<App>, StartError> {
+        let currency =
+            Currency::from_code(&config.currency).map_err(|error| StartError::Config(format!("currency: {error}")))?;
+        let country =
+            Country::parse(&config.country).map_err(|error| StartError::Config(format!("country: {error}")))?;
+        let bin = Bin::parse(&config.bin).map_err(|error| StartError::Config(format!("bin: {error}")))?;
+        let (kek, cvk) = keys(&config)?;
+        let store = Store::connect(
+            &config.database_url,
+            &StoreOptions { max_connections: config.database_max_connections, ..StoreOptions::default() },
+        )
+        .await?;
+        store.migrate(chrono::Utc::now()).await?;
+        let mut tx = store.read().await?;
+        let offset = match settings::get(&mut tx, CLOCK_OFFSET_SETTING).await? {
+            Some(value) if config.mode == Mode::Sandbox => value.parse().unwrap_or(0),
+            _ => 0,
+        };
+        drop(tx);
+        let clock = Clock::with_offset(offset);
+        let vault = Vault::open(&store, &kek, cvk, clock.now(), &mut rand::rng()).await?;
+        let minimum_card_amount = Money::new(config.minimum_card_amount, currency);
+        Ok(Arc::new(App {
+            rules: AuthorizationRules::defaults(country, currency.minor_per_major()),
+            purchase_power: PurchasePowerPolicy::defaults(currency)
+                .map_err(|error| StartError::Config(error.to_string()))?,
+            plan_terms: PlanTerms::defaults(currency),
+            gateway: Arc::new(SandboxGateway::default()),
+            metrics: Metrics::default(),
+            config,
+            store,
+            vault,
+            clock,
+            currency,
+            country,
+            bin,
+            minimum_card_amount,
+        }))
+    }
+
+    /// Appends an audit entry in its own transaction.
+    pub async fn audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
+        let mut tx = self.store.begin().await?;
+        ghostcard_store::audit::append(&mut tx, &entry).await?;
+        ghostcard_store::commit(tx).await
+    }
+
+    pub fn sandbox(&self) -> bool {
+        self.config.mode == Mode::Sandbox
+    }
+}
+
+/// The KEK and CVK from the configuration; in sandbox mode, missing ones come from (or go to) the key file.
+fn keys(config: &Config) -> Result<(Kek, Cvk), StartError> {
+    let configured_kek = config.kek.as_deref().map(Kek::from_hex).transpose()?;
+    let configured_cvk =
+        config.cvk.as_deref().map(|hex| Cvk::from_hex(hex).map_err(|_| VaultError::InvalidCvk)).transpose()?;
+    match (configured_kek, configured_cvk, config.mode) {
+        (Some(kek), Some(cvk), _) => Ok((kek, cvk)),
+        (None, _, Mode::Live) => Err(StartError::MissingKey("GHOSTCARD_KEK (64 hex digits)")),
+        (_, None, Mode::Live) => Err(StartError::MissingKey("GHOSTCARD_CVK (32 hex digits)")),
+        (kek, cvk, Mode::Sandbox) => {
+            let file = vault::sandbox_keys(&config.key_file_path(), &mut rand::rng())?;
+            Ok((kek.unwrap_or(file.kek), cvk.unwrap_or(file.cvk)))
+        }
+    }
+}
+
+/// Serves the HTTP API on `listener` until `shutdown` completes; requests in flight finish first.
+pub async fn serve(
+    app: Arc<App>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let router = api::router(app);
+    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+}

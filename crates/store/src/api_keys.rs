@@ -19,16 +19,18 @@ pub struct ApiKey {
 }
 
 pub async fn insert(tx: &mut Tx, key: &ApiKey) -> Result<()> {
-    sqlx::query("INSERT INTO api_keys (id, name, key_hash, prefix, created_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6)")
-        .bind(&key.id)
-        .bind(&key.name)
-        .bind(&key.key_hash)
-        .bind(&key.prefix)
-        .bind(to_micros(key.created_at))
-        .bind(key.revoked_at.map(to_micros))
-        .execute(&mut **tx)
-        .await
-        .map_err(StoreError::from_insert)?;
+    sqlx::query(
+        "INSERT INTO api_keys (id, name, key_hash, prefix, created_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&key.id)
+    .bind(&key.name)
+    .bind(&key.key_hash)
+    .bind(&key.prefix)
+    .bind(to_micros(key.created_at))
+    .bind(key.revoked_at.map(to_micros))
+    .execute(&mut **tx)
+    .await
+    .map_err(StoreError::from_insert)?;
     Ok(())
 }
 

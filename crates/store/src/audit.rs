@@ -39,13 +39,11 @@ pub async fn append(tx: &mut Tx, entry: &AuditEntry) -> Result<()> {
 
 /// The newest entries first, optionally only one action.
 pub async fn list(tx: &mut Tx, action: Option<&str>, limit: u32) -> Result<Page<AuditEntry>> {
-    let rows = sqlx::query(
-        "SELECT * FROM audit_log WHERE ($1 IS NULL OR action = $1) ORDER BY id DESC LIMIT $2",
-    )
-    .bind(action)
-    .bind(i64::from(limit) + 1)
-    .fetch_all(&mut **tx)
-    .await?;
+    let rows = sqlx::query("SELECT * FROM audit_log WHERE ($1 IS NULL OR action = $1) ORDER BY id DESC LIMIT $2")
+        .bind(action)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&mut **tx)
+        .await?;
     let entries = rows
         .iter()
         .map(|row| {

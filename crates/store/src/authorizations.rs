@@ -127,7 +127,13 @@ pub async fn list(
 
 /// Times of the cardholder's approvals since `since` (authorization velocity).
 pub async fn approval_times(tx: &mut Tx, cardholder_id: &str, since: DateTime<Utc>) -> Result<Vec<DateTime<Utc>>> {
-    times(tx, "cardholder_id = $1 AND response_code IN ('00', '85') AND kind <> 'refund' AND created_at > $2", cardholder_id, since).await
+    times(
+        tx,
+        "cardholder_id = $1 AND response_code IN ('00', '85') AND kind <> 'refund' AND created_at > $2",
+        cardholder_id,
+        since,
+    )
+    .await
 }
 
 /// Times of CVV2 failures on the cardholder's cards since `since`.
@@ -150,8 +156,7 @@ pub async fn open_holds(tx: &mut Tx, card_id: &str) -> Result<i64> {
 
 async fn times(tx: &mut Tx, condition: &str, owner: &str, since: DateTime<Utc>) -> Result<Vec<DateTime<Utc>>> {
     let sql = format!("SELECT created_at FROM authorizations WHERE {condition}");
-    let times: Vec<i64> =
-        sqlx::query_scalar(&sql).bind(owner).bind(to_micros(since)).fetch_all(&mut **tx).await?;
+    let times: Vec<i64> = sqlx::query_scalar(&sql).bind(owner).bind(to_micros(since)).fetch_all(&mut **tx).await?;
     times.into_iter().map(from_micros).collect()
 }
 

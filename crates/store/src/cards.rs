@@ -208,11 +208,12 @@ pub async fn list(
 
 /// When the cardholder's cards created after `since` were created (card-creation velocity).
 pub async fn creation_times(tx: &mut Tx, cardholder_id: &str, since: DateTime<Utc>) -> Result<Vec<DateTime<Utc>>> {
-    let times: Vec<i64> = sqlx::query_scalar("SELECT created_at FROM cards WHERE cardholder_id = $1 AND created_at > $2")
-        .bind(cardholder_id)
-        .bind(to_micros(since))
-        .fetch_all(&mut **tx)
-        .await?;
+    let times: Vec<i64> =
+        sqlx::query_scalar("SELECT created_at FROM cards WHERE cardholder_id = $1 AND created_at > $2")
+            .bind(cardholder_id)
+            .bind(to_micros(since))
+            .fetch_all(&mut **tx)
+            .await?;
     times.into_iter().map(from_micros).collect()
 }
 
@@ -230,32 +231,36 @@ pub async fn amount_not_in_plan(tx: &mut Tx, cardholder_id: &str, currency: &str
 
 /// The cardholder's cards in these states (to freeze them all, for instance).
 pub async fn ids_in_states(tx: &mut Tx, cardholder_id: &str, states: &[&str]) -> Result<Vec<String>> {
-    let all: Vec<(String, String)> = sqlx::query_as("SELECT id, status FROM cards WHERE cardholder_id = $1 ORDER BY id")
-        .bind(cardholder_id)
-        .fetch_all(&mut **tx)
-        .await?;
+    let all: Vec<(String, String)> =
+        sqlx::query_as("SELECT id, status FROM cards WHERE cardholder_id = $1 ORDER BY id")
+            .bind(cardholder_id)
+            .fetch_all(&mut **tx)
+            .await?;
     Ok(all.into_iter().filter(|(_, status)| states.contains(&status.as_str())).map(|(id, _)| id).collect())
 }
 
 pub async fn record_transition(tx: &mut Tx, card_id: &str, transition: &Transition) -> Result<()> {
-    sqlx::query("INSERT INTO card_transitions (card_id, from_status, to_status, reason, at) VALUES ($1, $2, $3, $4, $5)")
-        .bind(card_id)
-        .bind(transition.from.as_str())
-        .bind(transition.to.as_str())
-        .bind(&transition.reason)
-        .bind(to_micros(transition.at))
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO card_transitions (card_id, from_status, to_status, reason, at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(card_id)
+    .bind(transition.from.as_str())
+    .bind(transition.to.as_str())
+    .bind(&transition.reason)
+    .bind(to_micros(transition.at))
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
 /// The card's transitions, oldest first: (from, to, reason, at).
 pub async fn transitions(tx: &mut Tx, card_id: &str) -> Result<Vec<(String, String, String, DateTime<Utc>)>> {
-    let rows: Vec<(String, String, String, i64)> =
-        sqlx::query_as("SELECT from_status, to_status, reason, at FROM card_transitions WHERE card_id = $1 ORDER BY id")
-            .bind(card_id)
-            .fetch_all(&mut **tx)
-            .await?;
+    let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+        "SELECT from_status, to_status, reason, at FROM card_transitions WHERE card_id = $1 ORDER BY id",
+    )
+    .bind(card_id)
+    .fetch_all(&mut **tx)
+    .await?;
     rows.into_iter().map(|(from, to, reason, at)| Ok((from, to, reason, from_micros(at)?))).collect()
 }
 

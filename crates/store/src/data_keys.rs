@@ -32,10 +32,12 @@ pub async fn insert(tx: &mut Tx, key: &WrappedKey, at: DateTime<Utc>) -> Result<
 
 /// Every key wrapped by the KEK `kek_id`.
 pub async fn wrapped_by(tx: &mut Tx, kek_id: &str) -> Result<Vec<WrappedKey>> {
-    let rows = sqlx::query("SELECT purpose, version, kek_id, wrapped FROM data_keys WHERE kek_id = $1 ORDER BY purpose, version")
-        .bind(kek_id)
-        .fetch_all(&mut **tx)
-        .await?;
+    let rows = sqlx::query(
+        "SELECT purpose, version, kek_id, wrapped FROM data_keys WHERE kek_id = $1 ORDER BY purpose, version",
+    )
+    .bind(kek_id)
+    .fetch_all(&mut **tx)
+    .await?;
     rows.iter()
         .map(|row| {
             Ok(WrappedKey {

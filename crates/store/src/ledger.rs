@@ -6,7 +6,8 @@
 
 use chrono::{DateTime, Utc};
 use ghostcard_domain::ledger::{
-    AccountId, Committed, Entry, LedgerError, LedgerReport, Transfer, TransferId, TransferKind, verify as verify_transfers,
+    AccountId, Committed, Entry, LedgerError, LedgerReport, Transfer, TransferId, TransferKind,
+    verify as verify_transfers,
 };
 use ghostcard_domain::money::{Currency, Money};
 use sqlx::Row;
@@ -30,7 +31,11 @@ impl From<sqlx::Error> for CommitError {
 
 /// Writes `entries` as transfers. Fails (and the caller must roll back) if a hold is unknown, already resolved
 /// or smaller than its posting.
-pub async fn commit(tx: &mut Tx, entries: &[Entry], at: DateTime<Utc>) -> std::result::Result<Vec<Committed>, CommitError> {
+pub async fn commit(
+    tx: &mut Tx,
+    entries: &[Entry],
+    at: DateTime<Utc>,
+) -> std::result::Result<Vec<Committed>, CommitError> {
     let mut committed = Vec::with_capacity(entries.len());
     for entry in entries {
         committed.push(match entry {
@@ -53,7 +58,8 @@ pub async fn commit(tx: &mut Tx, entries: &[Entry], at: DateTime<Utc>) -> std::r
                 if amount.minor() > held.amount.minor() {
                     return Err(LedgerError::ExceedsPending(*pending).into());
                 }
-                let id = insert(tx, &held.debit, &held.credit, *amount, "post_pending", Some(*pending), code, at).await?;
+                let id =
+                    insert(tx, &held.debit, &held.credit, *amount, "post_pending", Some(*pending), code, at).await?;
                 let rest = held.amount.minor() - amount.minor();
                 let reheld = if rest > 0 {
                     let rest = Money::new(rest, held.amount.currency());
@@ -65,7 +71,8 @@ pub async fn commit(tx: &mut Tx, entries: &[Entry], at: DateTime<Utc>) -> std::r
             }
             Entry::VoidHold { pending, code } => {
                 let held = load_pending(tx, *pending).await?;
-                let id = insert(tx, &held.debit, &held.credit, held.amount, "void_pending", Some(*pending), code, at).await?;
+                let id = insert(tx, &held.debit, &held.credit, held.amount, "void_pending", Some(*pending), code, at)
+                    .await?;
                 Committed { transfer: id, reheld: None }
             }
         });

@@ -97,7 +97,11 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { max_connections: 16, sqlite_synchronous: "FULL".to_owned(), sqlite_busy_timeout: Duration::from_secs(5) }
+        StoreOptions {
+            max_connections: 16,
+            sqlite_synchronous: "FULL".to_owned(),
+            sqlite_busy_timeout: Duration::from_secs(5),
+        }
     }
 }
 
@@ -182,6 +186,11 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Commits a transaction.
+pub async fn commit(tx: Tx) -> Result<()> {
+    Ok(tx.commit().await?)
 }
 
 /// Microseconds since the Unix epoch, the stored form of an instant.

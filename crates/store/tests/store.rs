@@ -59,7 +59,8 @@ async fn a_hold_resolves_once_and_the_ledger_verifies() {
         let usd = |minor| Money::new(minor, Currency::USD);
         let mut tx = store.begin().await.expect("begins");
         ledger::commit(&mut tx, &entries::issue_card("card_1", usd(10_000)), now()).await.expect("issues");
-        let hold = ledger::commit(&mut tx, &[entries::hold("card_1", usd(6_000))], now()).await.expect("holds")[0].transfer;
+        let hold =
+            ledger::commit(&mut tx, &[entries::hold("card_1", usd(6_000))], now()).await.expect("holds")[0].transfer;
         let capture = ledger::commit(&mut tx, &entries::capture("card_1", Some((hold, usd(6_000))), usd(4_000)), now())
             .await
             .expect("captures");
@@ -71,7 +72,9 @@ async fn a_hold_resolves_once_and_the_ledger_verifies() {
         assert!(matches!(twice, Err(CommitError::Ledger(LedgerError::AlreadyResolved(id))) if id == hold), "{twice:?}");
         drop(tx);
         let mut tx = store.begin().await.expect("begins");
-        let too_much = ledger::commit(&mut tx, &[Entry::PostHold { pending: rehold, amount: usd(2_001), code: "capture" }], now()).await;
+        let too_much =
+            ledger::commit(&mut tx, &[Entry::PostHold { pending: rehold, amount: usd(2_001), code: "capture" }], now())
+                .await;
         assert!(matches!(too_much, Err(CommitError::Ledger(LedgerError::ExceedsPending(_)))));
         drop(tx);
 
@@ -91,9 +94,10 @@ async fn idempotency_claims_replay_and_refuse() {
             let store = store.clone();
             async move {
                 let mut tx = store.begin().await.expect("begins");
-                let claim = idempotency::claim(&mut tx, "key_1", "k", hash, at, Duration::hours(24), Duration::minutes(1))
-                    .await
-                    .expect("claims");
+                let claim =
+                    idempotency::claim(&mut tx, "key_1", "k", hash, at, Duration::hours(24), Duration::minutes(1))
+                        .await
+                        .expect("claims");
                 tx.commit().await.expect("commits");
                 claim
             }

@@ -1,0 +1,220 @@
+//! Administration commands: `migrate`, `api-key create|list|revoke`, `keys rotate`.
+
+use anyhow::{Context, Result, bail};
+use chrono::Utc;
+use clap::Subcommand;
+use ghostcard_server::config::Config;
+use ghostcard_server::ids::new_id;
+use ghostcard_server::vault::{self, Kek};
+use ghostcard_store::api_keys::{self, ApiKey};
+use ghostcard_store::audit::{self, AuditEntry};
+use ghostcard_store::{Store, StoreOptions};
+use rand::Rng;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::ConfigArguments;
+
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create an API key; it is printed once, alone on the last line
+    ///
+    /// Only a hash of the key is stored: keep the printed key, it cannot be shown again.
+    #[command(after_long_help = "Example:\n  KEY=$(ghostcard api-key create --name shop-backend | tail -n 1)")]
+    Create {
+        /// A name to recognize the key by (its owner or purpose).
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        config: ConfigArguments,
+    },
+    /// List API keys (names, prefixes and dates; never the keys)
+    List {
+        #[command(flatten)]
+        config: ConfigArguments,
+    },
+    /// Revoke an API key by id or name; requests with it are refused from then on
+    Revoke {
+        /// The key's id (key_…) or name.
+        key: String,
+        #[command(flatten)]
+        config: ConfigArguments,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Add a new card-number encryption key, or re-wrap every data key under a new KEK
+    ///
+    /// Without --new-kek: new cards are encrypted under a new data key from now on; existing cards keep theirs.
+    /// Running servers pick the new key up when restarted.
+    ///
+    /// With --new-kek: every data key is wrapped under the new key-encryption key as well. Servers still running
+    /// with the old KEK keep working; restart each with the new KEK (GHOSTCARD_KEK), one at a time.
+    Rotate {
+        /// The new key-encryption key, 64 hex digits (e.g. from `openssl rand -hex 32`).
+        #[arg(long, value_name = "HEX")]
+        new_kek: Option<String>,
+        #[command(flatten)]
+        config: ConfigArguments,
+    },
+}
+
+async fn open(config: &Config) -> Result<Store> {
+    let store = Store::connect(&config.database_url, &StoreOptions::default())
+        .await
+        .with_context(|| "cannot open the database; check --database-url or GHOSTCARD_DATABASE_URL")?;
+    store.migrate(Utc::now()).await?;
+    Ok(store)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+}
+
+pub fn migrate(arguments: &ConfigArguments) -> Result<()> {
+    let config = arguments.load()?;
+    runtime()?.block_on(async {
+        let store = Store::connect(&config.database_url, &StoreOptions::default()).await?;
+        let applied = store.migrate(Utc::now()).await?;
+        if arguments.json {
+            println!("{}", json!({ "applied": applied }));
+        } else if applied.is_empty() {
+            println!("The database is up to date.");
+        } else {
+            println!("Applied migrations {applied:?}.");
+        }
+        Ok(())
+    })
+}
+
+/// Creates and stores an API key; returns (id, key). The key itself is only in the return value.
+pub async fn create_api_key(store: &Store, name: &str, actor: &str) -> Result<(String, String)> {
+    let now = Utc::now();
+    let random: [u8; 24] = rand::rng().random();
+    let key = format!("gc_sk_{}", random.iter().map(|byte| format!("{byte:02x}")).collect::<String>());
+    let id = new_id("key", now, &mut rand::rng());
+    let mut tx = store.begin().await?;
+    api_keys::insert(
+        &mut tx,
+        &ApiKey {
+            id: id.clone(),
+            name: name.to_owned(),
+            key_hash: Sha256::digest(key.as_bytes()).to_vec(),
+            prefix: key[..10].to_owned(),
+            created_at: now,
+            revoked_at: None,
+        },
+    )
+    .await?;
+    audit::append(&mut tx, &cli_audit(actor, "api_key.create", Some(&id), now)).await?;
+    ghostcard_store::commit(tx).await?;
+    Ok((id, key))
+}
+
+pub fn api_key(command: ApiKeyCommand) -> Result<()> {
+    runtime()?.block_on(async {
+        match command {
+            ApiKeyCommand::Create { name, config } => {
+                let name = name.trim();
+                if name.is_empty() || name.len() > 100 {
+                    bail!("--name is 1 to 100 characters");
+                }
+                let store = open(&config.load()?).await?;
+                let (id, key) = create_api_key(&store, name, "cli").await?;
+                if config.json {
+                    println!("{}", json!({ "id": id, "name": name, "key": key }));
+                } else {
+                    println!("Created API key {id} named {name:?}. It is shown once; store it now.");
+                    println!("Use it as: Authorization: Bearer <key>");
+                    println!("{key}");
+                }
+            }
+            ApiKeyCommand::List { config } => {
+                let store = open(&config.load()?).await?;
+                let mut tx = store.read().await?;
+                let keys = api_keys::list(&mut tx).await?;
+                if config.json {
+                    let rows: Vec<_> = keys
+                        .iter()
+                        .map(|key| json!({ "id": key.id, "name": key.name, "prefix": key.prefix, "created_at": key.created_at, "revoked_at": key.revoked_at }))
+                        .collect();
+                    println!("{}", serde_json::Value::Array(rows));
+                } else if keys.is_empty() {
+                    println!("No API keys. Create one with: ghostcard api-key create --name NAME");
+                } else {
+                    for key in keys {
+                        let state = key.revoked_at.map_or("active".to_owned(), |at| format!("revoked {}", at.format("%Y-%m-%d %H:%M")));
+                        println!("{}  {:<24} {}…  created {}  {state}", key.id, key.name, key.prefix, key.created_at.format("%Y-%m-%d %H:%M"));
+                    }
+                }
+            }
+            ApiKeyCommand::Revoke { key, config } => {
+                let store = open(&config.load()?).await?;
+                let now = Utc::now();
+                let mut tx = store.begin().await?;
+                if !api_keys::revoke(&mut tx, &key, now).await? {
+                    bail!("no active API key with id or name {key:?}; see `ghostcard api-key list`");
+                }
+                audit::append(&mut tx, &cli_audit("cli", "api_key.revoke", Some(&key), now)).await?;
+                ghostcard_store::commit(tx).await?;
+                if config.json {
+                    println!("{}", json!({ "revoked": key }));
+                } else {
+                    println!("Revoked API key {key}.");
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+pub fn keys(command: KeysCommand) -> Result<()> {
+    let KeysCommand::Rotate { new_kek, config } = command;
+    let loaded = config.load()?;
+    runtime()?.block_on(async {
+        let store = open(&loaded).await?;
+        let current = match &loaded.kek {
+            Some(hex) => Kek::from_hex(hex)?,
+            None => vault::sandbox_keys(&loaded.key_file_path(), &mut rand::rng())?.kek,
+        };
+        let now = Utc::now();
+        let (action, detail, message) = match new_kek {
+            Some(hex) => {
+                let new = Kek::from_hex(&hex)?;
+                let count = vault::rewrap(&store, &current, &new, now, &mut rand::rng()).await?;
+                let message = format!(
+                    "Re-wrapped {count} data keys under the new KEK {}. Restart each server with GHOSTCARD_KEK set to the new key.",
+                    new.id()
+                );
+                ("keys.rewrap", format!("from {} to {}", current.id(), new.id()), message)
+            }
+            None => {
+                let version = vault::add_encryption_key(&store, &current, now, &mut rand::rng()).await?;
+                let message = format!("Added card-number key version {version}. Servers use it for new cards after a restart.");
+                ("keys.rotate", format!("card-number key version {version}"), message)
+            }
+        };
+        let mut tx = store.begin().await?;
+        audit::append(&mut tx, &AuditEntry { detail: Some(detail.clone()), ..cli_audit("cli", action, None, now) }).await?;
+        ghostcard_store::commit(tx).await?;
+        if config.json {
+            println!("{}", json!({ "action": action, "detail": detail }));
+        } else {
+            println!("{message}");
+        }
+        Ok(())
+    })
+}
+
+fn cli_audit(actor: &str, action: &str, resource: Option<&str>, at: chrono::DateTime<Utc>) -> AuditEntry {
+    AuditEntry {
+        at,
+        actor: actor.to_owned(),
+        action: action.to_owned(),
+        resource: resource.map(str::to_owned),
+        outcome: "success".to_owned(),
+        origin: Some("command line".to_owned()),
+        detail: None,
+    }
+}

@@ -1,0 +1,125 @@
+//! `ghostcard serve`: start the server and run it until Ctrl-C or SIGTERM.
+
+use std::net::SocketAddr;
+
+use anyhow::{Context, Result};
+use ghostcard_server::App;
+use ghostcard_server::config::Mode;
+use ghostcard_store::api_keys;
+
+use crate::ConfigArguments;
+use crate::admin::create_api_key;
+
+#[derive(Debug, clap::Args)]
+pub struct Arguments {
+    #[command(flatten)]
+    config: ConfigArguments,
+    /// Where the REST API listens (default 127.0.0.1:8080).
+    #[arg(long, value_name = "HOST:PORT")]
+    http_addr: Option<SocketAddr>,
+    /// sandbox (test money, the default) or live.
+    #[arg(long, value_parser = ["sandbox", "live"])]
+    mode: Option<String>,
+}
+
+pub fn run(arguments: Arguments) -> Result<()> {
+    let mut config = arguments.config.load()?;
+    if let Some(address) = arguments.http_addr {
+        config.http_addr = address;
+    }
+    if let Some(mode) = &arguments.mode {
+        config.mode = if mode == "live" { Mode::Live } else { Mode::Sandbox };
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&config.log).context("GHOSTCARD_LOG is not a valid filter")?,
+        )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .init();
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let address = config.http_addr;
+        let database = config.database_url.clone();
+        let app = App::start(config).await?;
+        let listener = tokio::net::TcpListener::bind(address).await.with_context(|| {
+            format!("cannot listen on {address}; is another server running there? choose another with --http-addr")
+        })?;
+        let address = listener.local_addr()?;
+        println!(
+            "ghostcard {} listening on http://{address} ({} mode, {})",
+            env!("CARGO_PKG_VERSION"),
+            app.config.mode.as_str(),
+            redact(&database)
+        );
+        if app.sandbox() {
+            first_run_key(&app, address).await?;
+        }
+        ghostcard_server::serve(app, listener, shutdown_signal()).await?;
+        println!("ghostcard stopped");
+        Ok(())
+    })
+}
+
+/// On the first sandbox start there is no API key yet: make one, so the server can be tried at once.
+async fn first_run_key(app: &App, address: SocketAddr) -> Result<()> {
+    let mut tx = app.store.read().await?;
+    if !api_keys::list(&mut tx).await?.is_empty() {
+        println!("Create an API key with: ghostcard api-key create --name NAME");
+        return Ok(());
+    }
+    drop(tx);
+    let (_, key) = create_api_key(&app.store, "sandbox", "serve (first run)").await?;
+    println!("First run: created the API key \"sandbox\". It is shown once; keep it:\n\n  {key}\n");
+    println!("Try it:");
+    println!(
+        "  curl -s http://{address}/v1/cardholders -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n       -d '{{\"email\": \"ada@example.com\", \"name\": \"Ada\", \"country\": \"US\"}}'"
+    );
+    println!(
+        "  then link a funding card (POST /v1/cardholders/ID/funding-sources) and create a card (POST /v1/cards);"
+    );
+    println!("  README.md walks through it. The whole API: http://{address}/openapi.json\n");
+    Ok(())
+}
+
+/// A database URL without its password.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            let user = credentials.split(':').next().unwrap_or("");
+            format!("{}{user}@{}", &url[..scheme + 3], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+    println!("shutting down: finishing requests in flight");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn database_passwords_are_not_printed() {
+        assert_eq!(super::redact("postgres://ghost:secret@db:5432/g"), "postgres://ghost@db:5432/g");
+        assert_eq!(super::redact("sqlite://ghostcard.db"), "sqlite://ghostcard.db");
+    }
+}

@@ -1,0 +1,316 @@
+//! Cardholders, their purchase power and their funding sources.
+
+use std::sync::Arc;
+
+use argon2::password_hash::{PasswordHasher, SaltString};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::{Extension, Json};
+use chrono::{DateTime, Datelike, Utc};
+use ghostcard_domain::card_number::CardNumber;
+use ghostcard_domain::country::Country;
+use ghostcard_domain::purchase_power::{CardholderPosition, PurchasePower, purchase_power as compute_purchase_power};
+use ghostcard_store::cardholders::{self, Cardholder};
+use ghostcard_store::funding_sources::{self, FundingSource};
+use ghostcard_store::{StoreError, Tx, cards};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{ApiError, ApiJson, Caller, Claimed, finish};
+use crate::App;
+use crate::gateway::GatewayError;
+use crate::ids::{has_prefix, new_id};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCardholder {
+    pub email: String,
+    pub name: String,
+    /// For the web app's sign-in; at least 10 characters. Stored as an Argon2id hash.
+    pub password: Option<String>,
+    /// ISO 3166 alpha-2.
+    pub country: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CardholderView {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    pub country: String,
+    /// `active` or `restricted`.
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<&Cardholder> for CardholderView {
+    fn from(cardholder: &Cardholder) -> Self {
+        CardholderView {
+            id: cardholder.id.clone(),
+            email: cardholder.email.clone(),
+            name: cardholder.name.clone(),
+            country: cardholder.country.clone(),
+            status: cardholder.status.clone(),
+            created_at: cardholder.created_at,
+        }
+    }
+}
+
+#[utoipa::path(post, path = "/v1/cardholders", tag = "cardholders", request_body = CreateCardholder,
+    responses((status = 201, body = CardholderView), (status = 400, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)))]
+pub async fn create(
+    State(app): State<Arc<App>>,
+    claim: Claimed,
+    ApiJson(body): ApiJson<CreateCardholder>,
+) -> Result<Response, ApiError> {
+    let email = body.email.trim().to_lowercase();
+    let valid_email = email.len() <= 254
+        && email
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.') && !domain.starts_with('.'))
+        && !email.contains(char::is_whitespace);
+    if !valid_email {
+        return Err(
+            ApiError::invalid("invalid_email", "give an email address such as ada@example.com").with_param("email")
+        );
+    }
+    let name = body.name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(ApiError::invalid("invalid_name", "a name is 1 to 200 characters").with_param("name"));
+    }
+    let country = Country::parse(&body.country).map_err(|_| {
+        ApiError::invalid("invalid_country", "use an ISO 3166 alpha-2 code such as US").with_param("country")
+    })?;
+    let password_hash = match &body.password {
+        Some(password) if password.chars().count() < 10 || password.len() > 1024 => {
+            return Err(
+                ApiError::invalid("weak_password", "a password is 10 to 1024 characters").with_param("password")
+            );
+        }
+        Some(password) => {
+            let salt = SaltString::from_b64(&base64_salt()).map_err(ApiError::internal)?;
+            let hash =
+                argon2::Argon2::default().hash_password(password.as_bytes(), &salt).map_err(ApiError::internal)?;
+            Some(hash.to_string())
+        }
+        None => None,
+    };
+    let now = app.clock.now();
+    let cardholder = Cardholder {
+        id: new_id("ch", now, &mut rand::rng()),
+        email,
+        name: name.to_owned(),
+        country: country.as_str().to_owned(),
+        password_hash,
+        status: "active".to_owned(),
+        restricted_reason: None,
+        created_at: now,
+    };
+    let mut tx = app.store.begin().await?;
+    match cardholders::insert(&mut tx, &cardholder).await {
+        Err(StoreError::Conflict) => {
+            return Err(
+                ApiError::conflict("email_taken", "a cardholder with this email already exists").with_param("email")
+            );
+        }
+        other => other?,
+    }
+    finish(tx, claim.as_deref(), StatusCode::CREATED, &CardholderView::from(&cardholder)).await
+}
+
+fn base64_salt() -> String {
+    use base64::Engine;
+    let bytes: [u8; 16] = rand::random();
+    base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes)
+}
+
+#[utoipa::path(get, path = "/v1/cardholders/{id}", tag = "cardholders",
+    responses((status = 200, body = CardholderView), (status = 404, body = super::error::ErrorBody)))]
+pub async fn get(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Json<CardholderView>, ApiError> {
+    let mut tx = app.store.read().await?;
+    let cardholder = load(&mut tx, &id).await?;
+    Ok(Json(CardholderView::from(&cardholder)))
+}
+
+/// The cardholder `id`, or a 404.
+pub async fn load(tx: &mut Tx, id: &str) -> Result<Cardholder, ApiError> {
+    if !has_prefix(id, "ch") {
+        return Err(ApiError::not_found("cardholder", id));
+    }
+    cardholders::get(tx, id).await?.ok_or_else(|| ApiError::not_found("cardholder", id))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PurchasePowerView {
+    pub available: i64,
+    pub limit: i64,
+    pub outstanding: i64,
+    pub currency: String,
+    pub breakdown: BreakdownView,
+    /// `overdue_installment` or `account_restricted` while available is held at 0.
+    pub restricted_reason: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BreakdownView {
+    pub base: i64,
+    /// `per_month × whole months since sign-up`.
+    pub tenure: i64,
+    /// `per_repaid_plan × plans repaid with no late fee`.
+    pub repaid_plans: i64,
+    pub max: i64,
+}
+
+impl From<&PurchasePower> for PurchasePowerView {
+    fn from(power: &PurchasePower) -> Self {
+        PurchasePowerView {
+            available: power.available.minor(),
+            limit: power.limit.minor(),
+            outstanding: power.outstanding.minor(),
+            currency: power.limit.currency().code().to_owned(),
+            breakdown: BreakdownView {
+                base: power.breakdown.base.minor(),
+                tenure: power.breakdown.tenure.minor(),
+                repaid_plans: power.breakdown.repaid_plans.minor(),
+                max: power.breakdown.max.minor(),
+            },
+            restricted_reason: power.restricted_reason.map(|reason| {
+                serde_json::to_value(reason)
+                    .ok()
+                    .and_then(|value| value.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            }),
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/v1/cardholders/{id}/purchase-power", tag = "cardholders",
+    responses((status = 200, body = PurchasePowerView), (status = 404, body = super::error::ErrorBody)))]
+pub async fn purchase_power(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Result<Json<PurchasePowerView>, ApiError> {
+    let mut tx = app.store.read().await?;
+    let cardholder = load(&mut tx, &id).await?;
+    let power = purchase_power_of(&app, &mut tx, &cardholder, app.clock.now()).await?;
+    Ok(Json(PurchasePowerView::from(&power)))
+}
+
+/// The cardholder's purchase power now, from what the store holds.
+pub async fn purchase_power_of(
+    app: &App,
+    tx: &mut Tx,
+    cardholder: &Cardholder,
+    now: DateTime<Utc>,
+) -> Result<PurchasePower, ApiError> {
+    let currency = app.currency;
+    let cards_not_in_plan = cards::amount_not_in_plan(tx, &cardholder.id, currency.code()).await?;
+    let position = CardholderPosition {
+        signed_up_at: cardholder.created_at,
+        plans_repaid_without_late_fee: 0,
+        cards_not_in_plan: ghostcard_domain::money::Money::new(cards_not_in_plan, currency),
+        plan_balances: ghostcard_domain::money::Money::zero(currency),
+        overdue: false,
+        restricted: cardholder.status == "restricted",
+    };
+    compute_purchase_power(&app.purchase_power, &position, now).map_err(ApiError::internal)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddFundingSource {
+    /// Sandbox mode: the card number (see API.md for the special test numbers).
+    pub number: Option<String>,
+    pub exp_month: Option<i64>,
+    pub exp_year: Option<i64>,
+    pub cvc: Option<String>,
+    /// Live mode: the payment gateway's token for the card.
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FundingSourceView {
+    pub id: String,
+    pub brand: String,
+    pub last4: String,
+    pub exp_month: i64,
+    pub exp_year: i64,
+    pub status: String,
+}
+
+#[utoipa::path(post, path = "/v1/cardholders/{id}/funding-sources", tag = "cardholders", request_body = AddFundingSource,
+    responses((status = 201, body = FundingSourceView), (status = 400, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+pub async fn add_funding_source(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    claim: Claimed,
+    Extension(_caller): Extension<Caller>,
+    ApiJson(body): ApiJson<AddFundingSource>,
+) -> Result<Response, ApiError> {
+    let now = app.clock.now();
+    {
+        let mut tx = app.store.read().await?;
+        load(&mut tx, &id).await?;
+    }
+    if !app.sandbox() || body.token.is_some() {
+        return Err(ApiError::invalid(
+            "live_gateway_not_configured",
+            "linking by gateway token needs a live payment gateway, which this deployment does not have",
+        )
+        .with_param("token"));
+    }
+    let number = body
+        .number
+        .as_deref()
+        .ok_or_else(|| ApiError::invalid("missing_field", "give the card number").with_param("number"))?;
+    let number = CardNumber::parse(number).map_err(|error| {
+        ApiError::invalid("invalid_card_number", format!("the card number is not valid: {error}")).with_param("number")
+    })?;
+    let exp_month =
+        body.exp_month.ok_or_else(|| ApiError::invalid("missing_field", "give exp_month").with_param("exp_month"))?;
+    let exp_year =
+        body.exp_year.ok_or_else(|| ApiError::invalid("missing_field", "give exp_year").with_param("exp_year"))?;
+    if !(1..=12).contains(&exp_month) {
+        return Err(ApiError::invalid("invalid_expiry", "exp_month is 1 to 12").with_param("exp_month"));
+    }
+    let this_month = i64::from(now.year()) * 12 + i64::from(now.month());
+    if exp_year * 12 + exp_month < this_month || exp_year > i64::from(now.year()) + 50 {
+        return Err(
+            ApiError::invalid("invalid_expiry", "the card has expired or the year is not real").with_param("exp_year")
+        );
+    }
+    let valid_cvc = |cvc: &str| (3..=4).contains(&cvc.len()) && cvc.bytes().all(|byte| byte.is_ascii_digit());
+    if body.cvc.as_deref().is_some_and(|cvc| !valid_cvc(cvc)) {
+        return Err(ApiError::invalid("invalid_cvc", "a CVC is 3 or 4 digits").with_param("cvc"));
+    }
+    let linked = match app.gateway.link(&number).await {
+        Ok(linked) => linked,
+        Err(GatewayError::Declined) => {
+            return Err(ApiError::refused("funding_declined", "the funding card was declined; try another card"));
+        }
+        Err(error) => return Err(ApiError::internal(error)),
+    };
+    let source = FundingSource {
+        id: new_id("fs", now, &mut rand::rng()),
+        cardholder_id: id,
+        brand: linked.brand,
+        last4: linked.last4,
+        exp_month,
+        exp_year,
+        gateway_token: linked.token,
+        status: "active".to_owned(),
+        created_at: now,
+    };
+    let mut tx = app.store.begin().await?;
+    funding_sources::insert(&mut tx, &source).await?;
+    let view = FundingSourceView {
+        id: source.id.clone(),
+        brand: source.brand.clone(),
+        last4: source.last4.clone(),
+        exp_month,
+        exp_year,
+        status: source.status.clone(),
+    };
+    finish(tx, claim.as_deref(), StatusCode::CREATED, &view).await
+}

@@ -1,0 +1,504 @@
+//! One-time cards: create (with every refusal of PRODUCT.md, in order), read, list, reveal, cancel and refund the
+//! unused amount.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::{Extension, Json};
+use chrono::{DateTime, Datelike, Duration, Utc};
+use ghostcard_domain::card::{CardEvent, CardStatus, CloseReason};
+use ghostcard_domain::card_number::{CardNumber, Expiry};
+use ghostcard_domain::issuance::{CreationRefusal, check_card_creation};
+use ghostcard_domain::ledger::entries;
+use ghostcard_domain::money::{Currency, Money};
+use ghostcard_domain::plan::{Plan, PlanKind};
+use ghostcard_store::audit::AuditEntry;
+use ghostcard_store::cards::{self, CardRecord};
+use ghostcard_store::{Tx, audit, cardholders, funding_sources, ledger};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::cardholders::{load as load_cardholder, purchase_power_of};
+use super::{ApiError, ApiJson, Caller, Claimed, List, PageQuery, finish, origin};
+use crate::App;
+use crate::gateway::GatewayError;
+use crate::ids::{has_prefix, new_id};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCard {
+    pub cardholder_id: String,
+    /// Minor units (10001 = 100.01 USD).
+    pub amount: i64,
+    /// ISO 4217; the deployment's currency.
+    pub currency: String,
+    pub funding_source_id: String,
+    /// `pay_now`, `pay_in_4`, `pay_in_30`, `financing_3`, `financing_6`, `financing_12`, `financing_24`.
+    pub plan: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MerchantView {
+    pub acquirer_id: String,
+    pub id: String,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CardView {
+    pub id: String,
+    pub cardholder_id: String,
+    /// `active`, `used`, `expired`, `canceled`, `frozen`, `closed`.
+    pub status: String,
+    pub amount: i64,
+    pub held: i64,
+    pub captured: i64,
+    pub remaining_amount: i64,
+    pub currency: String,
+    pub bin: String,
+    pub last4: String,
+    pub exp_month: i64,
+    pub exp_year: i64,
+    pub valid_until: DateTime<Utc>,
+    pub plan: String,
+    pub plan_id: Option<String>,
+    pub funding_source_id: String,
+    pub merchant: Option<MerchantView>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl CardView {
+    /// The card as the API shows it at `now`: an active card whose window has passed is `expired` even before
+    /// the expiry job has recorded it.
+    pub fn of(card: &CardRecord, now: DateTime<Utc>) -> CardView {
+        let status =
+            if card.status == "active" && now >= card.valid_until { "expired".to_owned() } else { card.status.clone() };
+        CardView {
+            id: card.id.clone(),
+            cardholder_id: card.cardholder_id.clone(),
+            status,
+            amount: card.amount,
+            held: card.held,
+            captured: card.captured,
+            remaining_amount: card.amount - card.held - card.captured,
+            currency: card.currency.clone(),
+            bin: card.bin.clone(),
+            last4: card.last4.clone(),
+            exp_month: card.exp_month,
+            exp_year: card.exp_year,
+            valid_until: card.valid_until,
+            plan: card.plan_kind.clone(),
+            plan_id: card.plan_id.clone(),
+            funding_source_id: card.funding_source_id.clone(),
+            merchant: match (&card.merchant_acquirer_id, &card.merchant_id) {
+                (Some(acquirer_id), Some(id)) => Some(MerchantView {
+                    acquirer_id: acquirer_id.clone(),
+                    id: id.clone(),
+                    name: card.merchant_name.clone(),
+                }),
+                _ => None,
+            },
+            created_at: card.created_at,
+        }
+    }
+}
+
+#[utoipa::path(post, path = "/v1/cards", tag = "cards", request_body = CreateCard,
+    responses((status = 201, body = CardView), (status = 400, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+pub async fn create(
+    State(app): State<Arc<App>>,
+    claim: Claimed,
+    Extension(caller): Extension<Caller>,
+    ApiJson(body): ApiJson<CreateCard>,
+) -> Result<Response, ApiError> {
+    let currency = Currency::from_code(&body.currency).map_err(|_| {
+        ApiError::invalid("invalid_currency", "use an ISO 4217 code such as USD").with_param("currency")
+    })?;
+    if currency != app.currency {
+        return Err(ApiError::invalid(
+            "currency_not_supported",
+            format!("cards are issued in {}", app.currency.code()),
+        )
+        .with_param("currency"));
+    }
+    if body.amount <= 0 {
+        return Err(
+            ApiError::invalid("invalid_amount", "amount is a positive integer of minor units").with_param("amount")
+        );
+    }
+    let amount = Money::new(body.amount, currency);
+    let plan = PlanKind::parse(&body.plan).ok_or_else(|| {
+        ApiError::invalid(
+            "invalid_plan",
+            "plan is one of pay_now, pay_in_4, pay_in_30, financing_3, financing_6, financing_12, financing_24",
+        )
+        .with_param("plan")
+    })?;
+    let now = app.clock.now();
+
+    // Checks before the funding hold, so a refused card holds nothing.
+    let (cardholder, source) = {
+        let mut tx = app.store.read().await?;
+        let cardholder =
+            load_cardholder(&mut tx, &body.cardholder_id).await.map_err(|error| error.with_param("cardholder_id"))?;
+        let source = match has_prefix(&body.funding_source_id, "fs") {
+            true => funding_sources::get(&mut tx, &body.funding_source_id).await?,
+            false => None,
+        }
+        .filter(|source| source.cardholder_id == cardholder.id && source.status == "active")
+        .ok_or_else(|| {
+            ApiError::not_found("funding source of this cardholder", &body.funding_source_id)
+                .with_param("funding_source_id")
+        })?;
+        refusal(&app, &mut tx, &cardholder, amount, now).await?;
+        (cardholder, source)
+    };
+
+    // The funding hold: the whole amount for pay-now, the first installment for a plan.
+    let hold_amount = match plan {
+        PlanKind::PayNow => amount,
+        kind => {
+            let schedule = Plan::new(kind, amount, now.date_naive(), &app.plan_terms).map_err(ApiError::internal)?;
+            schedule.money(schedule.installments.first().map_or(amount.minor(), |first| first.amount()))
+        }
+    };
+    let card_id = new_id("card", now, &mut rand::rng());
+    let funding_hold = match app.gateway.hold(&source.gateway_token, hold_amount, &card_id).await {
+        Ok(hold) => hold,
+        Err(GatewayError::Declined) => {
+            return Err(ApiError::refused("funding_declined", "the funding card declined the hold; link another card"));
+        }
+        Err(error) => return Err(ApiError::internal(error)),
+    };
+
+    let written = async {
+        let mut tx = app.store.begin().await?;
+        // Checked again inside the write: a concurrent request may have used the purchase power meanwhile.
+        let cardholder = cardholders::get(&mut tx, &cardholder.id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("cardholder", &cardholder.id))?;
+        refusal(&app, &mut tx, &cardholder, amount, now).await?;
+        let (record, _number) =
+            issue(&app, &mut tx, &card_id, &cardholder.id, &source.id, amount, plan, &funding_hold, now).await?;
+        ledger::commit(&mut tx, &entries::issue_card(&record.id, amount), now).await.map_err(ApiError::internal)?;
+        audit::append(
+            &mut tx,
+            &AuditEntry {
+                at: now,
+                actor: caller.actor.clone(),
+                action: "card.create".to_owned(),
+                resource: Some(record.id.clone()),
+                outcome: "success".to_owned(),
+                origin: caller.origin.clone(),
+                detail: None,
+            },
+        )
+        .await?;
+        finish(tx, claim.as_deref(), StatusCode::CREATED, &CardView::of(&record, now)).await
+    };
+    let result: Result<Response, ApiError> = written.await;
+    if result.is_err() {
+        // Nothing was written: give the funding hold back.
+        if let Err(error) = app.gateway.release(&source.gateway_token, &funding_hold).await {
+            tracing::warn!(%error, card = %card_id, "could not release the funding hold of a card that was not created");
+        }
+    }
+    result
+}
+
+/// The card-creation refusals of PRODUCT.md before the funding hold, as API errors.
+async fn refusal(
+    app: &App,
+    tx: &mut Tx,
+    cardholder: &ghostcard_store::cardholders::Cardholder,
+    amount: Money,
+    now: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    let power = purchase_power_of(app, tx, cardholder, now).await?;
+    let longest_window = app.rules.fraud.card_creation.iter().map(|limit| limit.window_seconds).max().unwrap_or(0);
+    let created = cards::creation_times(tx, &cardholder.id, now - Duration::seconds(longest_window)).await?;
+    check_card_creation(amount, app.minimum_card_amount, &power, &created, &app.rules.fraud, now).map_err(|refusal| {
+        match refusal {
+            CreationRefusal::AmountTooSmall { minimum } => {
+                ApiError::refused("amount_too_small", format!("the smallest card is {minimum}")).with_param("amount")
+            }
+            CreationRefusal::AccountRestricted => {
+                ApiError::refused("account_restricted", "the account is restricted; pay what is overdue first")
+            }
+            CreationRefusal::SuspectedFraud { rule } => {
+                tracing::warn!(cardholder = %cardholder.id, %rule, "card creation refused by a fraud rule");
+                ApiError::refused("suspected_fraud", "too many cards were created recently; try again later")
+            }
+            CreationRefusal::PurchasePowerExceeded { available } => ApiError::refused(
+                "purchase_power_exceeded",
+                format!("the amount is more than the {available} available"),
+            )
+            .with_param("amount"),
+        }
+    })
+}
+
+/// Draws a new card number (never reused: a collision draws again), encrypts it and inserts the card.
+#[allow(clippy::too_many_arguments)]
+async fn issue(
+    app: &App,
+    tx: &mut Tx,
+    card_id: &str,
+    cardholder_id: &str,
+    funding_source_id: &str,
+    amount: Money,
+    plan: PlanKind,
+    funding_hold: &str,
+    now: DateTime<Utc>,
+) -> Result<(CardRecord, CardNumber), ApiError> {
+    let issued = Expiry::new(u16::try_from(now.year()).map_err(ApiError::internal)?, now.month() as u8)
+        .map_err(ApiError::internal)?;
+    let expiry = issued.plus_months(app.config.printed_expiry_months).map_err(ApiError::internal)?;
+    for _ in 0..8 {
+        let number = CardNumber::generate(&app.bin, app.config.card_number_length, &mut rand::rng())
+            .map_err(ApiError::internal)?;
+        let number_hash = app.vault.number_hash(&number);
+        if cards::find_by_number_hash(tx, &number_hash).await?.is_some() {
+            continue;
+        }
+        let (data_key_version, number_ciphertext) = app.vault.encrypt_number(card_id, &number, &mut rand::rng());
+        let record = CardRecord {
+            id: card_id.to_owned(),
+            cardholder_id: cardholder_id.to_owned(),
+            funding_source_id: funding_source_id.to_owned(),
+            number_hash,
+            number_ciphertext,
+            data_key_version,
+            cvk_version: app.vault.current_cvk_version(),
+            bin: number.bin(app.bin.as_str().len()).to_owned(),
+            last4: number.last4().to_owned(),
+            exp_month: i64::from(expiry.month()),
+            exp_year: i64::from(expiry.year()),
+            currency: amount.currency().code().to_owned(),
+            amount: amount.minor(),
+            held: 0,
+            captured: 0,
+            status: CardStatus::Active.as_str().to_owned(),
+            frozen_from: None,
+            merchant_acquirer_id: None,
+            merchant_id: None,
+            merchant_name: None,
+            plan_kind: plan.as_str().to_owned(),
+            plan_id: None,
+            funding_hold_id: Some(funding_hold.to_owned()),
+            valid_until: now + Duration::hours(app.config.card_validity_hours),
+            created_at: now,
+            version: 0,
+        };
+        cards::insert(tx, &record).await?;
+        return Ok((record, number));
+    }
+    Err(ApiError::internal("could not draw an unused card number in 8 tries; the BIN may be nearly exhausted"))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct CardsQuery {
+    pub cardholder_id: Option<String>,
+    pub status: Option<String>,
+    pub limit: Option<i64>,
+    pub starting_after: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/cards", tag = "cards", params(CardsQuery),
+    responses((status = 200, body = List<CardView>), (status = 400, body = super::error::ErrorBody)))]
+pub async fn list(
+    State(app): State<Arc<App>>,
+    Query(query): Query<CardsQuery>,
+) -> Result<Json<List<CardView>>, ApiError> {
+    let limit = PageQuery { limit: query.limit, starting_after: None }.limit()?;
+    if let Some(status) = &query.status
+        && CardStatus::parse(status).is_none()
+    {
+        return Err(ApiError::invalid(
+            "invalid_status",
+            "status is one of active, used, expired, canceled, frozen, closed",
+        )
+        .with_param("status"));
+    }
+    let now = app.clock.now();
+    let mut tx = app.store.read().await?;
+    let page = cards::list(
+        &mut tx,
+        query.cardholder_id.as_deref(),
+        query.status.as_deref(),
+        limit,
+        query.starting_after.as_deref(),
+    )
+    .await?;
+    Ok(Json(List { data: page.rows.iter().map(|card| CardView::of(card, now)).collect(), has_more: page.has_more }))
+}
+
+#[utoipa::path(get, path = "/v1/cards/{id}", tag = "cards",
+    responses((status = 200, body = CardView), (status = 404, body = super::error::ErrorBody)))]
+pub async fn get(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Json<CardView>, ApiError> {
+    let mut tx = app.store.read().await?;
+    let card = load(&mut tx, &id, false).await?;
+    Ok(Json(CardView::of(&card, app.clock.now())))
+}
+
+/// The card `id` (locked for writing when `for_update`), or a 404.
+pub async fn load(tx: &mut Tx, id: &str, for_update: bool) -> Result<CardRecord, ApiError> {
+    if !has_prefix(id, "card") {
+        return Err(ApiError::not_found("card", id));
+    }
+    let card = if for_update { cards::get_for_update(tx, id).await? } else { cards::get(tx, id).await? };
+    card.ok_or_else(|| ApiError::not_found("card", id))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RevealedCard {
+    pub number: String,
+    pub exp_month: i64,
+    pub exp_year: i64,
+    pub cvv: String,
+}
+
+#[utoipa::path(post, path = "/v1/cards/{id}/reveal", tag = "cards",
+    responses((status = 200, body = RevealedCard), (status = 404, body = super::error::ErrorBody)))]
+pub async fn reveal(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
+    let now = app.clock.now();
+    let mut tx = app.store.begin().await?;
+    let card = load(&mut tx, &id, false).await?;
+    let number = app.vault.decrypt_number(&card.id, card.data_key_version, &card.number_ciphertext)?;
+    let expiry = card.to_card()?.expiry();
+    let cvv = app.vault.cvk(card.cvk_version)?.cvv2(&number, expiry);
+    // The reveal is audited in the same transaction: no audit entry, no card data.
+    audit::append(
+        &mut tx,
+        &AuditEntry {
+            at: now,
+            actor: caller.actor.clone(),
+            action: "card.reveal".to_owned(),
+            resource: Some(card.id.clone()),
+            outcome: "success".to_owned(),
+            origin: origin(&headers, &caller),
+            detail: None,
+        },
+    )
+    .await?;
+    let revealed = RevealedCard {
+        number: number.expose().to_owned(),
+        exp_month: card.exp_month,
+        exp_year: card.exp_year,
+        cvv: cvv.expose().clone(),
+    };
+    // Never stored for idempotency (the middleware skips /reveal), never cached.
+    let mut response = finish(tx, None, StatusCode::OK, &revealed).await?;
+    response.headers_mut().insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+#[utoipa::path(post, path = "/v1/cards/{id}/cancel", tag = "cards",
+    responses((status = 200, body = CardView), (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)))]
+pub async fn cancel(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    claim: Claimed,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
+    let now = app.clock.now();
+    let mut tx = app.store.begin().await?;
+    let mut record = load(&mut tx, &id, true).await?;
+    let mut card = record.to_card()?;
+    if card.status() != CardStatus::Active || card.is_bound() || !card.held().is_zero() || !card.window_open(now) {
+        return Err(ApiError::conflict(
+            "card_not_cancelable",
+            "only an unused card inside its 24-hour window can be canceled",
+        ));
+    }
+    let transition = card.apply(CardEvent::Cancel, now).map_err(|_| {
+        ApiError::conflict("card_not_cancelable", "only an unused card inside its 24-hour window can be canceled")
+    })?;
+    let released = card.refund_unused().map_err(ApiError::internal)?;
+    record.set_card(&card);
+    cards::update(&mut tx, &mut record).await?;
+    cards::record_transition(&mut tx, &record.id, &transition).await?;
+    ledger::commit(&mut tx, &entries::release_unused(&record.id, released), now).await.map_err(ApiError::internal)?;
+    audit::append(&mut tx, &card_audit(&caller, "card.cancel", &record.id, now)).await?;
+    let response = finish(tx, claim.as_deref(), StatusCode::OK, &CardView::of(&record, now)).await?;
+    release_funding_hold(&app, &record).await;
+    Ok(response)
+}
+
+#[utoipa::path(post, path = "/v1/cards/{id}/refund-unused", tag = "cards",
+    responses((status = 200, body = CardView), (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)))]
+pub async fn refund_unused(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    claim: Claimed,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
+    let now = app.clock.now();
+    let mut tx = app.store.begin().await?;
+    let mut record = load(&mut tx, &id, true).await?;
+    let mut card = record.to_card()?;
+    let transition = match card.status() {
+        // An unused card has nothing to keep: refunding its amount ends it, as canceling does.
+        CardStatus::Active => Some(card.apply(CardEvent::Cancel, now).map_err(ApiError::internal)?),
+        CardStatus::Used if card.held().is_zero() => {
+            Some(card.apply(CardEvent::Close(CloseReason::UnusedRefunded), now).map_err(ApiError::internal)?)
+        }
+        CardStatus::Used | CardStatus::Frozen => None,
+        CardStatus::Expired | CardStatus::Canceled | CardStatus::Closed => {
+            return Err(ApiError::conflict(
+                "card_not_refundable",
+                format!("a {} card has no unused amount", card.status()),
+            ));
+        }
+    };
+    let released = card.refund_unused().map_err(ApiError::internal)?;
+    record.set_card(&card);
+    cards::update(&mut tx, &mut record).await?;
+    if let Some(transition) = &transition {
+        cards::record_transition(&mut tx, &record.id, transition).await?;
+    }
+    ledger::commit(&mut tx, &entries::release_unused(&record.id, released), now).await.map_err(ApiError::internal)?;
+    audit::append(&mut tx, &card_audit(&caller, "card.refund_unused", &record.id, now)).await?;
+    let response = finish(tx, claim.as_deref(), StatusCode::OK, &CardView::of(&record, now)).await?;
+    if record.held == 0 && record.captured == 0 {
+        release_funding_hold(&app, &record).await;
+    }
+    Ok(response)
+}
+
+fn card_audit(caller: &Caller, action: &str, card_id: &str, now: DateTime<Utc>) -> AuditEntry {
+    AuditEntry {
+        at: now,
+        actor: caller.actor.clone(),
+        action: action.to_owned(),
+        resource: Some(card_id.to_owned()),
+        outcome: "success".to_owned(),
+        origin: caller.origin.clone(),
+        detail: None,
+    }
+}
+
+/// Gives the funding hold of a card that will take no money back. A failure is logged: the hold expires on the
+/// gateway's side anyway.
+async fn release_funding_hold(app: &App, record: &CardRecord) {
+    let source = async {
+        let mut tx = app.store.read().await?;
+        funding_sources::get(&mut tx, &record.funding_source_id).await
+    };
+    match (source.await, &record.funding_hold_id) {
+        (Ok(Some(source)), Some(hold)) => {
+            if let Err(error) = app.gateway.release(&source.gateway_token, hold).await {
+                tracing::warn!(%error, card = %record.id, "could not release the funding hold");
+            }
+        }
+        (Err(error), _) => tracing::warn!(%error, card = %record.id, "could not read the funding source"),
+        _ => {}
+    }
+}

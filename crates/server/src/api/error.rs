@@ -1,0 +1,130 @@
+//! Errors in the shape of API.md: `{"error": {"type", "code", "message", "param"}}` with a stable `code`.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use ghostcard_store::StoreError;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// The family: `invalid_request_error`, `authentication_error`, `refusal_error`, `state_error`,
+    /// `idempotency_error`, `api_error`.
+    pub kind: &'static str,
+    pub code: String,
+    pub message: String,
+    pub param: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Stable machine code, e.g. `amount_too_small`.
+    pub code: String,
+    /// What went wrong and what to do, for people.
+    pub message: String,
+    /// The request field at fault, if one is.
+    pub param: Option<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, code: &str, message: impl Into<String>) -> ApiError {
+        ApiError { status, kind, code: code.to_owned(), message: message.into(), param: None }
+    }
+
+    pub fn with_param(mut self, param: &str) -> ApiError {
+        self.param = Some(param.to_owned());
+        self
+    }
+
+    /// 400: the request itself is wrong.
+    pub fn invalid(code: &str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", code, message)
+    }
+
+    /// 404 for a resource kind and id.
+    pub fn not_found(resource: &str, id: &str) -> ApiError {
+        let shown: String = id.chars().take(64).collect();
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "resource_missing",
+            format!("no {resource} {shown:?}"),
+        )
+    }
+
+    /// 422: understood, but refused by a rule.
+    pub fn refused(code: &str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "refusal_error", code, message)
+    }
+
+    /// 409: the resource is not in a state that allows this.
+    pub fn conflict(code: &str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::CONFLICT, "state_error", code, message)
+    }
+
+    pub fn idempotency(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
+        ApiError::new(status, "idempotency_error", code, message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "authentication_error", "unauthorized", message)
+    }
+
+    pub fn forbidden(code: &str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "invalid_request_error", code, message)
+    }
+
+    /// 500, logged; the message never carries internals.
+    pub fn internal(error: impl std::fmt::Display) -> ApiError {
+        tracing::error!(%error, "request failed");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "api_error",
+            "internal_error",
+            "something went wrong on our side; try again",
+        )
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                kind: self.kind.to_owned(),
+                code: self.code.clone(),
+                message: self.message.clone(),
+                param: self.param.clone(),
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body())).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Stale => {
+                ApiError::conflict("concurrent_update", "the resource changed while this request ran; retry it")
+            }
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<crate::vault::VaultError> for ApiError {
+    fn from(error: crate::vault::VaultError) -> Self {
+        ApiError::internal(error)
+    }
+}

@@ -1,0 +1,389 @@
+//! The REST API of API.md: routing, authentication, idempotency, JSON bodies, pagination and errors. Handlers
+//! live in one module per resource; they call the domain and the store and never contain SQL.
+
+pub mod authorizations;
+pub mod cardholders;
+pub mod cards;
+pub mod error;
+pub mod ledger;
+pub mod ops;
+pub mod simulate;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes, to_bytes};
+use axum::extract::{FromRequest, MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use chrono::Duration;
+use ghostcard_store::audit::AuditEntry;
+use ghostcard_store::idempotency::{self, Claim};
+use ghostcard_store::{Tx, api_keys};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use error::ApiError;
+
+use crate::App;
+
+/// Who is calling: set by [`authenticate`] for every `/v1` request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// `api_key:key_…`: recorded in the audit log.
+    pub actor: String,
+    /// Idempotency keys are scoped to this.
+    pub scope: String,
+    /// The remote address, when known.
+    pub origin: Option<String>,
+}
+
+/// The idempotency key this request claimed, if it sent one. A handler that changes something completes it in
+/// its own transaction with [`finish`].
+#[derive(Debug, Clone)]
+pub struct IdempotencyClaim {
+    pub scope: String,
+    pub key: String,
+}
+
+/// Marks a response whose idempotency record the handler already wrote.
+const STORED_HEADER: &str = "x-ghostcard-idempotency-stored";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "ghostcard", description = "Single-use virtual cards with pay-later plans: the REST API."),
+    components(schemas(error::ErrorBody)),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        openapi.security =
+            Some(vec![utoipa::openapi::security::SecurityRequirement::new("api_key", Vec::<String>::new())]);
+    }
+}
+
+/// The whole HTTP application.
+pub fn router(app: Arc<App>) -> axum::Router {
+    let v1 = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(cardholders::create))
+        .routes(routes!(cardholders::get))
+        .routes(routes!(cardholders::purchase_power))
+        .routes(routes!(cardholders::add_funding_source))
+        .routes(routes!(cards::create, cards::list))
+        .routes(routes!(cards::get))
+        .routes(routes!(cards::reveal))
+        .routes(routes!(cards::cancel))
+        .routes(routes!(cards::refund_unused))
+        .routes(routes!(authorizations::list))
+        .routes(routes!(ledger::verify))
+        .routes(routes!(simulate::authorize))
+        .routes(routes!(simulate::advance_clock))
+        .layer(middleware::from_fn_with_state(app.clone(), idempotent))
+        .layer(middleware::from_fn_with_state(app.clone(), authenticate));
+    let (v1, openapi) = v1.split_for_parts();
+    let openapi = Arc::new(openapi);
+    axum::Router::new()
+        .merge(v1)
+        .route("/healthz", axum::routing::get(ops::healthz))
+        .route("/readyz", axum::routing::get(ops::readyz))
+        .route("/metrics", axum::routing::get(ops::metrics))
+        .route("/openapi.json", axum::routing::get(move || async move { Json(openapi.as_ref().clone()) }))
+        .fallback(|| async {
+            ApiError::invalid("route_not_found", "no such endpoint; see /openapi.json").into_response()
+        })
+        .layer(middleware::from_fn_with_state(app.clone(), measure))
+        .with_state(app)
+}
+
+/// Records request counts and latencies for `/metrics`.
+async fn measure(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let response = next.run(request).await;
+    app.metrics.observe_request(method.as_str(), &route, response.status().as_u16(), started.elapsed());
+    response
+}
+
+/// Requires `Authorization: Bearer <api key>` on `/v1`; failures are audited.
+async fn authenticate(State(app): State<Arc<App>>, mut request: Request, next: Next) -> Response {
+    let origin = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip().to_string());
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|key| !key.is_empty());
+    let found = match presented {
+        Some(key) => {
+            let hash = Sha256::digest(key.as_bytes()).to_vec();
+            match app.store.read().await {
+                Ok(mut tx) => api_keys::find_active(&mut tx, &hash).await,
+                Err(error) => Err(error),
+            }
+        }
+        None => Ok(None),
+    };
+    match found {
+        Ok(Some(key)) => {
+            let actor = format!("api_key:{}", key.id);
+            request.extensions_mut().insert(Caller { scope: actor.clone(), actor, origin });
+            next.run(request).await
+        }
+        Ok(None) => {
+            let detail = if presented.is_some() { "unknown or revoked API key" } else { "no API key" };
+            let entry = AuditEntry {
+                at: app.clock.now(),
+                actor: "anonymous".to_owned(),
+                action: "authentication.failed".to_owned(),
+                resource: Some(request.uri().path().to_owned()),
+                outcome: "failure".to_owned(),
+                origin,
+                detail: Some(detail.to_owned()),
+            };
+            if let Err(error) = app.audit(entry).await {
+                return ApiError::internal(error).into_response();
+            }
+            ApiError::unauthorized("send a valid API key as `Authorization: Bearer <key>`; create one with `ghostcard api-key create --name NAME`")
+                .into_response()
+        }
+        Err(error) => ApiError::from(error).into_response(),
+    }
+}
+
+/// Idempotency of API.md for every POST that sends `Idempotency-Key` (reveal excepted: it is never stored).
+async fn idempotent(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let key = request.headers().get("idempotency-key").and_then(|value| value.to_str().ok()).map(str::to_owned);
+    let (Some(key), true) = (key, request.method() == Method::POST && !request.uri().path().ends_with("/reveal"))
+    else {
+        return next.run(request).await;
+    };
+    if key.is_empty() || key.len() > 255 {
+        return ApiError::invalid("invalid_idempotency_key", "an Idempotency-Key is 1 to 255 characters")
+            .into_response();
+    }
+    let Some(caller) = request.extensions().get::<Caller>().cloned() else {
+        return ApiError::unauthorized("authentication required").into_response();
+    };
+    let (parts, body) = request.into_parts();
+    let bytes = match to_bytes(body, app.config.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(_) => return body_too_large(app.config.max_body_bytes).into_response(),
+    };
+    let mut hashed = Vec::with_capacity(bytes.len() + 64);
+    hashed.extend_from_slice(parts.uri.path().as_bytes());
+    hashed.push(0);
+    hashed.extend_from_slice(&bytes);
+    let request_hash = app.vault.keyed_hash(&hashed);
+    let claim = async {
+        let mut tx = app.store.begin().await?;
+        let claim = idempotency::claim(
+            &mut tx,
+            &caller.scope,
+            &key,
+            &request_hash,
+            app.clock.now(),
+            Duration::hours(24),
+            Duration::minutes(5),
+        )
+        .await?;
+        ghostcard_store::commit(tx).await?;
+        Ok::<_, ghostcard_store::StoreError>(claim)
+    };
+    match claim.await {
+        Ok(Claim::Claimed) => {}
+        Ok(Claim::Replay { status, body }) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            let mut response = (status, body).into_response();
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+            return response;
+        }
+        Ok(Claim::Mismatch) => {
+            return ApiError::idempotency(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "this Idempotency-Key was used with a different request; use a new key",
+            )
+            .into_response();
+        }
+        Ok(Claim::InFlight) => {
+            return ApiError::idempotency(
+                StatusCode::CONFLICT,
+                "idempotency_key_in_use",
+                "a request with this Idempotency-Key is still running; retry when it has finished",
+            )
+            .into_response();
+        }
+        Err(error) => return ApiError::from(error).into_response(),
+    }
+    let mut request = Request::from_parts(parts, Body::from(bytes));
+    request.extensions_mut().insert(IdempotencyClaim { scope: caller.scope.clone(), key: key.clone() });
+    let mut response = next.run(request).await;
+    if response.headers_mut().remove(STORED_HEADER).is_some() {
+        return response;
+    }
+    // The handler changed nothing (an error or a read): record its answer, or forget the claim on a server error
+    // so that a retry can succeed.
+    let status = response.status();
+    let (parts, body) = response.into_parts();
+    let body = to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let settle = async {
+        let mut tx = app.store.begin().await?;
+        if status.is_server_error() {
+            idempotency::release(&mut tx, &caller.scope, &key).await?;
+        } else {
+            idempotency::complete(&mut tx, &caller.scope, &key, status.as_u16(), &String::from_utf8_lossy(&body))
+                .await?;
+        }
+        ghostcard_store::commit(tx).await
+    };
+    if let Err(error) = settle.await {
+        return ApiError::from(error).into_response();
+    }
+    Response::from_parts(parts, Body::from(body))
+}
+
+/// Completes the request's idempotency record (if any) inside `tx`, commits, and builds the response: the record
+/// and the change it guards land together.
+pub async fn finish<T: serde::Serialize>(
+    mut tx: Tx,
+    claim: Option<&IdempotencyClaim>,
+    status: StatusCode,
+    value: &T,
+) -> Result<Response, ApiError> {
+    let body = serde_json::to_string(value).map_err(ApiError::internal)?;
+    if let Some(claim) = claim {
+        idempotency::complete(&mut tx, &claim.scope, &claim.key, status.as_u16(), &body).await?;
+    }
+    ghostcard_store::commit(tx).await?;
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if claim.is_some() {
+        headers.insert(STORED_HEADER, HeaderValue::from_static("1"));
+    }
+    Ok(response)
+}
+
+/// The optional claim extension, as handlers receive it.
+pub type Claimed = Option<Extension<IdempotencyClaim>>;
+
+fn body_too_large(limit: usize) -> ApiError {
+    ApiError {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        kind: "invalid_request_error",
+        code: "body_too_large".to_owned(),
+        message: format!("the request body is larger than {limit} bytes"),
+        param: None,
+    }
+}
+
+/// A JSON body, parsed strictly: malformed JSON, unknown fields, missing fields and wrong types are 400s with
+/// a stable code and the field at fault as `param`.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<Arc<App>> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &Arc<App>) -> Result<Self, Self::Rejection> {
+        let json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.starts_with("application/json"));
+        let bytes: Bytes = to_bytes(request.into_body(), state.config.max_body_bytes)
+            .await
+            .map_err(|_| body_too_large(state.config.max_body_bytes))?;
+        if !json && !bytes.is_empty() {
+            return Err(ApiError::invalid(
+                "invalid_content_type",
+                "send the body as JSON with Content-Type: application/json",
+            ));
+        }
+        let bytes = if bytes.is_empty() { Bytes::from_static(b"{}") } else { bytes };
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Parses a JSON body into `T`, mapping serde's errors to API errors.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if let Err(error) = serde_json::from_slice::<serde_json::Value>(bytes) {
+        return Err(ApiError::invalid("invalid_json", format!("the body is not valid JSON: {error}")));
+    }
+    let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let message = error.inner().to_string();
+        let (code, param) = if let Some(field) = between_backticks(&message, "unknown field `") {
+            ("unknown_field", field)
+        } else if let Some(field) = between_backticks(&message, "missing field `") {
+            ("missing_field", field)
+        } else {
+            ("invalid_field", path.clone())
+        };
+        let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
+        let param = if param == "." { None } else { Some(param) };
+        ApiError { param, ..ApiError::invalid(code, message) }
+    })
+}
+
+fn between_backticks(message: &str, prefix: &str) -> Option<String> {
+    let rest = message.split_once(prefix)?.1;
+    Some(rest.split('`').next()?.to_owned())
+}
+
+/// `?limit=` (1–100, default 20) and `?starting_after=`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct PageQuery {
+    pub limit: Option<i64>,
+    pub starting_after: Option<String>,
+}
+
+impl PageQuery {
+    pub fn limit(&self) -> Result<u32, ApiError> {
+        match self.limit {
+            None => Ok(20),
+            Some(limit @ 1..=100) => Ok(limit as u32),
+            Some(_) => Err(ApiError::invalid("invalid_limit", "limit is 1 to 100").with_param("limit")),
+        }
+    }
+}
+
+/// The list envelope of API.md.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct List<T> {
+    pub data: Vec<T>,
+    pub has_more: bool,
+}
+
+/// Reads the headers a handler needs for auditing.
+pub fn origin(headers: &HeaderMap, caller: &Caller) -> Option<String> {
+    caller
+        .origin
+        .clone()
+        .or_else(|| headers.get("x-forwarded-for").and_then(|value| value.to_str().ok()).map(str::to_owned))
+}

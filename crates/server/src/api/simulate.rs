@@ -1,0 +1,149 @@
+//! Sandbox endpoints (sandbox mode only): drive a card through the same paths the network would.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::response::Response;
+use chrono::{DateTime, Duration, Utc};
+use ghostcard_domain::card::MerchantBinding;
+use ghostcard_domain::country::Country;
+use ghostcard_domain::decision::{AuthorizationRequest, Mcc, MessageClass, TransactionType};
+use ghostcard_store::settings;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::authorizations::AuthorizationView;
+use super::{ApiError, ApiJson, Claimed, finish};
+use crate::App;
+use crate::authorize::{CardLookup, CvvInput, Descriptors, authorize as run_authorization};
+use crate::ids::has_prefix;
+
+/// The acquirer id used when a simulated authorization names none.
+const SANDBOX_ACQUIRER_ID: &str = "999999";
+
+fn sandbox_only(app: &App) -> Result<(), ApiError> {
+    if app.sandbox() {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden("sandbox_only", "simulation endpoints exist only in sandbox mode"))
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SimulateAuthorization {
+    pub card_id: String,
+    /// Minor units of the card's currency; 0 is an account verification.
+    pub amount: i64,
+    /// Four digits, e.g. "5732".
+    pub mcc: String,
+    pub merchant_id: String,
+    pub merchant_name: Option<String>,
+    pub merchant_city: Option<String>,
+    /// ISO 3166 alpha-2; omitted skips the country check.
+    pub country: Option<String>,
+    pub acquirer_id: Option<String>,
+    /// ISO 4217; defaults to the card's.
+    pub currency: Option<String>,
+}
+
+#[utoipa::path(post, path = "/v1/simulate/authorize", tag = "sandbox", request_body = SimulateAuthorization,
+    responses((status = 200, body = AuthorizationView), (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
+pub async fn authorize(
+    State(app): State<Arc<App>>,
+    claim: Claimed,
+    ApiJson(body): ApiJson<SimulateAuthorization>,
+) -> Result<Response, ApiError> {
+    sandbox_only(&app)?;
+    if body.amount < 0 || body.amount > 999_999_999_999 {
+        return Err(ApiError::invalid("invalid_amount", "amount is 0 to 999999999999 minor units").with_param("amount"));
+    }
+    let mcc = Mcc::parse(&body.mcc)
+        .ok_or_else(|| ApiError::invalid("invalid_mcc", "mcc is 4 digits, e.g. \"5732\"").with_param("mcc"))?;
+    let merchant_id = body.merchant_id.trim();
+    if merchant_id.is_empty() || merchant_id.len() > 15 {
+        return Err(
+            ApiError::invalid("invalid_merchant_id", "merchant_id is 1 to 15 characters").with_param("merchant_id")
+        );
+    }
+    let acquirer_id = body.acquirer_id.clone().unwrap_or_else(|| SANDBOX_ACQUIRER_ID.to_owned());
+    if acquirer_id.is_empty() || acquirer_id.len() > 11 || !acquirer_id.bytes().all(|byte| byte.is_ascii_digit()) {
+        return Err(ApiError::invalid("invalid_acquirer_id", "acquirer_id is 1 to 11 digits").with_param("acquirer_id"));
+    }
+    let country = body
+        .country
+        .as_deref()
+        .map(|code| {
+            Country::parse(code).map_err(|_| {
+                ApiError::invalid("invalid_country", "use an ISO 3166 alpha-2 code such as US").with_param("country")
+            })
+        })
+        .transpose()?;
+    let card = {
+        let mut tx = app.store.read().await?;
+        super::cards::load(&mut tx, &body.card_id, false).await.map_err(|error| error.with_param("card_id"))?
+    };
+    let stored = card.to_card()?;
+    let currency = match &body.currency {
+        Some(code) => ghostcard_domain::money::Currency::from_code(code).map_err(|_| {
+            ApiError::invalid("invalid_currency", "use an ISO 4217 code such as USD").with_param("currency")
+        })?,
+        None => stored.currency(),
+    };
+    let request = AuthorizationRequest {
+        class: MessageClass::Authorization,
+        transaction_type: TransactionType::Purchase,
+        amount_minor: body.amount,
+        currency_numeric: currency.numeric(),
+        expiry: Some(stored.expiry()),
+        mcc,
+        merchant: MerchantBinding { acquirer_id, merchant_id: merchant_id.to_owned() },
+        country,
+    };
+    let descriptors = Descriptors {
+        merchant_name: body.merchant_name.clone(),
+        merchant_city: body.merchant_city.clone(),
+        ..Descriptors::default()
+    };
+    let (record, _) =
+        run_authorization(&app, CardLookup::Id(card.id.clone()), request, CvvInput::AssumeCorrect, descriptors)
+            .await
+            .map_err(ApiError::internal)?;
+    // The authorization is already durable; the idempotency record follows in its own transaction.
+    let tx = app.store.begin().await?;
+    finish(tx, claim.as_deref(), axum::http::StatusCode::OK, &AuthorizationView::from(&record)).await
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdvanceClock {
+    /// How far to move the sandbox clock forward, 1 second to 10 years.
+    pub seconds: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClockView {
+    pub now: DateTime<Utc>,
+}
+
+#[utoipa::path(post, path = "/v1/simulate/clock/advance", tag = "sandbox", request_body = AdvanceClock,
+    responses((status = 200, body = ClockView), (status = 400, body = super::error::ErrorBody)))]
+pub async fn advance_clock(
+    State(app): State<Arc<App>>,
+    claim: Claimed,
+    ApiJson(body): ApiJson<AdvanceClock>,
+) -> Result<Response, ApiError> {
+    sandbox_only(&app)?;
+    if !(1..=10 * 366 * 86_400).contains(&body.seconds) {
+        return Err(ApiError::invalid("invalid_seconds", "seconds is 1 to 316224000 (ten years)").with_param("seconds"));
+    }
+    let mut tx = app.store.begin().await?;
+    let offset = app.clock.advance(Duration::seconds(body.seconds));
+    settings::set(&mut tx, crate::CLOCK_OFFSET_SETTING, &offset.to_string()).await?;
+    finish(tx, claim.as_deref(), axum::http::StatusCode::OK, &ClockView { now: app.clock.now() }).await
+}
+
+/// Whether `id` names a card (for clear errors on malformed ids).
+pub fn is_card_id(id: &str) -> bool {
+    has_prefix(id, "card")
+}

@@ -1,0 +1,193 @@
+//! Configuration: defaults, overridden by a TOML file, overridden by `GHOSTCARD_*` environment variables,
+//! overridden by command-line flags (the binary applies those last).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Test money only: the sandbox funding gateway, sandbox endpoints, keys generated on first run.
+    Sandbox,
+    /// Real money: keys must be configured, sandbox endpoints are off.
+    Live,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Sandbox => "sandbox",
+            Mode::Live => "live",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("the configuration file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{variable} is not valid: {message}")]
+    Environment { variable: &'static str, message: String },
+}
+
+/// Everything a server needs to start. Field names are the TOML keys; see `ghostcard.example.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `sqlite://PATH` (created on first run) or `postgres://USER@HOST/DB`.
+    pub database_url: String,
+    /// Where the REST API listens.
+    pub http_addr: SocketAddr,
+    pub mode: Mode,
+    /// The BIN our card numbers start with (6–8 digits).
+    pub bin: String,
+    /// The card verification key pair, 32 hex digits. In sandbox mode generated once if missing.
+    pub cvk: Option<String>,
+    /// The key-encryption key, 64 hex digits. In sandbox mode generated once if missing.
+    pub kek: Option<String>,
+    /// Where sandbox mode keeps generated keys (default: beside the SQLite database, or `ghostcard.keys`).
+    pub key_file: Option<PathBuf>,
+    /// The deployment's currency (ISO 4217) and country (ISO 3166 alpha-2).
+    pub currency: String,
+    pub country: String,
+    /// Card numbers' length in digits.
+    pub card_number_length: usize,
+    /// How long a new card can be used, in hours.
+    pub card_validity_hours: i64,
+    /// How far ahead the printed expiry is, in months.
+    pub printed_expiry_months: u16,
+    /// The smallest card, in minor units.
+    pub minimum_card_amount: i64,
+    /// The largest request body the API accepts, in bytes.
+    pub max_body_bytes: usize,
+    /// Database connections per process.
+    pub database_max_connections: u32,
+    /// Log filter, as `RUST_LOG` (`info`, `ghostcard=debug`, …).
+    pub log: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            database_url: "sqlite://ghostcard.db".to_owned(),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            mode: Mode::Sandbox,
+            bin: "424242".to_owned(),
+            cvk: None,
+            kek: None,
+            key_file: None,
+            currency: "USD".to_owned(),
+            country: "US".to_owned(),
+            card_number_length: 16,
+            card_validity_hours: 24,
+            printed_expiry_months: 36,
+            minimum_card_amount: 1_000,
+            max_body_bytes: 64 * 1024,
+            database_max_connections: 16,
+            log: "info".to_owned(),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then the TOML file (if given), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                toml::from_str(&text).map_err(|error| ConfigError::Parse {
+                    path: path.to_owned(),
+                    message: error.message().to_owned(),
+                })?
+            }
+            None => Config::default(),
+        };
+        config.apply_environment(|name| std::env::var(name).ok())?;
+        Ok(config)
+    }
+
+    /// Applies `GHOSTCARD_*` variables read through `lookup`.
+    pub fn apply_environment(&mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(value) = lookup("GHOSTCARD_DATABASE_URL") {
+            self.database_url = value;
+        }
+        if let Some(value) = lookup("GHOSTCARD_HTTP_ADDR") {
+            self.http_addr = value.parse().map_err(|_| ConfigError::Environment {
+                variable: "GHOSTCARD_HTTP_ADDR",
+                message: "use HOST:PORT, e.g. 127.0.0.1:8080".to_owned(),
+            })?;
+        }
+        if let Some(value) = lookup("GHOSTCARD_MODE") {
+            self.mode = match value.as_str() {
+                "sandbox" => Mode::Sandbox,
+                "live" => Mode::Live,
+                _ => {
+                    return Err(ConfigError::Environment {
+                        variable: "GHOSTCARD_MODE",
+                        message: "use sandbox or live".to_owned(),
+                    });
+                }
+            };
+        }
+        if let Some(value) = lookup("GHOSTCARD_BIN") {
+            self.bin = value;
+        }
+        if let Some(value) = lookup("GHOSTCARD_CVK") {
+            self.cvk = Some(value);
+        }
+        if let Some(value) = lookup("GHOSTCARD_KEK") {
+            self.kek = Some(value);
+        }
+        if let Some(value) = lookup("GHOSTCARD_KEY_FILE") {
+            self.key_file = Some(PathBuf::from(value));
+        }
+        if let Some(value) = lookup("GHOSTCARD_LOG") {
+            self.log = value;
+        }
+        Ok(())
+    }
+
+    /// Where sandbox keys are kept: the configured file, else beside a SQLite database, else `ghostcard.keys`.
+    pub fn key_file_path(&self) -> PathBuf {
+        if let Some(path) = &self.key_file {
+            return path.clone();
+        }
+        match self.database_url.strip_prefix("sqlite://").or_else(|| self.database_url.strip_prefix("sqlite:")) {
+            Some(path) => {
+                let path = path.split('?').next().unwrap_or(path);
+                PathBuf::from(format!("{path}.keys"))
+            }
+            None => PathBuf::from("ghostcard.keys"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_overrides_the_file_and_bad_values_say_what_to_use() {
+        let mut config: Config = toml::from_str("mode = \"live\"\nbin = \"400000\"").expect("valid toml");
+        assert_eq!((config.mode, config.bin.as_str()), (Mode::Live, "400000"));
+        config.apply_environment(|name| (name == "GHOSTCARD_MODE").then(|| "sandbox".to_owned())).expect("valid");
+        assert_eq!(config.mode, Mode::Sandbox);
+        let error = config.apply_environment(|name| (name == "GHOSTCARD_HTTP_ADDR").then(|| "nonsense".to_owned()));
+        assert!(error.expect_err("invalid").to_string().contains("HOST:PORT"));
+        assert!(toml::from_str::<Config>("unknown_setting = 1").is_err(), "typos are errors, not ignored");
+    }
+
+    #[test]
+    fn the_key_file_sits_beside_a_sqlite_database() {
+        let mut config =
+            Config { database_url: "sqlite:///var/lib/ghostcard/main.db?mode=rwc".to_owned(), ..Config::default() };
+        assert_eq!(config.key_file_path(), PathBuf::from("/var/lib/ghostcard/main.db.keys"));
+        config.database_url = "postgres://localhost/ghostcard".to_owned();
+        assert_eq!(config.key_file_path(), PathBuf::from("ghostcard.keys"));
+    }
+}

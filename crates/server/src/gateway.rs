@@ -1,0 +1,98 @@
+//! The funding gateway: the payment service that holds, charges and refunds the cardholder's linked card.
+//!
+//! [`FundingGateway`] is the seam where a real payment service plugs in. The built-in [`SandboxGateway`] is
+//! deterministic and keyed by its special test numbers (API.md): `4000000000000002` is declined when linked,
+//! `4000000000009995` accepts holds but fails every charge, `4000000000000341` links but fails its first hold;
+//! any other Luhn-valid number works.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+
+use ghostcard_domain::card_number::CardNumber;
+use ghostcard_domain::money::Money;
+
+pub type GatewayFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, GatewayError>> + Send + 'a>>;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GatewayError {
+    #[error("the funding card was declined")]
+    Declined,
+    #[error("the funding gateway is unavailable; try again")]
+    Unavailable,
+}
+
+/// What linking a card produced: a token to use from now on, and what may be shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkedCard {
+    pub token: String,
+    pub brand: String,
+    pub last4: String,
+}
+
+pub trait FundingGateway: Send + Sync {
+    /// Sandbox mode: link a raw test card number. (Live gateways link from their own token instead.)
+    fn link(&self, number: &CardNumber) -> GatewayFuture<'_, LinkedCard>;
+    /// Places a hold of `amount` on the funding card; returns the hold's reference. `reference` makes retries
+    /// safe: the same reference never holds twice.
+    fn hold<'a>(&'a self, token: &'a str, amount: Money, reference: &'a str) -> GatewayFuture<'a, String>;
+    /// Releases a hold.
+    fn release<'a>(&'a self, token: &'a str, hold: &'a str) -> GatewayFuture<'a, ()>;
+}
+
+/// The deterministic sandbox gateway.
+#[derive(Debug, Default)]
+pub struct SandboxGateway {
+    /// Tokens whose first hold has been attempted (for `4000000000000341`).
+    first_hold_attempted: Mutex<HashSet<String>>,
+}
+
+const DECLINED_AT_LINK: &str = "4000000000000002";
+const CHARGES_FAIL: &str = "4000000000009995";
+const FIRST_HOLD_FAILS: &str = "4000000000000341";
+
+impl FundingGateway for SandboxGateway {
+    fn link(&self, number: &CardNumber) -> GatewayFuture<'_, LinkedCard> {
+        let digits = number.expose();
+        let result = if digits == DECLINED_AT_LINK {
+            Err(GatewayError::Declined)
+        } else {
+            let behaviour = match digits {
+                CHARGES_FAIL => "charges_fail",
+                FIRST_HOLD_FAILS => "first_hold_fails",
+                _ => "ok",
+            };
+            // The token names the behaviour and the last four digits; it never contains the number.
+            let token = format!("sandbox_{behaviour}_{}_{}", number.last4(), number.bin(6));
+            Ok(LinkedCard { token, brand: brand(digits).to_owned(), last4: number.last4().to_owned() })
+        };
+        Box::pin(async move { result })
+    }
+
+    fn hold<'a>(&'a self, token: &'a str, _amount: Money, reference: &'a str) -> GatewayFuture<'a, String> {
+        let result = if token.starts_with("sandbox_first_hold_fails_")
+            && self.first_hold_attempted.lock().map(|mut attempted| attempted.insert(token.to_owned())).unwrap_or(false)
+        {
+            Err(GatewayError::Declined)
+        } else {
+            Ok(format!("hold_{reference}"))
+        };
+        Box::pin(async move { result })
+    }
+
+    fn release<'a>(&'a self, _token: &'a str, _hold: &'a str) -> GatewayFuture<'a, ()> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// The card brand from the leading digits.
+pub fn brand(digits: &str) -> &'static str {
+    match digits.as_bytes().first() {
+        Some(b'4') => "visa",
+        Some(b'5') => "mastercard",
+        Some(b'3') if digits.starts_with("34") || digits.starts_with("37") => "amex",
+        Some(b'6') => "discover",
+        _ => "unknown",
+    }
+}

@@ -4,14 +4,12 @@ use anyhow::{Context, Result, bail};
 use chrono::Utc;
 use clap::Subcommand;
 use ghostcard_server::config::Config;
-use ghostcard_server::ids::new_id;
+use ghostcard_server::credentials::create_api_key;
 use ghostcard_server::vault::{self, Kek};
-use ghostcard_store::api_keys::{self, ApiKey};
+use ghostcard_store::api_keys;
 use ghostcard_store::audit::{self, AuditEntry};
 use ghostcard_store::{Store, StoreOptions};
-use rand::Rng;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use crate::ConfigArguments;
 
@@ -88,30 +86,6 @@ pub fn migrate(arguments: &ConfigArguments) -> Result<()> {
     })
 }
 
-/// Creates and stores an API key; returns (id, key). The key itself is only in the return value.
-pub async fn create_api_key(store: &Store, name: &str, actor: &str) -> Result<(String, String)> {
-    let now = Utc::now();
-    let random: [u8; 24] = rand::rng().random();
-    let key = format!("gc_sk_{}", random.iter().map(|byte| format!("{byte:02x}")).collect::<String>());
-    let id = new_id("key", now, &mut rand::rng());
-    let mut tx = store.begin().await?;
-    api_keys::insert(
-        &mut tx,
-        &ApiKey {
-            id: id.clone(),
-            name: name.to_owned(),
-            key_hash: Sha256::digest(key.as_bytes()).to_vec(),
-            prefix: key[..10].to_owned(),
-            created_at: now,
-            revoked_at: None,
-        },
-    )
-    .await?;
-    audit::append(&mut tx, &cli_audit(actor, "api_key.create", Some(&id), now)).await?;
-    ghostcard_store::commit(tx).await?;
-    Ok((id, key))
-}
-
 pub fn api_key(command: ApiKeyCommand) -> Result<()> {
     runtime()?.block_on(async {
         match command {
@@ -121,7 +95,7 @@ pub fn api_key(command: ApiKeyCommand) -> Result<()> {
                     bail!("--name is 1 to 100 characters");
                 }
                 let store = open(&config.load()?).await?;
-                let (id, key) = create_api_key(&store, name, "cli").await?;
+                let (id, key) = create_api_key(&store, name, "cli", Utc::now()).await?;
                 if config.json {
                     println!("{}", json!({ "id": id, "name": name, "key": key }));
                 } else {

@@ -8,7 +8,7 @@ use ghostcard_server::config::Mode;
 use ghostcard_store::api_keys;
 
 use crate::ConfigArguments;
-use crate::admin::create_api_key;
+use ghostcard_server::credentials::create_api_key;
 
 #[derive(Debug, clap::Args)]
 pub struct Arguments {
@@ -68,7 +68,7 @@ async fn first_run_key(app: &App, address: SocketAddr) -> Result<()> {
         return Ok(());
     }
     drop(tx);
-    let (_, key) = create_api_key(&app.store, "sandbox", "serve (first run)").await?;
+    let (_, key) = create_api_key(&app.store, "sandbox", "serve (first run)", app.clock.now()).await?;
     println!("First run: created the API key \"sandbox\". It is shown once; keep it:\n\n  {key}\n");
     println!("Try it:");
     println!(

@@ -6,6 +6,7 @@ pub mod api;
 pub mod authorize;
 pub mod clock;
 pub mod config;
+pub mod credentials;
 pub mod gateway;
 pub mod ids;
 pub mod metrics;

@@ -58,3 +58,14 @@ fn from_row(row: &AnyRow) -> Result<Cardholder> {
         created_at: from_micros(row.try_get("created_at")?)?,
     })
 }
+
+/// Sets the cardholder's standing (`active`, or `restricted` with a reason); returns whether the cardholder exists.
+pub async fn set_status(tx: &mut Tx, id: &str, status: &str, reason: Option<&str>) -> Result<bool> {
+    let result = sqlx::query("UPDATE cardholders SET status = $1, restricted_reason = $2 WHERE id = $3")
+        .bind(status)
+        .bind(reason)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(result.rows_affected() == 1)
+}

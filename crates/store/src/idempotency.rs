@@ -37,24 +37,26 @@ pub async fn claim(
         .bind(to_micros(now - retention))
         .execute(&mut **tx)
         .await?;
+    // Insert first: of concurrent claims exactly one inserts (PostgreSQL makes the others wait for it, then see
+    // its row); the others read what is there.
+    let inserted = sqlx::query(
+        "INSERT INTO idempotency_keys (scope, key, request_hash, state, created_at) VALUES ($1, $2, $3, 'in_flight', $4) \
+         ON CONFLICT (scope, key) DO NOTHING",
+    )
+    .bind(scope)
+    .bind(key)
+    .bind(request_hash)
+    .bind(to_micros(now))
+    .execute(&mut **tx)
+    .await?;
+    if inserted.rows_affected() == 1 {
+        return Ok(Claim::Claimed);
+    }
     let row = sqlx::query("SELECT * FROM idempotency_keys WHERE scope = $1 AND key = $2")
         .bind(scope)
         .bind(key)
-        .fetch_optional(&mut **tx)
+        .fetch_one(&mut **tx)
         .await?;
-    let Some(row) = row else {
-        sqlx::query(
-            "INSERT INTO idempotency_keys (scope, key, request_hash, state, created_at) VALUES ($1, $2, $3, 'in_flight', $4)",
-        )
-        .bind(scope)
-        .bind(key)
-        .bind(request_hash)
-        .bind(to_micros(now))
-        .execute(&mut **tx)
-        .await
-        .map_err(StoreError::from_insert)?;
-        return Ok(Claim::Claimed);
-    };
     let stored_hash: Vec<u8> = row.try_get("request_hash")?;
     if stored_hash != request_hash {
         return Ok(Claim::Mismatch);

@@ -110,7 +110,7 @@ pub struct AuthorizationsQuery {
     pub starting_after: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/authorizations", tag = "authorizations", params(AuthorizationsQuery),
+#[utoipa::path(get, path = "/v1/authorizations", operation_id = "list_authorizations", tag = "authorizations", params(AuthorizationsQuery),
     responses((status = 200, body = List<AuthorizationView>), (status = 400, body = super::error::ErrorBody)))]
 pub async fn list(
     State(app): State<Arc<App>>,

@@ -57,7 +57,7 @@ impl From<&Cardholder> for CardholderView {
     }
 }
 
-#[utoipa::path(post, path = "/v1/cardholders", tag = "cardholders", request_body = CreateCardholder,
+#[utoipa::path(post, path = "/v1/cardholders", operation_id = "create_cardholder", tag = "cardholders", request_body = CreateCardholder,
     responses((status = 201, body = CardholderView), (status = 400, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)))]
 pub async fn create(
     State(app): State<Arc<App>>,
@@ -125,7 +125,7 @@ fn base64_salt() -> String {
     base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes)
 }
 
-#[utoipa::path(get, path = "/v1/cardholders/{id}", tag = "cardholders",
+#[utoipa::path(get, path = "/v1/cardholders/{id}", operation_id = "get_cardholder", tag = "cardholders",
     responses((status = 200, body = CardholderView), (status = 404, body = super::error::ErrorBody)))]
 pub async fn get(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Json<CardholderView>, ApiError> {
     let mut tx = app.store.read().await?;
@@ -185,7 +185,7 @@ impl From<&PurchasePower> for PurchasePowerView {
     }
 }
 
-#[utoipa::path(get, path = "/v1/cardholders/{id}/purchase-power", tag = "cardholders",
+#[utoipa::path(get, path = "/v1/cardholders/{id}/purchase-power", operation_id = "get_purchase_power", tag = "cardholders",
     responses((status = 200, body = PurchasePowerView), (status = 404, body = super::error::ErrorBody)))]
 pub async fn purchase_power(
     State(app): State<Arc<App>>,
@@ -239,7 +239,7 @@ pub struct FundingSourceView {
     pub status: String,
 }
 
-#[utoipa::path(post, path = "/v1/cardholders/{id}/funding-sources", tag = "cardholders", request_body = AddFundingSource,
+#[utoipa::path(post, path = "/v1/cardholders/{id}/funding-sources", operation_id = "create_funding_source", tag = "cardholders", request_body = AddFundingSource,
     responses((status = 201, body = FundingSourceView), (status = 400, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn add_funding_source(
     State(app): State<Arc<App>>,

@@ -105,7 +105,7 @@ impl CardView {
     }
 }
 
-#[utoipa::path(post, path = "/v1/cards", tag = "cards", request_body = CreateCard,
+#[utoipa::path(post, path = "/v1/cards", operation_id = "create_card", tag = "cards", request_body = CreateCard,
     responses((status = 201, body = CardView), (status = 400, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn create(
     State(app): State<Arc<App>>,
@@ -306,7 +306,7 @@ pub struct CardsQuery {
     pub starting_after: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/cards", tag = "cards", params(CardsQuery),
+#[utoipa::path(get, path = "/v1/cards", operation_id = "list_cards", tag = "cards", params(CardsQuery),
     responses((status = 200, body = List<CardView>), (status = 400, body = super::error::ErrorBody)))]
 pub async fn list(
     State(app): State<Arc<App>>,
@@ -335,7 +335,7 @@ pub async fn list(
     Ok(Json(List { data: page.rows.iter().map(|card| CardView::of(card, now)).collect(), has_more: page.has_more }))
 }
 
-#[utoipa::path(get, path = "/v1/cards/{id}", tag = "cards",
+#[utoipa::path(get, path = "/v1/cards/{id}", operation_id = "get_card", tag = "cards",
     responses((status = 200, body = CardView), (status = 404, body = super::error::ErrorBody)))]
 pub async fn get(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Json<CardView>, ApiError> {
     let mut tx = app.store.read().await?;
@@ -360,7 +360,7 @@ pub struct RevealedCard {
     pub cvv: String,
 }
 
-#[utoipa::path(post, path = "/v1/cards/{id}/reveal", tag = "cards",
+#[utoipa::path(post, path = "/v1/cards/{id}/reveal", operation_id = "reveal_card", tag = "cards",
     responses((status = 200, body = RevealedCard), (status = 404, body = super::error::ErrorBody)))]
 pub async fn reveal(
     State(app): State<Arc<App>>,
@@ -400,7 +400,7 @@ pub async fn reveal(
     Ok(response)
 }
 
-#[utoipa::path(post, path = "/v1/cards/{id}/cancel", tag = "cards",
+#[utoipa::path(post, path = "/v1/cards/{id}/cancel", operation_id = "cancel_card", tag = "cards",
     responses((status = 200, body = CardView), (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)))]
 pub async fn cancel(
     State(app): State<Arc<App>>,
@@ -432,7 +432,7 @@ pub async fn cancel(
     Ok(response)
 }
 
-#[utoipa::path(post, path = "/v1/cards/{id}/refund-unused", tag = "cards",
+#[utoipa::path(post, path = "/v1/cards/{id}/refund-unused", operation_id = "refund_unused_amount", tag = "cards",
     responses((status = 200, body = CardView), (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)))]
 pub async fn refund_unused(
     State(app): State<Arc<App>>,

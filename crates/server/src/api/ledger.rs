@@ -29,7 +29,7 @@ pub struct VerifyView {
     pub problems: Vec<String>,
 }
 
-#[utoipa::path(get, path = "/v1/ledger/verify", tag = "ledger", responses((status = 200, body = VerifyView)))]
+#[utoipa::path(get, path = "/v1/ledger/verify", operation_id = "verify_ledger", tag = "ledger", responses((status = 200, body = VerifyView)))]
 pub async fn verify(State(app): State<Arc<App>>) -> Result<Json<VerifyView>, ApiError> {
     let mut tx = app.store.read().await?;
     let report = ghostcard_store::ledger::verify(&mut tx).await?;

@@ -24,7 +24,6 @@ use ghostcard_store::idempotency::{self, Claim};
 use ghostcard_store::{Tx, api_keys};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use sha2::{Digest, Sha256};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -139,7 +138,7 @@ async fn authenticate(State(app): State<Arc<App>>, mut request: Request, next: N
         .filter(|key| !key.is_empty());
     let found = match presented {
         Some(key) => {
-            let hash = Sha256::digest(key.as_bytes()).to_vec();
+            let hash = crate::credentials::hash_api_key(key);
             match app.store.read().await {
                 Ok(mut tx) => api_keys::find_active(&mut tx, &hash).await,
                 Err(error) => Err(error),

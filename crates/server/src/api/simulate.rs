@@ -47,7 +47,7 @@ pub struct SimulateAuthorization {
     pub currency: Option<String>,
 }
 
-#[utoipa::path(post, path = "/v1/simulate/authorize", tag = "sandbox", request_body = SimulateAuthorization,
+#[utoipa::path(post, path = "/v1/simulate/authorize", operation_id = "simulate_authorization", tag = "sandbox", request_body = SimulateAuthorization,
     responses((status = 200, body = AuthorizationView), (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
 pub async fn authorize(
     State(app): State<Arc<App>>,
@@ -126,7 +126,7 @@ pub struct ClockView {
     pub now: DateTime<Utc>,
 }
 
-#[utoipa::path(post, path = "/v1/simulate/clock/advance", tag = "sandbox", request_body = AdvanceClock,
+#[utoipa::path(post, path = "/v1/simulate/clock/advance", operation_id = "advance_sandbox_clock", tag = "sandbox", request_body = AdvanceClock,
     responses((status = 200, body = ClockView), (status = 400, body = super::error::ErrorBody)))]
 pub async fn advance_clock(
     State(app): State<Arc<App>>,

@@ -1,0 +1,56 @@
+//! API keys: created here (shown once), stored as a SHA-256 hash, checked by the API's authentication.
+
+use chrono::{DateTime, Utc};
+use ghostcard_store::api_keys::{self, ApiKey};
+use ghostcard_store::audit::{self, AuditEntry};
+use ghostcard_store::{Store, StoreError};
+use rand::Rng;
+use sha2::{Digest, Sha256};
+
+use crate::ids::new_id;
+
+/// The stored form of a presented key.
+pub fn hash_api_key(key: &str) -> Vec<u8> {
+    Sha256::digest(key.as_bytes()).to_vec()
+}
+
+/// Creates an API key named `name` on behalf of `actor` (audited); returns (id, key). The key exists only in the
+/// return value.
+pub async fn create_api_key(
+    store: &Store,
+    name: &str,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<(String, String), StoreError> {
+    let random: [u8; 24] = rand::rng().random();
+    let key = format!("gc_sk_{}", random.iter().map(|byte| format!("{byte:02x}")).collect::<String>());
+    let id = new_id("key", now, &mut rand::rng());
+    let mut tx = store.begin().await?;
+    api_keys::insert(
+        &mut tx,
+        &ApiKey {
+            id: id.clone(),
+            name: name.to_owned(),
+            key_hash: hash_api_key(&key),
+            prefix: key[..10].to_owned(),
+            created_at: now,
+            revoked_at: None,
+        },
+    )
+    .await?;
+    audit::append(
+        &mut tx,
+        &AuditEntry {
+            at: now,
+            actor: actor.to_owned(),
+            action: "api_key.create".to_owned(),
+            resource: Some(id.clone()),
+            outcome: "success".to_owned(),
+            origin: None,
+            detail: Some(format!("name {name:?}")),
+        },
+    )
+    .await?;
+    ghostcard_store::commit(tx).await?;
+    Ok((id, key))
+}

@@ -1,0 +1,581 @@
+//! The REST API through real HTTP, against a server on port 0, on SQLite and on PostgreSQL. Every scenario ends
+//! with a ledger verification.
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use ghostcard_domain::card_number::{CardNumber, Expiry};
+use ghostcard_domain::cvv::Cvk;
+use ghostcard_server::App;
+use ghostcard_server::config::Config;
+use ghostcard_server::credentials::create_api_key;
+use ghostcard_store::scratch;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const TEST_CVK: &str = "0123456789ABCDEFFEDCBA9876543210";
+const TEST_KEK: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+const BACKENDS: [Backend; 2] = [Backend::Sqlite, Backend::Postgres];
+
+/// Everything logged by any test of this binary, at TRACE level, to check that no card data reaches a log.
+fn log_buffer() -> Arc<Mutex<Vec<u8>>> {
+    static BUFFER: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    BUFFER
+        .get_or_init(|| {
+            let buffer = Arc::new(Mutex::new(Vec::new()));
+            let writer = buffer.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::TRACE)
+                .with_ansi(false)
+                .with_writer(move || LogWriter(writer.clone()))
+                .finish();
+            tracing::subscriber::set_global_default(subscriber).expect("one global subscriber");
+            buffer
+        })
+        .clone()
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+struct TestApp {
+    base: String,
+    key: String,
+    client: reqwest::Client,
+    app: Arc<App>,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+impl TestApp {
+    async fn spawn(backend: Backend, name: &str) -> TestApp {
+        log_buffer();
+        let database_url = match backend {
+            Backend::Sqlite => {
+                let directory = std::env::temp_dir().join(format!("ghostcard-api-{}-{name}", std::process::id()));
+                let _ = std::fs::remove_dir_all(&directory);
+                std::fs::create_dir_all(&directory).expect("temp dir");
+                format!("sqlite://{}", directory.join("ghostcard.db").display())
+            }
+            Backend::Postgres => {
+                scratch::postgres_database(&format!("ghostcard_api_{name}")).await.expect("PostgreSQL is running")
+            }
+        };
+        let config = Config {
+            database_url,
+            http_addr: "127.0.0.1:0".parse().expect("address"),
+            cvk: Some(TEST_CVK.to_owned()),
+            kek: Some(TEST_KEK.to_owned()),
+            ..Config::default()
+        };
+        let app = App::start(config).await.expect("server starts");
+        let (_, key) = create_api_key(&app.store, "test", "test", app.clock.now()).await.expect("key");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("port");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
+        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(ghostcard_server::serve(app.clone(), listener, async move {
+            let _ = stopped.await;
+        }));
+        TestApp { base, key, client: reqwest::Client::new(), app, _shutdown: shutdown }
+    }
+
+    async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        key: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.client.request(method, format!("{}{path}", self.base)).bearer_auth(&self.key);
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status();
+        let text = response.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.request(reqwest::Method::POST, path, Some(body), None).await
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.request(reqwest::Method::GET, path, None, None).await
+    }
+
+    /// A cardholder with a funding card (`number`), returning (cardholder id, funding source id).
+    async fn cardholder_with_funding(&self, email: &str, number: &str) -> (String, String) {
+        let (status, cardholder) =
+            self.post("/v1/cardholders", json!({"email": email, "name": "Ada", "country": "US"})).await;
+        assert_eq!(status, StatusCode::CREATED, "{cardholder}");
+        let id = cardholder["id"].as_str().expect("id").to_owned();
+        let (status, source) = self
+            .post(
+                &format!("/v1/cardholders/{id}/funding-sources"),
+                json!({"number": number, "exp_month": 12, "exp_year": 2031, "cvc": "123"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{source}");
+        (id, source["id"].as_str().expect("id").to_owned())
+    }
+
+    async fn card(&self, cardholder: &str, source: &str, amount: i64, plan: &str) -> (StatusCode, Value) {
+        self.post(
+            "/v1/cards",
+            json!({"cardholder_id": cardholder, "amount": amount, "currency": "USD", "funding_source_id": source, "plan": plan}),
+        )
+        .await
+    }
+
+    async fn authorize(&self, card: &str, amount: i64, merchant: &str) -> Value {
+        let (status, authorization) = self
+            .post(
+                "/v1/simulate/authorize",
+                json!({"card_id": card, "amount": amount, "mcc": "5732", "merchant_id": merchant, "merchant_name": "Shop", "country": "US"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{authorization}");
+        authorization
+    }
+
+    /// Asserts the ledger verifies and returns its number of transfers.
+    async fn assert_ledger_verifies(&self) -> u64 {
+        let (status, report) = self.get("/v1/ledger/verify").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(report["ok"], true, "{report}");
+        assert!(report["problems"].as_array().is_some_and(Vec::is_empty), "{report}");
+        report["currencies"].as_object().map_or(0, |currencies| {
+            currencies
+                .values()
+                .map(|totals| {
+                    assert_eq!(totals["postings_sum"], 0, "{report}");
+                    totals["transfers"].as_u64().unwrap_or(0)
+                })
+                .sum()
+        })
+    }
+}
+
+#[tokio::test]
+async fn the_card_story_from_creation_to_refund_of_the_unused_amount() {
+    for backend in BACKENDS {
+        let app = TestApp::spawn(backend, "story").await;
+        let (cardholder, source) = app.cardholder_with_funding("ada@example.com", "4242424242424242").await;
+        let (_, power) = app.get(&format!("/v1/cardholders/{cardholder}/purchase-power")).await;
+        assert_eq!(
+            (power["available"].as_i64(), power["limit"].as_i64(), power["currency"].as_str()),
+            (Some(5_000), Some(5_000), Some("USD"))
+        );
+        assert_eq!(power["breakdown"]["base"], 5_000);
+
+        let (status, card) = app.card(&cardholder, &source, 4_000, "pay_in_4").await;
+        assert_eq!(status, StatusCode::CREATED, "{card}");
+        assert_eq!(
+            (card["status"].as_str(), card["remaining_amount"].as_i64(), card["plan_id"].clone()),
+            (Some("active"), Some(4_000), Value::Null)
+        );
+        let card_id = card["id"].as_str().expect("id").to_owned();
+        let (_, power) = app.get(&format!("/v1/cardholders/{cardholder}/purchase-power")).await;
+        assert_eq!((power["available"].as_i64(), power["outstanding"].as_i64()), (Some(1_000), Some(4_000)));
+
+        // The reveal shows a number that matches the masked card and a CVV2 that verifies.
+        let (status, revealed) = app.post(&format!("/v1/cards/{card_id}/reveal"), json!({})).await;
+        assert_eq!(status, StatusCode::OK);
+        let number = CardNumber::parse(revealed["number"].as_str().expect("number")).expect("Luhn-valid");
+        assert!(number.expose().starts_with("424242") && number.last4() == card["last4"].as_str().expect("last4"));
+        let expiry = Expiry::new(
+            revealed["exp_year"].as_u64().expect("year") as u16,
+            revealed["exp_month"].as_u64().expect("month") as u8,
+        )
+        .expect("valid");
+        let cvv = revealed["cvv"].as_str().expect("cvv");
+        assert!(Cvk::from_hex(TEST_CVK).expect("key").verify_cvv2(&number, expiry, cvv));
+
+        // First purchase approved; the card is used and bound; another merchant is declined.
+        let approved = app.authorize(&card_id, 3_000, "SHOP1").await;
+        assert_eq!(
+            (approved["status"].as_str(), approved["response_code"].as_str(), approved["kind"].as_str()),
+            (Some("approved"), Some("00"), Some("purchase"))
+        );
+        assert_eq!(approved["network"]["auth_code"].as_str().map(str::len), Some(6));
+        let declined = app.authorize(&card_id, 500, "SHOP2").await;
+        assert_eq!(
+            (declined["response_code"].as_str(), declined["decline_reason"].as_str()),
+            (Some("05"), Some("card_already_used"))
+        );
+        assert!(declined["decline_message"].as_str().is_some_and(|message| message.contains("already used")));
+        let incremental = app.authorize(&card_id, 1_000, "SHOP1").await;
+        assert_eq!(
+            (incremental["response_code"].as_str(), incremental["kind"].as_str()),
+            (Some("00"), Some("incremental"))
+        );
+        let too_much = app.authorize(&card_id, 1, "SHOP1").await;
+        assert_eq!(too_much["decline_reason"], "exceeds_card_amount");
+
+        let (_, card) = app.get(&format!("/v1/cards/{card_id}")).await;
+        assert_eq!(
+            (card["status"].as_str(), card["held"].as_i64(), card["remaining_amount"].as_i64()),
+            (Some("used"), Some(4_000), Some(0))
+        );
+        assert_eq!(card["merchant"]["id"], "SHOP1");
+        let (_, list) = app.get(&format!("/v1/authorizations?card_id={card_id}")).await;
+        assert_eq!(list["data"].as_array().map(Vec::len), Some(4));
+        assert_eq!(list["has_more"], false);
+        let (_, page) = app.get(&format!("/v1/authorizations?card_id={card_id}&limit=3")).await;
+        assert_eq!((page["data"].as_array().map(Vec::len), page["has_more"].as_bool()), (Some(3), Some(true)));
+        let last = page["data"][2]["id"].as_str().expect("id");
+        let (_, rest) = app.get(&format!("/v1/authorizations?card_id={card_id}&limit=3&starting_after={last}")).await;
+        assert_eq!((rest["data"].as_array().map(Vec::len), rest["has_more"].as_bool()), (Some(1), Some(false)));
+
+        // A used card cannot be canceled.
+        let (status, error) = app.post(&format!("/v1/cards/{card_id}/cancel"), json!({})).await;
+        assert_eq!((status, error["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("card_not_cancelable")));
+        app.assert_ledger_verifies().await;
+    }
+}
+
+#[tokio::test]
+async fn an_unused_card_can_be_canceled_or_refunded_and_releases_everything() {
+    for backend in BACKENDS {
+        let app = TestApp::spawn(backend, "cancel").await;
+        let (cardholder, source) = app.cardholder_with_funding("bea@example.com", "4242424242424242").await;
+        let (_, first) = app.card(&cardholder, &source, 1_500, "pay_now").await;
+        let (status, canceled) =
+            app.post(&format!("/v1/cards/{}/cancel", first["id"].as_str().expect("id")), json!({})).await;
+        assert_eq!(
+            (status, canceled["status"].as_str(), canceled["remaining_amount"].as_i64()),
+            (StatusCode::OK, Some("canceled"), Some(0))
+        );
+        let (_, second) = app.card(&cardholder, &source, 2_000, "pay_in_30").await;
+        let second_id = second["id"].as_str().expect("id");
+        app.authorize(second_id, 1_200, "SHOP1").await;
+        let (status, refunded) = app.post(&format!("/v1/cards/{second_id}/refund-unused"), json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{refunded}");
+        assert_eq!(
+            (refunded["amount"].as_i64(), refunded["held"].as_i64(), refunded["remaining_amount"].as_i64()),
+            (Some(1_200), Some(1_200), Some(0))
+        );
+        let (_, power) = app.get(&format!("/v1/cardholders/{cardholder}/purchase-power")).await;
+        assert_eq!(power["available"], 5_000 - 1_200, "canceled and refunded amounts are available again");
+        app.assert_ledger_verifies().await;
+    }
+}
+
+#[tokio::test]
+async fn card_creation_refusals_come_with_their_codes_in_order() {
+    for backend in BACKENDS {
+        let app = TestApp::spawn(backend, "refusals").await;
+        let (cardholder, source) = app.cardholder_with_funding("cy@example.com", "4242424242424242").await;
+        let refusal =
+            |response: (StatusCode, Value)| (response.0, response.1["error"]["code"].as_str().unwrap_or("").to_owned());
+        assert_eq!(
+            refusal(app.card(&cardholder, &source, 999, "pay_now").await),
+            (StatusCode::UNPROCESSABLE_ENTITY, "amount_too_small".to_owned())
+        );
+        assert_eq!(
+            refusal(app.card(&cardholder, &source, 5_001, "pay_now").await),
+            (StatusCode::UNPROCESSABLE_ENTITY, "purchase_power_exceeded".to_owned())
+        );
+        for _ in 0..3 {
+            assert_eq!(app.card(&cardholder, &source, 1_000, "pay_now").await.0, StatusCode::CREATED);
+        }
+        // A fourth card within the hour, even within purchase power.
+        assert_eq!(
+            refusal(app.card(&cardholder, &source, 1_000, "pay_now").await),
+            (StatusCode::UNPROCESSABLE_ENTITY, "suspected_fraud".to_owned())
+        );
+
+        let (other, failing_source) = app.cardholder_with_funding("dee@example.com", "4000000000000341").await;
+        assert_eq!(
+            refusal(app.card(&other, &failing_source, 1_000, "pay_in_4").await),
+            (StatusCode::UNPROCESSABLE_ENTITY, "funding_declined".to_owned())
+        );
+        assert_eq!(
+            app.card(&other, &failing_source, 1_000, "pay_in_4").await.0,
+            StatusCode::CREATED,
+            "only the first hold fails"
+        );
+
+        let (status, declined_link) = app
+            .post(
+                &format!("/v1/cardholders/{other}/funding-sources"),
+                json!({"number": "4000000000000002", "exp_month": 1, "exp_year": 2032}),
+            )
+            .await;
+        assert_eq!(
+            (status, declined_link["error"]["code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("funding_declined"))
+        );
+
+        let mut tx = app.app.store.begin().await.expect("begins");
+        ghostcard_store::cardholders::set_status(&mut tx, &other, "restricted", Some("operator review"))
+            .await
+            .expect("updates");
+        ghostcard_store::commit(tx).await.expect("commits");
+        assert_eq!(
+            refusal(app.card(&other, &failing_source, 999, "pay_now").await).1,
+            "amount_too_small",
+            "the minimum comes first"
+        );
+        assert_eq!(
+            refusal(app.card(&other, &failing_source, 1_000, "pay_now").await),
+            (StatusCode::UNPROCESSABLE_ENTITY, "account_restricted".to_owned())
+        );
+        app.assert_ledger_verifies().await;
+    }
+}
+
+#[tokio::test]
+async fn idempotency_replays_refuses_a_different_body_and_lets_one_of_fifty_through() {
+    for backend in BACKENDS {
+        let app = TestApp::spawn(backend, "idempotency").await;
+        let (cardholder, source) = app.cardholder_with_funding("eve@example.com", "4242424242424242").await;
+        let body = json!({"cardholder_id": cardholder, "amount": 1_000, "currency": "USD", "funding_source_id": source, "plan": "pay_now"});
+        let first = app.request(reqwest::Method::POST, "/v1/cards", Some(body.clone()), Some("card-1")).await;
+        let again = app.request(reqwest::Method::POST, "/v1/cards", Some(body.clone()), Some("card-1")).await;
+        assert_eq!(first.0, StatusCode::CREATED);
+        assert_eq!(first, again, "the first response is replayed");
+        let mut changed = body.clone();
+        changed["amount"] = json!(1_001);
+        let (status, error) = app.request(reqwest::Method::POST, "/v1/cards", Some(changed), Some("card-1")).await;
+        assert_eq!(
+            (status, error["error"]["code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("idempotency_key_reused"))
+        );
+
+        // A refusal is replayed too, and changes nothing.
+        let small = json!({"cardholder_id": cardholder, "amount": 5, "currency": "USD", "funding_source_id": source, "plan": "pay_now"});
+        let refused = app.request(reqwest::Method::POST, "/v1/cards", Some(small.clone()), Some("small")).await;
+        assert_eq!(refused, app.request(reqwest::Method::POST, "/v1/cards", Some(small), Some("small")).await);
+
+        // Fifty concurrent requests with one key: exactly one card.
+        let (second_holder, second_source) = app.cardholder_with_funding("fay@example.com", "4242424242424242").await;
+        let body = json!({"cardholder_id": second_holder, "amount": 1_000, "currency": "USD", "funding_source_id": second_source, "plan": "pay_in_4"});
+        let app = Arc::new(app);
+        let mut requests = Vec::new();
+        for _ in 0..50 {
+            let (app, body) = (app.clone(), body.clone());
+            requests.push(tokio::spawn(async move {
+                app.request(reqwest::Method::POST, "/v1/cards", Some(body), Some("race")).await
+            }));
+        }
+        let mut statuses = Vec::new();
+        for request in requests {
+            statuses.push(request.await.expect("task").0);
+        }
+        assert!(
+            statuses.iter().all(|status| *status == StatusCode::CREATED || *status == StatusCode::CONFLICT),
+            "{statuses:?}"
+        );
+        let (_, cards) = app.get(&format!("/v1/cards?cardholder_id={second_holder}")).await;
+        assert_eq!(cards["data"].as_array().map(Vec::len), Some(1), "{statuses:?}");
+        app.assert_ledger_verifies().await;
+    }
+}
+
+#[tokio::test]
+async fn two_concurrent_authorizations_on_one_card_approve_once() {
+    for backend in BACKENDS {
+        let app = Arc::new(TestApp::spawn(backend, "race").await);
+        let (cardholder, source) = app.cardholder_with_funding("gus@example.com", "4242424242424242").await;
+        let (_, card) = app.card(&cardholder, &source, 4_000, "pay_now").await;
+        let card_id = card["id"].as_str().expect("id").to_owned();
+        let mut racers = Vec::new();
+        for merchant in ["SHOP-A", "SHOP-B"] {
+            let (app, card_id) = (app.clone(), card_id.clone());
+            racers.push(tokio::spawn(async move { app.authorize(&card_id, 4_000, merchant).await }));
+        }
+        let mut codes = Vec::new();
+        for racer in racers {
+            codes.push(racer.await.expect("task")["response_code"].as_str().unwrap_or("").to_owned());
+        }
+        codes.sort();
+        assert_eq!(codes[0], "00", "{codes:?}");
+        assert_ne!(codes[1], "00", "{codes:?}");
+        let (_, card) = app.get(&format!("/v1/cards/{card_id}")).await;
+        assert_eq!((card["held"].as_i64(), card["remaining_amount"].as_i64()), (Some(4_000), Some(0)));
+        app.assert_ledger_verifies().await;
+    }
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_error_and_changes_nothing() {
+    for backend in BACKENDS {
+        let app = TestApp::spawn(backend, "bad_input").await;
+        let (cardholder, source) = app.cardholder_with_funding("hal@example.com", "4242424242424242").await;
+        let transfers_before = app.assert_ledger_verifies().await;
+        let raw = |body: &'static str| {
+            let request = app
+                .client
+                .post(format!("{}/v1/cards", app.base))
+                .bearer_auth(&app.key)
+                .header("Content-Type", "application/json")
+                .body(body);
+            async move {
+                let response = request.send().await.expect("sent");
+                (response.status(), response.json::<Value>().await.expect("JSON error"))
+            }
+        };
+        let code = |response: &(StatusCode, Value)| response.1["error"]["code"].as_str().unwrap_or("").to_owned();
+        let malformed = raw("{\"amount\": ").await;
+        assert_eq!((malformed.0, code(&malformed)), (StatusCode::BAD_REQUEST, "invalid_json".to_owned()));
+        let huge = raw("{\"cardholder_id\": \"x\", \"amount\": 100000000000000000000000, \"currency\": \"USD\", \"funding_source_id\": \"x\", \"plan\": \"pay_now\"}").await;
+        assert_eq!(
+            (huge.0, code(&huge), huge.1["error"]["param"].as_str()),
+            (StatusCode::BAD_REQUEST, "invalid_field".to_owned(), Some("amount"))
+        );
+
+        let valid = json!({"cardholder_id": cardholder, "amount": 1_000, "currency": "USD", "funding_source_id": source, "plan": "pay_now"});
+        let with = |field: &str, value: Value| {
+            let mut body = valid.clone();
+            body[field] = value;
+            body
+        };
+        let mut unknown = valid.clone();
+        unknown["colour"] = json!("red");
+        let mut missing = valid.clone();
+        missing.as_object_mut().expect("object").remove("plan");
+        let cases = [
+            (unknown, StatusCode::BAD_REQUEST, "unknown_field", Some("colour")),
+            (missing, StatusCode::BAD_REQUEST, "missing_field", Some("plan")),
+            (with("amount", json!("10.00")), StatusCode::BAD_REQUEST, "invalid_field", Some("amount")),
+            (with("amount", json!(10.5)), StatusCode::BAD_REQUEST, "invalid_field", Some("amount")),
+            (with("amount", json!(-100)), StatusCode::BAD_REQUEST, "invalid_amount", Some("amount")),
+            (with("amount", json!(0)), StatusCode::BAD_REQUEST, "invalid_amount", Some("amount")),
+            (with("currency", json!("XXX")), StatusCode::BAD_REQUEST, "invalid_currency", Some("currency")),
+            (with("currency", json!("EUR")), StatusCode::BAD_REQUEST, "currency_not_supported", Some("currency")),
+            (with("plan", json!("pay_in_5")), StatusCode::BAD_REQUEST, "invalid_plan", Some("plan")),
+            (
+                with("cardholder_id", json!("ch_unknown")),
+                StatusCode::NOT_FOUND,
+                "resource_missing",
+                Some("cardholder_id"),
+            ),
+            (
+                with("funding_source_id", json!("fs_01m8bx8392z0e5ra3k4t3p7ss5")),
+                StatusCode::NOT_FOUND,
+                "resource_missing",
+                Some("funding_source_id"),
+            ),
+        ];
+        for (body, status, expected, param) in cases {
+            let response = app.post("/v1/cards", body.clone()).await;
+            assert_eq!((response.0, code(&response)), (status, expected.to_owned()), "{body} → {}", response.1);
+            assert_eq!(response.1["error"]["param"].as_str(), param, "{}", response.1);
+            assert!(response.1["error"]["message"].as_str().is_some_and(|message| !message.is_empty()));
+        }
+        // Someone else's funding source.
+        let (_, other_source) = app.cardholder_with_funding("ida@example.com", "4242424242424242").await;
+        let response = app.post("/v1/cards", with("funding_source_id", json!(other_source))).await;
+        assert_eq!((response.0, code(&response)), (StatusCode::NOT_FOUND, "resource_missing".to_owned()));
+
+        let oversized = app
+            .client
+            .post(format!("{}/v1/cards", app.base))
+            .bearer_auth(&app.key)
+            .header("Content-Type", "application/json")
+            .body(format!("{{\"plan\": \"{}\"}}", "x".repeat(100_000)))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(oversized.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        for key in [None, Some("gc_sk_wrong")] {
+            let mut request = app.client.get(format!("{}/v1/cards", app.base));
+            if let Some(key) = key {
+                request = request.bearer_auth(key);
+            }
+            let response = request.send().await.expect("sent");
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+            let body: Value = response.json().await.expect("JSON");
+            assert_eq!(body["error"]["code"], "unauthorized");
+        }
+        let (status, body) = app.get("/v1/cards/card_nonexistent").await;
+        assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("resource_missing")));
+        let (status, body) = app.get("/v1/cards?limit=101").await;
+        assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_limit")));
+        let (status, body) =
+            app.post("/v1/cardholders", json!({"email": "not-an-email", "name": "X", "country": "US"})).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_email")));
+        let (status, body) =
+            app.post("/v1/cardholders", json!({"email": "hal@example.com", "name": "Hal", "country": "US"})).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("email_taken")));
+
+        // Nothing above wrote a card or a ledger transfer.
+        let (_, cards) = app.get(&format!("/v1/cards?cardholder_id={cardholder}")).await;
+        assert_eq!(cards["data"].as_array().map(Vec::len), Some(0));
+        assert_eq!(app.assert_ledger_verifies().await, transfers_before);
+    }
+}
+
+#[tokio::test]
+async fn every_documented_operation_is_a_real_route() {
+    let app = TestApp::spawn(Backend::Sqlite, "openapi").await;
+    let document: Value =
+        app.client.get(format!("{}/openapi.json", app.base)).send().await.expect("sent").json().await.expect("JSON");
+    assert_eq!(document["openapi"], "3.1.0");
+    let paths = document["paths"].as_object().expect("paths");
+    for expected in [
+        "/v1/cards",
+        "/v1/cards/{id}/reveal",
+        "/v1/simulate/authorize",
+        "/v1/ledger/verify",
+        "/v1/cardholders/{id}/purchase-power",
+    ] {
+        assert!(paths.contains_key(expected), "{expected} is documented");
+    }
+    for (path, operations) in paths {
+        for method in operations.as_object().expect("operations").keys() {
+            let concrete = path.replace("{id}", "ch_unknown");
+            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+            let body = (method == reqwest::Method::POST).then(|| json!({}));
+            let (status, response) = app.request(method.clone(), &concrete, body, None).await;
+            assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            assert_ne!(response["error"]["code"], "route_not_found", "{method} {path} is documented but not routed");
+        }
+    }
+    let (status, response) = app.get("/v1/nothing-here").await;
+    assert_eq!((status, response["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("route_not_found")));
+}
+
+#[tokio::test]
+async fn no_card_number_or_cvv_reaches_the_log_and_the_reveal_is_audited() {
+    let app = TestApp::spawn(Backend::Sqlite, "logging").await;
+    let (cardholder, source) = app.cardholder_with_funding("jo@example.com", "4242424242424242").await;
+    let (_, card) = app.card(&cardholder, &source, 2_000, "pay_in_4").await;
+    let card_id = card["id"].as_str().expect("id");
+    let (_, revealed) = app.post(&format!("/v1/cards/{card_id}/reveal"), json!({})).await;
+    app.authorize(card_id, 1_500, "SHOP1").await;
+    app.post("/v1/cards", json!({"cardholder_id": cardholder, "amount": "4242424242424242"})).await;
+    let number = revealed["number"].as_str().expect("number").to_owned();
+    let cvv = revealed["cvv"].as_str().expect("cvv").to_owned();
+    let log = String::from_utf8_lossy(&log_buffer().lock().expect("log").clone()).to_string();
+    assert!(log.contains("authorization decided"), "the scenario was logged at all");
+    assert!(!log.contains(&number), "a full card number reached the log");
+    assert!(!log.contains("4242424242424242"), "a funding card number reached the log");
+    for pattern in [format!("={cvv}"), format!("\"{cvv}\""), format!(": {cvv}"), format!("cvv {cvv}")] {
+        assert!(!log.contains(&pattern), "the CVV reached the log as {pattern:?}");
+    }
+    let mut tx = app.app.store.read().await.expect("reads");
+    let reveals = ghostcard_store::audit::list(&mut tx, Some("card.reveal"), 10).await.expect("audit");
+    assert_eq!(reveals.rows.len(), 1);
+    assert_eq!(reveals.rows[0].resource.as_deref(), Some(card_id));
+    assert!(reveals.rows[0].actor.starts_with("api_key:"));
+}

@@ -127,7 +127,7 @@ impl InstallmentStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Installment {
     /// 1-based position in the schedule.
     pub seq: u32,
@@ -212,7 +212,7 @@ pub enum CollectionFailure {
     Overdue,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
     pub kind: PlanKind,
     pub currency: Currency,

@@ -14,7 +14,7 @@ use ghostcard_domain::ledger::entries;
 use ghostcard_store::authorizations::{self, AuthorizationRecord};
 use ghostcard_store::cards::{self, CardRecord};
 use ghostcard_store::ledger::CommitError;
-use ghostcard_store::{StoreError, Tx, cardholders, ledger};
+use ghostcard_store::{StoreError, Tx, cardholders, ledger, plans};
 use rand::Rng;
 
 use crate::App;
@@ -97,9 +97,14 @@ pub async fn authorize(
     let (standing, approvals) = match &record {
         Some(record) => {
             let cardholder = cardholders::get(&mut tx, &record.cardholder_id).await?;
+            let today = now.date_naive();
+            let overdue = plans::active_for_cardholder(&mut tx, &record.cardholder_id)
+                .await?
+                .iter()
+                .any(|plan| plan.plan.has_arrears(today));
             let standing = CardholderStanding {
                 restricted: cardholder.as_ref().is_some_and(|cardholder| cardholder.status == "restricted"),
-                overdue: false,
+                overdue,
             };
             let window = longest(app.rules.fraud.authorization.iter().map(|limit| limit.window_seconds));
             (standing, authorizations::approval_times(&mut tx, &record.cardholder_id, now - window).await?)

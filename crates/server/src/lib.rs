@@ -9,6 +9,7 @@ pub mod config;
 pub mod credentials;
 pub mod gateway;
 pub mod ids;
+pub mod lifecycle;
 pub mod metrics;
 pub mod vault;
 

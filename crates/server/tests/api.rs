@@ -579,3 +579,92 @@ async fn no_card_number_or_cvv_reaches_the_log_and_the_reveal_is_audited() {
     assert_eq!(reveals.rows[0].resource.as_deref(), Some(card_id));
     assert!(reveals.rows[0].actor.starts_with("api_key:"));
 }
+
+#[tokio::test]
+async fn clearing_creates_the_plan_and_refunds_and_reversals_flow_back() {
+    for backend in BACKENDS {
+        let app = TestApp::spawn(backend, "clearing").await;
+        let (cardholder, source) = app.cardholder_with_funding("kim@example.com", "4242424242424242").await;
+        let (_, card) = app.card(&cardholder, &source, 4_000, "pay_in_4").await;
+        let card_id = card["id"].as_str().expect("id").to_owned();
+        let authorization = app.authorize(&card_id, 4_000, "SHOP1").await;
+        let authorization_id = authorization["id"].as_str().expect("id").to_owned();
+
+        // A capture below the authorization: the plan exists when the call returns; the rest stays held.
+        let (status, cleared) =
+            app.post("/v1/simulate/clear", json!({"authorization_id": authorization_id, "amount": 3_001})).await;
+        assert_eq!((status, cleared["result"].as_str()), (StatusCode::OK, Some("posted")), "{cleared}");
+        let plan_id = cleared["plan_id"].as_str().expect("plan").to_owned();
+        let (_, plan) = app.get(&format!("/v1/plans/{plan_id}")).await;
+        let amounts: Vec<i64> = plan["installments"]
+            .as_array()
+            .expect("installments")
+            .iter()
+            .map(|i| i["amount"].as_i64().unwrap_or(0))
+            .collect();
+        assert_eq!(amounts, vec![751, 750, 750, 750]);
+        assert_eq!(
+            (plan["kind"].as_str(), plan["principal"].as_i64(), plan["status"].as_str()),
+            (Some("pay_in_4"), Some(3_001), Some("active"))
+        );
+        let (_, card) = app.get(&format!("/v1/cards/{card_id}")).await;
+        assert_eq!(
+            (card["held"].as_i64(), card["captured"].as_i64(), card["plan_id"].as_str()),
+            (Some(999), Some(3_001), Some(plan_id.as_str()))
+        );
+        let (_, power) = app.get(&format!("/v1/cardholders/{cardholder}/purchase-power")).await;
+        assert_eq!(power["outstanding"], 3_001, "the card now counts through its plan");
+
+        // A merchant refund lowers the installments evenly.
+        let (status, refunded) = app.post("/v1/simulate/refund", json!({"card_id": card_id, "amount": 1_000})).await;
+        assert_eq!((status, refunded["result"].as_str()), (StatusCode::OK, Some("posted")), "{refunded}");
+        let (_, plan) = app.get(&format!("/v1/plans/{plan_id}")).await;
+        let amounts: Vec<i64> = plan["installments"]
+            .as_array()
+            .expect("installments")
+            .iter()
+            .map(|i| i["amount"].as_i64().unwrap_or(0))
+            .collect();
+        assert_eq!(amounts, vec![501, 500, 500, 500]);
+
+        // Reversing the rest of the hold, twice: the second changes nothing.
+        let (status, reversed) = app.post("/v1/simulate/reverse", json!({"authorization_id": authorization_id})).await;
+        assert_eq!(
+            (status, reversed["status"].as_str(), reversed["held"].as_i64()),
+            (StatusCode::OK, Some("partially_reversed"), Some(0))
+        );
+        let (_, again) = app.post("/v1/simulate/reverse", json!({"authorization_id": authorization_id})).await;
+        assert_eq!(again["held"], 0);
+        let (status, refunded_unused) = app.post(&format!("/v1/cards/{card_id}/refund-unused"), json!({})).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            (refunded_unused["status"].as_str(), refunded_unused["amount"].as_i64()),
+            (Some("closed"), Some(2_001))
+        );
+
+        // A merchant refund on the closed card still flows back.
+        let (status, late_refund) = app.post("/v1/simulate/refund", json!({"card_id": card_id, "amount": 500})).await;
+        assert_eq!((status, late_refund["result"].as_str()), (StatusCode::OK, Some("posted")));
+        let (_, card) = app.get(&format!("/v1/cards/{card_id}")).await;
+        assert_eq!(card["remaining_amount"], 0, "a closed card does not get spending room back");
+
+        // A full reversal of the only approval inside the window makes the card usable again, anywhere.
+        let (_, second) = app.card(&cardholder, &source, 1_500, "pay_now").await;
+        let second_id = second["id"].as_str().expect("id");
+        let first_use = app.authorize(second_id, 1_500, "SHOP1").await;
+        let (_, reversed) = app.post("/v1/simulate/reverse", json!({"authorization_id": first_use["id"]})).await;
+        assert_eq!(reversed["status"], "reversed");
+        let (_, second) = app.get(&format!("/v1/cards/{second_id}")).await;
+        assert_eq!((second["status"].as_str(), second["merchant"].clone()), (Some("active"), Value::Null));
+        assert_eq!(app.authorize(second_id, 1_500, "SHOP2").await["response_code"], "00");
+
+        // A declined authorization has nothing to reverse.
+        let declined = app.authorize(second_id, 1, "SHOP3").await;
+        let (status, error) = app.post("/v1/simulate/reverse", json!({"authorization_id": declined["id"]})).await;
+        assert_eq!(
+            (status, error["error"]["code"].as_str()),
+            (StatusCode::CONFLICT, Some("authorization_not_reversible"))
+        );
+        app.assert_ledger_verifies().await;
+    }
+}

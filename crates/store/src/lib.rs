@@ -13,11 +13,13 @@ pub mod audit;
 pub mod authorizations;
 pub mod cardholders;
 pub mod cards;
+pub mod clearings;
 pub mod data_keys;
 pub mod funding_sources;
 pub mod idempotency;
 pub mod ledger;
 mod migrations;
+pub mod plans;
 pub mod settings;
 
 use std::str::FromStr;

@@ -8,7 +8,10 @@ use sqlx::Executor;
 use crate::{Dialect, Result, Store, StoreError};
 
 /// (version, name, SQL).
-pub const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "initial schema", include_str!("migrations/0001_initial.sql"))];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "initial schema", include_str!("migrations/0001_initial.sql")),
+    (2, "plans and clearing", include_str!("migrations/0002_plans_and_clearing.sql")),
+];
 
 pub(crate) async fn run(store: &Store, now: chrono::DateTime<chrono::Utc>) -> Result<Vec<i64>> {
     let mut applied_now = Vec::new();

@@ -10,10 +10,11 @@ use axum::{Extension, Json};
 use chrono::{DateTime, Datelike, Utc};
 use ghostcard_domain::card_number::CardNumber;
 use ghostcard_domain::country::Country;
+use ghostcard_domain::money::Money;
 use ghostcard_domain::purchase_power::{CardholderPosition, PurchasePower, purchase_power as compute_purchase_power};
 use ghostcard_store::cardholders::{self, Cardholder};
 use ghostcard_store::funding_sources::{self, FundingSource};
-use ghostcard_store::{StoreError, Tx, cards};
+use ghostcard_store::{StoreError, Tx, cards, plans};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -206,12 +207,14 @@ pub async fn purchase_power_of(
 ) -> Result<PurchasePower, ApiError> {
     let currency = app.currency;
     let cards_not_in_plan = cards::amount_not_in_plan(tx, &cardholder.id, currency.code()).await?;
+    let active_plans = plans::active_for_cardholder(tx, &cardholder.id).await?;
+    let today = now.date_naive();
     let position = CardholderPosition {
         signed_up_at: cardholder.created_at,
-        plans_repaid_without_late_fee: 0,
-        cards_not_in_plan: ghostcard_domain::money::Money::new(cards_not_in_plan, currency),
-        plan_balances: ghostcard_domain::money::Money::zero(currency),
-        overdue: false,
+        plans_repaid_without_late_fee: plans::repaid_without_late_fee(tx, &cardholder.id).await?,
+        cards_not_in_plan: Money::new(cards_not_in_plan, currency),
+        plan_balances: Money::new(active_plans.iter().map(|record| record.plan.balance()).sum(), currency),
+        overdue: active_plans.iter().any(|record| record.plan.has_arrears(today)),
         restricted: cardholder.status == "restricted",
     };
     compute_purchase_power(&app.purchase_power, &position, now).map_err(ApiError::internal)

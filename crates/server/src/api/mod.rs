@@ -7,6 +7,7 @@ pub mod cards;
 pub mod error;
 pub mod ledger;
 pub mod ops;
+pub mod plans;
 pub mod simulate;
 
 use std::sync::Arc;
@@ -92,6 +93,10 @@ pub fn router(app: Arc<App>) -> axum::Router {
         .routes(routes!(authorizations::list))
         .routes(routes!(ledger::verify))
         .routes(routes!(simulate::authorize))
+        .routes(routes!(plans::get))
+        .routes(routes!(simulate::reverse))
+        .routes(routes!(simulate::clear))
+        .routes(routes!(simulate::refund))
         .routes(routes!(simulate::advance_clock))
         .layer(middleware::from_fn_with_state(app.clone(), idempotent))
         .layer(middleware::from_fn_with_state(app.clone(), authenticate));

@@ -3,11 +3,13 @@
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Duration, Utc};
 use ghostcard_domain::card::MerchantBinding;
 use ghostcard_domain::country::Country;
 use ghostcard_domain::decision::{AuthorizationRequest, Mcc, MessageClass, TransactionType};
+use ghostcard_domain::money::Money;
 use ghostcard_store::settings;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -16,7 +18,8 @@ use super::authorizations::AuthorizationView;
 use super::{ApiError, ApiJson, Claimed, finish};
 use crate::App;
 use crate::authorize::{CardLookup, CvvInput, Descriptors, authorize as run_authorization};
-use crate::ids::has_prefix;
+use crate::ids::{has_prefix, new_id};
+use crate::lifecycle::{self, ClearingResult, LifecycleError};
 
 /// The acquirer id used when a simulated authorization names none.
 const SANDBOX_ACQUIRER_ID: &str = "999999";
@@ -111,7 +114,7 @@ pub async fn authorize(
             .map_err(ApiError::internal)?;
     // The authorization is already durable; the idempotency record follows in its own transaction.
     let tx = app.store.begin().await?;
-    finish(tx, claim.as_deref(), axum::http::StatusCode::OK, &AuthorizationView::from(&record)).await
+    finish(tx, claim.as_deref(), StatusCode::OK, &AuthorizationView::from(&record)).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -140,10 +143,117 @@ pub async fn advance_clock(
     let mut tx = app.store.begin().await?;
     let offset = app.clock.advance(Duration::seconds(body.seconds));
     settings::set(&mut tx, crate::CLOCK_OFFSET_SETTING, &offset.to_string()).await?;
-    finish(tx, claim.as_deref(), axum::http::StatusCode::OK, &ClockView { now: app.clock.now() }).await
+    finish(tx, claim.as_deref(), StatusCode::OK, &ClockView { now: app.clock.now() }).await
 }
 
-/// Whether `id` names a card (for clear errors on malformed ids).
-pub fn is_card_id(id: &str) -> bool {
-    has_prefix(id, "card")
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SimulateReversal {
+    pub authorization_id: String,
+    /// How much of the hold to release, minor units; default all of it.
+    pub amount: Option<i64>,
+}
+
+#[utoipa::path(post, path = "/v1/simulate/reverse", operation_id = "simulate_reversal", tag = "sandbox", request_body = SimulateReversal,
+    responses((status = 200, body = AuthorizationView), (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)))]
+pub async fn reverse(
+    State(app): State<Arc<App>>,
+    claim: Claimed,
+    ApiJson(body): ApiJson<SimulateReversal>,
+) -> Result<Response, ApiError> {
+    sandbox_only(&app)?;
+    if body.amount.is_some_and(|amount| amount <= 0) {
+        return Err(
+            ApiError::invalid("invalid_amount", "amount is a positive integer of minor units").with_param("amount")
+        );
+    }
+    if !has_prefix(&body.authorization_id, "auth") {
+        return Err(ApiError::not_found("authorization", &body.authorization_id).with_param("authorization_id"));
+    }
+    let mut tx = app.store.begin().await?;
+    let record = lifecycle::reverse(&mut tx, &body.authorization_id, body.amount, app.clock.now())
+        .await
+        .map_err(lifecycle_error)?
+        .ok_or_else(|| ApiError::not_found("authorization", &body.authorization_id).with_param("authorization_id"))?;
+    finish(tx, claim.as_deref(), StatusCode::OK, &AuthorizationView::from(&record)).await
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SimulateClearing {
+    pub authorization_id: String,
+    /// The captured amount, minor units (may be below or above the authorization).
+    pub amount: i64,
+}
+
+#[utoipa::path(post, path = "/v1/simulate/clear", operation_id = "simulate_clearing", tag = "sandbox", request_body = SimulateClearing,
+    responses((status = 200, body = ClearingResult), (status = 404, body = super::error::ErrorBody)))]
+pub async fn clear(
+    State(app): State<Arc<App>>,
+    claim: Claimed,
+    ApiJson(body): ApiJson<SimulateClearing>,
+) -> Result<Response, ApiError> {
+    sandbox_only(&app)?;
+    let amount = positive(body.amount)?;
+    if !has_prefix(&body.authorization_id, "auth") {
+        return Err(ApiError::not_found("authorization", &body.authorization_id).with_param("authorization_id"));
+    }
+    let now = app.clock.now();
+    let mut tx = app.store.begin().await?;
+    let authorization = ghostcard_store::authorizations::get(&mut tx, &body.authorization_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("authorization", &body.authorization_id).with_param("authorization_id"))?;
+    let currency = ghostcard_domain::money::Currency::from_code(&authorization.currency).map_err(ApiError::internal)?;
+    let record_id = new_id("sim", now, &mut rand::rng());
+    let result = lifecycle::capture(&app, &mut tx, &authorization.id, Money::new(amount, currency), &record_id, now)
+        .await
+        .map_err(lifecycle_error)?;
+    finish(tx, claim.as_deref(), StatusCode::OK, &result).await
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SimulateRefund {
+    pub card_id: String,
+    /// The refunded amount, minor units.
+    pub amount: i64,
+}
+
+#[utoipa::path(post, path = "/v1/simulate/refund", operation_id = "simulate_merchant_refund", tag = "sandbox", request_body = SimulateRefund,
+    responses((status = 200, body = ClearingResult), (status = 404, body = super::error::ErrorBody)))]
+pub async fn refund(
+    State(app): State<Arc<App>>,
+    claim: Claimed,
+    ApiJson(body): ApiJson<SimulateRefund>,
+) -> Result<Response, ApiError> {
+    sandbox_only(&app)?;
+    let amount = positive(body.amount)?;
+    let now = app.clock.now();
+    let mut tx = app.store.begin().await?;
+    let card = super::cards::load(&mut tx, &body.card_id, true).await.map_err(|error| error.with_param("card_id"))?;
+    let currency = card.currency()?;
+    let record_id = new_id("sim", now, &mut rand::rng());
+    let result = lifecycle::merchant_refund(&mut tx, &card.id, Money::new(amount, currency), &record_id, now)
+        .await
+        .map_err(lifecycle_error)?;
+    finish(tx, claim.as_deref(), StatusCode::OK, &result).await
+}
+
+fn positive(amount: i64) -> Result<i64, ApiError> {
+    if amount > 0 && amount <= 999_999_999_999 {
+        Ok(amount)
+    } else {
+        Err(ApiError::invalid("invalid_amount", "amount is 1 to 999999999999 minor units").with_param("amount"))
+    }
+}
+
+fn lifecycle_error(error: LifecycleError) -> ApiError {
+    match error {
+        LifecycleError::Declined(id) => ApiError::conflict(
+            "authorization_not_reversible",
+            format!("authorization {id} was declined; nothing is held"),
+        ),
+        LifecycleError::Store(error) => ApiError::from(error),
+        other => ApiError::internal(other),
+    }
 }

@@ -1,0 +1,292 @@
+//! What happens to an authorization after its decision: clearing captures it (creating the card's plan with the
+//! first capture, in the same transaction), reversals release it, merchant refunds flow back into the plan or to
+//! the funding card. Each function works inside the caller's transaction, so the sandbox endpoints and, later,
+//! the network listener and the clearing import share them.
+
+use chrono::{DateTime, Utc};
+use ghostcard_domain::card::{CardEvent, CardStatus, CloseReason};
+use ghostcard_domain::ledger::{TransferId, entries};
+use ghostcard_domain::money::Money;
+use ghostcard_domain::plan::{Plan, PlanKind};
+use ghostcard_store::authorizations::{self, AuthorizationRecord};
+use ghostcard_store::cards::{self, CardRecord};
+use ghostcard_store::clearings::{self, ClearingRecord};
+use ghostcard_store::ledger::{self, CommitError};
+use ghostcard_store::plans::{self, PlanRecord};
+use ghostcard_store::{StoreError, Tx};
+
+use crate::App;
+use crate::ids::new_id;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("ledger: {0}")]
+    Ledger(#[from] CommitError),
+    #[error("{0}")]
+    Inconsistent(String),
+    #[error("authorization {0} was declined; there is nothing to reverse or capture")]
+    Declined(String),
+}
+
+fn inconsistent(error: impl std::fmt::Display) -> LifecycleError {
+    LifecycleError::Inconsistent(error.to_string())
+}
+
+/// The result of one clearing record, as API.md reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct ClearingResult {
+    /// The record's own id.
+    pub id: String,
+    /// `posted`, `duplicate`, `unmatched` or `rejected`.
+    pub result: String,
+    pub clearing_id: Option<String>,
+    /// Review flags: `above_hold`, `force_post`.
+    pub flags: Vec<String>,
+    /// The card's plan after posting, if it has one.
+    pub plan_id: Option<String>,
+}
+
+/// A record seen before: its earlier result, unchanged.
+async fn duplicate(tx: &mut Tx, record_id: &str) -> Result<Option<ClearingResult>, LifecycleError> {
+    Ok(clearings::find_by_record_id(tx, record_id).await?.map(|earlier| ClearingResult {
+        id: record_id.to_owned(),
+        result: "duplicate".to_owned(),
+        clearing_id: Some(earlier.id),
+        flags: earlier.flags.split(',').filter(|flag| !flag.is_empty()).map(str::to_owned).collect(),
+        plan_id: None,
+    }))
+}
+
+/// Posts a capture of `amount` against the authorization. The card's plan is created by its first capture.
+pub async fn capture(
+    app: &App,
+    tx: &mut Tx,
+    authorization_id: &str,
+    amount: Money,
+    record_id: &str,
+    now: DateTime<Utc>,
+) -> Result<ClearingResult, LifecycleError> {
+    if let Some(earlier) = duplicate(tx, record_id).await? {
+        return Ok(earlier);
+    }
+    let mut clearing = ClearingRecord {
+        id: new_id("clr", now, &mut rand::rng()),
+        record_id: record_id.to_owned(),
+        kind: "capture".to_owned(),
+        authorization_id: None,
+        card_id: None,
+        amount: amount.minor(),
+        currency: amount.currency().code().to_owned(),
+        result: "unmatched".to_owned(),
+        flags: String::new(),
+        created_at: now,
+    };
+    let Some(mut authorization) = authorizations::get(tx, authorization_id).await? else {
+        clearings::insert(tx, &clearing).await?;
+        return Ok(result(&clearing, None));
+    };
+    clearing.authorization_id = Some(authorization.id.clone());
+    clearing.card_id = authorization.card_id.clone();
+    let card_id = authorization.card_id.clone();
+    let (Some(card_id), false) = (card_id, authorization.status == "declined") else {
+        clearing.result = "rejected".to_owned();
+        clearings::insert(tx, &clearing).await?;
+        return Ok(result(&clearing, None));
+    };
+    let mut record =
+        cards::get_for_update(tx, &card_id).await?.ok_or_else(|| inconsistent("authorization without its card"))?;
+    if amount.currency().code() != record.currency {
+        clearing.result = "rejected".to_owned();
+        clearings::insert(tx, &clearing).await?;
+        return Ok(result(&clearing, None));
+    }
+    let mut card = record.to_card()?;
+    let from_hold = amount.minor().min(authorization.held);
+    let mut flags = Vec::new();
+    if amount.minor() > authorization.held {
+        flags.push("above_hold".to_owned());
+    }
+    card.capture(amount, Money::new(from_hold, amount.currency())).map_err(inconsistent)?;
+    let hold = authorization
+        .hold_transfer_id
+        .filter(|_| authorization.held > 0)
+        .map(|id| (TransferId(id as u64), Money::new(authorization.held, amount.currency())));
+    let committed = ledger::commit(tx, &entries::capture(&card_id, hold, amount), now).await?;
+    if from_hold > 0 {
+        authorization.hold_transfer_id = committed[0].reheld.map(|id| id.0 as i64);
+    }
+    authorization.held -= from_hold;
+    authorization.captured += amount.minor();
+    authorization.status = "captured".to_owned();
+    authorizations::update_progress(tx, &authorization).await?;
+
+    let plan_id = add_to_plan(app, tx, &mut record, amount, now).await?;
+    record.set_card(&card);
+    close_if_settled(tx, &mut record, now).await?;
+    cards::update(tx, &mut record).await?;
+    clearing.result = "posted".to_owned();
+    clearing.flags = flags.join(",");
+    clearings::insert(tx, &clearing).await?;
+    Ok(result(&clearing, Some(plan_id)))
+}
+
+/// Creates the card's plan on its first capture, or adds a later capture to it. Returns the plan id.
+async fn add_to_plan(
+    app: &App,
+    tx: &mut Tx,
+    card: &mut CardRecord,
+    amount: Money,
+    now: DateTime<Utc>,
+) -> Result<String, LifecycleError> {
+    let today = now.date_naive();
+    match &card.plan_id {
+        None => {
+            let kind =
+                PlanKind::parse(&card.plan_kind).ok_or_else(|| inconsistent("card with an unknown plan kind"))?;
+            let plan = Plan::new(kind, amount, today, &app.plan_terms).map_err(inconsistent)?;
+            let record = PlanRecord {
+                id: new_id("plan", now, &mut rand::rng()),
+                card_id: card.id.clone(),
+                cardholder_id: card.cardholder_id.clone(),
+                plan,
+                created_at: now,
+                updated_at: now,
+                version: 0,
+            };
+            plans::insert(tx, &record).await?;
+            card.plan_id = Some(record.id.clone());
+            Ok(record.id)
+        }
+        Some(plan_id) => {
+            let mut record = plans::get(tx, plan_id).await?.ok_or_else(|| inconsistent("card names a missing plan"))?;
+            record.plan.add_principal(amount.minor(), today).map_err(inconsistent)?;
+            plans::update(tx, &mut record, now).await?;
+            Ok(record.id)
+        }
+    }
+}
+
+/// A used card with a plan, nothing held and nothing left to spend is done: it closes.
+async fn close_if_settled(tx: &mut Tx, record: &mut CardRecord, now: DateTime<Utc>) -> Result<(), LifecycleError> {
+    let mut card = record.to_card()?;
+    if card.status() == CardStatus::Used
+        && record.plan_id.is_some()
+        && card.held().is_zero()
+        && card.remaining().minor() <= 0
+    {
+        let transition = card.apply(CardEvent::Close(CloseReason::Settled), now).map_err(inconsistent)?;
+        cards::record_transition(tx, &record.id, &transition).await?;
+        record.set_card(&card);
+    }
+    Ok(())
+}
+
+/// Releases `amount` (default: all that is held) of an authorization. Releasing what is already released changes
+/// nothing. A full reversal of a card's only use, inside its window, makes the card usable again.
+pub async fn reverse(
+    tx: &mut Tx,
+    authorization_id: &str,
+    amount: Option<i64>,
+    now: DateTime<Utc>,
+) -> Result<Option<AuthorizationRecord>, LifecycleError> {
+    let Some(mut authorization) = authorizations::get(tx, authorization_id).await? else { return Ok(None) };
+    if authorization.status == "declined" {
+        return Err(LifecycleError::Declined(authorization.id));
+    }
+    let release = amount.unwrap_or(authorization.held).clamp(0, authorization.held);
+    let (Some(card_id), true) = (authorization.card_id.clone(), release > 0) else { return Ok(Some(authorization)) };
+    let mut record =
+        cards::get_for_update(tx, &card_id).await?.ok_or_else(|| inconsistent("authorization without its card"))?;
+    let mut card = record.to_card()?;
+    let currency = card.currency();
+    card.release(Money::new(release, currency)).map_err(inconsistent)?;
+    let hold =
+        TransferId(authorization.hold_transfer_id.ok_or_else(|| inconsistent("held amount without a hold"))? as u64);
+    let rest = authorization.held - release;
+    let mut steps = vec![entries::void(hold, "reversal")];
+    if rest > 0 {
+        steps.push(entries::hold(&card_id, Money::new(rest, currency)));
+    }
+    let committed = ledger::commit(tx, &steps, now).await?;
+    authorization.hold_transfer_id = committed.get(1).map(|step| step.transfer.0 as i64);
+    authorization.held = rest;
+    authorization.status =
+        if rest == 0 && authorization.captured == 0 { "reversed" } else { "partially_reversed" }.to_owned();
+    authorizations::update_progress(tx, &authorization).await?;
+    if card.status() == CardStatus::Used && card.held().is_zero() && card.captured().is_zero() && card.window_open(now)
+    {
+        let transition = card.apply(CardEvent::FirstUseReversed, now).map_err(inconsistent)?;
+        cards::record_transition(tx, &card_id, &transition).await?;
+    }
+    record.set_card(&card);
+    cards::update(tx, &mut record).await?;
+    Ok(Some(authorization))
+}
+
+/// A merchant refund of `amount` on the card, on any card state: it pays what is overdue on the plan, lowers the
+/// installments to come, and what exceeds the plan's balance is owed back to the funding card.
+pub async fn merchant_refund(
+    tx: &mut Tx,
+    card_id: &str,
+    amount: Money,
+    record_id: &str,
+    now: DateTime<Utc>,
+) -> Result<ClearingResult, LifecycleError> {
+    if let Some(earlier) = duplicate(tx, record_id).await? {
+        return Ok(earlier);
+    }
+    let mut clearing = ClearingRecord {
+        id: new_id("clr", now, &mut rand::rng()),
+        record_id: record_id.to_owned(),
+        kind: "refund".to_owned(),
+        authorization_id: None,
+        card_id: Some(card_id.to_owned()),
+        amount: amount.minor(),
+        currency: amount.currency().code().to_owned(),
+        result: "posted".to_owned(),
+        flags: String::new(),
+        created_at: now,
+    };
+    let mut record =
+        cards::get_for_update(tx, card_id).await?.ok_or_else(|| inconsistent("refund for a missing card"))?;
+    if amount.currency().code() != record.currency {
+        clearing.result = "rejected".to_owned();
+        clearings::insert(tx, &clearing).await?;
+        return Ok(result(&clearing, None));
+    }
+    let mut card = record.to_card()?;
+    let restored = card.refund(amount).map_err(inconsistent)?;
+    let (to_plan, excess) = match &record.plan_id {
+        Some(plan_id) => {
+            let mut plan = plans::get(tx, plan_id).await?.ok_or_else(|| inconsistent("card names a missing plan"))?;
+            let application = plan.plan.apply_refund(amount.minor(), now.date_naive()).map_err(inconsistent)?;
+            plans::update(tx, &mut plan, now).await?;
+            (application.to_overdue + application.to_future, application.excess)
+        }
+        None => (0, amount.minor()),
+    };
+    let currency = amount.currency();
+    let mut steps =
+        entries::merchant_refund(card_id, Money::new(to_plan, currency), Money::new(excess, currency), restored);
+    // A card that can no longer spend does not get its limit back: what the refund restored is released again.
+    if !matches!(card.status(), CardStatus::Active | CardStatus::Used) {
+        steps.extend(entries::release_unused(card_id, card.refund_unused().map_err(inconsistent)?));
+    }
+    ledger::commit(tx, &steps, now).await?;
+    record.set_card(&card);
+    cards::update(tx, &mut record).await?;
+    clearings::insert(tx, &clearing).await?;
+    Ok(result(&clearing, record.plan_id.clone()))
+}
+
+fn result(clearing: &ClearingRecord, plan_id: Option<String>) -> ClearingResult {
+    ClearingResult {
+        id: clearing.record_id.clone(),
+        result: clearing.result.clone(),
+        clearing_id: Some(clearing.id.clone()),
+        flags: clearing.flags.split(',').filter(|flag| !flag.is_empty()).map(str::to_owned).collect(),
+        plan_id,
+    }
+}

@@ -1,0 +1,115 @@
+//! The `plans` table: each card's payment plan, the domain [`Plan`] stored as a JSON document beside the columns
+//! that queries need. Updates are guarded by a version, like cards.
+
+use chrono::{DateTime, Utc};
+use ghostcard_domain::plan::Plan;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::{Result, StoreError, Tx, for_update, from_micros, to_micros};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanRecord {
+    pub id: String,
+    pub card_id: String,
+    pub cardholder_id: String,
+    pub plan: Plan,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub version: i64,
+}
+
+pub async fn insert(tx: &mut Tx, record: &PlanRecord) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO plans (id, card_id, cardholder_id, kind, status, currency, balance, document, created_at, updated_at, \
+         version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(&record.id)
+    .bind(&record.card_id)
+    .bind(&record.cardholder_id)
+    .bind(record.plan.kind.as_str())
+    .bind(record.plan.status.as_str())
+    .bind(record.plan.currency.code())
+    .bind(record.plan.balance())
+    .bind(document(&record.plan)?)
+    .bind(to_micros(record.created_at))
+    .bind(to_micros(record.updated_at))
+    .bind(record.version)
+    .execute(&mut **tx)
+    .await
+    .map_err(StoreError::from_insert)?;
+    Ok(())
+}
+
+/// The plan `id`, locked for writing on PostgreSQL.
+pub async fn get(tx: &mut Tx, id: &str) -> Result<Option<PlanRecord>> {
+    let sql = format!("SELECT * FROM plans WHERE id = $1{}", for_update(tx));
+    let row = sqlx::query(&sql).bind(id).fetch_optional(&mut **tx).await?;
+    row.map(|row| from_row(&row)).transpose()
+}
+
+/// Writes the plan if nobody changed it since it was read; bumps the version.
+pub async fn update(tx: &mut Tx, record: &mut PlanRecord, at: DateTime<Utc>) -> Result<()> {
+    let result = sqlx::query(
+        "UPDATE plans SET status = $1, balance = $2, document = $3, updated_at = $4, version = version + 1 \
+         WHERE id = $5 AND version = $6",
+    )
+    .bind(record.plan.status.as_str())
+    .bind(record.plan.balance())
+    .bind(document(&record.plan)?)
+    .bind(to_micros(at))
+    .bind(&record.id)
+    .bind(record.version)
+    .execute(&mut **tx)
+    .await?;
+    if result.rows_affected() != 1 {
+        return Err(StoreError::Stale);
+    }
+    record.version += 1;
+    record.updated_at = at;
+    Ok(())
+}
+
+/// The cardholder's active plans (for purchase power).
+pub async fn active_for_cardholder(tx: &mut Tx, cardholder_id: &str) -> Result<Vec<PlanRecord>> {
+    let rows = sqlx::query("SELECT * FROM plans WHERE cardholder_id = $1 AND status = 'active' ORDER BY id")
+        .bind(cardholder_id)
+        .fetch_all(&mut **tx)
+        .await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// How many of the cardholder's plans were completed without a late fee.
+pub async fn repaid_without_late_fee(tx: &mut Tx, cardholder_id: &str) -> Result<u32> {
+    let documents: Vec<String> =
+        sqlx::query_scalar("SELECT document FROM plans WHERE cardholder_id = $1 AND status = 'completed'")
+            .bind(cardholder_id)
+            .fetch_all(&mut **tx)
+            .await?;
+    let mut count = 0;
+    for text in documents {
+        let plan: Plan =
+            serde_json::from_str(&text).map_err(|error| StoreError::Corrupt(format!("plan document: {error}")))?;
+        if plan.fees == 0 && plan.kind.is_pay_later() {
+            count += 1;
+        }
+    }
+    Ok(count)
+}
+
+fn document(plan: &Plan) -> Result<String> {
+    serde_json::to_string(plan).map_err(|error| StoreError::Corrupt(format!("plan document: {error}")))
+}
+
+fn from_row(row: &AnyRow) -> Result<PlanRecord> {
+    let text: String = row.try_get("document")?;
+    Ok(PlanRecord {
+        id: row.try_get("id")?,
+        card_id: row.try_get("card_id")?,
+        cardholder_id: row.try_get("cardholder_id")?,
+        plan: serde_json::from_str(&text).map_err(|error| StoreError::Corrupt(format!("plan document: {error}")))?,
+        created_at: from_micros(row.try_get("created_at")?)?,
+        updated_at: from_micros(row.try_get("updated_at")?)?,
+        version: row.try_get("version")?,
+    })
+}

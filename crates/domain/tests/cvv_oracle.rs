@@ -43,7 +43,10 @@ fn cvv_matches_psec_on_random_keys_and_cards() {
 }
 
 fn run_oracle(input: &str) -> String {
-    let python = std::env::var("GHOSTCARD_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    // scripts/test's virtual environment, if it was made; else whatever python3 is on the PATH.
+    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/test-python/bin/python");
+    let python = std::env::var("GHOSTCARD_TEST_PYTHON")
+        .unwrap_or_else(|_| if std::path::Path::new(venv).exists() { venv.to_owned() } else { "python3".to_owned() });
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/python/psec_cvv.py");
     let mut child = Command::new(&python)
         .arg(script)

@@ -1,52 +1,45 @@
-//! `ghostcard demo`: one card's story told with the domain core, in memory.
-//!
-//! It exercises the same rules the server uses (purchase power, card creation checks, CVV2, the authorization
-//! decision, the card lifecycle, plans and the ledger) and checks the ledger against the plan at the end. It
-//! writes nothing anywhere.
+//! `ghostcard demo`: one card's story told through the real server — started in this process on a temporary
+//! SQLite database and a free local port — and its HTTP API, exactly as an app would drive it.
+
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, anyhow, ensure};
-use chrono::{DateTime, Datelike, Duration, Utc};
-use ghostcard_domain::card::{Card, CardEvent, CloseReason, MerchantBinding};
-use ghostcard_domain::card_number::{Bin, CardNumber, Expiry};
-use ghostcard_domain::country::Country;
-use ghostcard_domain::cvv::Cvk;
-use ghostcard_domain::decision::{
-    AuthorizationRequest, AuthorizationRules, CardholderStanding, CvvCheck, Decision, DecisionInput, Mcc, MessageClass,
-    Outcome, TransactionType, decide,
-};
-use ghostcard_domain::issuance::check_card_creation;
-use ghostcard_domain::ledger::{AccountId, AccountKind, Ledger, TransferId, entries, verify};
-use ghostcard_domain::money::{Currency, Money};
-use ghostcard_domain::plan::{Plan, PlanKind, PlanTerms};
-use ghostcard_domain::purchase_power::{CardholderPosition, PurchasePowerPolicy, purchase_power};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use ghostcard_server::App;
+use ghostcard_server::config::Config;
+use ghostcard_server::credentials::create_api_key;
 use serde::Serialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 #[derive(Debug, clap::Args)]
 pub struct Arguments {
-    /// Seed for everything random (card number, keys): the same seed tells the same story.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-    /// When the story starts, as an RFC 3339 instant such as 2026-11-26T12:00:00Z (default: now).
-    #[arg(long, value_name = "INSTANT")]
-    now: Option<DateTime<Utc>>,
     /// Print the story as one JSON document (amounts in minor units) instead of text.
     #[arg(long)]
     json: bool,
+    /// Keep the temporary database (and print where it is) instead of deleting it.
+    #[arg(long)]
+    keep: bool,
 }
 
-/// One chapter of the story: a title, what a person reads, and the same facts for scripts.
+/// One chapter of the story: a title, what a person reads, and the API's own answers for scripts.
 #[derive(Debug, Serialize)]
 struct Step {
     title: String,
     lines: Vec<String>,
-    facts: serde_json::Value,
+    facts: Value,
 }
 
 pub fn run(arguments: &Arguments) -> Result<()> {
-    let steps = tell(arguments.seed, arguments.now.unwrap_or_else(Utc::now))?;
+    let directory =
+        std::env::temp_dir().join(format!("ghostcard-demo-{}-{}", std::process::id(), rand::random::<u32>()));
+    std::fs::create_dir_all(&directory).with_context(|| format!("cannot create {}", directory.display()))?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let story = runtime.block_on(tell(&directory));
+    if arguments.keep {
+        eprintln!("The demo database is kept in {}", directory.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&directory);
+    }
+    let steps = story?;
     if arguments.json {
         println!("{}", serde_json::to_string_pretty(&json!({ "steps": steps }))?);
         return Ok(());
@@ -61,278 +54,236 @@ pub fn run(arguments: &Arguments) -> Result<()> {
     Ok(())
 }
 
-const CARD_ID: &str = "card_demo";
+/// A small client for the demo's server.
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    key: String,
+}
 
-fn tell(seed: u64, start: DateTime<Utc>) -> Result<Vec<Step>> {
-    let usd = Currency::USD;
-    let mut rng = StdRng::seed_from_u64(seed);
-    let cvk = Cvk::from_bytes(rng.random());
-    let bin = Bin::parse("424242")?;
-    let country = Country::parse("US")?;
-    let rules = AuthorizationRules::defaults(country, usd.minor_per_major());
-    let policy = PurchasePowerPolicy::defaults(usd)?;
-    let terms = PlanTerms::defaults(usd);
-    let mut ledger = Ledger::new();
-    let mut steps = Vec::new();
+impl Client {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
+        let mut request = self.http.request(method.clone(), format!("{}{path}", self.base)).bearer_auth(&self.key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.with_context(|| format!("{method} {path}"))?;
+        let status = response.status();
+        let value: Value = response.json().await.with_context(|| format!("{method} {path}: not JSON"))?;
+        ensure!(status.is_success(), "{method} {path} answered {status}: {value}");
+        Ok(value)
+    }
 
-    // 1. The cardholder and their purchase power.
-    let position = CardholderPosition {
-        signed_up_at: start - Duration::days(92),
-        plans_repaid_without_late_fee: 0,
-        cards_not_in_plan: Money::zero(usd),
-        plan_balances: Money::zero(usd),
-        overdue: false,
-        restricted: false,
+    async fn post(&self, path: &str, body: Value) -> Result<Value> {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    async fn get(&self, path: &str) -> Result<Value> {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+}
+
+async fn tell(directory: &std::path::Path) -> Result<Vec<Step>> {
+    let database: PathBuf = directory.join("demo.db");
+    let config = Config {
+        database_url: format!("sqlite://{}", database.display()),
+        http_addr: "127.0.0.1:0".parse()?,
+        ..Config::default()
     };
-    let power = purchase_power(&policy, &position, start)?;
+    let app = App::start(config).await?;
+    let (_, key) = create_api_key(&app.store, "demo", "demo", app.clock.now()).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(ghostcard_server::serve(app.clone(), listener, async move {
+        let _ = stopped.await;
+    }));
+    let client = Client { http: reqwest::Client::new(), base: base.clone(), key };
+    let story = chapters(&client, &base).await;
+    let _ = stop.send(());
+    let _ = server.await;
+    app.store.close().await;
+    story
+}
+
+fn id(value: &Value) -> Result<String> {
+    value["id"].as_str().map(str::to_owned).ok_or_else(|| anyhow!("no id in {value}"))
+}
+
+fn usd(minor: &Value) -> String {
+    let minor = minor.as_i64().unwrap_or(0);
+    format!("{}.{:02} USD", minor / 100, minor % 100)
+}
+
+fn schedule(plan: &Value) -> Vec<String> {
+    plan["installments"]
+        .as_array()
+        .map(|installments| {
+            installments
+                .iter()
+                .map(|installment| {
+                    format!(
+                        "  {}. due {}  {:>10}  {}",
+                        installment["seq"],
+                        installment["due_date"].as_str().unwrap_or(""),
+                        usd(&installment["amount"]),
+                        installment["status"].as_str().unwrap_or("")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn chapters(client: &Client, base: &str) -> Result<Vec<Step>> {
+    let mut steps = Vec::new();
     steps.push(Step {
-        title: "Ada signed up three months ago".to_owned(),
-        lines: vec![
-            format!("Purchase power: {} available of a {} limit.", power.available, power.limit),
-            format!(
-                "The limit is base {} + tenure {} + repaid plans {}, at most {}.",
-                power.breakdown.base.format_amount(),
-                power.breakdown.tenure.format_amount(),
-                power.breakdown.repaid_plans.format_amount(),
-                power.breakdown.max.format_amount()
-            ),
-        ],
-        facts: json!({ "available": power.available.minor(), "limit": power.limit.minor() }),
+        title: "A ghostcard server starts on a temporary SQLite database".to_owned(),
+        lines: vec![format!("It listens on {base}; everything below goes through its HTTP API with an API key.")],
+        facts: json!({ "base": base }),
     });
 
-    // 2. A one-time card.
-    let amount = Money::parse("120.00", usd)?;
-    check_card_creation(amount, Money::major(10, usd)?, &power, &[], &rules.fraud, start)
-        .map_err(|refusal| anyhow!("card creation refused: {}", refusal.code()))?;
-    let number = CardNumber::generate(&bin, 16, &mut rng)?;
-    let expiry = Expiry::new(u16::try_from(start.year() + 3)?, u8::try_from(start.month())?)?;
-    let mut card = Card::issue(amount, expiry, start + Duration::hours(24));
-    ledger.commit(&entries::issue_card(CARD_ID, amount))?;
+    let cardholder =
+        client.post("/v1/cardholders", json!({"email": "ada@example.com", "name": "Ada", "country": "US"})).await?;
+    let cardholder_id = id(&cardholder)?;
+    let source = client
+        .post(
+            &format!("/v1/cardholders/{cardholder_id}/funding-sources"),
+            json!({"number": "4242424242424242", "exp_month": 12, "exp_year": 2031, "cvc": "123"}),
+        )
+        .await?;
+    let power = client.get(&format!("/v1/cardholders/{cardholder_id}/purchase-power")).await?;
     steps.push(Step {
-        title: format!("Ada asks for a one-time card for {amount}, to pay in 4"),
+        title: "Ada signs up and links her debit card".to_owned(),
         lines: vec![
             format!(
-                "Card {}, expires {:02}/{:02}, usable until {}.",
-                number.masked(),
-                expiry.month(),
-                expiry.year() % 100,
-                card.valid_until().format("%Y-%m-%d %H:%M UTC")
+                "Funding card: {} ending {}.",
+                source["brand"].as_str().unwrap_or(""),
+                source["last4"].as_str().unwrap_or("")
             ),
-            "Its CVV2 is computed from the number and expiry with the card verification key; it is never stored."
+            format!(
+                "Purchase power: {} available of a {} limit (a new cardholder starts at the base).",
+                usd(&power["available"]),
+                usd(&power["limit"])
+            ),
+        ],
+        facts: json!({ "cardholder": cardholder, "funding_source": source, "purchase_power": power }),
+    });
+
+    let card = client
+        .post("/v1/cards", json!({"cardholder_id": cardholder_id, "amount": 4_500, "currency": "USD", "funding_source_id": id(&source)?, "plan": "pay_in_4"}))
+        .await?;
+    let card_id = id(&card)?;
+    let revealed = client.post(&format!("/v1/cards/{card_id}/reveal"), json!({})).await?;
+    ensure!(
+        revealed["number"].as_str().is_some_and(|number| number.ends_with(card["last4"].as_str().unwrap_or("-"))),
+        "the reveal matches the card"
+    );
+    steps.push(Step {
+        title: "Ada asks for a one-time card for 45.00 USD, to pay in 4".to_owned(),
+        lines: vec![
+            format!(
+                "Card {}******{}, expires {:02}/{}, usable until {}.",
+                card["bin"].as_str().unwrap_or(""),
+                card["last4"].as_str().unwrap_or(""),
+                card["exp_month"].as_i64().unwrap_or(0),
+                card["exp_year"].as_i64().unwrap_or(0) % 100,
+                card["valid_until"].as_str().unwrap_or("")
+            ),
+            "She reveals the number and CVV2 (audited; the CVV2 is computed, never stored). The demo shows neither."
                 .to_owned(),
         ],
-        facts: json!({ "card": number.masked(), "amount": amount.minor(), "valid_until": card.valid_until() }),
+        facts: json!({ "card": card }),
     });
 
-    // 3. The first purchase.
-    let bookshop = MerchantBinding { acquirer_id: "000123".to_owned(), merchant_id: "BOOKSHOP-0001".to_owned() };
-    let cvv = cvk.cvv2(&number, expiry);
-    let purchase_at = start + Duration::hours(2);
-    let request = AuthorizationRequest {
-        class: MessageClass::Authorization,
-        transaction_type: TransactionType::Purchase,
-        amount_minor: 10_000,
-        currency_numeric: usd.numeric(),
-        expiry: Some(expiry),
-        mcc: Mcc(5942),
-        merchant: bookshop.clone(),
-        country: Some(country),
-    };
-    let cvv_check = if cvk.verify_cvv2(&number, expiry, cvv.expose()) { CvvCheck::Match } else { CvvCheck::Mismatch };
-    let decision = decide_for(&request, &card, cvv_check, &rules, purchase_at);
-    let Outcome::Approved { hold } = decision.outcome else {
-        return Err(anyhow!("the first purchase was declined: {:?}", decision.decline_reason()));
-    };
-    card.hold(hold)?;
-    if decision.first_use {
-        card.apply(CardEvent::FirstUse(bookshop.clone()), purchase_at)?;
-    }
-    let hold_id = ledger.commit(&[entries::hold(CARD_ID, hold)])?[0].transfer;
+    let approved = client
+        .post("/v1/simulate/authorize", json!({"card_id": card_id, "amount": 4_000, "mcc": "5942", "merchant_id": "BOOKSHOP-0001", "merchant_name": "Corner Books", "country": "US"}))
+        .await?;
+    ensure!(approved["response_code"] == "00", "the first purchase is approved: {approved}");
     steps.push(Step {
-        title: format!("A bookshop asks for {hold}"),
-        lines: vec![
-            format!(
-                "Approved ({}), CVV2 {}; {} is held.",
-                decision.response_code,
-                decision.cvv_result.map_or("not sent", |result| result.code()),
-                hold
-            ),
-            format!(
-                "The card is now {} and bound to merchant {}; {} remains.",
-                card.status(),
-                bookshop.merchant_id,
-                card.remaining()
-            ),
-        ],
-        facts: json!({ "response_code": decision.response_code, "held": card.held().minor(), "status": card.status() }),
+        title: "A bookshop asks for 40.00 USD".to_owned(),
+        lines: vec![format!(
+            "Approved ({}), authorization code {}; the card is now bound to the bookshop.",
+            approved["response_code"].as_str().unwrap_or(""),
+            approved["network"]["auth_code"].as_str().unwrap_or("")
+        )],
+        facts: json!({ "authorization": approved }),
     });
 
-    // 4. A second purchase elsewhere.
-    let cafe = MerchantBinding { acquirer_id: "000456".to_owned(), merchant_id: "CAFE-0042".to_owned() };
-    let second = AuthorizationRequest { amount_minor: 1_500, mcc: Mcc(5814), merchant: cafe, ..request.clone() };
-    let declined = decide_for(&second, &card, CvvCheck::Match, &rules, purchase_at + Duration::minutes(30));
-    let reason = declined.decline_reason().context("the second purchase must be declined")?;
+    let declined = client
+        .post("/v1/simulate/authorize", json!({"card_id": card_id, "amount": 500, "mcc": "5814", "merchant_id": "CAFE-0042", "merchant_name": "Cafe", "country": "US"}))
+        .await?;
+    ensure!(declined["decline_reason"] == "card_already_used", "the second purchase is declined: {declined}");
     steps.push(Step {
-        title: "A café tries to charge 15.00 USD on the same card".to_owned(),
-        lines: vec![format!("Declined: {} ({}). {}", reason.code(), declined.response_code, reason.message())],
-        facts: json!({ "response_code": declined.response_code, "decline_reason": reason.code() }),
+        title: "A café tries to charge 5.00 USD on the same card".to_owned(),
+        lines: vec![format!(
+            "Declined: {} ({}). {}",
+            declined["decline_reason"].as_str().unwrap_or(""),
+            declined["response_code"].as_str().unwrap_or(""),
+            declined["decline_message"].as_str().unwrap_or("")
+        )],
+        facts: json!({ "authorization": declined }),
     });
 
-    // 5. The bookshop captures less than it authorized; the plan starts with the capture.
-    let captured = Money::parse("90.00", usd)?;
-    let capture_at = start + Duration::hours(26);
-    card.capture(captured, captured)?;
-    let committed = ledger.commit(&entries::capture(CARD_ID, Some((hold_id, hold)), captured))?;
-    let rehold: TransferId = committed[0].reheld.context("the rest of the hold is re-held")?;
-    let mut plan = Plan::new(PlanKind::PayIn4, captured, capture_at.date_naive(), &terms)?;
-    let first = plan.collection_succeeded(1)?;
-    ledger.commit(&entries::collect(CARD_ID, plan.money(first)))?;
-    let mut lines = vec![
-        format!("{} of the hold stays held until it is refunded, expires or is adjusted.", card.held()),
-        format!("A pay-in-4 plan on {captured}; the first installment is collected at once:"),
-    ];
+    let cleared =
+        client.post("/v1/simulate/clear", json!({"authorization_id": id(&approved)?, "amount": 3_000})).await?;
+    let plan_id = cleared["plan_id"].as_str().context("the capture created a plan")?.to_owned();
+    let plan = client.get(&format!("/v1/plans/{plan_id}")).await?;
+    let mut lines = vec!["The other 10.00 USD stays held; the pay-in-4 plan starts with the capture:".to_owned()];
     lines.extend(schedule(&plan));
     steps.push(Step {
-        title: format!("The bookshop captures {captured}"),
+        title: "The bookshop captures 30.00 USD".to_owned(),
         lines,
-        facts: json!({ "captured": card.captured().minor(), "plan": plan }),
+        facts: json!({ "clearing": cleared, "plan": plan }),
     });
 
-    // 6. A merchant refund flows into the plan.
-    let refunded = Money::parse("30.00", usd)?;
-    let refund_at = capture_at + Duration::days(3);
-    let restored = card.refund(refunded)?;
-    let application = plan.apply_refund(refunded.minor(), refund_at.date_naive())?;
-    ledger.commit(&entries::merchant_refund(
-        CARD_ID,
-        plan.money(application.to_overdue + application.to_future),
-        plan.money(application.excess),
-        restored,
-    ))?;
+    let refund = client.post("/v1/simulate/refund", json!({"card_id": card_id, "amount": 1_000})).await?;
+    let plan = client.get(&format!("/v1/plans/{plan_id}")).await?;
     let mut lines = vec!["It pays anything overdue first, then lowers the installments to come evenly:".to_owned()];
     lines.extend(schedule(&plan));
     steps.push(Step {
-        title: format!("The bookshop refunds {refunded}"),
+        title: "The bookshop refunds 10.00 USD".to_owned(),
         lines,
-        facts: json!({ "to_overdue": application.to_overdue, "to_future": application.to_future, "excess": application.excess, "plan": plan }),
+        facts: json!({ "clearing": refund, "plan": plan }),
     });
 
-    // 7. Ada refunds the unused amount; nothing is left open, so the card closes.
-    card.release(card.held())?;
-    let released = card.refund_unused()?;
-    let mut unused = vec![entries::void(rehold, "refund_unused")];
-    unused.extend(entries::release_unused(CARD_ID, released));
-    ledger.commit(&unused)?;
-    card.apply(CardEvent::Close(CloseReason::UnusedRefunded), refund_at)?;
+    let released = client.post("/v1/simulate/reverse", json!({"authorization_id": id(&approved)?})).await?;
+    steps.push(Step {
+        title: "The bookshop releases the rest of its hold".to_owned(),
+        lines: vec![format!(
+            "The authorization is {}: {} captured, {} still held.",
+            released["status"].as_str().unwrap_or(""),
+            usd(&released["captured"]),
+            usd(&released["held"])
+        )],
+        facts: json!({ "authorization": released }),
+    });
+
+    let card = client.post(&format!("/v1/cards/{card_id}/refund-unused"), json!({})).await?;
     steps.push(Step {
         title: "Ada refunds the unused amount".to_owned(),
         lines: vec![format!(
-            "The card's amount is now {} ({} captured, {} held, {} remaining); the card is {}.",
-            card.amount(),
-            card.captured(),
-            card.held(),
-            card.remaining(),
-            card.status()
+            "The card's amount is now {} ({} captured, {} held, {} remaining); it is {}.",
+            usd(&card["amount"]),
+            usd(&card["captured"]),
+            usd(&card["held"]),
+            usd(&card["remaining_amount"]),
+            card["status"].as_str().unwrap_or("")
         )],
-        facts: json!({ "amount": card.amount().minor(), "remaining": card.remaining().minor(), "status": card.status() }),
+        facts: json!({ "card": card }),
     });
 
-    // 8. The books.
-    let report = verify(ledger.transfers());
-    ensure!(report.ok, "the ledger does not verify: {:?}", report.problems);
-    let receivable = ledger.posted_balance(&AccountId::card(AccountKind::CardholderReceivable, CARD_ID), usd);
-    ensure!(receivable == plan.balance(), "receivable {receivable} differs from the plan balance {}", plan.balance());
-    let totals = report.currencies.get("USD").copied().unwrap_or_default();
+    let ledger = client.get("/v1/ledger/verify").await?;
+    ensure!(ledger["ok"] == true, "the ledger verifies: {ledger}");
     steps.push(Step {
         title: "The ledger verifies".to_owned(),
-        lines: vec![
-            format!(
-                "{} transfers; USD postings sum to {}; open holds {}.",
-                totals.transfers, totals.postings_sum, totals.open_holds
-            ),
-            format!("Ada owes {}, exactly the plan's unpaid installments.", plan.money(receivable)),
-        ],
-        facts: json!({ "ok": report.ok, "currencies": report.currencies, "receivable": receivable }),
+        lines: vec![format!(
+            "{} transfers; USD postings sum to {}; open holds {}.",
+            ledger["currencies"]["USD"]["transfers"],
+            ledger["currencies"]["USD"]["postings_sum"],
+            usd(&ledger["currencies"]["USD"]["open_holds"])
+        )],
+        facts: json!({ "ledger": ledger }),
     });
     Ok(steps)
-}
-
-fn decide_for(
-    request: &AuthorizationRequest,
-    card: &Card,
-    cvv: CvvCheck,
-    rules: &AuthorizationRules,
-    now: DateTime<Utc>,
-) -> Decision {
-    decide(&DecisionInput {
-        request,
-        card: Some(card),
-        cvv,
-        standing: CardholderStanding::default(),
-        cardholder_approvals: &[],
-        rules,
-        now,
-    })
-}
-
-fn schedule(plan: &Plan) -> Vec<String> {
-    plan.installments
-        .iter()
-        .map(|installment| {
-            format!(
-                "  {}. due {}  {:>10}  {}",
-                installment.seq,
-                installment.due_date,
-                plan.money(installment.amount()).to_string(),
-                installment.status.as_str()
-            )
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn story() -> Vec<Step> {
-        let start = DateTime::parse_from_rfc3339("2026-11-26T12:00:00Z").expect("valid").with_timezone(&Utc);
-        tell(7, start).expect("the story runs to the end")
-    }
-
-    #[test]
-    fn the_story_declines_the_second_purchase_and_ends_balanced() {
-        let steps = story();
-        assert_eq!(steps.len(), 8);
-        assert_eq!(steps[3].facts["decline_reason"], "card_already_used");
-        assert_eq!(steps[3].facts["response_code"], "05");
-        assert_eq!(steps[6].facts["amount"], 6_000);
-        assert_eq!(steps[6].facts["status"], "closed");
-        assert_eq!(steps[7].facts["ok"], true);
-        assert_eq!(steps[7].facts["currencies"]["USD"]["postings_sum"], 0);
-        assert_eq!(steps[7].facts["receivable"], 3_750);
-    }
-
-    #[test]
-    fn the_refund_lowers_the_three_installments_to_come() {
-        let steps = story();
-        let amounts: Vec<i64> = steps[5].facts["plan"]["installments"]
-            .as_array()
-            .expect("installments")
-            .iter()
-            .map(|installment| {
-                ["principal", "interest", "fee"].iter().map(|part| installment[part].as_i64().unwrap_or(0)).sum()
-            })
-            .collect();
-        assert_eq!(amounts, vec![2_250, 1_250, 1_250, 1_250]);
-    }
-
-    #[test]
-    fn the_story_never_shows_a_full_card_number() {
-        let text = serde_json::to_string(&story()).expect("serializable");
-        let mut rng = StdRng::seed_from_u64(7);
-        let _cvk: [u8; 16] = rng.random();
-        let number = CardNumber::generate(&Bin::parse("424242").expect("valid"), 16, &mut rng).expect("valid");
-        assert!(!text.contains(number.expose()));
-        assert!(text.contains(&number.masked()));
-    }
 }

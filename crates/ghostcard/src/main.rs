@@ -40,15 +40,14 @@ enum Command {
     /// Rotate card-data keys
     #[command(subcommand)]
     Keys(admin::KeysCommand),
-    /// Tell one card's story end to end, in memory, with ghostcard's own rules
+    /// Tell one card's story end to end through a real server and its HTTP API
     ///
-    /// The story: purchase power, a one-time card, a purchase, a declined second purchase at another merchant, a
-    /// capture below the authorization, a pay-in-4 plan, a merchant refund, the unused amount refunded, and a
-    /// ledger check. Nothing is written anywhere; run it as often as you like. The same --seed and --now give the
-    /// same story.
-    #[command(
-        after_long_help = "Examples:\n  ghostcard demo\n  ghostcard demo --seed 7 --now 2026-11-26T12:00:00Z --json"
-    )]
+    /// Starts a ghostcard server in this process on a temporary SQLite database and a free local port, then
+    /// drives it as an app would: a cardholder and her funding card, purchase power, a one-time card, a purchase,
+    /// a declined second purchase at another merchant, a capture below the authorization that starts a pay-in-4
+    /// plan, a merchant refund, the rest of the hold released, the unused amount refunded, and a ledger check. The database is deleted afterwards
+    /// unless --keep is given.
+    #[command(after_long_help = "Examples:\n  ghostcard demo\n  ghostcard demo --json | jq '.steps[].title'")]
     Demo(demo::Arguments),
 }
 

@@ -19,23 +19,49 @@ fn version_and_help_teach_the_commands() {
 
 #[test]
 fn demo_prints_a_story_and_json_for_scripts() {
-    let text = ghostcard(&["demo", "--now", "2026-11-26T12:00:00Z"]);
+    let text = ghostcard(&["demo"]);
     assert!(text.status.success());
     let text = String::from_utf8(text.stdout).expect("utf-8");
     assert!(text.contains("Declined: card_already_used (05)"), "{text}");
     assert!(text.contains("The ledger verifies"), "{text}");
 
-    let json = ghostcard(&["demo", "--json", "--now", "2026-11-26T12:00:00Z"]);
-    assert!(json.status.success());
+    let json = ghostcard(&["demo", "--json"]);
+    assert!(json.status.success(), "{}", String::from_utf8_lossy(&json.stderr));
     let document: serde_json::Value = serde_json::from_slice(&json.stdout).expect("one JSON document");
     let steps = document["steps"].as_array().expect("steps");
-    assert_eq!(steps.last().expect("a last step")["facts"]["ok"], true);
+    assert_eq!(steps.last().expect("a last step")["facts"]["ledger"]["ok"], true);
+    let declined = &steps[4]["facts"]["authorization"];
+    assert_eq!(
+        (declined["response_code"].as_str(), declined["decline_reason"].as_str()),
+        (Some("05"), Some("card_already_used"))
+    );
+    // 30.00 captured in 4 installments, then 10.00 refunded evenly.
+    let amounts = |plan: &serde_json::Value| -> Vec<i64> {
+        plan["installments"]
+            .as_array()
+            .expect("installments")
+            .iter()
+            .map(|installment| installment["amount"].as_i64().unwrap_or(0))
+            .collect()
+    };
+    assert_eq!(amounts(&steps[5]["facts"]["plan"]), vec![750, 750, 750, 750]);
+    assert_eq!(amounts(&steps[6]["facts"]["plan"]), vec![500, 500, 500, 500]);
+    let card = &steps[8]["facts"]["card"];
+    assert_eq!(
+        (card["status"].as_str(), card["amount"].as_i64(), card["remaining_amount"].as_i64()),
+        (Some("closed"), Some(2_000), Some(0))
+    );
+    assert!(!String::from_utf8_lossy(&json.stdout).contains("\"number\""), "the demo prints no card number");
 }
 
 #[test]
 fn bad_input_is_refused_with_a_hint() {
-    let output = ghostcard(&["demo", "--now", "yesterday"]);
+    let output = ghostcard(&["demo", "--colour"]);
     assert_eq!(output.status.code(), Some(2));
     let error = String::from_utf8(output.stderr).expect("utf-8");
-    assert!(error.contains("--now") && error.contains("--help"), "{error}");
+    assert!(error.contains("--colour") && error.contains("--help"), "{error}");
+    let output = ghostcard(&["serve", "--database-url", "mysql://nowhere"]);
+    assert_eq!(output.status.code(), Some(1));
+    let error = String::from_utf8(output.stderr).expect("utf-8");
+    assert!(error.contains("sqlite://") && error.contains("postgres://"), "{error}");
 }

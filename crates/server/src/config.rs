@@ -183,6 +183,12 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_is_valid_and_shows_the_defaults() {
+        let example: Config = toml::from_str(include_str!("../../../ghostcard.example.toml")).expect("valid example");
+        assert_eq!(format!("{example:?}"), format!("{:?}", Config::default()));
+    }
+
+    #[test]
     fn the_key_file_sits_beside_a_sqlite_database() {
         let mut config =
             Config { database_url: "sqlite:///var/lib/ghostcard/main.db?mode=rwc".to_owned(), ..Config::default() };

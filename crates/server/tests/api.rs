@@ -668,3 +668,129 @@ async fn clearing_creates_the_plan_and_refunds_and_reversals_flow_back() {
         app.assert_ledger_verifies().await;
     }
 }
+
+#[tokio::test]
+async fn two_servers_on_one_postgresql_never_both_approve_a_card() {
+    let first = TestApp::spawn(Backend::Postgres, "two_servers").await;
+    // A second server process's worth of state: its own App and pool on the same database.
+    let config = Config { database_url: first.app.config.database_url.clone(), ..first.app.config.clone() };
+    let second_app = App::start(config).await.expect("second server starts");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("port");
+    let second_base = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(ghostcard_server::serve(second_app, listener, std::future::pending()));
+    let (cardholder, source) = first.cardholder_with_funding("lou@example.com", "4242424242424242").await;
+    for round in 0..5 {
+        let (status, card) = first.card(&cardholder, &source, 1_000, "pay_now").await;
+        if status != StatusCode::CREATED {
+            // The card-creation velocity rule allows 3 an hour.
+            assert_eq!(card["error"]["code"], "suspected_fraud", "{card}");
+            break;
+        }
+        let card_id = card["id"].as_str().expect("id").to_owned();
+        let body =
+            |merchant: &str| json!({"card_id": card_id, "amount": 1_000, "mcc": "5732", "merchant_id": merchant});
+        let client = reqwest::Client::new();
+        let requests = [(first.base.clone(), "SHOP-A"), (second_base.clone(), "SHOP-B")].map(|(base, merchant)| {
+            client.post(format!("{base}/v1/simulate/authorize")).bearer_auth(&first.key).json(&body(merchant)).send()
+        });
+        let [a, b] = requests;
+        let (a, b) = tokio::join!(a, b);
+        let mut codes = Vec::new();
+        for response in [a, b] {
+            let value: Value = response.expect("sent").json().await.expect("JSON");
+            codes.push(value["response_code"].as_str().unwrap_or("").to_owned());
+        }
+        assert_eq!(codes.iter().filter(|code| *code == "00").count(), 1, "round {round}: {codes:?}");
+    }
+    first.assert_ledger_verifies().await;
+}
+
+#[tokio::test]
+async fn metrics_count_requests_and_authorizations() {
+    let app = TestApp::spawn(Backend::Sqlite, "metrics").await;
+    let (cardholder, source) = app.cardholder_with_funding("max@example.com", "4242424242424242").await;
+    let (_, card) = app.card(&cardholder, &source, 1_000, "pay_now").await;
+    app.authorize(card["id"].as_str().expect("id"), 1_000, "SHOP1").await;
+    let text = app.client.get(format!("{}/metrics", app.base)).send().await.expect("sent").text().await.expect("text");
+    assert!(
+        text.contains("ghostcard_http_requests_total{method=\"POST\",route=\"/v1/cards\",status=\"201\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ghostcard_http_request_duration_seconds_count{route=\"/v1/simulate/authorize\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("ghostcard_authorizations_total{response_code=\"00\"} 1"), "{text}");
+    for (path, expected) in [("/healthz", "ok\n"), ("/readyz", "ready\n")] {
+        let response = app.client.get(format!("{}{path}", app.base)).send().await.expect("sent");
+        assert_eq!((response.status(), response.text().await.expect("text")), (StatusCode::OK, expected.to_owned()));
+    }
+}
+
+#[tokio::test]
+async fn rotated_keys_keep_old_cards_readable_and_new_cards_use_the_new_key() {
+    use ghostcard_server::vault::{self, Kek};
+    let app = TestApp::spawn(Backend::Sqlite, "rotation").await;
+    let (cardholder, source) = app.cardholder_with_funding("ned@example.com", "4242424242424242").await;
+    let (_, old_card) = app.card(&cardholder, &source, 1_000, "pay_now").await;
+    let (_, before) = app.post(&format!("/v1/cards/{}/reveal", old_card["id"].as_str().expect("id")), json!({})).await;
+
+    let old_kek = Kek::from_hex(TEST_KEK).expect("valid");
+    let new_kek_hex = "ff".repeat(32);
+    let new_kek = Kek::from_hex(&new_kek_hex).expect("valid");
+    let now = app.app.clock.now();
+    assert_eq!(vault::add_encryption_key(&app.app.store, &old_kek, now, &mut rand::rng()).await.expect("rotates"), 2);
+    assert_eq!(vault::rewrap(&app.app.store, &old_kek, &new_kek, now, &mut rand::rng()).await.expect("re-wraps"), 3);
+
+    // A server restarted with only the new KEK.
+    let config = Config { kek: Some(new_kek_hex), ..app.app.config.clone() };
+    let restarted = App::start(config).await.expect("starts with the new KEK");
+    assert_eq!(restarted.vault.current_version(), 2);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("port");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(ghostcard_server::serve(restarted.clone(), listener, std::future::pending()));
+    let client = reqwest::Client::new();
+    let after: Value = client
+        .post(format!("{base}/v1/cards/{}/reveal", old_card["id"].as_str().expect("id")))
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(before, after, "the old card reads the same under the new KEK");
+    let mut tx = restarted.store.read().await.expect("reads");
+    let page = ghostcard_store::cards::list(&mut tx, Some(&cardholder), None, 10, None).await.expect("lists");
+    assert_eq!(page.rows[0].data_key_version, 1);
+
+    // A KEK the database never saw is refused with a message that says what to do.
+    let wrong = Config { kek: Some("11".repeat(32)), ..app.app.config.clone() };
+    let error = App::start(wrong).await.expect_err("wrong KEK");
+    assert!(error.to_string().contains("wrapped by another KEK"), "{error}");
+}
+
+#[tokio::test]
+async fn live_mode_needs_its_keys_and_has_no_sandbox() {
+    let sandbox = TestApp::spawn(Backend::Sqlite, "live").await;
+    let live = Config { mode: ghostcard_server::config::Mode::Live, kek: None, ..sandbox.app.config.clone() };
+    let error = App::start(live.clone()).await.expect_err("no KEK");
+    assert!(error.to_string().contains("GHOSTCARD_KEK"), "{error}");
+    let error =
+        App::start(Config { kek: Some(TEST_KEK.to_owned()), cvk: None, ..live.clone() }).await.expect_err("no CVK");
+    assert!(error.to_string().contains("GHOSTCARD_CVK"), "{error}");
+    let app = App::start(Config { kek: Some(TEST_KEK.to_owned()), ..live }).await.expect("starts with both keys");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("port");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(ghostcard_server::serve(app, listener, std::future::pending()));
+    let response = reqwest::Client::new()
+        .post(format!("{base}/v1/simulate/clock/advance"))
+        .bearer_auth(&sandbox.key)
+        .json(&json!({"seconds": 60}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let body: Value = response.json().await.expect("JSON");
+    assert_eq!(body["error"]["code"], "sandbox_only");
+}

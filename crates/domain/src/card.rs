@@ -236,7 +236,10 @@ impl Card {
                 (Expired, "validity_window_passed".to_owned())
             }
             (CardEvent::WindowPassed, _) => return illegal("expire"),
-            (CardEvent::Cancel, Active) => (Canceled, "canceled_by_cardholder".to_owned()),
+            // Only while unused: inside the window, with no hold open (not even a micro-authorization's).
+            (CardEvent::Cancel, Active) if self.window_open(now) && self.held.is_zero() => {
+                (Canceled, "canceled_by_cardholder".to_owned())
+            }
             (CardEvent::Cancel, _) => return illegal("be canceled"),
             (CardEvent::Freeze { rule }, Active | Used) => (Frozen, rule.clone()),
             (CardEvent::Freeze { .. }, _) => return illegal("be frozen"),
@@ -388,6 +391,10 @@ pub(crate) mod tests {
     fn only_an_unused_card_can_be_canceled_or_expire() {
         let mut unused = card(10_000);
         assert!(unused.apply(CardEvent::WindowPassed, now()).is_err(), "window still open");
+        assert!(unused.clone().apply(CardEvent::Cancel, now() + Duration::hours(24)).is_err(), "window passed");
+        let mut micro = unused.clone();
+        micro.hold(usd(100)).expect("fits");
+        assert!(micro.apply(CardEvent::Cancel, now()).is_err(), "a hold is open");
         unused.clone().apply(CardEvent::Cancel, now()).expect("unused card cancels");
         unused.apply(CardEvent::WindowPassed, now() + Duration::hours(24)).expect("expires at 24 h");
         assert_eq!(unused.status(), CardStatus::Expired);

@@ -71,18 +71,7 @@ pub async fn capture(
     if let Some(earlier) = duplicate(tx, record_id).await? {
         return Ok(earlier);
     }
-    let mut clearing = ClearingRecord {
-        id: new_id("clr", now, &mut rand::rng()),
-        record_id: record_id.to_owned(),
-        kind: "capture".to_owned(),
-        authorization_id: None,
-        card_id: None,
-        amount: amount.minor(),
-        currency: amount.currency().code().to_owned(),
-        result: "unmatched".to_owned(),
-        flags: String::new(),
-        created_at: now,
-    };
+    let mut clearing = new_clearing("capture", record_id, None, amount, "unmatched", now);
     let Some(mut authorization) = authorizations::get(tx, authorization_id).await? else {
         clearings::insert(tx, &clearing).await?;
         return Ok(result(&clearing, None));
@@ -237,18 +226,7 @@ pub async fn merchant_refund(
     if let Some(earlier) = duplicate(tx, record_id).await? {
         return Ok(earlier);
     }
-    let mut clearing = ClearingRecord {
-        id: new_id("clr", now, &mut rand::rng()),
-        record_id: record_id.to_owned(),
-        kind: "refund".to_owned(),
-        authorization_id: None,
-        card_id: Some(card_id.to_owned()),
-        amount: amount.minor(),
-        currency: amount.currency().code().to_owned(),
-        result: "posted".to_owned(),
-        flags: String::new(),
-        created_at: now,
-    };
+    let mut clearing = new_clearing("refund", record_id, Some(card_id), amount, "posted", now);
     let mut record =
         cards::get_for_update(tx, card_id).await?.ok_or_else(|| inconsistent("refund for a missing card"))?;
     if amount.currency().code() != record.currency {
@@ -279,6 +257,28 @@ pub async fn merchant_refund(
     cards::update(tx, &mut record).await?;
     clearings::insert(tx, &clearing).await?;
     Ok(result(&clearing, record.plan_id.clone()))
+}
+
+fn new_clearing(
+    kind: &str,
+    record_id: &str,
+    card_id: Option<&str>,
+    amount: Money,
+    result: &str,
+    now: DateTime<Utc>,
+) -> ClearingRecord {
+    ClearingRecord {
+        id: new_id("clr", now, &mut rand::rng()),
+        record_id: record_id.to_owned(),
+        kind: kind.to_owned(),
+        authorization_id: None,
+        card_id: card_id.map(str::to_owned),
+        amount: amount.minor(),
+        currency: amount.currency().code().to_owned(),
+        result: result.to_owned(),
+        flags: String::new(),
+        created_at: now,
+    }
 }
 
 fn result(clearing: &ClearingRecord, plan_id: Option<String>) -> ClearingResult {

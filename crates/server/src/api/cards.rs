@@ -412,24 +412,10 @@ pub async fn cancel(
     let mut tx = app.store.begin().await?;
     let mut record = load(&mut tx, &id, true).await?;
     let mut card = record.to_card()?;
-    if card.status() != CardStatus::Active || card.is_bound() || !card.held().is_zero() || !card.window_open(now) {
-        return Err(ApiError::conflict(
-            "card_not_cancelable",
-            "only an unused card inside its 24-hour window can be canceled",
-        ));
-    }
     let transition = card.apply(CardEvent::Cancel, now).map_err(|_| {
         ApiError::conflict("card_not_cancelable", "only an unused card inside its 24-hour window can be canceled")
     })?;
-    let released = card.refund_unused().map_err(ApiError::internal)?;
-    record.set_card(&card);
-    cards::update(&mut tx, &mut record).await?;
-    cards::record_transition(&mut tx, &record.id, &transition).await?;
-    ledger::commit(&mut tx, &entries::release_unused(&record.id, released), now).await.map_err(ApiError::internal)?;
-    audit::append(&mut tx, &card_audit(&caller, "card.cancel", &record.id, now)).await?;
-    let response = finish(tx, claim.as_deref(), StatusCode::OK, &CardView::of(&record, now)).await?;
-    release_funding_hold(&app, &record).await;
-    Ok(response)
+    release_unused(&app, tx, &mut record, card, Some(transition), (&caller, "card.cancel"), claim.as_deref(), now).await
 }
 
 #[utoipa::path(post, path = "/v1/cards/{id}/refund-unused", operation_id = "refund_unused_amount", tag = "cards",
@@ -444,13 +430,12 @@ pub async fn refund_unused(
     let mut tx = app.store.begin().await?;
     let mut record = load(&mut tx, &id, true).await?;
     let mut card = record.to_card()?;
-    let transition = match card.status() {
+    let event = match card.status() {
+        CardStatus::Active if !card.window_open(now) => Some(CardEvent::WindowPassed),
         // An unused card has nothing to keep: refunding its amount ends it, as canceling does.
-        CardStatus::Active => Some(card.apply(CardEvent::Cancel, now).map_err(ApiError::internal)?),
-        CardStatus::Used if card.held().is_zero() => {
-            Some(card.apply(CardEvent::Close(CloseReason::UnusedRefunded), now).map_err(ApiError::internal)?)
-        }
-        CardStatus::Used | CardStatus::Frozen => None,
+        CardStatus::Active if card.held().is_zero() => Some(CardEvent::Cancel),
+        CardStatus::Used if card.held().is_zero() => Some(CardEvent::Close(CloseReason::UnusedRefunded)),
+        CardStatus::Active | CardStatus::Used | CardStatus::Frozen => None,
         CardStatus::Expired | CardStatus::Canceled | CardStatus::Closed => {
             return Err(ApiError::conflict(
                 "card_not_refundable",
@@ -458,17 +443,35 @@ pub async fn refund_unused(
             ));
         }
     };
+    let transition = event.map(|event| card.apply(event, now)).transpose().map_err(ApiError::internal)?;
+    release_unused(&app, tx, &mut record, card, transition, (&caller, "card.refund_unused"), claim.as_deref(), now)
+        .await
+}
+
+/// Shrinks the card's amount to what is held and captured, releases the rest in the ledger, records the
+/// transition and the audit entry, commits, and gives back the funding hold once nothing can be charged.
+#[allow(clippy::too_many_arguments)]
+async fn release_unused(
+    app: &App,
+    mut tx: Tx,
+    record: &mut CardRecord,
+    mut card: ghostcard_domain::card::Card,
+    transition: Option<ghostcard_domain::card::Transition>,
+    (caller, action): (&Caller, &str),
+    claim: Option<&super::IdempotencyClaim>,
+    now: DateTime<Utc>,
+) -> Result<Response, ApiError> {
     let released = card.refund_unused().map_err(ApiError::internal)?;
     record.set_card(&card);
-    cards::update(&mut tx, &mut record).await?;
+    cards::update(&mut tx, record).await?;
     if let Some(transition) = &transition {
         cards::record_transition(&mut tx, &record.id, transition).await?;
     }
     ledger::commit(&mut tx, &entries::release_unused(&record.id, released), now).await.map_err(ApiError::internal)?;
-    audit::append(&mut tx, &card_audit(&caller, "card.refund_unused", &record.id, now)).await?;
-    let response = finish(tx, claim.as_deref(), StatusCode::OK, &CardView::of(&record, now)).await?;
+    audit::append(&mut tx, &card_audit(caller, action, &record.id, now)).await?;
+    let response = finish(tx, claim, StatusCode::OK, &CardView::of(record, now)).await?;
     if record.held == 0 && record.captured == 0 {
-        release_funding_hold(&app, &record).await;
+        release_funding_hold(app, record).await;
     }
     Ok(response)
 }

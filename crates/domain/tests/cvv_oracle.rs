@@ -55,12 +55,17 @@ fn run_oracle(input: &str) -> String {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|error| panic!("cannot start {python} ({error}); run scripts/test, which installs psec"));
-    child.stdin.take().expect("piped").write_all(input.as_bytes()).expect("write cases");
+    // Write from another thread: the oracle answers while it reads, and both pipes must keep flowing.
+    let mut stdin = child.stdin.take().expect("piped");
+    let input = input.to_owned();
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
     let output = child.wait_with_output().expect("oracle finished");
+    let written = writer.join().expect("writer thread");
     assert!(
         output.status.success(),
         "psec oracle failed; run scripts/test (it installs tests/python/requirements.txt):\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    written.expect("write cases");
     String::from_utf8(output.stdout).expect("ascii digits")
 }

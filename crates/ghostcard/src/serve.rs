@@ -17,6 +17,9 @@ pub struct Arguments {
     /// Where the REST API listens (default 127.0.0.1:8080).
     #[arg(long, value_name = "HOST:PORT")]
     http_addr: Option<SocketAddr>,
+    /// Where the ISO 8583 network listener listens (default 127.0.0.1:8583).
+    #[arg(long, value_name = "HOST:PORT")]
+    iso8583_addr: Option<SocketAddr>,
     /// sandbox (test money, the default) or live.
     #[arg(long, value_parser = ["sandbox", "live"])]
     mode: Option<String>,
@@ -26,6 +29,9 @@ pub fn run(arguments: Arguments) -> Result<()> {
     let mut config = arguments.config.load()?;
     if let Some(address) = arguments.http_addr {
         config.http_addr = address;
+    }
+    if let Some(address) = arguments.iso8583_addr {
+        config.iso8583_addr = address;
     }
     if let Some(mode) = &arguments.mode {
         config.mode = if mode == "live" { Mode::Live } else { Mode::Sandbox };
@@ -39,22 +45,35 @@ pub fn run(arguments: Arguments) -> Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let address = config.http_addr;
+        let network_address = config.iso8583_addr;
         let database = config.database_url.clone();
         let app = App::start(config).await?;
-        let listener = tokio::net::TcpListener::bind(address).await.with_context(|| {
-            format!("cannot listen on {address}; is another server running there? choose another with --http-addr")
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen on {address}; is another server running there? choose another with --http-addr"))?;
+        let network = tokio::net::TcpListener::bind(network_address).await.with_context(|| {
+            format!("cannot listen on {network_address}; is another server running there? choose another with --iso8583-addr")
         })?;
         let address = listener.local_addr()?;
         println!(
-            "ghostcard {} listening on http://{address} ({} mode, {})",
+            "ghostcard {} listening on http://{address} and ISO 8583 on {} ({} mode, {})",
             env!("CARGO_PKG_VERSION"),
+            network.local_addr()?,
             app.config.mode.as_str(),
             redact(&database)
         );
         if app.sandbox() {
             first_run_key(&app, address).await?;
         }
-        ghostcard_server::serve(app, listener, shutdown_signal()).await?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let stopped_network = stopped.clone();
+        let network_task = tokio::spawn(ghostcard_server::network::run(app.clone(), network, wait_for(stopped_network)));
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        });
+        ghostcard_server::serve(app, listener, wait_for(stopped)).await?;
+        network_task.await??;
         println!("ghostcard stopped");
         Ok(())
     })
@@ -91,6 +110,10 @@ fn redact(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
+}
+
+async fn wait_for(mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stopped| *stopped).await;
 }
 
 async fn shutdown_signal() {

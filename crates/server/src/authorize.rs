@@ -7,18 +7,19 @@ use chrono::{DateTime, Duration, Utc};
 use ghostcard_domain::card::{CardEvent, CardStatus};
 use ghostcard_domain::card_number::CardNumber;
 use ghostcard_domain::decision::{
-    AuthorizationRequest, CardholderStanding, CvvCheck, Decision, DecisionInput, Outcome, decide,
+    AuthorizationKind, AuthorizationRequest, CardholderStanding, CvvCheck, Decision, DecisionInput, DeclineReason,
+    InvalidRequest, Outcome, decide,
 };
 use ghostcard_domain::fraud::FraudAction;
 use ghostcard_domain::ledger::entries;
 use ghostcard_store::authorizations::{self, AuthorizationRecord};
 use ghostcard_store::cards::{self, CardRecord};
 use ghostcard_store::ledger::CommitError;
-use ghostcard_store::{StoreError, Tx, cardholders, ledger, plans};
+use ghostcard_store::{StoreError, Tx, cardholders, ledger, plans, reversals};
 use rand::Rng;
 
-use crate::App;
 use crate::ids::new_id;
+use crate::{App, lifecycle};
 
 /// How the card is named.
 #[derive(Debug, Clone)]
@@ -27,6 +28,8 @@ pub enum CardLookup {
     Id(String),
     /// By number (the network), found through its keyed hash.
     Number(CardNumber),
+    /// Digits that are not a card number (wrong length or check digit): no card, recorded by this keyed hash.
+    Unknown(Vec<u8>),
 }
 
 /// The CVV2 part of a request.
@@ -48,10 +51,24 @@ pub struct Descriptors {
     pub transmission_time: Option<String>,
 }
 
+/// What an approval does besides holding: a 0200 financial request captures at once (a purchase) or moves the
+/// refund at once (a credit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Settlement {
+    #[default]
+    HoldOnly,
+    Immediate,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AuthorizeError {
+    /// Another request with the same network key (field 32 + 11 + 7) was recorded first.
+    #[error("a request with this network key was already recorded")]
+    Duplicate,
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Lifecycle(#[from] crate::lifecycle::LifecycleError),
     #[error("ledger: {0}")]
     Ledger(#[from] CommitError),
     #[error("stored card is inconsistent: {0}")]
@@ -65,14 +82,21 @@ pub async fn authorize(
     request: AuthorizationRequest,
     cvv: CvvInput,
     descriptors: Descriptors,
+    settlement: Settlement,
 ) -> Result<(AuthorizationRecord, Decision), AuthorizeError> {
     let now = app.clock.now();
+    let number_hash = match &lookup {
+        CardLookup::Number(number) => Some(app.vault.number_hash(number)),
+        CardLookup::Unknown(hash) => Some(hash.clone()),
+        CardLookup::Id(_) => None,
+    };
     let mut tx = app.store.begin().await?;
     let (record, number) = match &lookup {
         CardLookup::Id(id) => (cards::get_for_update(&mut tx, id).await?, None),
         CardLookup::Number(number) => {
-            (cards::find_by_number_hash(&mut tx, &app.vault.number_hash(number)).await?, Some(number))
+            (cards::find_by_number_hash(&mut tx, number_hash.as_deref().unwrap_or_default()).await?, Some(number))
         }
+        CardLookup::Unknown(_) => (None, None),
     };
     let card = record.as_ref().map(CardRecord::to_card).transpose()?;
     let cvv_check = match (&cvv, &record, &card) {
@@ -111,15 +135,35 @@ pub async fn authorize(
         }
         None => (CardholderStanding::default(), Vec::new()),
     };
-    let decision = decide(&DecisionInput {
-        request: &request,
-        card: card.as_ref(),
-        cvv: cvv_check,
-        standing,
-        cardholder_approvals: &approvals,
-        rules: &app.rules,
-        now,
-    });
+    let reversed_before = match (&descriptors.stan, &descriptors.transmission_time) {
+        (Some(stan), Some(transmission)) => {
+            reversals::reversed_before_arrival(&mut tx, &request.merchant.acquirer_id, stan, transmission).await?
+        }
+        _ => false,
+    };
+    let decision = if reversed_before {
+        // Its reversal came first: the purchase was called off before we ever saw it.
+        let reason = DeclineReason::InvalidRequest(InvalidRequest::Other);
+        Decision {
+            kind: AuthorizationKind::Purchase,
+            response_code: reason.response_code(),
+            outcome: Outcome::Declined(reason),
+            rule: "reversed_before_arrival".to_owned(),
+            cvv_result: None,
+            first_use: false,
+            flag: None,
+        }
+    } else {
+        decide(&DecisionInput {
+            request: &request,
+            card: card.as_ref(),
+            cvv: cvv_check,
+            standing,
+            cardholder_approvals: &approvals,
+            rules: &app.rules,
+            now,
+        })
+    };
 
     let mut authorization = AuthorizationRecord {
         id: new_id("auth", now, &mut rand::rng()),
@@ -148,6 +192,8 @@ pub async fn authorize(
         hold_transfer_id: None,
         held: 0,
         captured: 0,
+        number_hash,
+        stand_in: false,
         created_at: now,
     };
 
@@ -170,12 +216,22 @@ pub async fn authorize(
             record.set_card(&card);
             cards::update(&mut tx, &mut record).await?;
         }
-        authorizations::insert(&mut tx, &authorization).await?;
         if let Some(reason) = decision.decline_reason() {
+            // Counted before this decline is inserted: the rules count it as "this one".
             freeze_after_decline(app, &mut tx, &record, reason.code() == "cvv_mismatch", now).await?;
         }
+        insert(&mut tx, &authorization).await?;
+        if settlement == Settlement::Immediate && decision.is_approved() {
+            let amount = ghostcard_domain::money::Money::new(request.amount_minor, record.currency()?);
+            let record_id = format!("financial:{}", authorization.id);
+            if decision.kind == AuthorizationKind::Refund {
+                lifecycle::merchant_refund(&mut tx, &record.id, amount, &record_id, now).await?;
+            } else if amount.is_positive() {
+                lifecycle::capture(app, &mut tx, &authorization.id, amount, &record_id, now).await?;
+            }
+        }
     } else {
-        authorizations::insert(&mut tx, &authorization).await?;
+        insert(&mut tx, &authorization).await?;
     }
     ghostcard_store::commit(tx).await?;
     app.metrics.observe_authorization(decision.response_code);
@@ -189,6 +245,14 @@ pub async fn authorize(
     Ok((authorization, decision))
 }
 
+/// Inserts the authorization; its network key already taken means a duplicate raced it.
+async fn insert(tx: &mut Tx, authorization: &AuthorizationRecord) -> Result<(), AuthorizeError> {
+    match authorizations::insert(tx, authorization).await {
+        Err(StoreError::Conflict) => Err(AuthorizeError::Duplicate),
+        other => Ok(other?),
+    }
+}
+
 /// Applies the fraud rules that act after a decline: freeze the card, or every open card of the cardholder.
 async fn freeze_after_decline(
     app: &App,
@@ -200,11 +264,8 @@ async fn freeze_after_decline(
     let fraud = &app.rules.fraud;
     let cvv_window = longest(fraud.cvv_failures.iter().map(|limit| limit.window_seconds));
     let decline_window = longest(fraud.card_declines.iter().map(|limit| limit.window_seconds));
-    // The decline just inserted is in these lists; the rules count it as "this one", so leave it out.
-    let mut cvv_failures = authorizations::cvv_failure_times(tx, &record.cardholder_id, now - cvv_window).await?;
-    let mut declines = authorizations::decline_times(tx, &record.id, now - decline_window).await?;
-    remove_one(&mut cvv_failures, now, cvv_failed);
-    remove_one(&mut declines, now, true);
+    let cvv_failures = authorizations::cvv_failure_times(tx, &record.cardholder_id, now - cvv_window).await?;
+    let declines = authorizations::decline_times(tx, &record.id, now - decline_window).await?;
     for action in fraud.after_decline(cvv_failed, &cvv_failures, &declines, now) {
         let (card_ids, rule) = match action {
             FraudAction::FreezeCard { rule } => (vec![record.id.clone()], rule),
@@ -228,12 +289,6 @@ async fn freeze_after_decline(
         }
     }
     Ok(())
-}
-
-fn remove_one(times: &mut Vec<DateTime<Utc>>, now: DateTime<Utc>, present: bool) {
-    if present && let Some(position) = times.iter().position(|at| *at == now) {
-        times.swap_remove(position);
-    }
 }
 
 fn longest(windows: impl Iterator<Item = i64>) -> Duration {

@@ -42,6 +42,21 @@ pub struct Config {
     pub database_url: String,
     /// Where the REST API listens.
     pub http_addr: SocketAddr,
+    /// Where the ISO 8583 listener (the card network's connection) listens.
+    pub iso8583_addr: SocketAddr,
+    /// The largest ISO 8583 message accepted, in bytes.
+    pub iso8583_max_message_bytes: usize,
+    /// Open network connections at most; more are refused.
+    pub iso8583_max_connections: usize,
+    /// A network connection silent this long is closed, in seconds.
+    pub iso8583_idle_timeout_seconds: u64,
+    /// Requests in flight on one network connection at most (backpressure for a client that does not read).
+    pub iso8583_max_in_flight_per_connection: usize,
+    /// Every authorization is answered within this many milliseconds; a decision not durable by then gets the
+    /// stand-in response.
+    pub authorization_deadline_ms: u64,
+    /// Field 39 of a stand-in answer.
+    pub stand_in_response_code: String,
     pub mode: Mode,
     /// The BIN our card numbers start with (6–8 digits).
     pub bin: String,
@@ -75,6 +90,13 @@ impl Default for Config {
         Config {
             database_url: "sqlite://ghostcard.db".to_owned(),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            iso8583_addr: SocketAddr::from(([127, 0, 0, 1], 8583)),
+            iso8583_max_message_bytes: 4096,
+            iso8583_max_connections: 1024,
+            iso8583_idle_timeout_seconds: 300,
+            iso8583_max_in_flight_per_connection: 1024,
+            authorization_deadline_ms: 2000,
+            stand_in_response_code: "91".to_owned(),
             mode: Mode::Sandbox,
             bin: "424242".to_owned(),
             cvk: None,
@@ -120,6 +142,12 @@ impl Config {
             self.http_addr = value.parse().map_err(|_| ConfigError::Environment {
                 variable: "GHOSTCARD_HTTP_ADDR",
                 message: "use HOST:PORT, e.g. 127.0.0.1:8080".to_owned(),
+            })?;
+        }
+        if let Some(value) = lookup("GHOSTCARD_ISO8583_ADDR") {
+            self.iso8583_addr = value.parse().map_err(|_| ConfigError::Environment {
+                variable: "GHOSTCARD_ISO8583_ADDR",
+                message: "use HOST:PORT, e.g. 127.0.0.1:8583".to_owned(),
             })?;
         }
         if let Some(value) = lookup("GHOSTCARD_MODE") {

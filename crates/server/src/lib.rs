@@ -11,6 +11,7 @@ pub mod gateway;
 pub mod ids;
 pub mod lifecycle;
 pub mod metrics;
+pub mod network;
 pub mod vault;
 
 use std::future::Future;

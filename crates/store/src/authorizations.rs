@@ -41,6 +41,10 @@ pub struct AuthorizationRecord {
     pub held: i64,
     /// What clearing has captured.
     pub captured: i64,
+    /// Keyed hash of the card number as the network sent it (to tell a conflicting duplicate apart).
+    pub number_hash: Option<Vec<u8>>,
+    /// Answered with the stand-in code because the decision missed the deadline.
+    pub stand_in: bool,
     pub created_at: DateTime<Utc>,
 }
 
@@ -48,9 +52,10 @@ pub async fn insert(tx: &mut Tx, authorization: &AuthorizationRecord) -> Result<
     sqlx::query(
         "INSERT INTO authorizations (id, card_id, cardholder_id, kind, amount, currency, status, response_code, \
          decline_reason, rule, cvv_result, flag, acquirer_id, merchant_id, merchant_name, merchant_city, \
-         merchant_country, mcc, stan, rrn, auth_code, transmission_time, hold_transfer_id, held, captured, created_at) \
+         merchant_country, mcc, stan, rrn, auth_code, transmission_time, hold_transfer_id, held, captured, number_hash, \
+         stand_in, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, \
-         $23, $24, $25, $26)",
+         $23, $24, $25, $26, $27, $28)",
     )
     .bind(&authorization.id)
     .bind(&authorization.card_id)
@@ -77,6 +82,8 @@ pub async fn insert(tx: &mut Tx, authorization: &AuthorizationRecord) -> Result<
     .bind(authorization.hold_transfer_id)
     .bind(authorization.held)
     .bind(authorization.captured)
+    .bind(&authorization.number_hash)
+    .bind(i64::from(authorization.stand_in))
     .bind(to_micros(authorization.created_at))
     .execute(&mut **tx)
     .await
@@ -90,17 +97,48 @@ pub async fn get(tx: &mut Tx, id: &str) -> Result<Option<AuthorizationRecord>> {
     row.map(|row| from_row(&row)).transpose()
 }
 
-/// Writes what reversals and captures change: status, hold and captured amount.
+/// Writes what reversals, captures and a missed deadline change: status, response, hold and captured amount.
 pub async fn update_progress(tx: &mut Tx, authorization: &AuthorizationRecord) -> Result<()> {
-    sqlx::query("UPDATE authorizations SET status = $1, hold_transfer_id = $2, held = $3, captured = $4 WHERE id = $5")
-        .bind(&authorization.status)
-        .bind(authorization.hold_transfer_id)
-        .bind(authorization.held)
-        .bind(authorization.captured)
-        .bind(&authorization.id)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "UPDATE authorizations SET status = $1, hold_transfer_id = $2, held = $3, captured = $4, response_code = $5, \
+         stand_in = $6 WHERE id = $7",
+    )
+    .bind(&authorization.status)
+    .bind(authorization.hold_transfer_id)
+    .bind(authorization.held)
+    .bind(authorization.captured)
+    .bind(&authorization.response_code)
+    .bind(i64::from(authorization.stand_in))
+    .bind(&authorization.id)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
+}
+
+/// The authorization with this network key (field 32 + 11 + 7), if one was recorded.
+pub async fn find_by_network_key(
+    tx: &mut Tx,
+    acquirer_id: &str,
+    stan: &str,
+    transmission_time: &str,
+) -> Result<Option<AuthorizationRecord>> {
+    let sql = format!(
+        "SELECT * FROM authorizations WHERE acquirer_id = $1 AND stan = $2 AND transmission_time = $3{}",
+        for_update(tx)
+    );
+    let row = sqlx::query(&sql).bind(acquirer_id).bind(stan).bind(transmission_time).fetch_optional(&mut **tx).await?;
+    row.map(|row| from_row(&row)).transpose()
+}
+
+/// The latest approved authorization with this retrieval reference number and card number hash (the reversal
+/// fallback when field 90 is missing or matches nothing).
+pub async fn find_by_rrn(tx: &mut Tx, rrn: &str, number_hash: &[u8]) -> Result<Option<AuthorizationRecord>> {
+    let sql = format!(
+        "SELECT * FROM authorizations WHERE rrn = $1 AND number_hash = $2 AND status <> 'declined' ORDER BY id DESC LIMIT 1{}",
+        for_update(tx)
+    );
+    let row = sqlx::query(&sql).bind(rrn).bind(number_hash).fetch_optional(&mut **tx).await?;
+    row.map(|row| from_row(&row)).transpose()
 }
 
 /// Authorizations newest first for a card or a cardholder (or all), after `starting_after`.
@@ -127,9 +165,10 @@ pub async fn list(
 
 /// Times of the cardholder's approvals since `since` (authorization velocity).
 pub async fn approval_times(tx: &mut Tx, cardholder_id: &str, since: DateTime<Utc>) -> Result<Vec<DateTime<Utc>>> {
+    // Approvals that spend: verifications (85) and refunds move no money.
     times(
         tx,
-        "cardholder_id = $1 AND response_code IN ('00', '85') AND kind <> 'refund' AND created_at > $2",
+        "cardholder_id = $1 AND response_code = '00' AND kind IN ('purchase', 'incremental', 'advice') AND created_at > $2",
         cardholder_id,
         since,
     )
@@ -187,6 +226,8 @@ fn from_row(row: &AnyRow) -> Result<AuthorizationRecord> {
         hold_transfer_id: row.try_get("hold_transfer_id")?,
         held: row.try_get("held")?,
         captured: row.try_get("captured")?,
+        number_hash: row.try_get("number_hash")?,
+        stand_in: row.try_get::<i64, _>("stand_in")? != 0,
         created_at: from_micros(row.try_get("created_at")?)?,
     })
 }

@@ -20,6 +20,7 @@ pub mod idempotency;
 pub mod ledger;
 mod migrations;
 pub mod plans;
+pub mod reversals;
 pub mod settings;
 
 use std::str::FromStr;

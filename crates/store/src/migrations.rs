@@ -11,6 +11,7 @@ use crate::{Dialect, Result, Store, StoreError};
 pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial schema", include_str!("migrations/0001_initial.sql")),
     (2, "plans and clearing", include_str!("migrations/0002_plans_and_clearing.sql")),
+    (3, "network keys and reversals", include_str!("migrations/0003_network.sql")),
 ];
 
 pub(crate) async fn run(store: &Store, now: chrono::DateTime<chrono::Utc>) -> Result<Vec<i64>> {

@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 use super::authorizations::AuthorizationView;
 use super::{ApiError, ApiJson, Claimed, finish};
 use crate::App;
-use crate::authorize::{CardLookup, CvvInput, Descriptors, authorize as run_authorization};
+use crate::authorize::{CardLookup, CvvInput, Descriptors, Settlement, authorize as run_authorization};
 use crate::ids::{has_prefix, new_id};
 use crate::lifecycle::{self, ClearingResult, LifecycleError};
 
@@ -108,10 +108,16 @@ pub async fn authorize(
         merchant_city: body.merchant_city.clone(),
         ..Descriptors::default()
     };
-    let (record, _) =
-        run_authorization(&app, CardLookup::Id(card.id.clone()), request, CvvInput::AssumeCorrect, descriptors)
-            .await
-            .map_err(ApiError::internal)?;
+    let (record, _) = run_authorization(
+        &app,
+        CardLookup::Id(card.id.clone()),
+        request,
+        CvvInput::AssumeCorrect,
+        descriptors,
+        Settlement::HoldOnly,
+    )
+    .await
+    .map_err(ApiError::internal)?;
     // The authorization is already durable; the idempotency record follows in its own transaction.
     let tx = app.store.begin().await?;
     finish(tx, claim.as_deref(), StatusCode::OK, &AuthorizationView::from(&record)).await

@@ -1,0 +1,132 @@
+//! The card network's side: the ISO 8583 listener (TCP, 2-byte length framing, pipelined requests answered in
+//! any order) and the handling of each message of the profile.
+//!
+//! Bounds: message size, connection count, idle time and requests in flight per connection are configuration.
+//! A frame that cannot be parsed at all, or is over the size limit, closes its connection and nothing else.
+
+mod messages;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ghostcard_iso8583::framing::{Frame, frame, next_frame};
+use ghostcard_iso8583::{Message, decode, encode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+
+pub use messages::handle;
+
+use crate::App;
+
+/// Accepts network connections on `listener` until `shutdown` completes.
+pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+    let connections = Arc::new(Semaphore::new(app.config.iso8583_max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => {
+                let (socket, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        tracing::warn!(%error, "accepting a network connection failed");
+                        continue;
+                    }
+                };
+                let Ok(permit) = connections.clone().try_acquire_owned() else {
+                    tracing::warn!(%peer, limit = app.config.iso8583_max_connections, "too many network connections; refusing one");
+                    continue;
+                };
+                let app = app.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = serve_connection(app, socket).await {
+                        tracing::debug!(%peer, %error, "network connection ended");
+                    }
+                    drop(permit);
+                });
+            }
+        }
+    }
+}
+
+async fn serve_connection(app: Arc<App>, socket: TcpStream) -> std::io::Result<()> {
+    let _ = socket.set_nodelay(true);
+    let (mut reader, mut writer) = socket.into_split();
+    let in_flight = Arc::new(Semaphore::new(app.config.iso8583_max_in_flight_per_connection));
+    let (responses, mut outgoing) = mpsc::channel::<Vec<u8>>(app.config.iso8583_max_in_flight_per_connection);
+    let writer_task = tokio::spawn(async move {
+        while let Some(bytes) = outgoing.recv().await {
+            writer.write_all(&bytes).await?;
+        }
+        writer.shutdown().await
+    });
+    let idle = Duration::from_secs(app.config.iso8583_idle_timeout_seconds);
+    let max = app.config.iso8583_max_message_bytes;
+    let mut buffer: Vec<u8> = Vec::with_capacity(8192);
+    let mut chunk = vec![0u8; 8192];
+    'reading: loop {
+        let read = match tokio::time::timeout(idle, reader.read(&mut chunk)).await {
+            Ok(Ok(0)) => break,
+            Ok(Ok(read)) => read,
+            Ok(Err(error)) => return Err(error),
+            Err(_) => {
+                tracing::info!("closing an idle network connection");
+                break;
+            }
+        };
+        buffer.extend_from_slice(&chunk[..read]);
+        loop {
+            match next_frame(&buffer, max) {
+                Frame::Incomplete => break,
+                Frame::KeepAlive { consumed } => {
+                    buffer.drain(..consumed);
+                }
+                Frame::TooLarge { length } => {
+                    tracing::warn!(length, max, "network message over the size limit; closing the connection");
+                    break 'reading;
+                }
+                Frame::Message { body, consumed } => {
+                    let decoded = decode(body);
+                    buffer.drain(..consumed);
+                    let request = match decoded {
+                        Ok(message) => message,
+                        Err(failure) => match messages::format_error(&failure.partial) {
+                            Some(response) => {
+                                tracing::info!(error = %failure.error, "malformed network message answered 30");
+                                send(&responses, &response).await;
+                                continue;
+                            }
+                            None => {
+                                tracing::warn!(error = %failure.error, "unreadable network message; closing the connection");
+                                break 'reading;
+                            }
+                        },
+                    };
+                    // Bounded: a client that never reads its responses stops being read from.
+                    let Ok(permit) = in_flight.clone().acquire_owned().await else { break 'reading };
+                    let (app, responses) = (app.clone(), responses.clone());
+                    tokio::spawn(async move {
+                        let response = handle(&app, request).await;
+                        send(&responses, &response).await;
+                        drop(permit);
+                    });
+                }
+            }
+        }
+    }
+    drop(responses);
+    // Let the answers of requests already read go out before the connection closes.
+    let _ = tokio::time::timeout(Duration::from_millis(app.config.authorization_deadline_ms + 1000), writer_task).await;
+    Ok(())
+}
+
+async fn send(responses: &mpsc::Sender<Vec<u8>>, response: &Message) {
+    match encode(response).ok().and_then(|bytes| frame(&bytes)) {
+        Some(bytes) => {
+            let _ = responses.send(bytes).await;
+        }
+        None => tracing::error!(response = %response.masked(), "could not encode a network response"),
+    }
+}

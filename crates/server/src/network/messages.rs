@@ -28,10 +28,10 @@ const REVERSAL_REQUIRED: [u8; 8] = [2, 3, 4, 7, 11, 32, 37, 49];
 /// The response MTI of a request MTI: the function digit up by one, the repeat flag cleared (0101 → 0110).
 fn response_mti(mti: &str) -> Option<String> {
     let bytes = mti.as_bytes();
-    if bytes.len() != 4 || !bytes.iter().all(u8::is_ascii_digit) || (bytes[2] - b'0') % 2 != 0 {
+    if bytes.len() != 4 || !bytes.iter().all(u8::is_ascii_digit) || !(bytes[2] - b'0').is_multiple_of(2) {
         return None;
     }
-    Some(format!("{}{}{}0", &mti[..2], char::from(bytes[2] + 1), ""))
+    Some(format!("{}{}0", &mti[..2], char::from(bytes[2] + 1)))
 }
 
 fn respond(request: &Message, code: &str) -> Message {

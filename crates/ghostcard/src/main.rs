@@ -3,8 +3,10 @@
 //! This module only parses the command line and reports errors; each command lives in its own module.
 
 mod admin;
+mod clearing;
 mod demo;
 mod serve;
+mod simulate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +42,12 @@ enum Command {
     /// Rotate card-data keys
     #[command(subcommand)]
     Keys(admin::KeysCommand),
+    /// Import clearing records from the network
+    #[command(subcommand)]
+    Clearing(clearing::ClearingCommand),
+    /// Act as an acquirer: send ISO 8583 messages to a running server and print its answers
+    #[command(subcommand)]
+    Simulate(simulate::SimulateCommand),
     /// Tell one card's story end to end through a real server and its HTTP API
     ///
     /// Starts a ghostcard server in this process on a temporary SQLite database and a free local port, then
@@ -92,6 +100,8 @@ fn main() -> ExitCode {
         Command::Migrate(arguments) => admin::migrate(&arguments),
         Command::ApiKey(command) => admin::api_key(command),
         Command::Keys(command) => admin::keys(command),
+        Command::Clearing(command) => clearing::run(command),
+        Command::Simulate(command) => simulate::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -121,6 +121,38 @@ pub async fn capture(
     Ok(result(&clearing, Some(plan_id)))
 }
 
+/// Posts a purchase that has no authorization (a force post): it posts in full and is flagged for review.
+pub async fn force_post(
+    app: &App,
+    tx: &mut Tx,
+    card_id: &str,
+    amount: Money,
+    record_id: &str,
+    now: DateTime<Utc>,
+) -> Result<ClearingResult, LifecycleError> {
+    if let Some(earlier) = duplicate(tx, record_id).await? {
+        return Ok(earlier);
+    }
+    let mut clearing = new_clearing("force_post", record_id, Some(card_id), amount, "rejected", now);
+    let mut record =
+        cards::get_for_update(tx, card_id).await?.ok_or_else(|| inconsistent("force post for a missing card"))?;
+    if amount.currency().code() != record.currency {
+        clearings::insert(tx, &clearing).await?;
+        return Ok(result(&clearing, None));
+    }
+    let mut card = record.to_card()?;
+    card.capture(amount, Money::zero(amount.currency())).map_err(inconsistent)?;
+    ledger::commit(tx, &entries::capture(card_id, None, amount), now).await?;
+    let plan_id = add_to_plan(app, tx, &mut record, amount, now).await?;
+    record.set_card(&card);
+    close_if_settled(tx, &mut record, now).await?;
+    cards::update(tx, &mut record).await?;
+    clearing.result = "posted".to_owned();
+    clearing.flags = "force_post".to_owned();
+    clearings::insert(tx, &clearing).await?;
+    Ok(result(&clearing, Some(plan_id)))
+}
+
 /// Creates the card's plan on its first capture, or adds a later capture to it. Returns the plan id.
 async fn add_to_plan(
     app: &App,

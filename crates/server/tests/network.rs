@@ -521,3 +521,76 @@ async fn pyiso8583_as_the_client() {
     assert_eq!(answer["38"].as_str().map(str::len), Some(6));
     assert_eq!(card_view(&app, &card).await["held"], 1_500);
 }
+
+#[tokio::test]
+async fn clearing_records_post_once_and_report_each_result() {
+    for backend in BACKENDS {
+        let app = TestApp::spawn(backend, "network_clearing").await;
+        let (_, card) = new_card(&app, "clr@example.com", 5_000, "pay_in_4").await;
+        let mut network = Network::connect(&app).await;
+        let approved = network.exchange(&purchase(&card, 3_000, 200, "SHOP1")).await;
+        let auth_code = approved.get(38).expect("code").to_owned();
+        let (_, list) = app.get(&format!("/v1/authorizations?card_id={}", card.id)).await;
+        let authorization_id = list["data"][0]["id"].as_str().expect("id").to_owned();
+
+        let records = json!({"records": [
+            {"id": "r1", "type": "capture", "network_transaction_id": authorization_id, "amount": 1_000, "currency": "USD"},
+            {"id": "r2", "type": "capture", "rrn": "RRN000000200", "auth_code": auth_code, "acquirer_id": "123456", "merchant_id": "SHOP1", "amount": 2_500, "currency": "USD"},
+            {"id": "r3", "type": "force_post", "number": card.number, "amount": 400, "currency": "USD", "mcc": "5732"},
+            {"id": "r4", "type": "refund", "number": card.number, "amount": 900, "currency": "USD"},
+            {"id": "r5", "type": "capture", "rrn": "NOSUCHRRN000", "auth_code": "ZZZZZZ", "amount": 100, "currency": "USD"},
+            {"id": "r6", "type": "capture", "network_transaction_id": authorization_id, "amount": 100, "currency": "XXX"},
+            {"id": "r1", "type": "capture", "network_transaction_id": authorization_id, "amount": 1_000, "currency": "USD"}
+        ]});
+        let (status, body) = app.post("/v1/network/clearings", records.clone()).await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+        let results: Vec<(String, String, Vec<String>)> = body["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .map(|result| {
+                let flags = result["flags"]
+                    .as_array()
+                    .map(|flags| flags.iter().filter_map(|flag| flag.as_str().map(str::to_owned)).collect())
+                    .unwrap_or_default();
+                (
+                    result["id"].as_str().unwrap_or("").to_owned(),
+                    result["result"].as_str().unwrap_or("").to_owned(),
+                    flags,
+                )
+            })
+            .collect();
+        let expected = [
+            ("r1", "posted", vec![]),
+            ("r2", "posted", vec!["above_hold".to_owned()]),
+            ("r3", "posted", vec!["force_post".to_owned()]),
+            ("r4", "posted", vec![]),
+            ("r5", "unmatched", vec![]),
+            ("r6", "rejected", vec!["invalid_currency".to_owned()]),
+            ("r1", "duplicate", vec![]),
+        ];
+        for ((id, result, flags), (expected_id, expected_result, expected_flags)) in results.iter().zip(expected) {
+            assert_eq!((id.as_str(), result.as_str(), flags), (expected_id, expected_result, &expected_flags));
+        }
+        // 1,000 + 2,500 (500 above the 2,000 left on the hold) + 400 forced − 900 refunded.
+        let view = card_view(&app, &card).await;
+        assert_eq!((view["captured"].as_i64(), view["held"].as_i64()), (Some(3_000), Some(0)));
+        let (_, plan) = app.get(&format!("/v1/plans/{}", view["plan_id"].as_str().expect("plan"))).await;
+        let owed: i64 = plan["installments"]
+            .as_array()
+            .expect("installments")
+            .iter()
+            .map(|i| i["amount"].as_i64().unwrap_or(0))
+            .sum();
+        assert_eq!(owed, 3_000);
+
+        // The whole batch again: nothing posts twice.
+        let (_, again) = app.post("/v1/network/clearings", records).await;
+        assert!(
+            again["results"].as_array().expect("results").iter().take(4).all(|result| result["result"] == "duplicate"),
+            "{again}"
+        );
+        assert_eq!(card_view(&app, &card).await["captured"], 3_000);
+        app.assert_ledger_verifies().await;
+    }
+}

@@ -141,6 +141,30 @@ pub async fn find_by_rrn(tx: &mut Tx, rrn: &str, number_hash: &[u8]) -> Result<O
     row.map(|row| from_row(&row)).transpose()
 }
 
+/// The approved authorization a clearing record without a network transaction id names: its RRN and
+/// authorization code, and its acquirer and merchant when the record gives them.
+pub async fn find_for_clearing(
+    tx: &mut Tx,
+    rrn: &str,
+    auth_code: &str,
+    acquirer_id: Option<&str>,
+    merchant_id: Option<&str>,
+) -> Result<Option<AuthorizationRecord>> {
+    let sql = format!(
+        "SELECT * FROM authorizations WHERE rrn = $1 AND auth_code = $2 AND ($3 IS NULL OR acquirer_id = $3) \
+         AND ($4 IS NULL OR merchant_id = $4) AND status <> 'declined' ORDER BY id DESC LIMIT 1{}",
+        for_update(tx)
+    );
+    let row = sqlx::query(&sql)
+        .bind(rrn)
+        .bind(auth_code)
+        .bind(acquirer_id)
+        .bind(merchant_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    row.map(|row| from_row(&row)).transpose()
+}
+
 /// Authorizations newest first for a card or a cardholder (or all), after `starting_after`.
 pub async fn list(
     tx: &mut Tx,

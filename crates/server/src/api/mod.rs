@@ -6,6 +6,7 @@ pub mod cardholders;
 pub mod cards;
 pub mod error;
 pub mod ledger;
+pub mod network;
 pub mod ops;
 pub mod plans;
 pub mod simulate;
@@ -94,6 +95,7 @@ pub fn router(app: Arc<App>) -> axum::Router {
         .routes(routes!(ledger::verify))
         .routes(routes!(simulate::authorize))
         .routes(routes!(plans::get))
+        .routes(routes!(network::clearings))
         .routes(routes!(simulate::reverse))
         .routes(routes!(simulate::clear))
         .routes(routes!(simulate::refund))

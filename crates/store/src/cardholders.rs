@@ -41,6 +41,31 @@ pub async fn insert(tx: &mut Tx, cardholder: &Cardholder) -> Result<()> {
     Ok(())
 }
 
+/// Inserts many cardholders with multi-row statements (provisioning, benchmarks).
+pub async fn insert_many(tx: &mut Tx, cardholders: &[Cardholder]) -> Result<()> {
+    const COLUMNS: usize = 8;
+    for chunk in cardholders.chunks(crate::rows_per_statement(COLUMNS)) {
+        let sql = format!(
+            "INSERT INTO cardholders (id, email, name, country, password_hash, status, restricted_reason, created_at) VALUES {}",
+            crate::placeholders(chunk.len(), COLUMNS)
+        );
+        let mut query = sqlx::query(&sql);
+        for cardholder in chunk {
+            query = query
+                .bind(&cardholder.id)
+                .bind(&cardholder.email)
+                .bind(&cardholder.name)
+                .bind(&cardholder.country)
+                .bind(&cardholder.password_hash)
+                .bind(&cardholder.status)
+                .bind(&cardholder.restricted_reason)
+                .bind(to_micros(cardholder.created_at));
+        }
+        query.execute(&mut **tx).await.map_err(StoreError::from_insert)?;
+    }
+    Ok(())
+}
+
 pub async fn get(tx: &mut Tx, id: &str) -> Result<Option<Cardholder>> {
     let row = sqlx::query("SELECT * FROM cardholders WHERE id = $1").bind(id).fetch_optional(&mut **tx).await?;
     row.map(|row| from_row(&row)).transpose()

@@ -136,6 +136,57 @@ pub async fn insert(tx: &mut Tx, card: &CardRecord) -> Result<()> {
     Ok(())
 }
 
+/// Inserts many cards with multi-row statements (provisioning, benchmarks).
+pub async fn insert_many(tx: &mut Tx, cards: &[CardRecord]) -> Result<()> {
+    const COLUMNS: usize = 26;
+    for chunk in cards.chunks(crate::rows_per_statement(COLUMNS)) {
+        let sql = format!(
+            "INSERT INTO cards (id, cardholder_id, funding_source_id, number_hash, number_ciphertext, data_key_version, \
+             cvk_version, bin, last4, exp_month, exp_year, currency, amount, held, captured, status, frozen_from, \
+             merchant_acquirer_id, merchant_id, merchant_name, plan_kind, plan_id, funding_hold_id, valid_until, \
+             created_at, version) VALUES {}",
+            crate::placeholders(chunk.len(), COLUMNS)
+        );
+        let mut query = sqlx::query(&sql);
+        for card in chunk {
+            query = query
+                .bind(&card.id)
+                .bind(&card.cardholder_id)
+                .bind(&card.funding_source_id)
+                .bind(&card.number_hash)
+                .bind(&card.number_ciphertext)
+                .bind(card.data_key_version)
+                .bind(card.cvk_version)
+                .bind(&card.bin)
+                .bind(&card.last4)
+                .bind(card.exp_month)
+                .bind(card.exp_year)
+                .bind(&card.currency)
+                .bind(card.amount)
+                .bind(card.held)
+                .bind(card.captured)
+                .bind(&card.status)
+                .bind(&card.frozen_from)
+                .bind(&card.merchant_acquirer_id)
+                .bind(&card.merchant_id)
+                .bind(&card.merchant_name)
+                .bind(&card.plan_kind)
+                .bind(&card.plan_id)
+                .bind(&card.funding_hold_id)
+                .bind(to_micros(card.valid_until))
+                .bind(to_micros(card.created_at))
+                .bind(card.version);
+        }
+        query.execute(&mut **tx).await.map_err(StoreError::from_insert)?;
+    }
+    Ok(())
+}
+
+/// How many cards exist (a fresh database has none).
+pub async fn count(tx: &mut Tx) -> Result<i64> {
+    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM cards").fetch_one(&mut **tx).await?)
+}
+
 pub async fn get(tx: &mut Tx, id: &str) -> Result<Option<CardRecord>> {
     let row = sqlx::query("SELECT * FROM cards WHERE id = $1").bind(id).fetch_optional(&mut **tx).await?;
     row.map(|row| from_row(&row)).transpose()

@@ -42,6 +42,33 @@ pub async fn insert(tx: &mut Tx, source: &FundingSource) -> Result<()> {
     Ok(())
 }
 
+/// Inserts many funding sources with multi-row statements (provisioning, benchmarks).
+pub async fn insert_many(tx: &mut Tx, sources: &[FundingSource]) -> Result<()> {
+    const COLUMNS: usize = 9;
+    for chunk in sources.chunks(crate::rows_per_statement(COLUMNS)) {
+        let sql = format!(
+            "INSERT INTO funding_sources (id, cardholder_id, brand, last4, exp_month, exp_year, gateway_token, status, \
+             created_at) VALUES {}",
+            crate::placeholders(chunk.len(), COLUMNS)
+        );
+        let mut query = sqlx::query(&sql);
+        for source in chunk {
+            query = query
+                .bind(&source.id)
+                .bind(&source.cardholder_id)
+                .bind(&source.brand)
+                .bind(&source.last4)
+                .bind(source.exp_month)
+                .bind(source.exp_year)
+                .bind(&source.gateway_token)
+                .bind(&source.status)
+                .bind(to_micros(source.created_at));
+        }
+        query.execute(&mut **tx).await.map_err(StoreError::from_insert)?;
+    }
+    Ok(())
+}
+
 pub async fn get(tx: &mut Tx, id: &str) -> Result<Option<FundingSource>> {
     let row = sqlx::query("SELECT * FROM funding_sources WHERE id = $1").bind(id).fetch_optional(&mut **tx).await?;
     row.map(|row| from_row(&row)).transpose()

@@ -205,6 +205,22 @@ pub fn from_micros(micros: i64) -> Result<DateTime<Utc>> {
     DateTime::from_timestamp_micros(micros).ok_or_else(|| StoreError::Corrupt(format!("timestamp {micros}")))
 }
 
+/// `($1, $2, $3), ($4, $5, $6)` for `rows` rows of `columns` parameters, numbered from 1.
+fn placeholders(rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|row| {
+            let numbers: Vec<String> = (1..=columns).map(|column| format!("${}", row * columns + column)).collect();
+            format!("({})", numbers.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Rows per multi-row statement: within both databases' parameter limits (SQLite 32,766; PostgreSQL 65,535).
+fn rows_per_statement(columns: usize) -> usize {
+    (30_000 / columns).max(1)
+}
+
 /// A page of a list: rows newest first, and whether more follow.
 #[derive(Debug, Clone)]
 pub struct Page<T> {

@@ -88,6 +88,87 @@ async fn a_hold_resolves_once_and_the_ledger_verifies() {
 }
 
 #[tokio::test]
+async fn verify_finds_a_card_that_disagrees_with_its_ledger_account() {
+    use ghostcard_store::cards::{self, CardRecord};
+    for store in stores("card_mismatch").await {
+        let usd = |minor| Money::new(minor, Currency::USD);
+        let cardholder = Cardholder {
+            id: "ch_1".to_owned(),
+            email: "ada@example.com".to_owned(),
+            name: "Ada".to_owned(),
+            country: "US".to_owned(),
+            password_hash: None,
+            status: "active".to_owned(),
+            restricted_reason: None,
+            created_at: now(),
+        };
+        let source = ghostcard_store::funding_sources::FundingSource {
+            id: "fs_1".to_owned(),
+            cardholder_id: "ch_1".to_owned(),
+            brand: "visa".to_owned(),
+            last4: "4242".to_owned(),
+            exp_month: 12,
+            exp_year: 2030,
+            gateway_token: "token".to_owned(),
+            status: "active".to_owned(),
+            created_at: now(),
+        };
+        let mut card = CardRecord {
+            id: "card_1".to_owned(),
+            cardholder_id: "ch_1".to_owned(),
+            funding_source_id: "fs_1".to_owned(),
+            number_hash: vec![1; 32],
+            number_ciphertext: vec![2; 40],
+            data_key_version: 1,
+            cvk_version: 1,
+            bin: "424242".to_owned(),
+            last4: "4242".to_owned(),
+            exp_month: 11,
+            exp_year: 2029,
+            currency: "USD".to_owned(),
+            amount: 10_000,
+            held: 0,
+            captured: 0,
+            status: "active".to_owned(),
+            frozen_from: None,
+            merchant_acquirer_id: None,
+            merchant_id: None,
+            merchant_name: None,
+            plan_kind: "pay_now".to_owned(),
+            plan_id: None,
+            funding_hold_id: None,
+            valid_until: now() + Duration::hours(24),
+            created_at: now(),
+            version: 0,
+        };
+        let mut tx = store.begin().await.expect("begins");
+        cardholders::insert_many(&mut tx, &[cardholder]).await.expect("inserts");
+        ghostcard_store::funding_sources::insert_many(&mut tx, &[source]).await.expect("inserts");
+        cards::insert_many(&mut tx, std::slice::from_ref(&card)).await.expect("inserts");
+        ledger::post_many(&mut tx, &entries::issue_card("card_1", usd(10_000)), now()).await.expect("posts");
+        ledger::commit(&mut tx, &[entries::hold("card_1", usd(2_500))], now()).await.expect("holds");
+        card.held = 2_500;
+        cards::update(&mut tx, &mut card).await.expect("updates");
+        ghostcard_store::commit(tx).await.expect("commits");
+        let mut tx = store.read().await.expect("reads");
+        let report = ledger::verify(&mut tx).await.expect("verifies");
+        assert!(report.ok, "{:?}", report.problems);
+        assert_eq!(report.currencies["USD"].open_holds, 2_500);
+        drop(tx);
+
+        // The card says more is held than the ledger does.
+        let mut tx = store.begin().await.expect("begins");
+        card.held = 3_000;
+        cards::update(&mut tx, &mut card).await.expect("updates");
+        ghostcard_store::commit(tx).await.expect("commits");
+        let mut tx = store.read().await.expect("reads");
+        let report = ledger::verify(&mut tx).await.expect("verifies");
+        assert!(!report.ok);
+        assert_eq!(report.problems, vec!["card card_1 has 7000 remaining but 7500 in the ledger".to_owned()]);
+    }
+}
+
+#[tokio::test]
 async fn idempotency_claims_replay_and_refuse() {
     for store in stores("idempotency").await {
         let claim = |hash: &'static [u8], at: DateTime<Utc>| {

@@ -79,6 +79,20 @@ impl CardNumber {
         Ok(CardNumber(Secret::new(digits)))
     }
 
+    /// The number made of `bin`, the given account digits and its check digit. Card numbers that are issued
+    /// are drawn at random ([`CardNumber::generate`]); this is for provisioning known sequences (benchmarks).
+    pub fn from_account_digits(bin: &Bin, account_digits: &str) -> Result<CardNumber, CardNumberError> {
+        if !account_digits.bytes().all(|byte| byte.is_ascii_digit()) {
+            return Err(CardNumberError::NotDigits);
+        }
+        let mut digits = format!("{}{account_digits}", bin.0);
+        if !(Self::MIN_LENGTH..=Self::MAX_LENGTH).contains(&(digits.len() + 1)) {
+            return Err(CardNumberError::InvalidLength);
+        }
+        digits.push(char::from(b'0' + luhn_check_digit(&digits)));
+        Ok(CardNumber(Secret::new(digits)))
+    }
+
     /// The digits. Only for encryption, keyed hashing, CVV computation and the audited reveal.
     pub fn expose(&self) -> &str {
         self.0.expose()
@@ -234,6 +248,17 @@ mod tests {
         assert_eq!(format!("{number:?}"), "CardNumber(411111******1111)");
         assert_eq!(format!("{number}"), "411111******1111");
         assert_eq!(number.last4(), "1111");
+    }
+
+    #[test]
+    fn numbers_from_account_digits_carry_their_check_digit() {
+        let bin = Bin::parse("424242").expect("valid");
+        let number = CardNumber::from_account_digits(&bin, "000000123").expect("valid");
+        assert_eq!(number.expose().len(), 16);
+        assert!(number.expose().starts_with("424242000000123"));
+        assert!(luhn_valid(number.expose()));
+        assert_eq!(CardNumber::from_account_digits(&bin, "12a"), Err(CardNumberError::NotDigits));
+        assert_eq!(CardNumber::from_account_digits(&bin, "1"), Err(CardNumberError::InvalidLength));
     }
 
     #[test]

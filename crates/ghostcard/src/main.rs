@@ -3,6 +3,7 @@
 //! This module only parses the command line and reports errors; each command lives in its own module.
 
 mod admin;
+mod bench;
 mod clearing;
 mod demo;
 mod serve;
@@ -42,6 +43,14 @@ enum Command {
     /// Rotate card-data keys
     #[command(subcommand)]
     Keys(admin::KeysCommand),
+    /// Measure authorization throughput and latency through the real ISO 8583 listener (use a release build)
+    ///
+    /// Provisions --cards cards straight into a fresh database (SQLite by default, or --database-url), drives the
+    /// network listener with pipelined 0100s on --connections connections for --duration seconds, then verifies
+    /// the ledger. Prints a summary and, as its last line, one JSON object.
+    #[command(after_long_help = "Examples:\n  cargo run --release -- bench\n  cargo run --release -- bench --cards 200000 --rate 10000\n  \
+cargo run --release -- bench --database-url postgres://postgres@127.0.0.1:5432/ghostcard_bench")]
+    Bench(bench::Arguments),
     /// Import clearing records from the network
     #[command(subcommand)]
     Clearing(clearing::ClearingCommand),
@@ -96,6 +105,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(arguments) => demo::run(&arguments),
+        Command::Bench(arguments) => bench::run(&arguments),
         Command::Serve(arguments) => serve::run(arguments),
         Command::Migrate(arguments) => admin::migrate(&arguments),
         Command::ApiKey(command) => admin::api_key(command),

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod authorize;
+pub mod bench;
 pub mod clearing;
 pub mod clock;
 pub mod config;

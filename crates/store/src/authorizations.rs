@@ -48,6 +48,95 @@ pub struct AuthorizationRecord {
     pub created_at: DateTime<Utc>,
 }
 
+/// [`insert`] for many authorizations in one statement; [`StoreError::Conflict`] if any network key was taken.
+pub async fn insert_many(tx: &mut Tx, authorizations: &[AuthorizationRecord]) -> Result<()> {
+    const COLUMNS: usize = 28;
+    for chunk in authorizations.chunks(crate::rows_per_statement(COLUMNS)) {
+        let sql = format!(
+            "INSERT INTO authorizations (id, card_id, cardholder_id, kind, amount, currency, status, response_code, \
+             decline_reason, rule, cvv_result, flag, acquirer_id, merchant_id, merchant_name, merchant_city, \
+             merchant_country, mcc, stan, rrn, auth_code, transmission_time, hold_transfer_id, held, captured, number_hash, \
+             stand_in, created_at) VALUES {}",
+            crate::placeholders(tx, chunk.len(), COLUMNS)
+        );
+        let mut query = sqlx::query(&sql);
+        for authorization in chunk {
+            query = query
+                .bind(&authorization.id)
+                .bind(&authorization.card_id)
+                .bind(&authorization.cardholder_id)
+                .bind(&authorization.kind)
+                .bind(authorization.amount)
+                .bind(&authorization.currency)
+                .bind(&authorization.status)
+                .bind(&authorization.response_code)
+                .bind(&authorization.decline_reason)
+                .bind(&authorization.rule)
+                .bind(&authorization.cvv_result)
+                .bind(&authorization.flag)
+                .bind(&authorization.acquirer_id)
+                .bind(&authorization.merchant_id)
+                .bind(&authorization.merchant_name)
+                .bind(&authorization.merchant_city)
+                .bind(&authorization.merchant_country)
+                .bind(&authorization.mcc)
+                .bind(&authorization.stan)
+                .bind(&authorization.rrn)
+                .bind(&authorization.auth_code)
+                .bind(&authorization.transmission_time)
+                .bind(authorization.hold_transfer_id)
+                .bind(authorization.held)
+                .bind(authorization.captured)
+                .bind(&authorization.number_hash)
+                .bind(i64::from(authorization.stand_in))
+                .bind(to_micros(authorization.created_at));
+        }
+        query.execute(&mut **tx).await.map_err(StoreError::from_insert)?;
+    }
+    Ok(())
+}
+
+/// The authorizations recorded under any of these network keys (acquirer, STAN, transmission time).
+pub async fn find_by_network_keys(tx: &mut Tx, keys: &[(String, String, String)]) -> Result<Vec<AuthorizationRecord>> {
+    let mut found = Vec::new();
+    for chunk in keys.chunks(crate::rows_per_statement(3)) {
+        let sql = format!(
+            "SELECT * FROM authorizations WHERE (acquirer_id, stan, transmission_time) IN (VALUES {})",
+            crate::placeholders(tx, chunk.len(), 3)
+        );
+        let mut query = sqlx::query(&sql);
+        for (acquirer, stan, transmission) in chunk {
+            query = query.bind(acquirer).bind(stan).bind(transmission);
+        }
+        for row in query.fetch_all(&mut **tx).await? {
+            found.push(from_row(&row)?);
+        }
+    }
+    Ok(found)
+}
+
+/// Times of spending approvals since `since`, for each of these cardholders.
+pub async fn approval_times_for(tx: &mut Tx, cardholder_ids: &[String], since: DateTime<Utc>) -> Result<Vec<(String, DateTime<Utc>)>> {
+    let mut times = Vec::new();
+    for chunk in cardholder_ids.chunks(crate::rows_per_statement(1)) {
+        let numbered = tx.backend_name() == "PostgreSQL";
+        let sql = format!(
+            "SELECT cardholder_id, created_at FROM authorizations WHERE cardholder_id IN ({}) AND response_code = '00' \
+             AND kind IN ('purchase', 'incremental', 'advice') AND created_at > {}",
+            crate::list_placeholders(tx, 1, chunk.len()),
+            if numbered { format!("${}", chunk.len() + 1) } else { "?".to_owned() }
+        );
+        let mut query = sqlx::query_as::<_, (String, i64)>(&sql);
+        for id in chunk {
+            query = query.bind(id);
+        }
+        for (cardholder, at) in query.bind(to_micros(since)).fetch_all(&mut **tx).await? {
+            times.push((cardholder, from_micros(at)?));
+        }
+    }
+    Ok(times)
+}
+
 pub async fn insert(tx: &mut Tx, authorization: &AuthorizationRecord) -> Result<()> {
     sqlx::query(
         "INSERT INTO authorizations (id, card_id, cardholder_id, kind, amount, currency, status, response_code, \

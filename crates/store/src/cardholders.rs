@@ -47,7 +47,7 @@ pub async fn insert_many(tx: &mut Tx, cardholders: &[Cardholder]) -> Result<()> 
     for chunk in cardholders.chunks(crate::rows_per_statement(COLUMNS)) {
         let sql = format!(
             "INSERT INTO cardholders (id, email, name, country, password_hash, status, restricted_reason, created_at) VALUES {}",
-            crate::placeholders(chunk.len(), COLUMNS)
+            crate::placeholders(tx, chunk.len(), COLUMNS)
         );
         let mut query = sqlx::query(&sql);
         for cardholder in chunk {
@@ -64,6 +64,20 @@ pub async fn insert_many(tx: &mut Tx, cardholders: &[Cardholder]) -> Result<()> 
         query.execute(&mut **tx).await.map_err(StoreError::from_insert)?;
     }
     Ok(())
+}
+
+/// The status of each of these cardholders.
+pub async fn statuses(tx: &mut Tx, ids: &[String]) -> Result<std::collections::HashMap<String, String>> {
+    let mut statuses = std::collections::HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(crate::rows_per_statement(1)) {
+        let sql = format!("SELECT id, status FROM cardholders WHERE id IN ({})", crate::list_placeholders(tx, 1, chunk.len()));
+        let mut query = sqlx::query_as::<_, (String, String)>(&sql);
+        for id in chunk {
+            query = query.bind(id);
+        }
+        statuses.extend(query.fetch_all(&mut **tx).await?);
+    }
+    Ok(statuses)
 }
 
 pub async fn get(tx: &mut Tx, id: &str) -> Result<Option<Cardholder>> {

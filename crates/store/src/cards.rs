@@ -145,7 +145,7 @@ pub async fn insert_many(tx: &mut Tx, cards: &[CardRecord]) -> Result<()> {
              cvk_version, bin, last4, exp_month, exp_year, currency, amount, held, captured, status, frozen_from, \
              merchant_acquirer_id, merchant_id, merchant_name, plan_kind, plan_id, funding_hold_id, valid_until, \
              created_at, version) VALUES {}",
-            crate::placeholders(chunk.len(), COLUMNS)
+            crate::placeholders(tx, chunk.len(), COLUMNS)
         );
         let mut query = sqlx::query(&sql);
         for card in chunk {
@@ -205,6 +205,86 @@ pub async fn find_by_number_hash(tx: &mut Tx, number_hash: &[u8]) -> Result<Opti
     let sql = format!("SELECT * FROM cards WHERE number_hash = $1{}", for_update(tx));
     let row = sqlx::query(&sql).bind(number_hash).fetch_optional(&mut **tx).await?;
     row.map(|row| from_row(&row)).transpose()
+}
+
+/// The cards with these keyed hashes, locked for writing on PostgreSQL (in id order, so that two batches never
+/// wait for each other in a circle).
+pub async fn find_by_number_hashes(tx: &mut Tx, hashes: &[Vec<u8>]) -> Result<Vec<CardRecord>> {
+    let mut found = Vec::with_capacity(hashes.len());
+    for chunk in hashes.chunks(crate::rows_per_statement(1)) {
+        let sql = format!(
+            "SELECT * FROM cards WHERE number_hash IN ({}) ORDER BY id{}",
+            crate::list_placeholders(tx, 1, chunk.len()),
+            for_update(tx)
+        );
+        let mut query = sqlx::query(&sql);
+        for hash in chunk {
+            query = query.bind(hash);
+        }
+        for row in query.fetch_all(&mut **tx).await? {
+            found.push(from_row(&row)?);
+        }
+    }
+    Ok(found)
+}
+
+/// [`update`] for many cards in one statement; [`StoreError::Stale`] if any changed since it was read.
+pub async fn update_many(tx: &mut Tx, cards: &mut [CardRecord]) -> Result<()> {
+    const COLUMNS: usize = 10;
+    for chunk in cards.chunks_mut(crate::rows_per_statement(COLUMNS)) {
+        let sql = format!(
+            "WITH changed (id, version, amount, held, captured, status, frozen_from, merchant_acquirer_id, merchant_id, \
+             merchant_name) AS (VALUES {}) \
+             UPDATE cards SET amount = changed.amount, held = changed.held, captured = changed.captured, \
+             status = changed.status, frozen_from = changed.frozen_from, \
+             merchant_acquirer_id = changed.merchant_acquirer_id, merchant_id = changed.merchant_id, \
+             merchant_name = changed.merchant_name, version = cards.version + 1 \
+             FROM changed WHERE cards.id = changed.id AND cards.version = changed.version",
+            crate::placeholders(tx, chunk.len(), COLUMNS)
+        );
+        let mut query = sqlx::query(&sql);
+        for card in chunk.iter() {
+            query = query
+                .bind(&card.id)
+                .bind(card.version)
+                .bind(card.amount)
+                .bind(card.held)
+                .bind(card.captured)
+                .bind(&card.status)
+                .bind(&card.frozen_from)
+                .bind(&card.merchant_acquirer_id)
+                .bind(&card.merchant_id)
+                .bind(&card.merchant_name);
+        }
+        let result = query.execute(&mut **tx).await?;
+        if result.rows_affected() != chunk.len() as u64 {
+            return Err(StoreError::Stale);
+        }
+        chunk.iter_mut().for_each(|card| card.version += 1);
+    }
+    Ok(())
+}
+
+/// [`record_transition`] for many cards in one statement.
+pub async fn record_transitions(tx: &mut Tx, transitions: &[(String, Transition)]) -> Result<()> {
+    const COLUMNS: usize = 5;
+    for chunk in transitions.chunks(crate::rows_per_statement(COLUMNS)) {
+        let sql = format!(
+            "INSERT INTO card_transitions (card_id, from_status, to_status, reason, at) VALUES {}",
+            crate::placeholders(tx, chunk.len(), COLUMNS)
+        );
+        let mut query = sqlx::query(&sql);
+        for (card_id, transition) in chunk {
+            query = query
+                .bind(card_id)
+                .bind(transition.from.as_str())
+                .bind(transition.to.as_str())
+                .bind(&transition.reason)
+                .bind(to_micros(transition.at));
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 /// Writes the card's mutable fields if nobody changed it since `card.version` was read; bumps the version.

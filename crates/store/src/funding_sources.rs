@@ -49,7 +49,7 @@ pub async fn insert_many(tx: &mut Tx, sources: &[FundingSource]) -> Result<()> {
         let sql = format!(
             "INSERT INTO funding_sources (id, cardholder_id, brand, last4, exp_month, exp_year, gateway_token, status, \
              created_at) VALUES {}",
-            crate::placeholders(chunk.len(), COLUMNS)
+            crate::placeholders(tx, chunk.len(), COLUMNS)
         );
         let mut query = sqlx::query(&sql);
         for source in chunk {

@@ -136,6 +136,59 @@ async fn load_pending(tx: &mut Tx, id: TransferId) -> std::result::Result<Transf
     Ok(from_row(&row)?)
 }
 
+/// Ids for `count` new transfers, reserved inside this transaction (so a batch can name its holds before writing
+/// them). SQLite: the transaction holds the write lock, so the next ids are free; PostgreSQL: from the sequence.
+pub async fn reserve_ids(tx: &mut Tx, count: usize) -> Result<Vec<TransferId>> {
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<i64> = if tx.backend_name() == "PostgreSQL" {
+        sqlx::query_scalar(
+            "SELECT CAST(nextval(pg_get_serial_sequence('ledger_transfers', 'id')) AS BIGINT) FROM generate_series(1, $1)",
+        )
+        .bind(count as i64)
+        .fetch_all(&mut **tx)
+        .await?
+    } else {
+        let last: i64 = sqlx::query_scalar(
+            "SELECT CAST(MAX(COALESCE((SELECT MAX(id) FROM ledger_transfers), 0), \
+             COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'ledger_transfers'), 0)) AS BIGINT)",
+        )
+        .fetch_one(&mut **tx)
+        .await?;
+        (last + 1..=last + count as i64).collect()
+    };
+    Ok(ids.into_iter().map(|id| TransferId(id as u64)).collect())
+}
+
+/// Writes new holds with ids from [`reserve_ids`]: (id, debit, credit, amount).
+pub async fn insert_holds(tx: &mut Tx, holds: &[(TransferId, AccountId, AccountId, Money)], at: DateTime<Utc>) -> Result<()> {
+    const COLUMNS: usize = 8;
+    for chunk in holds.chunks(crate::rows_per_statement(COLUMNS)) {
+        let sql = format!(
+            "INSERT INTO ledger_transfers (id, debit, credit, amount, currency, kind, code, created_at) VALUES {}",
+            crate::placeholders(tx, chunk.len(), COLUMNS)
+        );
+        let mut query = sqlx::query(&sql);
+        for (id, debit, credit, amount) in chunk {
+            if !amount.is_positive() || debit == credit {
+                return Err(StoreError::Corrupt(format!("hold {} is not a valid transfer", id.0)));
+            }
+            query = query
+                .bind(id.0 as i64)
+                .bind(debit.to_string())
+                .bind(credit.to_string())
+                .bind(amount.minor())
+                .bind(amount.currency().code())
+                .bind("pending")
+                .bind("authorization_hold")
+                .bind(to_micros(at));
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 /// Writes posted transfers (no holds) with multi-row statements; for provisioning, where no id is needed back.
 pub async fn post_many(tx: &mut Tx, entries: &[Entry], at: DateTime<Utc>) -> std::result::Result<(), CommitError> {
     const COLUMNS: usize = 7;
@@ -155,7 +208,7 @@ pub async fn post_many(tx: &mut Tx, entries: &[Entry], at: DateTime<Utc>) -> std
     for chunk in rows.chunks(crate::rows_per_statement(COLUMNS)) {
         let sql = format!(
             "INSERT INTO ledger_transfers (debit, credit, amount, currency, kind, code, created_at) VALUES {}",
-            crate::placeholders(chunk.len(), COLUMNS)
+            crate::placeholders(tx, chunk.len(), COLUMNS)
         );
         let mut query = sqlx::query(&sql);
         for (debit, credit, amount, code) in chunk {

@@ -205,15 +205,25 @@ pub fn from_micros(micros: i64) -> Result<DateTime<Utc>> {
     DateTime::from_timestamp_micros(micros).ok_or_else(|| StoreError::Corrupt(format!("timestamp {micros}")))
 }
 
-/// `($1, $2, $3), ($4, $5, $6)` for `rows` rows of `columns` parameters, numbered from 1.
-fn placeholders(rows: usize, columns: usize) -> String {
+/// `($1, $2, $3), ($4, $5, $6)` for `rows` rows of `columns` parameters (PostgreSQL), or the same with `?`
+/// (SQLite: its driver resolves numbered parameters by name, which costs quadratic time in a long statement).
+fn placeholders(tx: &Tx, rows: usize, columns: usize) -> String {
+    let numbered = tx.backend_name() == "PostgreSQL";
     (0..rows)
         .map(|row| {
-            let numbers: Vec<String> = (1..=columns).map(|column| format!("${}", row * columns + column)).collect();
-            format!("({})", numbers.join(", "))
+            let parameters: Vec<String> = (1..=columns)
+                .map(|column| if numbered { format!("${}", row * columns + column) } else { "?".to_owned() })
+                .collect();
+            format!("({})", parameters.join(", "))
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// `$1, $2, …` (PostgreSQL) or `?, ?, …` (SQLite) for an `IN` list of `count` parameters starting at `first`.
+fn list_placeholders(tx: &Tx, first: usize, count: usize) -> String {
+    let numbered = tx.backend_name() == "PostgreSQL";
+    (first..first + count).map(|number| if numbered { format!("${number}") } else { "?".to_owned() }).collect::<Vec<_>>().join(", ")
 }
 
 /// Rows per multi-row statement: within both databases' parameter limits (SQLite 32,766; PostgreSQL 65,535).

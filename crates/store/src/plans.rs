@@ -79,6 +79,25 @@ pub async fn active_for_cardholder(tx: &mut Tx, cardholder_id: &str) -> Result<V
     rows.iter().map(from_row).collect()
 }
 
+/// The active plans of these cardholders.
+pub async fn active_for_cardholders(tx: &mut Tx, cardholder_ids: &[String]) -> Result<Vec<PlanRecord>> {
+    let mut plans = Vec::new();
+    for chunk in cardholder_ids.chunks(crate::rows_per_statement(1)) {
+        let sql = format!(
+            "SELECT * FROM plans WHERE status = 'active' AND cardholder_id IN ({})",
+            crate::list_placeholders(tx, 1, chunk.len())
+        );
+        let mut query = sqlx::query(&sql);
+        for id in chunk {
+            query = query.bind(id);
+        }
+        for row in query.fetch_all(&mut **tx).await? {
+            plans.push(from_row(&row)?);
+        }
+    }
+    Ok(plans)
+}
+
 /// How many of the cardholder's plans were completed without a late fee.
 pub async fn repaid_without_late_fee(tx: &mut Tx, cardholder_id: &str) -> Result<u32> {
     let documents: Vec<String> =

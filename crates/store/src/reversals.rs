@@ -92,6 +92,24 @@ pub async fn reversed_before_arrival(
     Ok(count > 0)
 }
 
+/// Which of these originals (acquirer, STAN, transmission time) an unmatched reversal already named.
+pub async fn reversed_before_arrival_many(tx: &mut Tx, keys: &[(String, String, String)]) -> Result<Vec<(String, String, String)>> {
+    let mut found = Vec::new();
+    for chunk in keys.chunks(crate::rows_per_statement(3)) {
+        let sql = format!(
+            "SELECT original_acquirer_id, original_stan, original_transmission_time FROM reversals \
+             WHERE authorization_id IS NULL AND (original_acquirer_id, original_stan, original_transmission_time) IN (VALUES {})",
+            crate::placeholders(tx, chunk.len(), 3)
+        );
+        let mut query = sqlx::query_as::<_, (String, String, String)>(&sql);
+        for (acquirer, stan, transmission) in chunk {
+            query = query.bind(acquirer).bind(stan).bind(transmission);
+        }
+        found.extend(query.fetch_all(&mut **tx).await?);
+    }
+    Ok(found)
+}
+
 fn from_row(row: &AnyRow) -> Result<ReversalRecord> {
     Ok(ReversalRecord {
         id: row.try_get("id")?,

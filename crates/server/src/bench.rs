@@ -1,0 +1,378 @@
+//! The authorization benchmark behind `ghostcard bench` and `cargo bench`: provision cards straight into a fresh
+//! database, drive the real ISO 8583 listener over TCP with pipelined 0100s on several connections (closed loop,
+//! or open loop at a fixed rate), then verify the ledger. It reports throughput and latency percentiles; it never
+//! asserts a time.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{Datelike, Utc};
+use ghostcard_domain::card::CardStatus;
+use ghostcard_domain::card_number::{CardNumber, Expiry};
+use ghostcard_domain::ledger::entries;
+use ghostcard_domain::money::Money;
+use ghostcard_iso8583::framing::{Frame, frame, next_frame};
+use ghostcard_iso8583::{Message, decode, encode};
+use ghostcard_store::cardholders::{self, Cardholder};
+use ghostcard_store::cards::{self, CardRecord};
+use ghostcard_store::funding_sources::{self, FundingSource};
+use ghostcard_store::{StoreError, ledger};
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::App;
+
+/// Cards per cardholder in a provisioned deployment.
+const CARDS_PER_CARDHOLDER: usize = 10;
+/// Cards written per provisioning transaction.
+const CARDS_PER_TRANSACTION: usize = 10_000;
+/// What each card is for, and what each authorization asks (minor units).
+const CARD_AMOUNT: i64 = 10_000;
+const AUTHORIZATION_AMOUNT: i64 = 1_000;
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub cards: usize,
+    pub connections: usize,
+    /// Requests in flight per connection (closed loop).
+    pub pipeline: usize,
+    pub duration: Duration,
+    /// Open loop: offered requests per second across all connections.
+    pub rate: Option<u64>,
+}
+
+/// What a card needs to be authorized over the network.
+#[derive(Debug, Clone)]
+pub struct ProvisionedCard {
+    number: String,
+    yymm: String,
+    cvv: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("the database already has cards; the benchmark needs a fresh database")]
+    NotFresh,
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Setup(String),
+    #[error("network: {0}")]
+    Network(#[from] std::io::Error),
+}
+
+/// Writes `count` active cards (and their cardholders and funding sources, and each card's ledger transfer)
+/// straight into the store, reporting progress as it goes.
+pub async fn provision(app: &App, count: usize, progress: impl Fn(usize)) -> Result<Vec<ProvisionedCard>, BenchError> {
+    let mut tx = app.store.read().await?;
+    if cards::count(&mut tx).await? > 0 {
+        return Err(BenchError::NotFresh);
+    }
+    drop(tx);
+    let now = app.clock.now();
+    let currency = app.currency;
+    let expiry = Expiry::new(u16::try_from(now.year() + 3).unwrap_or(2030), now.month() as u8).map_err(|error| BenchError::Setup(error.to_string()))?;
+    let cvk = app.vault.cvk(app.vault.current_cvk_version()).map_err(|error| BenchError::Setup(error.to_string()))?;
+    let mut provisioned = Vec::with_capacity(count);
+    let mut rng = rand::rng();
+    for start in (0..count).step_by(CARDS_PER_TRANSACTION) {
+        let end = (start + CARDS_PER_TRANSACTION).min(count);
+        let mut holders = Vec::new();
+        let mut sources = Vec::new();
+        let mut records = Vec::with_capacity(end - start);
+        let mut issues = Vec::with_capacity(end - start);
+        for index in start..end {
+            if index % CARDS_PER_CARDHOLDER == 0 {
+                let holder = format!("ch_bench{index:018}");
+                holders.push(Cardholder {
+                    id: holder.clone(),
+                    email: format!("bench{index}@example.com"),
+                    name: "Bench".to_owned(),
+                    country: app.country.as_str().to_owned(),
+                    password_hash: None,
+                    status: "active".to_owned(),
+                    restricted_reason: None,
+                    created_at: now,
+                });
+                sources.push(FundingSource {
+                    id: format!("fs_bench{index:018}"),
+                    cardholder_id: holder,
+                    brand: "visa".to_owned(),
+                    last4: "4242".to_owned(),
+                    exp_month: 12,
+                    exp_year: 2031,
+                    gateway_token: "sandbox_ok_4242_424242".to_owned(),
+                    status: "active".to_owned(),
+                    created_at: now,
+                });
+            }
+            let owner = index - index % CARDS_PER_CARDHOLDER;
+            let account_digits = format!("{index:0width$}", width = app.config.card_number_length - app.bin.as_str().len() - 1);
+            let number = CardNumber::from_account_digits(&app.bin, &account_digits).map_err(|error| BenchError::Setup(error.to_string()))?;
+            let id = format!("card_bench{index:016}");
+            let (data_key_version, number_ciphertext) = app.vault.encrypt_number(&id, &number, &mut rng);
+            records.push(CardRecord {
+                id: id.clone(),
+                cardholder_id: format!("ch_bench{owner:018}"),
+                funding_source_id: format!("fs_bench{owner:018}"),
+                number_hash: app.vault.number_hash(&number),
+                number_ciphertext,
+                data_key_version,
+                cvk_version: app.vault.current_cvk_version(),
+                bin: app.bin.as_str().to_owned(),
+                last4: number.last4().to_owned(),
+                exp_month: i64::from(expiry.month()),
+                exp_year: i64::from(expiry.year()),
+                currency: currency.code().to_owned(),
+                amount: CARD_AMOUNT,
+                held: 0,
+                captured: 0,
+                status: CardStatus::Active.as_str().to_owned(),
+                frozen_from: None,
+                merchant_acquirer_id: None,
+                merchant_id: None,
+                merchant_name: None,
+                plan_kind: "pay_now".to_owned(),
+                plan_id: None,
+                funding_hold_id: None,
+                valid_until: now + chrono::Duration::hours(app.config.card_validity_hours),
+                created_at: now,
+                version: 0,
+            });
+            issues.extend(entries::issue_card(&id, Money::new(CARD_AMOUNT, currency)));
+            provisioned.push(ProvisionedCard {
+                cvv: cvk.cvv2(&number, expiry).expose().clone(),
+                number: number.expose().to_owned(),
+                yymm: expiry.yymm(),
+            });
+        }
+        let mut tx = app.store.begin().await?;
+        cardholders::insert_many(&mut tx, &holders).await?;
+        funding_sources::insert_many(&mut tx, &sources).await?;
+        cards::insert_many(&mut tx, &records).await?;
+        ledger::post_many(&mut tx, &issues, now).await.map_err(|error| BenchError::Setup(error.to_string()))?;
+        ghostcard_store::commit(tx).await?;
+        progress(end);
+    }
+    Ok(provisioned)
+}
+
+/// What the load generator saw.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadReport {
+    pub sent: u64,
+    pub approved: u64,
+    /// Answers other than `00`, by code.
+    pub declined: HashMap<String, u64>,
+    /// Requests without an answer, and connection failures.
+    pub errors: u64,
+    pub seconds: f64,
+    pub approved_per_s: f64,
+    pub latency_us_p50: u64,
+    pub latency_us_p99: u64,
+    pub latency_us_p999: u64,
+    pub latency_us_max: u64,
+}
+
+/// Drives `address` with 0100s for `cards` (each used once) on `options.connections` connections.
+pub async fn drive(address: SocketAddr, cards: Arc<Vec<ProvisionedCard>>, options: &BenchOptions) -> LoadReport {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let deadline = started + options.duration;
+    let mut workers = Vec::new();
+    for connection in 0..options.connections {
+        let (cards, next, options) = (cards.clone(), next.clone(), options.clone());
+        workers.push(tokio::spawn(async move { connection_load(address, connection, cards, next, &options, deadline).await }));
+    }
+    let mut latencies = Vec::new();
+    let mut report = LoadReport {
+        sent: 0,
+        approved: 0,
+        declined: HashMap::new(),
+        errors: 0,
+        seconds: 0.0,
+        approved_per_s: 0.0,
+        latency_us_p50: 0,
+        latency_us_p99: 0,
+        latency_us_p999: 0,
+        latency_us_max: 0,
+    };
+    for worker in workers {
+        match worker.await {
+            Ok(outcome) => {
+                report.sent += outcome.sent;
+                report.approved += outcome.approved;
+                report.errors += outcome.errors;
+                for (code, count) in outcome.declined {
+                    *report.declined.entry(code).or_default() += count;
+                }
+                latencies.extend(outcome.latencies_us);
+            }
+            Err(_) => report.errors += 1,
+        }
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    report.approved_per_s = report.approved as f64 / report.seconds.max(f64::MIN_POSITIVE);
+    latencies.sort_unstable();
+    let percentile = |fraction: f64| -> u64 {
+        if latencies.is_empty() {
+            return 0;
+        }
+        let index = ((latencies.len() as f64 * fraction).ceil() as usize).clamp(1, latencies.len()) - 1;
+        u64::from(latencies[index])
+    };
+    report.latency_us_p50 = percentile(0.50);
+    report.latency_us_p99 = percentile(0.99);
+    report.latency_us_p999 = percentile(0.999);
+    report.latency_us_max = latencies.last().copied().map_or(0, u64::from);
+    report
+}
+
+#[derive(Default)]
+struct ConnectionOutcome {
+    sent: u64,
+    approved: u64,
+    declined: HashMap<String, u64>,
+    errors: u64,
+    latencies_us: Vec<u32>,
+}
+
+/// One connection's load: keeps `pipeline` requests in flight (closed loop) or sends on a fixed schedule (open
+/// loop), until the deadline; then waits for the answers still due.
+async fn connection_load(
+    address: SocketAddr,
+    connection: usize,
+    cards: Arc<Vec<ProvisionedCard>>,
+    next: Arc<AtomicUsize>,
+    options: &BenchOptions,
+    deadline: Instant,
+) -> ConnectionOutcome {
+    let mut outcome = ConnectionOutcome::default();
+    let Ok(stream) = TcpStream::connect(address).await else {
+        outcome.errors += 1;
+        return outcome;
+    };
+    let _ = stream.set_nodelay(true);
+    let (mut reader, mut writer) = stream.into_split();
+    let acquirer = format!("{}", 100_000 + connection);
+    // STAN → when it was due to be sent (open loop) or sent (closed loop).
+    let mut in_flight: HashMap<String, Instant> = HashMap::new();
+    let mut buffer = Vec::with_capacity(16 * 1024);
+    let mut chunk = vec![0u8; 16 * 1024];
+    let mut sequence: u64 = 0;
+    let interval = options.rate.map(|rate| Duration::from_secs_f64(options.connections as f64 / rate.max(1) as f64));
+    let mut next_due = Instant::now();
+    loop {
+        let now = Instant::now();
+        let sending = now < deadline;
+        // Fill the window (closed loop) or send what is due (open loop).
+        let mut batch = Vec::new();
+        while sending {
+            let due = match interval {
+                Some(interval) => {
+                    if next_due > Instant::now() {
+                        break;
+                    }
+                    let due = next_due;
+                    next_due += interval;
+                    due
+                }
+                None if in_flight.len() >= options.pipeline => break,
+                None => Instant::now(),
+            };
+            let index = next.fetch_add(1, Ordering::Relaxed);
+            let Some(card) = cards.get(index) else { break };
+            sequence += 1;
+            let stan = format!("{:06}", sequence % 1_000_000);
+            let transmission = format!("{:010}", 1_126_000_000 + sequence / 1_000_000);
+            let message = request(card, &acquirer, &stan, &transmission);
+            if let Some(bytes) = encode(&message).ok().and_then(|bytes| frame(&bytes)) {
+                batch.extend_from_slice(&bytes);
+                in_flight.insert(stan, due);
+                outcome.sent += 1;
+            }
+            if batch.len() > 64 * 1024 {
+                break;
+            }
+        }
+        if !batch.is_empty() && writer.write_all(&batch).await.is_err() {
+            outcome.errors += in_flight.len() as u64;
+            return outcome;
+        }
+        if !sending && in_flight.is_empty() {
+            break;
+        }
+        let wait = match (sending, interval) {
+            (true, Some(_)) => next_due.saturating_duration_since(Instant::now()).max(Duration::from_micros(50)),
+            (true, None) => Duration::from_secs(5),
+            (false, _) => Duration::from_secs(10),
+        };
+        match tokio::time::timeout(wait, reader.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                outcome.errors += in_flight.len() as u64;
+                return outcome;
+            }
+            Ok(Ok(read)) => buffer.extend_from_slice(&chunk[..read]),
+            Err(_) if !sending => {
+                // Answers that never came.
+                outcome.errors += in_flight.len() as u64;
+                return outcome;
+            }
+            Err(_) => {}
+        }
+        while let Frame::Message { body, consumed } = next_frame(&buffer, 65_535) {
+            if let Ok(answer) = decode(body) {
+                if let Some(sent_at) = answer.get(11).and_then(|stan| in_flight.remove(stan)) {
+                    let micros = sent_at.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+                    outcome.latencies_us.push(micros);
+                    match answer.get(39) {
+                        Some("00") => outcome.approved += 1,
+                        Some(code) => *outcome.declined.entry(code.to_owned()).or_default() += 1,
+                        None => outcome.errors += 1,
+                    }
+                }
+            } else {
+                outcome.errors += 1;
+            }
+            buffer.drain(..consumed);
+        }
+    }
+    outcome
+}
+
+fn request(card: &ProvisionedCard, acquirer: &str, stan: &str, transmission: &str) -> Message {
+    let mut message = Message::new("0100");
+    message
+        .set(2, card.number.clone())
+        .set(3, "000000")
+        .set(4, format!("{AUTHORIZATION_AMOUNT:012}"))
+        .set(7, transmission)
+        .set(11, stan)
+        .set(14, card.yymm.clone())
+        .set(18, "5732")
+        .set(32, acquirer)
+        .set(37, format!("{acquirer:0>6}{stan}"))
+        .set(41, "BENCH001")
+        .set(42, "BENCH-MERCHANT ")
+        .set(43, format!("{:<25}{:<13}US", "BENCH STORE", "LOCALHOST"))
+        .set(48, format!("9203{}", card.cvv))
+        .set(49, "840");
+    message
+}
+
+/// The resident memory of this process, in MiB (Linux; `None` elsewhere).
+pub fn resident_mib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
+/// A timestamp for reports.
+pub fn now_text() -> String {
+    Utc::now().format("%Y-%m-%d %H:%M UTC").to_string()
+}

@@ -39,7 +39,8 @@ pub fn run(arguments: &Arguments) -> Result<()> {
     }
     let directory = std::env::temp_dir().join(format!("ghostcard-bench-{}", std::process::id()));
     std::fs::create_dir_all(&directory)?;
-    let database_url = arguments.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", directory.join("bench.db").display()));
+    let database_url =
+        arguments.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", directory.join("bench.db").display()));
     let result = tokio::runtime::Runtime::new()?.block_on(bench(arguments, &database_url));
     let _ = std::fs::remove_dir_all(&directory);
     result
@@ -56,7 +57,14 @@ async fn bench(arguments: &Arguments, database_url: &str) -> Result<()> {
     };
     let database = if database_url.starts_with("postgres") { "postgres" } else { "sqlite" };
     let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get());
-    eprintln!("ghostcard bench: {database}, {cores} cores, {} cards, {} connections × {} in flight, {} s{}", arguments.cards, arguments.connections, arguments.pipeline, arguments.duration, arguments.rate.map(|rate| format!(", open loop at {rate}/s")).unwrap_or_default());
+    eprintln!(
+        "ghostcard bench: {database}, {cores} cores, {} cards, {} connections × {} in flight, {} s{}",
+        arguments.cards,
+        arguments.connections,
+        arguments.pipeline,
+        arguments.duration,
+        arguments.rate.map(|rate| format!(", open loop at {rate}/s")).unwrap_or_default()
+    );
     let app = App::start(config).await.context("cannot start the server for the benchmark")?;
 
     let started = Instant::now();
@@ -104,7 +112,10 @@ async fn bench(arguments: &Arguments, database_url: &str) -> Result<()> {
 
     let rss = peak_rss.load(Ordering::Relaxed);
     println!("ghostcard bench — {} ({database}, {cores} cores)", now_text());
-    println!("  sent {} authorizations in {:.1} s; approved {}; declined {:?}; errors {}", report.sent, report.seconds, report.approved, report.declined, report.errors);
+    println!(
+        "  sent {} authorizations in {:.1} s; approved {}; declined {:?}; errors {}",
+        report.sent, report.seconds, report.approved, report.declined, report.errors
+    );
     println!("  approved per second: {:.0}", report.approved_per_s);
     println!(
         "  latency µs: p50 {}  p99 {}  p99.9 {}  max {}",

@@ -4,7 +4,7 @@
 //! Both the sandbox endpoint and, later, the ISO 8583 listener call [`authorize`]; the rules are the domain's.
 
 use chrono::{DateTime, Duration, Utc};
-use ghostcard_domain::card::{CardEvent, CardStatus};
+use ghostcard_domain::card::{Card, CardEvent, CardStatus, Transition};
 use ghostcard_domain::card_number::CardNumber;
 use ghostcard_domain::decision::{
     AuthorizationKind, AuthorizationRequest, CardholderStanding, CvvCheck, Decision, DecisionInput, DeclineReason,
@@ -12,6 +12,7 @@ use ghostcard_domain::decision::{
 };
 use ghostcard_domain::fraud::FraudAction;
 use ghostcard_domain::ledger::entries;
+use ghostcard_domain::money::Money;
 use ghostcard_store::authorizations::{self, AuthorizationRecord};
 use ghostcard_store::cards::{self, CardRecord};
 use ghostcard_store::ledger::CommitError;
@@ -99,24 +100,9 @@ pub async fn authorize(
         CardLookup::Unknown(_) => (None, None),
     };
     let card = record.as_ref().map(CardRecord::to_card).transpose()?;
-    let cvv_check = match (&cvv, &record, &card) {
-        (CvvInput::Absent, _, _) | (_, None, _) | (_, _, None) => CvvCheck::Absent,
-        (CvvInput::AssumeCorrect, _, _) => CvvCheck::Match,
-        (CvvInput::Received(received), Some(record), Some(card)) => {
-            let decrypted;
-            let number = match number {
-                Some(number) => number,
-                None => {
-                    decrypted = app
-                        .vault
-                        .decrypt_number(&record.id, record.data_key_version, &record.number_ciphertext)
-                        .map_err(|error| AuthorizeError::Card(error.to_string()))?;
-                    &decrypted
-                }
-            };
-            let cvk = app.vault.cvk(record.cvk_version).map_err(|error| AuthorizeError::Card(error.to_string()))?;
-            if cvk.verify_cvv2(number, card.expiry(), received) { CvvCheck::Match } else { CvvCheck::Mismatch }
-        }
+    let cvv_check = match (&record, &card) {
+        (Some(record), Some(card)) => check_cvv(app, record, card, number, &cvv)?,
+        _ => CvvCheck::Absent,
     };
     let (standing, approvals) = match &record {
         Some(record) => {
@@ -142,17 +128,7 @@ pub async fn authorize(
         _ => false,
     };
     let decision = if reversed_before {
-        // Its reversal came first: the purchase was called off before we ever saw it.
-        let reason = DeclineReason::InvalidRequest(InvalidRequest::Other);
-        Decision {
-            kind: AuthorizationKind::Purchase,
-            response_code: reason.response_code(),
-            outcome: Outcome::Declined(reason),
-            rule: "reversed_before_arrival".to_owned(),
-            cvv_result: None,
-            first_use: false,
-            flag: None,
-        }
+        reversed_before_arrival()
     } else {
         decide(&DecisionInput {
             request: &request,
@@ -165,55 +141,19 @@ pub async fn authorize(
         })
     };
 
-    let mut authorization = AuthorizationRecord {
-        id: new_id("auth", now, &mut rand::rng()),
-        card_id: record.as_ref().map(|record| record.id.clone()),
-        cardholder_id: record.as_ref().map(|record| record.cardholder_id.clone()),
-        kind: decision.kind.as_str().to_owned(),
-        amount: request.amount_minor,
-        currency: ghostcard_domain::money::Currency::from_numeric(request.currency_numeric)
-            .map_or_else(|_| format!("{:03}", request.currency_numeric), |currency| currency.code().to_owned()),
-        status: if decision.is_approved() { "approved" } else { "declined" }.to_owned(),
-        response_code: decision.response_code.to_owned(),
-        decline_reason: decision.decline_reason().map(|reason| reason.code().to_owned()),
-        rule: decision.rule.clone(),
-        cvv_result: decision.cvv_result.map(|result| result.code().to_owned()),
-        flag: decision.flag.as_ref().map(|reason| reason.code().to_owned()),
-        acquirer_id: request.merchant.acquirer_id.clone(),
-        merchant_id: request.merchant.merchant_id.clone(),
-        merchant_name: descriptors.merchant_name.clone(),
-        merchant_city: descriptors.merchant_city,
-        merchant_country: request.country.map(|country| country.as_str().to_owned()),
-        mcc: request.mcc.to_string(),
-        stan: descriptors.stan,
-        rrn: descriptors.rrn,
-        auth_code: decision.is_approved().then(authorization_code),
-        transmission_time: descriptors.transmission_time,
-        hold_transfer_id: None,
-        held: 0,
-        captured: 0,
-        number_hash,
-        stand_in: false,
-        created_at: now,
-    };
+    let mut authorization = new_record(&decision, &request, &descriptors, record.as_ref(), number_hash, now);
 
     if let (Some(mut record), Some(mut card)) = (record, card) {
-        if let Outcome::Approved { hold } = decision.outcome {
-            if hold.is_positive() {
-                let placed = if decision.flag.is_some() { card.force_hold(hold) } else { card.hold(hold) };
-                placed.map_err(|error| AuthorizeError::Card(error.to_string()))?;
+        if decision.is_approved() {
+            let (hold, transition) = apply_approval(&mut card, &mut record, &decision, &request, &descriptors, now)?;
+            if let Some(hold) = hold {
                 let committed = ledger::commit(&mut tx, &[entries::hold(&record.id, hold)], now).await?;
                 authorization.hold_transfer_id = Some(committed[0].transfer.0 as i64);
                 authorization.held = hold.minor();
             }
-            if decision.first_use {
-                let transition = card
-                    .apply(CardEvent::FirstUse(request.merchant.clone()), now)
-                    .map_err(|error| AuthorizeError::Card(error.to_string()))?;
-                record.merchant_name = descriptors.merchant_name.clone();
+            if let Some(transition) = transition {
                 cards::record_transition(&mut tx, &record.id, &transition).await?;
             }
-            record.set_card(&card);
             cards::update(&mut tx, &mut record).await?;
         }
         if let Some(reason) = decision.decline_reason() {
@@ -243,6 +183,122 @@ pub async fn authorize(
         "authorization decided"
     );
     Ok((authorization, decision))
+}
+
+/// The CVV2 check of a request for a card: recomputed with the card's CVK from the number (decrypted when the
+/// request named the card by id).
+pub(crate) fn check_cvv(
+    app: &App,
+    record: &CardRecord,
+    card: &Card,
+    number: Option<&CardNumber>,
+    cvv: &CvvInput,
+) -> Result<CvvCheck, AuthorizeError> {
+    let received = match cvv {
+        CvvInput::Absent => return Ok(CvvCheck::Absent),
+        CvvInput::AssumeCorrect => return Ok(CvvCheck::Match),
+        CvvInput::Received(received) => received,
+    };
+    let decrypted;
+    let number = match number {
+        Some(number) => number,
+        None => {
+            decrypted = app
+                .vault
+                .decrypt_number(&record.id, record.data_key_version, &record.number_ciphertext)
+                .map_err(|error| AuthorizeError::Card(error.to_string()))?;
+            &decrypted
+        }
+    };
+    let cvk = app.vault.cvk(record.cvk_version).map_err(|error| AuthorizeError::Card(error.to_string()))?;
+    Ok(if cvk.verify_cvv2(number, card.expiry(), received) { CvvCheck::Match } else { CvvCheck::Mismatch })
+}
+
+/// The decision for an original whose reversal came first: the purchase was called off before we saw it.
+pub(crate) fn reversed_before_arrival() -> Decision {
+    let reason = DeclineReason::InvalidRequest(InvalidRequest::Other);
+    Decision {
+        kind: AuthorizationKind::Purchase,
+        response_code: reason.response_code(),
+        outcome: Outcome::Declined(reason),
+        rule: "reversed_before_arrival".to_owned(),
+        cvv_result: None,
+        first_use: false,
+        flag: None,
+    }
+}
+
+/// The authorization row for a decision (its hold is filled in when written).
+pub(crate) fn new_record(
+    decision: &Decision,
+    request: &AuthorizationRequest,
+    descriptors: &Descriptors,
+    card: Option<&CardRecord>,
+    number_hash: Option<Vec<u8>>,
+    now: DateTime<Utc>,
+) -> AuthorizationRecord {
+    AuthorizationRecord {
+        id: new_id("auth", now, &mut rand::rng()),
+        card_id: card.map(|record| record.id.clone()),
+        cardholder_id: card.map(|record| record.cardholder_id.clone()),
+        kind: decision.kind.as_str().to_owned(),
+        amount: request.amount_minor,
+        currency: ghostcard_domain::money::Currency::from_numeric(request.currency_numeric)
+            .map_or_else(|_| format!("{:03}", request.currency_numeric), |currency| currency.code().to_owned()),
+        status: if decision.is_approved() { "approved" } else { "declined" }.to_owned(),
+        response_code: decision.response_code.to_owned(),
+        decline_reason: decision.decline_reason().map(|reason| reason.code().to_owned()),
+        rule: decision.rule.clone(),
+        cvv_result: decision.cvv_result.map(|result| result.code().to_owned()),
+        flag: decision.flag.as_ref().map(|reason| reason.code().to_owned()),
+        acquirer_id: request.merchant.acquirer_id.clone(),
+        merchant_id: request.merchant.merchant_id.clone(),
+        merchant_name: descriptors.merchant_name.clone(),
+        merchant_city: descriptors.merchant_city.clone(),
+        merchant_country: request.country.map(|country| country.as_str().to_owned()),
+        mcc: request.mcc.to_string(),
+        stan: descriptors.stan.clone(),
+        rrn: descriptors.rrn.clone(),
+        auth_code: decision.is_approved().then(authorization_code),
+        transmission_time: descriptors.transmission_time.clone(),
+        hold_transfer_id: None,
+        held: 0,
+        captured: 0,
+        number_hash,
+        stand_in: false,
+        created_at: now,
+    }
+}
+
+/// Applies an approval to the card in memory: the hold (forced for an advice past a check) and, for a first use,
+/// the binding to the merchant. Returns the amount to hold in the ledger and the transition to record.
+pub(crate) fn apply_approval(
+    card: &mut Card,
+    record: &mut CardRecord,
+    decision: &Decision,
+    request: &AuthorizationRequest,
+    descriptors: &Descriptors,
+    now: DateTime<Utc>,
+) -> Result<(Option<Money>, Option<Transition>), AuthorizeError> {
+    let Outcome::Approved { hold } = decision.outcome else { return Ok((None, None)) };
+    let held = if hold.is_positive() {
+        let placed = if decision.flag.is_some() { card.force_hold(hold) } else { card.hold(hold) };
+        placed.map_err(|error| AuthorizeError::Card(error.to_string()))?;
+        Some(hold)
+    } else {
+        None
+    };
+    let transition = if decision.first_use {
+        record.merchant_name = descriptors.merchant_name.clone();
+        Some(
+            card.apply(CardEvent::FirstUse(request.merchant.clone()), now)
+                .map_err(|error| AuthorizeError::Card(error.to_string()))?,
+        )
+    } else {
+        None
+    };
+    record.set_card(card);
+    Ok((held, transition))
 }
 
 /// Inserts the authorization; its network key already taken means a duplicate raced it.

@@ -75,7 +75,8 @@ pub async fn provision(app: &App, count: usize, progress: impl Fn(usize)) -> Res
     drop(tx);
     let now = app.clock.now();
     let currency = app.currency;
-    let expiry = Expiry::new(u16::try_from(now.year() + 3).unwrap_or(2030), now.month() as u8).map_err(|error| BenchError::Setup(error.to_string()))?;
+    let expiry = Expiry::new(u16::try_from(now.year() + 3).unwrap_or(2030), now.month() as u8)
+        .map_err(|error| BenchError::Setup(error.to_string()))?;
     let cvk = app.vault.cvk(app.vault.current_cvk_version()).map_err(|error| BenchError::Setup(error.to_string()))?;
     let mut provisioned = Vec::with_capacity(count);
     let mut rng = rand::rng();
@@ -111,8 +112,10 @@ pub async fn provision(app: &App, count: usize, progress: impl Fn(usize)) -> Res
                 });
             }
             let owner = index - index % CARDS_PER_CARDHOLDER;
-            let account_digits = format!("{index:0width$}", width = app.config.card_number_length - app.bin.as_str().len() - 1);
-            let number = CardNumber::from_account_digits(&app.bin, &account_digits).map_err(|error| BenchError::Setup(error.to_string()))?;
+            let account_digits =
+                format!("{index:0width$}", width = app.config.card_number_length - app.bin.as_str().len() - 1);
+            let number = CardNumber::from_account_digits(&app.bin, &account_digits)
+                .map_err(|error| BenchError::Setup(error.to_string()))?;
             let id = format!("card_bench{index:016}");
             let (data_key_version, number_ciphertext) = app.vault.encrypt_number(&id, &number, &mut rng);
             records.push(CardRecord {
@@ -186,7 +189,9 @@ pub async fn drive(address: SocketAddr, cards: Arc<Vec<ProvisionedCard>>, option
     let mut workers = Vec::new();
     for connection in 0..options.connections {
         let (cards, next, options) = (cards.clone(), next.clone(), options.clone());
-        workers.push(tokio::spawn(async move { connection_load(address, connection, cards, next, &options, deadline).await }));
+        workers.push(tokio::spawn(async move {
+            connection_load(address, connection, cards, next, &options, deadline).await
+        }));
     }
     let mut latencies = Vec::new();
     let mut report = LoadReport {

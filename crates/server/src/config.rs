@@ -57,6 +57,12 @@ pub struct Config {
     pub authorization_deadline_ms: u64,
     /// Field 39 of a stand-in answer.
     pub stand_in_response_code: String,
+    /// Network authorizations decided and committed together, at most.
+    pub authorization_batch_max: usize,
+    /// How long a batch waits for more requests after its first, in microseconds.
+    pub authorization_batch_wait_us: u64,
+    /// Authorizations waiting for a batch, at most (a full queue makes connections wait).
+    pub authorization_queue_capacity: usize,
     pub mode: Mode,
     /// The BIN our card numbers start with (6–8 digits).
     pub bin: String,
@@ -97,6 +103,9 @@ impl Default for Config {
             iso8583_max_in_flight_per_connection: 1024,
             authorization_deadline_ms: 2000,
             stand_in_response_code: "91".to_owned(),
+            authorization_batch_max: 512,
+            authorization_batch_wait_us: 1000,
+            authorization_queue_capacity: 8192,
             mode: Mode::Sandbox,
             bin: "424242".to_owned(),
             cvk: None,

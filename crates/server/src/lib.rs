@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod authorize;
+pub mod authorizer;
 pub mod bench;
 pub mod clearing;
 pub mod clock;

@@ -116,7 +116,11 @@ pub async fn find_by_network_keys(tx: &mut Tx, keys: &[(String, String, String)]
 }
 
 /// Times of spending approvals since `since`, for each of these cardholders.
-pub async fn approval_times_for(tx: &mut Tx, cardholder_ids: &[String], since: DateTime<Utc>) -> Result<Vec<(String, DateTime<Utc>)>> {
+pub async fn approval_times_for(
+    tx: &mut Tx,
+    cardholder_ids: &[String],
+    since: DateTime<Utc>,
+) -> Result<Vec<(String, DateTime<Utc>)>> {
     let mut times = Vec::new();
     for chunk in cardholder_ids.chunks(crate::rows_per_statement(1)) {
         let numbered = tx.backend_name() == "PostgreSQL";

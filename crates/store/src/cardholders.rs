@@ -70,7 +70,10 @@ pub async fn insert_many(tx: &mut Tx, cardholders: &[Cardholder]) -> Result<()> 
 pub async fn statuses(tx: &mut Tx, ids: &[String]) -> Result<std::collections::HashMap<String, String>> {
     let mut statuses = std::collections::HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(crate::rows_per_statement(1)) {
-        let sql = format!("SELECT id, status FROM cardholders WHERE id IN ({})", crate::list_placeholders(tx, 1, chunk.len()));
+        let sql = format!(
+            "SELECT id, status FROM cardholders WHERE id IN ({})",
+            crate::list_placeholders(tx, 1, chunk.len())
+        );
         let mut query = sqlx::query_as::<_, (String, String)>(&sql);
         for id in chunk {
             query = query.bind(id);

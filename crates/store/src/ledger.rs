@@ -162,7 +162,11 @@ pub async fn reserve_ids(tx: &mut Tx, count: usize) -> Result<Vec<TransferId>> {
 }
 
 /// Writes new holds with ids from [`reserve_ids`]: (id, debit, credit, amount).
-pub async fn insert_holds(tx: &mut Tx, holds: &[(TransferId, AccountId, AccountId, Money)], at: DateTime<Utc>) -> Result<()> {
+pub async fn insert_holds(
+    tx: &mut Tx,
+    holds: &[(TransferId, AccountId, AccountId, Money)],
+    at: DateTime<Utc>,
+) -> Result<()> {
     const COLUMNS: usize = 8;
     for chunk in holds.chunks(crate::rows_per_statement(COLUMNS)) {
         let sql = format!(

@@ -223,7 +223,10 @@ fn placeholders(tx: &Tx, rows: usize, columns: usize) -> String {
 /// `$1, $2, …` (PostgreSQL) or `?, ?, …` (SQLite) for an `IN` list of `count` parameters starting at `first`.
 fn list_placeholders(tx: &Tx, first: usize, count: usize) -> String {
     let numbered = tx.backend_name() == "PostgreSQL";
-    (first..first + count).map(|number| if numbered { format!("${number}") } else { "?".to_owned() }).collect::<Vec<_>>().join(", ")
+    (first..first + count)
+        .map(|number| if numbered { format!("${number}") } else { "?".to_owned() })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Rows per multi-row statement: within both databases' parameter limits (SQLite 32,766; PostgreSQL 65,535).

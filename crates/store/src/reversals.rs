@@ -93,7 +93,10 @@ pub async fn reversed_before_arrival(
 }
 
 /// Which of these originals (acquirer, STAN, transmission time) an unmatched reversal already named.
-pub async fn reversed_before_arrival_many(tx: &mut Tx, keys: &[(String, String, String)]) -> Result<Vec<(String, String, String)>> {
+pub async fn reversed_before_arrival_many(
+    tx: &mut Tx,
+    keys: &[(String, String, String)],
+) -> Result<Vec<(String, String, String)>> {
     let mut found = Vec::new();
     for chunk in keys.chunks(crate::rows_per_statement(3)) {
         let sql = format!(

@@ -17,6 +17,7 @@ use ghostcard_store::{StoreError, Tx};
 
 use crate::App;
 use crate::authorize::{AuthorizeError, CardLookup, CvvInput, Descriptors, Settlement, authorize};
+use crate::authorizer::{Authorizer, Job, Outcome as BatchOutcome};
 use crate::ids::new_id;
 use crate::lifecycle::{self, LifecycleError};
 
@@ -53,11 +54,12 @@ pub(super) fn format_error(partial: &Message) -> Option<Message> {
 }
 
 /// Answers one request.
-pub async fn handle(app: &App, request: Message) -> Message {
+pub async fn handle(app: &App, authorizer: &Authorizer, request: Message) -> Message {
     tracing::debug!(request = %request.masked(), "network request");
     let response = match request.mti() {
         "0800" => management(&request),
-        "0100" | "0101" | "0120" | "0121" | "0200" | "0201" => authorization(app, &request).await,
+        "0100" | "0101" | "0120" | "0121" => batched_authorization(app, authorizer, &request).await,
+        "0200" | "0201" => authorization(app, &request).await,
         "0400" | "0401" | "0420" | "0421" => reversal(app, &request).await,
         _ => respond(&request, "30"),
     };
@@ -172,6 +174,56 @@ fn authorization_response(request: &Message, record: &AuthorizationRecord, cvv_s
     response
 }
 
+/// An authorization or advice, decided in a batch with others (group commit).
+async fn batched_authorization(app: &App, authorizer: &Authorizer, message: &Message) -> Message {
+    let parsed = match parse_authorization(app, message) {
+        Ok(parsed) => parsed,
+        Err(code) => return respond(message, code),
+    };
+    let advice = parsed.request.class == MessageClass::Advice;
+    let (cvv_sent, number_hash, amount_minor) =
+        (parsed.cvv_sent, parsed.number_hash.clone(), parsed.request.amount_minor);
+    let job = Job {
+        lookup: parsed.lookup,
+        number_hash: parsed.number_hash,
+        request: parsed.request,
+        cvv: parsed.cvv,
+        descriptors: parsed.descriptors,
+    };
+    let work = authorizer.submit(job);
+    tokio::pin!(work);
+    let outcome = tokio::select! {
+        outcome = &mut work => Some(outcome),
+        () = tokio::time::sleep(Duration::from_millis(app.config.authorization_deadline_ms)) => None,
+    };
+    match outcome {
+        Some(Ok(BatchOutcome::Decided(record, _))) => authorization_response(message, &record, cvv_sent, advice),
+        Some(Ok(BatchOutcome::Duplicate(original))) => {
+            if original.number_hash.as_deref() == Some(number_hash.as_slice()) && original.amount == amount_minor {
+                authorization_response(message, &original, cvv_sent, advice)
+            } else {
+                respond(message, "94")
+            }
+        }
+        Some(Err(error)) => {
+            tracing::error!(%error, "authorization failed");
+            respond(message, "96")
+        }
+        None => {
+            tracing::warn!("authorization missed its deadline; answering stand-in");
+            let code = app.config.stand_in_response_code.clone();
+            let stand_in = respond(message, &code);
+            if let Ok(BatchOutcome::Decided(record, _)) = work.await
+                && let Err(error) = void_stand_in(app, &record.id, &code).await
+            {
+                tracing::error!(%error, authorization = %record.id, "could not void a hold committed after its deadline");
+            }
+            stand_in
+        }
+    }
+}
+
+/// A financial request (0200/0201), decided and settled in its own transaction.
 async fn authorization(app: &App, message: &Message) -> Message {
     let parsed = match parse_authorization(app, message) {
         Ok(parsed) => parsed,

@@ -19,10 +19,12 @@ use tokio::sync::{Semaphore, mpsc};
 pub use messages::handle;
 
 use crate::App;
+use crate::authorizer::Authorizer;
 
 /// Accepts network connections on `listener` until `shutdown` completes.
 pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
     let connections = Arc::new(Semaphore::new(app.config.iso8583_max_connections));
+    let authorizer = Authorizer::spawn(app.clone());
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -39,9 +41,9 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
                     tracing::warn!(%peer, limit = app.config.iso8583_max_connections, "too many network connections; refusing one");
                     continue;
                 };
-                let app = app.clone();
+                let (app, authorizer) = (app.clone(), authorizer.clone());
                 tokio::spawn(async move {
-                    if let Err(error) = serve_connection(app, socket).await {
+                    if let Err(error) = serve_connection(app, authorizer, socket).await {
                         tracing::debug!(%peer, %error, "network connection ended");
                     }
                     drop(permit);
@@ -51,7 +53,7 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
     }
 }
 
-async fn serve_connection(app: Arc<App>, socket: TcpStream) -> std::io::Result<()> {
+async fn serve_connection(app: Arc<App>, authorizer: Authorizer, socket: TcpStream) -> std::io::Result<()> {
     let _ = socket.set_nodelay(true);
     let (mut reader, mut writer) = socket.into_split();
     let in_flight = Arc::new(Semaphore::new(app.config.iso8583_max_in_flight_per_connection));
@@ -106,9 +108,9 @@ async fn serve_connection(app: Arc<App>, socket: TcpStream) -> std::io::Result<(
                     };
                     // Bounded: a client that never reads its responses stops being read from.
                     let Ok(permit) = in_flight.clone().acquire_owned().await else { break 'reading };
-                    let (app, responses) = (app.clone(), responses.clone());
+                    let (app, authorizer, responses) = (app.clone(), authorizer.clone(), responses.clone());
                     tokio::spawn(async move {
-                        let response = handle(&app, request).await;
+                        let response = handle(&app, &authorizer, request).await;
                         send(&responses, &response).await;
                         drop(permit);
                     });

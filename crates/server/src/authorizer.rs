@@ -1,0 +1,456 @@
+//! The batching authorizer: network authorizations are decided and committed together (group commit).
+//!
+//! Connection tasks submit jobs to a bounded queue (a full queue is backpressure). One authorizer per process
+//! takes up to `authorization_batch_max` jobs, or what arrives within `authorization_batch_wait_us` of the first,
+//! and for the whole batch: loads every card, duplicate key, earlier reversal and cardholder standing with a few
+//! multi-row queries; decides each job **in order** against the batch's in-memory state (two requests for one
+//! card see each other, so the result is the one-at-a-time result); writes holds, authorizations, card changes
+//! and transitions with multi-row statements; commits; and only then answers. On PostgreSQL the batch's card rows
+//! are locked in id order and every card update is version-checked; if another process got in between, the batch
+//! is rolled back and its jobs are processed one at a time.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ghostcard_domain::card::{Card, CardEvent, CardStatus, Transition};
+use ghostcard_domain::card_number::CardNumber;
+use ghostcard_domain::decision::{AuthorizationKind, CardholderStanding, Decision, DecisionInput, decide};
+use ghostcard_domain::fraud::FraudAction;
+use ghostcard_domain::ledger::{AccountId, AccountKind};
+use ghostcard_store::authorizations::{self, AuthorizationRecord};
+use ghostcard_store::cards::{self, CardRecord};
+use ghostcard_store::{StoreError, Tx, cardholders, ledger, plans, reversals};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::App;
+use crate::authorize::{
+    AuthorizeError, CardLookup, CvvInput, Descriptors, Settlement, apply_approval, authorize, check_cvv, new_record,
+    reversed_before_arrival,
+};
+
+/// One network authorization to decide.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// `Number` or `Unknown` (the network always names cards by number).
+    pub lookup: CardLookup,
+    pub number_hash: Vec<u8>,
+    pub request: ghostcard_domain::decision::AuthorizationRequest,
+    pub cvv: CvvInput,
+    pub descriptors: Descriptors,
+}
+
+/// What became of a job.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Decided(AuthorizationRecord, Decision),
+    /// Its network key was recorded before (possibly earlier in the same batch): here is that record.
+    Duplicate(AuthorizationRecord),
+}
+
+type Reply = oneshot::Sender<Result<Outcome, String>>;
+
+/// The handle connection tasks submit jobs through.
+#[derive(Debug, Clone)]
+pub struct Authorizer {
+    queue: mpsc::Sender<(Job, Reply)>,
+}
+
+impl Authorizer {
+    /// Starts the authorizer task for `app`.
+    pub fn spawn(app: Arc<App>) -> Authorizer {
+        let (queue, jobs) = mpsc::channel(app.config.authorization_queue_capacity.max(1));
+        tokio::spawn(run(app, jobs));
+        Authorizer { queue }
+    }
+
+    /// Submits a job and waits for its durable outcome. An error is a reason to answer `96`.
+    pub async fn submit(&self, job: Job) -> Result<Outcome, String> {
+        let (reply, answer) = oneshot::channel();
+        self.queue.send((job, reply)).await.map_err(|_| "the authorizer stopped".to_owned())?;
+        answer.await.map_err(|_| "the authorizer dropped the request".to_owned())?
+    }
+}
+
+async fn run(app: Arc<App>, mut jobs: mpsc::Receiver<(Job, Reply)>) {
+    let max = app.config.authorization_batch_max.max(1);
+    let wait = Duration::from_micros(app.config.authorization_batch_wait_us);
+    while let Some(first) = jobs.recv().await {
+        let mut batch = vec![first];
+        let gathering = tokio::time::Instant::now() + wait;
+        while batch.len() < max {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => match tokio::time::timeout_at(gathering, jobs.recv()).await {
+                    Ok(Some(job)) => batch.push(job),
+                    _ => break,
+                },
+            }
+        }
+        let (work, replies): (Vec<Job>, Vec<Reply>) = batch.into_iter().unzip();
+        let outcomes = match decide_batch(&app, &work).await {
+            Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+            Err(BatchError::Retry(reason)) => {
+                tracing::info!(%reason, jobs = work.len(), "batch conflicted with another writer; deciding its jobs one at a time");
+                one_at_a_time(&app, work).await
+            }
+            Err(BatchError::Failed(error)) => {
+                tracing::error!(%error, jobs = work.len(), "authorization batch failed");
+                vec![Err(error); work.len()]
+            }
+        };
+        for (reply, outcome) in replies.into_iter().zip(outcomes) {
+            let _ = reply.send(outcome);
+        }
+    }
+}
+
+#[derive(Debug)]
+enum BatchError {
+    /// Another writer changed a row the batch relied on: roll back and go one at a time.
+    Retry(String),
+    Failed(String),
+}
+
+impl From<StoreError> for BatchError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Conflict | StoreError::Stale => BatchError::Retry(error.to_string()),
+            other => BatchError::Failed(other.to_string()),
+        }
+    }
+}
+
+impl From<AuthorizeError> for BatchError {
+    fn from(error: AuthorizeError) -> Self {
+        match error {
+            AuthorizeError::Store(error) => BatchError::from(error),
+            other => BatchError::Failed(other.to_string()),
+        }
+    }
+}
+
+/// The fallback: each job in its own transaction, through the one-at-a-time path.
+async fn one_at_a_time(app: &App, jobs: Vec<Job>) -> Vec<Result<Outcome, String>> {
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let key = network_key(&job);
+        let result = authorize(app, job.lookup, job.request, job.cvv, job.descriptors, Settlement::HoldOnly).await;
+        outcomes.push(match result {
+            Ok((record, decision)) => Ok(Outcome::Decided(record, decision)),
+            Err(AuthorizeError::Duplicate) => match key {
+                Some((acquirer, stan, transmission)) => {
+                    let found = async {
+                        let mut tx = app.store.read().await?;
+                        authorizations::find_by_network_key(&mut tx, &acquirer, &stan, &transmission).await
+                    };
+                    match found.await {
+                        Ok(Some(original)) => Ok(Outcome::Duplicate(original)),
+                        Ok(None) => Err("duplicate without an original".to_owned()),
+                        Err(error) => Err(error.to_string()),
+                    }
+                }
+                None => Err("duplicate without a network key".to_owned()),
+            },
+            Err(error) => Err(error.to_string()),
+        });
+    }
+    outcomes
+}
+
+type Key = (String, String, String);
+
+fn network_key(job: &Job) -> Option<Key> {
+    Some((
+        job.request.merchant.acquirer_id.clone(),
+        job.descriptors.stan.clone()?,
+        job.descriptors.transmission_time.clone()?,
+    ))
+}
+
+/// A card of the batch, as the batch has changed it so far.
+struct BatchCard {
+    record: CardRecord,
+    card: Card,
+    changed: bool,
+}
+
+/// Where a decided job's hold goes: its authorization's index in the batch, the card, the amount.
+struct PendingHold {
+    authorization: usize,
+    card_id: String,
+    amount: ghostcard_domain::money::Money,
+}
+
+async fn decide_batch(app: &App, jobs: &[Job]) -> Result<Vec<Outcome>, BatchError> {
+    let now = app.clock.now();
+    let mut tx = app.store.begin().await?;
+    let outcomes = decide_in(app, &mut tx, jobs, now).await?;
+    ghostcard_store::commit(tx).await?;
+    for outcome in &outcomes {
+        if let Outcome::Decided(record, decision) = outcome {
+            app.metrics.observe_authorization(decision.response_code);
+            tracing::debug!(authorization = %record.id, response_code = decision.response_code, rule = %decision.rule, "authorization decided");
+        }
+    }
+    Ok(outcomes)
+}
+
+async fn decide_in(app: &App, tx: &mut Tx, jobs: &[Job], now: DateTime<Utc>) -> Result<Vec<Outcome>, BatchError> {
+    let fraud = &app.rules.fraud;
+    let window = |limits: &[ghostcard_domain::fraud::VelocityLimit]| {
+        chrono::Duration::seconds(limits.iter().map(|limit| limit.window_seconds).max().unwrap_or(0))
+    };
+
+    // Everything the batch needs, in a handful of queries.
+    let mut hashes: Vec<Vec<u8>> = jobs
+        .iter()
+        .filter(|job| matches!(job.lookup, CardLookup::Number(_)))
+        .map(|job| job.number_hash.clone())
+        .collect();
+    hashes.sort();
+    hashes.dedup();
+    let mut cards: HashMap<Vec<u8>, BatchCard> = HashMap::new();
+    for record in cards::find_by_number_hashes(tx, &hashes).await? {
+        let card = record.to_card()?;
+        cards.insert(record.number_hash.clone(), BatchCard { record, card, changed: false });
+    }
+    let keys: Vec<Key> = jobs.iter().filter_map(network_key).collect();
+    let mut recorded: HashMap<Key, AuthorizationRecord> = HashMap::new();
+    for original in authorizations::find_by_network_keys(tx, &keys).await? {
+        if let (Some(stan), Some(transmission)) = (original.stan.clone(), original.transmission_time.clone()) {
+            recorded.insert((original.acquirer_id.clone(), stan, transmission), original);
+        }
+    }
+    let reversed: HashSet<Key> = reversals::reversed_before_arrival_many(tx, &keys).await?.into_iter().collect();
+    let mut holders: Vec<String> = cards.values().map(|entry| entry.record.cardholder_id.clone()).collect();
+    holders.sort();
+    holders.dedup();
+    let statuses = cardholders::statuses(tx, &holders).await?;
+    let today = now.date_naive();
+    let overdue: HashSet<String> = plans::active_for_cardholders(tx, &holders)
+        .await?
+        .into_iter()
+        .filter(|plan| plan.plan.has_arrears(today))
+        .map(|plan| plan.cardholder_id)
+        .collect();
+    let mut approvals: HashMap<String, Vec<DateTime<Utc>>> = HashMap::new();
+    for (holder, at) in authorizations::approval_times_for(tx, &holders, now - window(&fraud.authorization)).await? {
+        approvals.entry(holder).or_default().push(at);
+    }
+
+    // Decide in order, each decision seeing the ones before it.
+    let mut records: Vec<AuthorizationRecord> = Vec::with_capacity(jobs.len());
+    let mut decisions: Vec<Option<Decision>> = Vec::with_capacity(jobs.len());
+    let mut in_batch: HashMap<Key, usize> = HashMap::new();
+    let mut holds: Vec<PendingHold> = Vec::new();
+    let mut transitions: Vec<(String, Transition)> = Vec::new();
+    let mut batch_declines: HashMap<String, Vec<DateTime<Utc>>> = HashMap::new();
+    let mut batch_cvv_failures: HashMap<String, Vec<DateTime<Utc>>> = HashMap::new();
+    let mut outcomes: Vec<Result<usize, AuthorizationRecord>> = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let key = network_key(job);
+        if let Some(key) = &key {
+            if let Some(original) = recorded.get(key) {
+                outcomes.push(Err(original.clone()));
+                continue;
+            }
+            if let Some(&index) = in_batch.get(key) {
+                outcomes.push(Err(records[index].clone()));
+                continue;
+            }
+        }
+        let number = match &job.lookup {
+            CardLookup::Number(number) => Some(number),
+            _ => None,
+        };
+        let entry = number.and_then(|_| cards.get_mut(&job.number_hash));
+        let decision = match &entry {
+            _ if key.as_ref().is_some_and(|key| reversed.contains(key)) => reversed_before_arrival(),
+            Some(entry) => {
+                let holder = &entry.record.cardholder_id;
+                let cvv = check_cvv(app, &entry.record, &entry.card, number, &job.cvv)?;
+                decide(&DecisionInput {
+                    request: &job.request,
+                    card: Some(&entry.card),
+                    cvv,
+                    standing: CardholderStanding {
+                        restricted: statuses.get(holder).is_some_and(|status| status == "restricted"),
+                        overdue: overdue.contains(holder),
+                    },
+                    cardholder_approvals: approvals.get(holder).map_or(&[], Vec::as_slice),
+                    rules: &app.rules,
+                    now,
+                })
+            }
+            None => decide(&DecisionInput {
+                request: &job.request,
+                card: None,
+                cvv: ghostcard_domain::decision::CvvCheck::Absent,
+                standing: CardholderStanding::default(),
+                cardholder_approvals: &[],
+                rules: &app.rules,
+                now,
+            }),
+        };
+        let index = records.len();
+        let mut record = new_record(
+            &decision,
+            &job.request,
+            &job.descriptors,
+            entry.as_ref().map(|entry| &entry.record),
+            Some(job.number_hash.clone()),
+            now,
+        );
+        let mut actions = Vec::new();
+        if let Some(entry) = entry {
+            if decision.is_approved() {
+                let (hold, transition) =
+                    apply_approval(&mut entry.card, &mut entry.record, &decision, &job.request, &job.descriptors, now)?;
+                entry.changed = true;
+                if let Some(amount) = hold {
+                    record.held = amount.minor();
+                    holds.push(PendingHold { authorization: index, card_id: entry.record.id.clone(), amount });
+                }
+                transitions.extend(transition.map(|transition| (entry.record.id.clone(), transition)));
+                if decision.response_code == "00"
+                    && matches!(
+                        decision.kind,
+                        AuthorizationKind::Purchase | AuthorizationKind::Incremental | AuthorizationKind::Advice
+                    )
+                {
+                    approvals.entry(entry.record.cardholder_id.clone()).or_default().push(now);
+                }
+            } else if decision.decline_reason().is_some() && decision.rule != "reversed_before_arrival" {
+                let cvv_failed = record.decline_reason.as_deref() == Some("cvv_mismatch");
+                let card_id = entry.record.id.clone();
+                let holder = entry.record.cardholder_id.clone();
+                // Earlier declines count: those stored and those earlier in this batch.
+                let mut declines =
+                    authorizations::decline_times(tx, &card_id, now - window(&fraud.card_declines)).await?;
+                declines.extend(batch_declines.get(&card_id).cloned().unwrap_or_default());
+                let mut failures =
+                    authorizations::cvv_failure_times(tx, &holder, now - window(&fraud.cvv_failures)).await?;
+                failures.extend(batch_cvv_failures.get(&holder).cloned().unwrap_or_default());
+                actions = fraud.after_decline(cvv_failed, &failures, &declines, now);
+                batch_declines.entry(card_id).or_default().push(now);
+                if cvv_failed {
+                    batch_cvv_failures.entry(holder.clone()).or_default().push(now);
+                }
+            }
+        }
+        for action in actions {
+            let (holder, card_id) =
+                (record.cardholder_id.clone().unwrap_or_default(), record.card_id.clone().unwrap_or_default());
+            match action {
+                FraudAction::FreezeCard { rule } => {
+                    if let Some(entry) = cards.get_mut(&job.number_hash)
+                        && let Some(transition) = freeze(&mut entry.card, &mut entry.record, &rule, now)?
+                    {
+                        entry.changed = true;
+                        transitions.push((card_id, transition));
+                    }
+                }
+                FraudAction::FreezeCardholderCards { rule } => {
+                    freeze_cardholder(tx, &mut cards, &mut transitions, &holder, &rule, now).await?;
+                }
+            }
+        }
+        if let Some(key) = key {
+            in_batch.insert(key, index);
+        }
+        records.push(record);
+        decisions.push(Some(decision));
+        outcomes.push(Ok(index));
+    }
+
+    // Write it all.
+    let ids = ledger::reserve_ids(tx, holds.len()).await?;
+    let mut hold_rows = Vec::with_capacity(holds.len());
+    for (hold, id) in holds.iter().zip(ids) {
+        records[hold.authorization].hold_transfer_id = Some(id.0 as i64);
+        hold_rows.push((
+            id,
+            AccountId::card(AccountKind::CardAvailable, &hold.card_id),
+            AccountId::card(AccountKind::AuthorizationHolds, &hold.card_id),
+            hold.amount,
+        ));
+    }
+    ledger::insert_holds(tx, &hold_rows, now).await?;
+    authorizations::insert_many(tx, &records).await?;
+    let mut changed: Vec<CardRecord> =
+        cards.into_values().filter(|entry| entry.changed).map(|entry| entry.record).collect();
+    cards::update_many(tx, &mut changed).await?;
+    cards::record_transitions(tx, &transitions).await?;
+    Ok(outcomes
+        .into_iter()
+        .map(|outcome| match outcome {
+            Ok(index) => Outcome::Decided(
+                records[index].clone(),
+                decisions[index].take().unwrap_or_else(reversed_before_arrival),
+            ),
+            Err(original) => Outcome::Duplicate(original),
+        })
+        .collect())
+}
+
+fn freeze(
+    card: &mut Card,
+    record: &mut CardRecord,
+    rule: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<Transition>, BatchError> {
+    if !matches!(card.status(), CardStatus::Active | CardStatus::Used) {
+        return Ok(None);
+    }
+    let transition = card
+        .apply(CardEvent::Freeze { rule: rule.to_owned() }, now)
+        .map_err(|error| BatchError::Failed(error.to_string()))?;
+    record.set_card(card);
+    tracing::warn!(card = %record.id, %rule, "card frozen by a fraud rule");
+    Ok(Some(transition))
+}
+
+/// Freezes every open card of the cardholder: those in the batch in memory, the others in the database now.
+async fn freeze_cardholder(
+    tx: &mut Tx,
+    cards: &mut HashMap<Vec<u8>, BatchCard>,
+    transitions: &mut Vec<(String, Transition)>,
+    holder: &str,
+    rule: &str,
+    now: DateTime<Utc>,
+) -> Result<(), BatchError> {
+    let in_batch: HashSet<String> = cards
+        .values()
+        .filter(|entry| entry.record.cardholder_id == holder)
+        .map(|entry| entry.record.id.clone())
+        .collect();
+    for entry in cards.values_mut().filter(|entry| entry.record.cardholder_id == holder) {
+        if let Some(transition) = freeze(&mut entry.card, &mut entry.record, rule, now)? {
+            entry.changed = true;
+            transitions.push((entry.record.id.clone(), transition));
+        }
+    }
+    for card_id in cards::ids_in_states(tx, holder, &["active", "used"]).await? {
+        if in_batch.contains(&card_id) {
+            continue;
+        }
+        let Some(mut record) = cards::get_for_update(tx, &card_id).await? else { continue };
+        let mut card = record.to_card()?;
+        if let Some(transition) = freeze(&mut card, &mut record, rule, now)? {
+            cards::update(tx, &mut record).await?;
+            cards::record_transition(tx, &card_id, &transition).await?;
+        }
+    }
+    Ok(())
+}
+
+/// A job's card number, for callers that build jobs from parsed messages.
+pub fn lookup_for(number: Option<CardNumber>, number_hash: &[u8]) -> CardLookup {
+    match number {
+        Some(number) => CardLookup::Number(number),
+        None => CardLookup::Unknown(number_hash.to_vec()),
+    }
+}

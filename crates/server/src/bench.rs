@@ -276,32 +276,34 @@ async fn connection_load(
         let sending = now < deadline;
         // Fill the window (closed loop) or send what is due (open loop).
         let mut batch = Vec::new();
-        while sending {
-            let due = match interval {
-                Some(interval) => {
-                    if next_due > Instant::now() {
-                        break;
+        if sending {
+            loop {
+                let due = match interval {
+                    Some(interval) => {
+                        if next_due > Instant::now() {
+                            break;
+                        }
+                        let due = next_due;
+                        next_due += interval;
+                        due
                     }
-                    let due = next_due;
-                    next_due += interval;
-                    due
+                    None if in_flight.len() >= options.pipeline => break,
+                    None => Instant::now(),
+                };
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                let Some(card) = cards.get(index) else { break };
+                sequence += 1;
+                let stan = format!("{:06}", sequence % 1_000_000);
+                let transmission = format!("{:010}", 1_126_000_000 + sequence / 1_000_000);
+                let message = request(card, &acquirer, &stan, &transmission);
+                if let Some(bytes) = encode(&message).ok().and_then(|bytes| frame(&bytes)) {
+                    batch.extend_from_slice(&bytes);
+                    in_flight.insert(stan, due);
+                    outcome.sent += 1;
                 }
-                None if in_flight.len() >= options.pipeline => break,
-                None => Instant::now(),
-            };
-            let index = next.fetch_add(1, Ordering::Relaxed);
-            let Some(card) = cards.get(index) else { break };
-            sequence += 1;
-            let stan = format!("{:06}", sequence % 1_000_000);
-            let transmission = format!("{:010}", 1_126_000_000 + sequence / 1_000_000);
-            let message = request(card, &acquirer, &stan, &transmission);
-            if let Some(bytes) = encode(&message).ok().and_then(|bytes| frame(&bytes)) {
-                batch.extend_from_slice(&bytes);
-                in_flight.insert(stan, due);
-                outcome.sent += 1;
-            }
-            if batch.len() > 64 * 1024 {
-                break;
+                if batch.len() > 64 * 1024 {
+                    break;
+                }
             }
         }
         if !batch.is_empty() && writer.write_all(&batch).await.is_err() {

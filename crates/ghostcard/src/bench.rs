@@ -111,6 +111,8 @@ async fn bench(arguments: &Arguments, database_url: &str) -> Result<()> {
     app.store.close().await;
 
     let rss = peak_rss.load(Ordering::Relaxed);
+    let batches = app.metrics.batch_totals();
+    let per_batch = |time: Duration| time.as_secs_f64() * 1e3 / batches.batches.max(1) as f64;
     println!("ghostcard bench — {} ({database}, {cores} cores)", now_text());
     println!(
         "  sent {} authorizations in {:.1} s; approved {}; declined {:?}; errors {}",
@@ -120,6 +122,15 @@ async fn bench(arguments: &Arguments, database_url: &str) -> Result<()> {
     println!(
         "  latency µs: p50 {}  p99 {}  p99.9 {}  max {}",
         report.latency_us_p50, report.latency_us_p99, report.latency_us_p999, report.latency_us_max
+    );
+    println!(
+        "  group commit: {} batches, {:.0} authorizations each; per batch ms: load {:.1}, decide {:.1}, write {:.1}, commit {:.1}",
+        batches.batches,
+        batches.authorizations as f64 / batches.batches.max(1) as f64,
+        per_batch(batches.load),
+        per_batch(batches.decide),
+        per_batch(batches.write),
+        per_batch(batches.commit)
     );
     println!("  peak resident memory (server and load generator in one process): {rss} MiB");
     println!("  ledger: {}", if ledger.ok { "verified".to_owned() } else { format!("PROBLEMS {:?}", ledger.problems) });
@@ -143,6 +154,13 @@ async fn bench(arguments: &Arguments, database_url: &str) -> Result<()> {
             "pipeline": arguments.pipeline,
             "rate": arguments.rate,
             "peak_rss_mib": rss,
+            "batches": batches.batches,
+            "batch_ms": {
+                "load": per_batch(batches.load),
+                "decide": per_batch(batches.decide),
+                "write": per_batch(batches.write),
+                "commit": per_batch(batches.commit),
+            },
             "ledger_ok": ledger.ok,
         })
     );

@@ -188,7 +188,9 @@ async fn decide_batch(app: &App, jobs: &[Job]) -> Result<Vec<Outcome>, BatchErro
     let now = app.clock.now();
     let mut tx = app.store.begin().await?;
     let outcomes = decide_in(app, &mut tx, jobs, now).await?;
+    let committing = std::time::Instant::now();
     ghostcard_store::commit(tx).await?;
+    app.metrics.observe_batch(jobs.len(), committing.elapsed());
     for outcome in &outcomes {
         if let Outcome::Decided(record, decision) = outcome {
             app.metrics.observe_authorization(decision.response_code);
@@ -200,6 +202,7 @@ async fn decide_batch(app: &App, jobs: &[Job]) -> Result<Vec<Outcome>, BatchErro
 
 async fn decide_in(app: &App, tx: &mut Tx, jobs: &[Job], now: DateTime<Utc>) -> Result<Vec<Outcome>, BatchError> {
     let fraud = &app.rules.fraud;
+    let loading = std::time::Instant::now();
     let window = |limits: &[ghostcard_domain::fraud::VelocityLimit]| {
         chrono::Duration::seconds(limits.iter().map(|limit| limit.window_seconds).max().unwrap_or(0))
     };
@@ -241,7 +244,10 @@ async fn decide_in(app: &App, tx: &mut Tx, jobs: &[Job], now: DateTime<Utc>) -> 
         approvals.entry(holder).or_default().push(at);
     }
 
+    let loaded = loading.elapsed();
+
     // Decide in order, each decision seeing the ones before it.
+    let deciding = std::time::Instant::now();
     let mut records: Vec<AuthorizationRecord> = Vec::with_capacity(jobs.len());
     let mut decisions: Vec<Option<Decision>> = Vec::with_capacity(jobs.len());
     let mut in_batch: HashMap<Key, usize> = HashMap::new();
@@ -366,7 +372,10 @@ async fn decide_in(app: &App, tx: &mut Tx, jobs: &[Job], now: DateTime<Utc>) -> 
         outcomes.push(Ok(index));
     }
 
+    let decided = deciding.elapsed();
+
     // Write it all.
+    let writing = std::time::Instant::now();
     let ids = ledger::reserve_ids(tx, holds.len()).await?;
     let mut hold_rows = Vec::with_capacity(holds.len());
     for (hold, id) in holds.iter().zip(ids) {
@@ -384,6 +393,7 @@ async fn decide_in(app: &App, tx: &mut Tx, jobs: &[Job], now: DateTime<Utc>) -> 
         cards.into_values().filter(|entry| entry.changed).map(|entry| entry.record).collect();
     cards::update_many(tx, &mut changed).await?;
     cards::record_transitions(tx, &transitions).await?;
+    app.metrics.observe_batch_stages(loaded, decided, writing.elapsed());
     Ok(outcomes
         .into_iter()
         .map(|outcome| match outcome {

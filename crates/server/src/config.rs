@@ -103,7 +103,7 @@ impl Default for Config {
             iso8583_max_in_flight_per_connection: 1024,
             authorization_deadline_ms: 2000,
             stand_in_response_code: "91".to_owned(),
-            authorization_batch_max: 512,
+            authorization_batch_max: 1024,
             authorization_batch_wait_us: 1000,
             authorization_queue_capacity: 8192,
             mode: Mode::Sandbox,

@@ -24,6 +24,19 @@ pub struct Metrics {
     latency: Mutex<BTreeMap<String, Histogram>>,
     /// response code → count.
     authorizations: Mutex<BTreeMap<String, u64>>,
+    /// Group-commit batches: how many, how many authorizations, and time spent per stage.
+    batches: Mutex<BatchTotals>,
+}
+
+/// Totals of the authorizer's batches, to see where a batch's time goes.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct BatchTotals {
+    pub batches: u64,
+    pub authorizations: u64,
+    pub load: Duration,
+    pub decide: Duration,
+    pub write: Duration,
+    pub commit: Duration,
 }
 
 impl Metrics {
@@ -48,6 +61,26 @@ impl Metrics {
         if let Ok(mut authorizations) = self.authorizations.lock() {
             *authorizations.entry(response_code.to_owned()).or_default() += 1;
         }
+    }
+
+    pub fn observe_batch_stages(&self, load: Duration, decide: Duration, write: Duration) {
+        if let Ok(mut totals) = self.batches.lock() {
+            totals.load += load;
+            totals.decide += decide;
+            totals.write += write;
+        }
+    }
+
+    pub fn observe_batch(&self, authorizations: usize, commit: Duration) {
+        if let Ok(mut totals) = self.batches.lock() {
+            totals.batches += 1;
+            totals.authorizations += authorizations as u64;
+            totals.commit += commit;
+        }
+    }
+
+    pub fn batch_totals(&self) -> BatchTotals {
+        self.batches.lock().map(|totals| *totals).unwrap_or_default()
     }
 
     /// The Prometheus text exposition format.
@@ -89,6 +122,24 @@ impl Metrics {
                     histogram.count
                 );
             }
+        }
+        let totals = self.batch_totals();
+        out.push_str(
+            "# HELP ghostcard_authorization_batches_total Group-commit batches and the authorizations in them.\n",
+        );
+        out.push_str("# TYPE ghostcard_authorization_batches_total counter\n");
+        let _ = writeln!(out, "ghostcard_authorization_batches_total {}", totals.batches);
+        let _ = writeln!(out, "ghostcard_authorization_batched_total {}", totals.authorizations);
+        out.push_str("# HELP ghostcard_authorization_batch_seconds_total Time batches spent per stage.\n");
+        out.push_str("# TYPE ghostcard_authorization_batch_seconds_total counter\n");
+        for (stage, time) in
+            [("load", totals.load), ("decide", totals.decide), ("write", totals.write), ("commit", totals.commit)]
+        {
+            let _ = writeln!(
+                out,
+                "ghostcard_authorization_batch_seconds_total{{stage=\"{stage}\"}} {}",
+                time.as_secs_f64()
+            );
         }
         out.push_str("# HELP ghostcard_authorizations_total Authorization decisions by response code.\n");
         out.push_str("# TYPE ghostcard_authorizations_total counter\n");

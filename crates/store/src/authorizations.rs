@@ -100,8 +100,11 @@ pub async fn insert_many(tx: &mut Tx, authorizations: &[AuthorizationRecord]) ->
 pub async fn find_by_network_keys(tx: &mut Tx, keys: &[(String, String, String)]) -> Result<Vec<AuthorizationRecord>> {
     let mut found = Vec::new();
     for chunk in keys.chunks(crate::rows_per_statement(3)) {
+        // A join with the keys, not a row-value IN: SQLite would scan the whole table for the latter.
         let sql = format!(
-            "SELECT * FROM authorizations WHERE (acquirer_id, stan, transmission_time) IN (VALUES {})",
+            "WITH wanted (acquirer_id, stan, transmission_time) AS (VALUES {}) SELECT a.* FROM wanted \
+             JOIN authorizations a ON a.acquirer_id = wanted.acquirer_id AND a.stan = wanted.stan \
+             AND a.transmission_time = wanted.transmission_time",
             crate::placeholders(tx, chunk.len(), 3)
         );
         let mut query = sqlx::query(&sql);

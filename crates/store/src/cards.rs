@@ -212,8 +212,11 @@ pub async fn find_by_number_hash(tx: &mut Tx, number_hash: &[u8]) -> Result<Opti
 pub async fn find_by_number_hashes(tx: &mut Tx, hashes: &[Vec<u8>]) -> Result<Vec<CardRecord>> {
     let mut found = Vec::with_capacity(hashes.len());
     for chunk in hashes.chunks(crate::rows_per_statement(1)) {
+        // The lock order matters only where there are row locks; on SQLite an ORDER BY id would make the planner
+        // walk the whole table in id order instead of looking each hash up.
+        let order = if for_update(tx).is_empty() { "" } else { " ORDER BY id" };
         let sql = format!(
-            "SELECT * FROM cards WHERE number_hash IN ({}) ORDER BY id{}",
+            "SELECT * FROM cards WHERE number_hash IN ({}){order}{}",
             crate::list_placeholders(tx, 1, chunk.len()),
             for_update(tx)
         );

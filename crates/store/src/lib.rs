@@ -137,6 +137,8 @@ impl Store {
         let synchronous = options.sqlite_synchronous.clone();
         let busy_timeout_ms = options.sqlite_busy_timeout.as_millis();
         let pool = AnyPoolOptions::new()
+            // A broken connection shows itself on use; a ping before every acquire costs a round trip each time.
+            .test_before_acquire(false)
             .max_connections(match dialect {
                 Dialect::Sqlite => options.max_connections.min(8),
                 Dialect::Postgres => options.max_connections,
@@ -149,6 +151,7 @@ impl Store {
                         connection.execute(format!("PRAGMA synchronous = {synchronous}").as_str()).await?;
                         connection.execute("PRAGMA foreign_keys = ON").await?;
                         connection.execute(format!("PRAGMA busy_timeout = {busy_timeout_ms}").as_str()).await?;
+                        connection.execute("PRAGMA cache_size = -65536").await?;
                     }
                     Ok(())
                 })

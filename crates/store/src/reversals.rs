@@ -99,9 +99,12 @@ pub async fn reversed_before_arrival_many(
 ) -> Result<Vec<(String, String, String)>> {
     let mut found = Vec::new();
     for chunk in keys.chunks(crate::rows_per_statement(3)) {
+        // A join with the keys, not a row-value IN: SQLite would scan the whole table for the latter.
         let sql = format!(
-            "SELECT original_acquirer_id, original_stan, original_transmission_time FROM reversals \
-             WHERE authorization_id IS NULL AND (original_acquirer_id, original_stan, original_transmission_time) IN (VALUES {})",
+            "WITH wanted (acquirer_id, stan, transmission_time) AS (VALUES {}) \
+             SELECT r.original_acquirer_id, r.original_stan, r.original_transmission_time FROM wanted \
+             JOIN reversals r ON r.original_acquirer_id = wanted.acquirer_id AND r.original_stan = wanted.stan \
+             AND r.original_transmission_time = wanted.transmission_time WHERE r.authorization_id IS NULL",
             crate::placeholders(tx, chunk.len(), 3)
         );
         let mut query = sqlx::query_as::<_, (String, String, String)>(&sql);

@@ -59,7 +59,14 @@ async fn serve_connection(app: Arc<App>, authorizer: Authorizer, socket: TcpStre
     let in_flight = Arc::new(Semaphore::new(app.config.iso8583_max_in_flight_per_connection));
     let (responses, mut outgoing) = mpsc::channel::<Vec<u8>>(app.config.iso8583_max_in_flight_per_connection);
     let writer_task = tokio::spawn(async move {
-        while let Some(bytes) = outgoing.recv().await {
+        // Answers that are ready together go out in one write: a batch decides many requests at once.
+        while let Some(mut bytes) = outgoing.recv().await {
+            while bytes.len() < 64 * 1024 {
+                match outgoing.try_recv() {
+                    Ok(more) => bytes.extend_from_slice(&more),
+                    Err(_) => break,
+                }
+            }
             writer.write_all(&bytes).await?;
         }
         writer.shutdown().await

@@ -161,6 +161,8 @@ pub async fn provision(app: &App, count: usize, progress: impl Fn(usize)) -> Res
         ghostcard_store::commit(tx).await?;
         progress(end);
     }
+    // Fresh statistics, so the planner treats the new tables as what they now are.
+    app.store.analyze().await?;
     Ok(provisioned)
 }
 

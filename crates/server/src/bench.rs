@@ -53,6 +53,20 @@ pub struct ProvisionedCard {
     cvv: String,
 }
 
+impl ProvisionedCard {
+    pub fn number(&self) -> &str {
+        &self.number
+    }
+
+    pub fn yymm(&self) -> &str {
+        &self.yymm
+    }
+
+    pub fn cvv(&self) -> &str {
+        &self.cvv
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
     #[error("the database already has cards; the benchmark needs a fresh database")]

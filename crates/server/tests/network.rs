@@ -594,3 +594,62 @@ async fn clearing_records_post_once_and_report_each_result() {
         app.assert_ledger_verifies().await;
     }
 }
+
+#[tokio::test]
+async fn connection_limits_and_a_client_that_never_reads_leave_everyone_else_served() {
+    let app = TestApp::spawn_with(common::Backend::Sqlite, "network_limits", |config| {
+        config.iso8583_max_connections = 20;
+        config.iso8583_max_in_flight_per_connection = 8;
+    })
+    .await;
+    let (_, card) = new_card(&app, "limits@example.com", 2_000, "pay_now").await;
+
+    // A client that sends and sends and never reads its answers.
+    let mut greedy = TcpStream::connect(app.network).await.expect("connects");
+    let flood = tokio::spawn(async move {
+        // Echoes with every field a response repeats, so the answers pile up fast.
+        let mut echo = Message::new("0800");
+        echo.set(2, "4242424242424242424")
+            .set(3, "000000")
+            .set(4, "000000000000")
+            .set(7, "1126120000")
+            .set(32, "12345678901")
+            .set(37, "RRN000000001")
+            .set(41, "TERM0001")
+            .set(42, "SHOP00000000001")
+            .set(70, "301")
+            .set(90, "0".repeat(42));
+        for stan in 0..200_000u32 {
+            echo.set(11, format!("{:06}", stan % 1_000_000));
+            let bytes = frame(&encode(&echo).expect("encodes")).expect("small");
+            if tokio::time::timeout(Duration::from_millis(500), greedy.write_all(&bytes)).await.is_err() {
+                // The server stopped reading from it: that is the point.
+                return stan;
+            }
+        }
+        200_000
+    });
+
+    // The connection limit: twenty are served, more are closed at once.
+    let mut open = Vec::new();
+    for _ in 0..25 {
+        open.push(TcpStream::connect(app.network).await.expect("connects"));
+    }
+    let mut refused = 0;
+    for stream in &mut open {
+        let mut byte = [0u8; 1];
+        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(300), stream.read(&mut byte)).await {
+            refused += 1;
+        }
+    }
+    assert!(refused >= 5, "connections over the limit are closed ({refused} of 25 were)");
+    drop(open);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // Everyone else is still answered promptly.
+    let mut healthy = Network::connect(&app).await;
+    assert_eq!(healthy.exchange(&purchase(&card, 0, 300, "SHOP1")).await.get(39), Some("85"));
+    let stopped_after = flood.await.expect("flood task");
+    assert!(stopped_after < 200_000, "a client that never reads is not read from without bound");
+    app.assert_ledger_verifies().await;
+}

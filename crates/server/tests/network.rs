@@ -600,8 +600,14 @@ async fn connection_limits_and_a_client_that_never_reads_leave_everyone_else_ser
     let app = TestApp::spawn_with(common::Backend::Sqlite, "network_limits", |config| {
         config.iso8583_max_connections = 20;
         config.iso8583_max_in_flight_per_connection = 8;
+        config.iso8583_idle_timeout_seconds = 1;
     })
     .await;
+    // A silent connection is closed after the idle timeout.
+    let mut silent = Network::connect(&app).await;
+    let started = std::time::Instant::now();
+    assert!(silent.closed().await, "an idle connection is closed");
+    assert!(started.elapsed() >= Duration::from_millis(900), "not before the idle timeout");
     let (_, card) = new_card(&app, "limits@example.com", 2_000, "pay_now").await;
 
     // A client that sends and sends and never reads its answers.

@@ -144,47 +144,9 @@ pub async fn approval_times_for(
     Ok(times)
 }
 
+/// Inserts one authorization; [`StoreError::Conflict`] if its network key was taken.
 pub async fn insert(tx: &mut Tx, authorization: &AuthorizationRecord) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO authorizations (id, card_id, cardholder_id, kind, amount, currency, status, response_code, \
-         decline_reason, rule, cvv_result, flag, acquirer_id, merchant_id, merchant_name, merchant_city, \
-         merchant_country, mcc, stan, rrn, auth_code, transmission_time, hold_transfer_id, held, captured, number_hash, \
-         stand_in, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, \
-         $23, $24, $25, $26, $27, $28)",
-    )
-    .bind(&authorization.id)
-    .bind(&authorization.card_id)
-    .bind(&authorization.cardholder_id)
-    .bind(&authorization.kind)
-    .bind(authorization.amount)
-    .bind(&authorization.currency)
-    .bind(&authorization.status)
-    .bind(&authorization.response_code)
-    .bind(&authorization.decline_reason)
-    .bind(&authorization.rule)
-    .bind(&authorization.cvv_result)
-    .bind(&authorization.flag)
-    .bind(&authorization.acquirer_id)
-    .bind(&authorization.merchant_id)
-    .bind(&authorization.merchant_name)
-    .bind(&authorization.merchant_city)
-    .bind(&authorization.merchant_country)
-    .bind(&authorization.mcc)
-    .bind(&authorization.stan)
-    .bind(&authorization.rrn)
-    .bind(&authorization.auth_code)
-    .bind(&authorization.transmission_time)
-    .bind(authorization.hold_transfer_id)
-    .bind(authorization.held)
-    .bind(authorization.captured)
-    .bind(&authorization.number_hash)
-    .bind(i64::from(authorization.stand_in))
-    .bind(to_micros(authorization.created_at))
-    .execute(&mut **tx)
-    .await
-    .map_err(StoreError::from_insert)?;
-    Ok(())
+    insert_many(tx, std::slice::from_ref(authorization)).await
 }
 
 pub async fn get(tx: &mut Tx, id: &str) -> Result<Option<AuthorizationRecord>> {

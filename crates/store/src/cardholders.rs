@@ -23,22 +23,7 @@ pub struct Cardholder {
 
 /// Inserts a cardholder; [`StoreError::Conflict`] when the email is taken.
 pub async fn insert(tx: &mut Tx, cardholder: &Cardholder) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO cardholders (id, email, name, country, password_hash, status, restricted_reason, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(&cardholder.id)
-    .bind(&cardholder.email)
-    .bind(&cardholder.name)
-    .bind(&cardholder.country)
-    .bind(&cardholder.password_hash)
-    .bind(&cardholder.status)
-    .bind(&cardholder.restricted_reason)
-    .bind(to_micros(cardholder.created_at))
-    .execute(&mut **tx)
-    .await
-    .map_err(StoreError::from_insert)?;
-    Ok(())
+    insert_many(tx, std::slice::from_ref(cardholder)).await
 }
 
 /// Inserts many cardholders with multi-row statements (provisioning, benchmarks).

@@ -96,44 +96,7 @@ impl CardRecord {
 }
 
 pub async fn insert(tx: &mut Tx, card: &CardRecord) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO cards (id, cardholder_id, funding_source_id, number_hash, number_ciphertext, data_key_version, \
-         cvk_version, bin, last4, exp_month, exp_year, currency, amount, held, captured, status, frozen_from, \
-         merchant_acquirer_id, merchant_id, merchant_name, plan_kind, plan_id, funding_hold_id, valid_until, \
-         created_at, version) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, \
-         $23, $24, $25, $26)",
-    )
-    .bind(&card.id)
-    .bind(&card.cardholder_id)
-    .bind(&card.funding_source_id)
-    .bind(&card.number_hash)
-    .bind(&card.number_ciphertext)
-    .bind(card.data_key_version)
-    .bind(card.cvk_version)
-    .bind(&card.bin)
-    .bind(&card.last4)
-    .bind(card.exp_month)
-    .bind(card.exp_year)
-    .bind(&card.currency)
-    .bind(card.amount)
-    .bind(card.held)
-    .bind(card.captured)
-    .bind(&card.status)
-    .bind(&card.frozen_from)
-    .bind(&card.merchant_acquirer_id)
-    .bind(&card.merchant_id)
-    .bind(&card.merchant_name)
-    .bind(&card.plan_kind)
-    .bind(&card.plan_id)
-    .bind(&card.funding_hold_id)
-    .bind(to_micros(card.valid_until))
-    .bind(to_micros(card.created_at))
-    .bind(card.version)
-    .execute(&mut **tx)
-    .await
-    .map_err(StoreError::from_insert)?;
-    Ok(())
+    insert_many(tx, std::slice::from_ref(card)).await
 }
 
 /// Inserts many cards with multi-row statements (provisioning, benchmarks).

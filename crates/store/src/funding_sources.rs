@@ -23,23 +23,7 @@ pub struct FundingSource {
 }
 
 pub async fn insert(tx: &mut Tx, source: &FundingSource) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO funding_sources (id, cardholder_id, brand, last4, exp_month, exp_year, gateway_token, status, \
-         created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(&source.id)
-    .bind(&source.cardholder_id)
-    .bind(&source.brand)
-    .bind(&source.last4)
-    .bind(source.exp_month)
-    .bind(source.exp_year)
-    .bind(&source.gateway_token)
-    .bind(&source.status)
-    .bind(to_micros(source.created_at))
-    .execute(&mut **tx)
-    .await
-    .map_err(StoreError::from_insert)?;
-    Ok(())
+    insert_many(tx, std::slice::from_ref(source)).await
 }
 
 /// Inserts many funding sources with multi-row statements (provisioning, benchmarks).

@@ -1,6 +1,7 @@
 //! `ghostcard serve`: start the server and run it until Ctrl-C or SIGTERM.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use ghostcard_server::App;
@@ -65,6 +66,7 @@ pub fn run(arguments: Arguments) -> Result<()> {
         if app.sandbox() {
             first_run_key(&app, address).await?;
         }
+        ghostcard_server::jobs::spawn_timer(app.clone(), Duration::from_secs(app.config.job_interval_seconds.max(1)));
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let stopped_network = stopped.clone();
         let network_task = tokio::spawn(ghostcard_server::network::run(app.clone(), network, wait_for(stopped_network)));

@@ -63,6 +63,13 @@ pub struct Config {
     pub authorization_batch_wait_us: u64,
     /// Authorizations waiting for a batch, at most (a full queue makes connections wait).
     pub authorization_queue_capacity: usize,
+    /// An authorization hold never captured is released after this many days…
+    pub hold_expiry_days: i64,
+    /// …or this many for these merchant categories (lodging, car rental, cruise lines).
+    pub hold_expiry_long_days: i64,
+    pub hold_expiry_long_mccs: Vec<u16>,
+    /// How often the server runs what fell due (card and hold expiry), in seconds.
+    pub job_interval_seconds: u64,
     pub mode: Mode,
     /// The BIN our card numbers start with (6–8 digits).
     pub bin: String,
@@ -106,6 +113,10 @@ impl Default for Config {
             authorization_batch_max: 1024,
             authorization_batch_wait_us: 1000,
             authorization_queue_capacity: 8192,
+            hold_expiry_days: 7,
+            hold_expiry_long_days: 31,
+            hold_expiry_long_mccs: vec![7011, 7512, 4411],
+            job_interval_seconds: 30,
             mode: Mode::Sandbox,
             bin: "424242".to_owned(),
             cvk: None,

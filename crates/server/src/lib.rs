@@ -12,6 +12,7 @@ pub mod config;
 pub mod credentials;
 pub mod gateway;
 pub mod ids;
+pub mod jobs;
 pub mod lifecycle;
 pub mod metrics;
 pub mod network;

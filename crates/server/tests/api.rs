@@ -633,3 +633,65 @@ async fn live_mode_needs_its_keys_and_has_no_sandbox() {
     let body: Value = response.json().await.expect("JSON");
     assert_eq!(body["error"]["code"], "sandbox_only");
 }
+
+#[tokio::test]
+async fn the_sandbox_clock_runs_card_and_hold_expiry() {
+    for backend in BACKENDS {
+        let app = TestApp::spawn(backend, "expiry").await;
+        let (cardholder, source) = app.cardholder_with_funding("exp@example.com", "4242424242424242").await;
+        let (_, unused) = app.card(&cardholder, &source, 1_500, "pay_now").await;
+        let unused_id = unused["id"].as_str().expect("id");
+        // A micro-authorization holds 0.50 without using the card.
+        assert_eq!(app.authorize(unused_id, 50, "SHOP0").await["response_code"], "00");
+        let (_, used) = app.card(&cardholder, &source, 1_500, "pay_now").await;
+        let used_id = used["id"].as_str().expect("id");
+        let purchase = app.authorize(used_id, 1_500, "SHOP1").await;
+        let (_, hotel) = app.card(&cardholder, &source, 1_500, "pay_now").await;
+        let hotel_id = hotel["id"].as_str().expect("id");
+        let (_, booking) = app
+            .post(
+                "/v1/simulate/authorize",
+                json!({"card_id": hotel_id, "amount": 1_500, "mcc": "7011", "merchant_id": "HOTEL1", "country": "US"}),
+            )
+            .await;
+        assert_eq!(booking["response_code"], "00");
+
+        // 24 hours: the unused card expires and releases its hold and amount.
+        let (status, clock) = app.post("/v1/simulate/clock/advance", json!({"seconds": 86_400})).await;
+        assert_eq!(status, StatusCode::OK, "{clock}");
+        assert_eq!(clock["jobs"]["cards_expired"], 1);
+        let (_, unused) = app.get(&format!("/v1/cards/{unused_id}")).await;
+        assert_eq!(
+            (unused["status"].as_str(), unused["held"].as_i64(), unused["remaining_amount"].as_i64()),
+            (Some("expired"), Some(0), Some(0))
+        );
+
+        // 7 days: the uncaptured purchase hold is released and the card closes; the hotel hold stays (31 days).
+        let (_, clock) = app.post("/v1/simulate/clock/advance", json!({"seconds": 6 * 86_400})).await;
+        assert_eq!(clock["jobs"]["holds_expired"], 1);
+        let (_, used) = app.get(&format!("/v1/cards/{used_id}")).await;
+        assert_eq!(
+            (used["status"].as_str(), used["held"].as_i64(), used["remaining_amount"].as_i64()),
+            (Some("closed"), Some(0), Some(0))
+        );
+        let (_, list) = app.get(&format!("/v1/authorizations?card_id={used_id}")).await;
+        assert_eq!(list["data"][0]["id"], purchase["id"]);
+        assert_eq!(list["data"][0]["status"], "expired");
+        let (_, hotel) = app.get(&format!("/v1/cards/{hotel_id}")).await;
+        assert_eq!(hotel["held"], 1_500);
+
+        let (_, clock) = app.post("/v1/simulate/clock/advance", json!({"seconds": 24 * 86_400})).await;
+        assert_eq!(clock["jobs"]["holds_expired"], 1);
+        let (_, hotel) = app.get(&format!("/v1/cards/{hotel_id}")).await;
+        assert_eq!((hotel["status"].as_str(), hotel["held"].as_i64()), (Some("closed"), Some(0)));
+        let (_, power) = app.get(&format!("/v1/cardholders/{cardholder}/purchase-power")).await;
+        assert_eq!(power["outstanding"], 0, "nothing is held for expired and closed cards");
+        // Nothing is due twice.
+        let (_, clock) = app.post("/v1/simulate/clock/advance", json!({"seconds": 60})).await;
+        assert_eq!(
+            (clock["jobs"]["cards_expired"].as_u64(), clock["jobs"]["holds_expired"].as_u64()),
+            (Some(0), Some(0))
+        );
+        app.assert_ledger_verifies().await;
+    }
+}

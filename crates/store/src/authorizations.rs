@@ -267,6 +267,31 @@ pub async fn decline_times(tx: &mut Tx, card_id: &str, since: DateTime<Utc>) -> 
     times(tx, "card_id = $1 AND status = 'declined' AND created_at > $2", card_id, since).await
 }
 
+/// Authorizations still holding money that were created by `before`, oldest first, at most `limit`:
+/// (id, merchant category, created at).
+pub async fn open_holds_before(
+    tx: &mut Tx,
+    before: DateTime<Utc>,
+    limit: u32,
+) -> Result<Vec<(String, String, DateTime<Utc>)>> {
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT id, mcc, created_at FROM authorizations WHERE held > 0 AND created_at <= $1 ORDER BY created_at LIMIT $2",
+    )
+    .bind(to_micros(before))
+    .bind(i64::from(limit))
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.into_iter().map(|(id, mcc, at)| Ok((id, mcc, from_micros(at)?))).collect()
+}
+
+/// The ids of the card's authorizations still holding money.
+pub async fn holding_for_card(tx: &mut Tx, card_id: &str) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar("SELECT id FROM authorizations WHERE card_id = $1 AND held > 0 ORDER BY id")
+        .bind(card_id)
+        .fetch_all(&mut **tx)
+        .await?)
+}
+
 /// The number of approved, not fully reversed authorizations holding money on the card.
 pub async fn open_holds(tx: &mut Tx, card_id: &str) -> Result<i64> {
     Ok(sqlx::query_scalar("SELECT COUNT(*) FROM authorizations WHERE card_id = $1 AND held > 0")

@@ -326,6 +326,17 @@ pub async fn amount_not_in_plan(tx: &mut Tx, cardholder_id: &str, currency: &str
     .await?)
 }
 
+/// Active cards whose validity window ended by `now`, oldest first, at most `limit`.
+pub async fn window_passed(tx: &mut Tx, now: DateTime<Utc>, limit: u32) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM cards WHERE status = 'active' AND valid_until <= $1 ORDER BY valid_until LIMIT $2",
+    )
+    .bind(to_micros(now))
+    .bind(i64::from(limit))
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
 /// The cardholder's cards in these states (to freeze them all, for instance).
 pub async fn ids_in_states(tx: &mut Tx, cardholder_id: &str, states: &[&str]) -> Result<Vec<String>> {
     let all: Vec<(String, String)> =

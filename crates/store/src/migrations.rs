@@ -12,6 +12,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial schema", include_str!("migrations/0001_initial.sql")),
     (2, "plans and clearing", include_str!("migrations/0002_plans_and_clearing.sql")),
     (3, "network keys and reversals", include_str!("migrations/0003_network.sql")),
+    (4, "hold expiry index", include_str!("migrations/0004_expiry.sql")),
 ];
 
 pub(crate) async fn run(store: &Store, now: chrono::DateTime<chrono::Utc>) -> Result<Vec<i64>> {

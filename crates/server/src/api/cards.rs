@@ -471,7 +471,7 @@ async fn release_unused(
     audit::append(&mut tx, &card_audit(caller, action, &record.id, now)).await?;
     let response = finish(tx, claim, StatusCode::OK, &CardView::of(record, now)).await?;
     if record.held == 0 && record.captured == 0 {
-        release_funding_hold(app, record).await;
+        crate::jobs::release_funding_hold(app, record).await;
     }
     Ok(response)
 }
@@ -485,23 +485,5 @@ fn card_audit(caller: &Caller, action: &str, card_id: &str, now: DateTime<Utc>) 
         outcome: "success".to_owned(),
         origin: caller.origin.clone(),
         detail: None,
-    }
-}
-
-/// Gives the funding hold of a card that will take no money back. A failure is logged: the hold expires on the
-/// gateway's side anyway.
-async fn release_funding_hold(app: &App, record: &CardRecord) {
-    let source = async {
-        let mut tx = app.store.read().await?;
-        funding_sources::get(&mut tx, &record.funding_source_id).await
-    };
-    match (source.await, &record.funding_hold_id) {
-        (Ok(Some(source)), Some(hold)) => {
-            if let Err(error) = app.gateway.release(&source.gateway_token, hold).await {
-                tracing::warn!(%error, card = %record.id, "could not release the funding hold");
-            }
-        }
-        (Err(error), _) => tracing::warn!(%error, card = %record.id, "could not read the funding source"),
-        _ => {}
     }
 }

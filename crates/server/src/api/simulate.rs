@@ -133,6 +133,8 @@ pub struct AdvanceClock {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ClockView {
     pub now: DateTime<Utc>,
+    /// What fell due by the new time and was done before answering.
+    pub jobs: crate::jobs::JobReport,
 }
 
 #[utoipa::path(post, path = "/v1/simulate/clock/advance", operation_id = "advance_sandbox_clock", tag = "sandbox", request_body = AdvanceClock,
@@ -149,7 +151,11 @@ pub async fn advance_clock(
     let mut tx = app.store.begin().await?;
     let offset = app.clock.advance(Duration::seconds(body.seconds));
     settings::set(&mut tx, crate::CLOCK_OFFSET_SETTING, &offset.to_string()).await?;
-    finish(tx, claim.as_deref(), StatusCode::OK, &ClockView { now: app.clock.now() }).await
+    ghostcard_store::commit(tx).await?;
+    let now = app.clock.now();
+    let jobs = crate::jobs::run_due(&app, now).await.map_err(lifecycle_error)?;
+    let tx = app.store.begin().await?;
+    finish(tx, claim.as_deref(), StatusCode::OK, &ClockView { now, jobs }).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -659,3 +659,37 @@ async fn connection_limits_and_a_client_that_never_reads_leave_everyone_else_ser
     assert!(stopped_after < 200_000, "a client that never reads is not read from without bound");
     app.assert_ledger_verifies().await;
 }
+
+#[tokio::test]
+async fn two_servers_batching_on_one_postgresql_never_approve_a_card_twice() {
+    let first = TestApp::spawn(common::Backend::Postgres, "network_two_servers").await;
+    let second_app = ghostcard_server::App::start(first.app.config.clone()).await.expect("second server starts");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("port");
+    let second_address = listener.local_addr().expect("address");
+    tokio::spawn(ghostcard_server::network::run(second_app, listener, std::future::pending()));
+
+    let mut cards = Vec::new();
+    for index in 0..3 {
+        cards.push(new_card(&first, &format!("two{index}@example.com"), 1_000, "pay_now").await.1);
+    }
+    let mut a = Network::connect(&first).await;
+    let mut b = Network { stream: TcpStream::connect(second_address).await.expect("connects"), buffer: Vec::new() };
+    // Every card is asked for its whole amount by two merchants at once, one through each server.
+    for (index, card) in cards.iter().enumerate() {
+        a.send(&purchase(card, 1_000, 500 + index as u32, "SHOP-A")).await;
+        b.send(&purchase(card, 1_000, 600 + index as u32, "SHOP-B")).await;
+    }
+    let mut approvals = 0;
+    for _ in &cards {
+        for answer in [a.receive().await, b.receive().await] {
+            if answer.get(39) == Some("00") {
+                approvals += 1;
+            }
+        }
+    }
+    assert_eq!(approvals, cards.len(), "each card approved exactly once across both servers");
+    for card in &cards {
+        assert_eq!(card_view(&first, card).await["held"], 1_000);
+    }
+    first.assert_ledger_verifies().await;
+}

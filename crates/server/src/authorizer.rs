@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ghostcard_domain::card::{Card, CardEvent, CardStatus, Transition};
-use ghostcard_domain::card_number::CardNumber;
 use ghostcard_domain::decision::{AuthorizationKind, CardholderStanding, Decision, DecisionInput, decide};
 use ghostcard_domain::fraud::FraudAction;
 use ghostcard_domain::ledger::{AccountId, AccountKind};
@@ -455,12 +454,4 @@ async fn freeze_cardholder(
         }
     }
     Ok(())
-}
-
-/// A job's card number, for callers that build jobs from parsed messages.
-pub fn lookup_for(number: Option<CardNumber>, number_hash: &[u8]) -> CardLookup {
-    match number {
-        Some(number) => CardLookup::Number(number),
-        None => CardLookup::Unknown(number_hash.to_vec()),
-    }
 }

@@ -292,14 +292,6 @@ pub async fn holding_for_card(tx: &mut Tx, card_id: &str) -> Result<Vec<String>>
         .await?)
 }
 
-/// The number of approved, not fully reversed authorizations holding money on the card.
-pub async fn open_holds(tx: &mut Tx, card_id: &str) -> Result<i64> {
-    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM authorizations WHERE card_id = $1 AND held > 0")
-        .bind(card_id)
-        .fetch_one(&mut **tx)
-        .await?)
-}
-
 async fn times(tx: &mut Tx, condition: &str, owner: &str, since: DateTime<Utc>) -> Result<Vec<DateTime<Utc>>> {
     let sql = format!("SELECT created_at FROM authorizations WHERE {condition}");
     let times: Vec<i64> = sqlx::query_scalar(&sql).bind(owner).bind(to_micros(since)).fetch_all(&mut **tx).await?;

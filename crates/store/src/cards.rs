@@ -361,17 +361,6 @@ pub async fn record_transition(tx: &mut Tx, card_id: &str, transition: &Transiti
     Ok(())
 }
 
-/// The card's transitions, oldest first: (from, to, reason, at).
-pub async fn transitions(tx: &mut Tx, card_id: &str) -> Result<Vec<(String, String, String, DateTime<Utc>)>> {
-    let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
-        "SELECT from_status, to_status, reason, at FROM card_transitions WHERE card_id = $1 ORDER BY id",
-    )
-    .bind(card_id)
-    .fetch_all(&mut **tx)
-    .await?;
-    rows.into_iter().map(|(from, to, reason, at)| Ok((from, to, reason, from_micros(at)?))).collect()
-}
-
 fn from_row(row: &AnyRow) -> Result<CardRecord> {
     Ok(CardRecord {
         id: row.try_get("id")?,

@@ -3,8 +3,8 @@
 //!
 //! `scripts/test` installs psec in a virtual environment and points `GHOSTCARD_TEST_PYTHON` at it.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+#[path = "../../../tests/support/python.rs"]
+mod python;
 
 use ghostcard_domain::cvv::{Cvk, compute_cvv};
 use rand::rngs::StdRng;
@@ -33,39 +33,11 @@ fn cvv_matches_psec_on_random_keys_and_cards() {
         })
         .collect();
 
-    let expected = run_oracle(&input);
+    let expected = python::run("psec_cvv.py", &input);
     let expected: Vec<&str> = expected.lines().collect();
     assert_eq!(expected.len(), CASES, "psec answered every case");
     for ((key, pan, expiry, service_code), psec_cvv) in cases.iter().zip(expected) {
         let ours = compute_cvv(&Cvk::from_bytes(*key), pan, expiry, service_code).expect("valid input");
         assert_eq!(ours, psec_cvv, "pan length {}, expiry {expiry}, service code {service_code}", pan.len());
     }
-}
-
-fn run_oracle(input: &str) -> String {
-    // scripts/test's virtual environment, if it was made; else whatever python3 is on the PATH.
-    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/test-python/bin/python");
-    let python = std::env::var("GHOSTCARD_TEST_PYTHON")
-        .unwrap_or_else(|_| if std::path::Path::new(venv).exists() { venv.to_owned() } else { "python3".to_owned() });
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/python/psec_cvv.py");
-    let mut child = Command::new(&python)
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|error| panic!("cannot start {python} ({error}); run scripts/test, which installs psec"));
-    // Write from another thread: the oracle answers while it reads, and both pipes must keep flowing.
-    let mut stdin = child.stdin.take().expect("piped");
-    let input = input.to_owned();
-    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
-    let output = child.wait_with_output().expect("oracle finished");
-    let written = writer.join().expect("writer thread");
-    assert!(
-        output.status.success(),
-        "psec oracle failed; run scripts/test (it installs tests/python/requirements.txt):\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    written.expect("write cases");
-    String::from_utf8(output.stdout).expect("ascii digits")
 }

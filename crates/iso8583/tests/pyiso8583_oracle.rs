@@ -4,8 +4,8 @@
 //! `scripts/test` installs pyiso8583 in a virtual environment; this test finds it there or through
 //! `GHOSTCARD_TEST_PYTHON`.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+#[path = "../../../tests/support/python.rs"]
+mod python;
 
 use ghostcard_iso8583::{FIELDS, Format, Length, Message, encode};
 use rand::rngs::StdRng;
@@ -61,7 +61,7 @@ fn pyiso8583_agrees_byte_for_byte_in_both_directions() {
         input.push('\n');
         ours.push(hex);
     }
-    let output = run_oracle(&input);
+    let output = python::run("pyiso8583_oracle.py", &input);
     let answers: Vec<Value> = output.lines().map(|line| serde_json::from_str(line).expect("JSON line")).collect();
     assert_eq!(answers.len(), CASES);
     for ((message, hex), answer) in messages.iter().zip(&ours).zip(&answers) {
@@ -73,31 +73,4 @@ fn pyiso8583_agrees_byte_for_byte_in_both_directions() {
             .collect();
         assert_eq!(&ghostcard_iso8583::decode(&theirs).expect("we decode pyiso8583's bytes"), message);
     }
-}
-
-fn run_oracle(input: &str) -> String {
-    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/test-python/bin/python");
-    let python = std::env::var("GHOSTCARD_TEST_PYTHON")
-        .unwrap_or_else(|_| if std::path::Path::new(venv).exists() { venv.to_owned() } else { "python3".to_owned() });
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/python/pyiso8583_oracle.py");
-    let mut child = Command::new(&python)
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|error| panic!("cannot start {python} ({error}); run scripts/test, which installs pyiso8583"));
-    // Write from another thread: the oracle answers while it reads, and both pipes must keep flowing.
-    let mut stdin = child.stdin.take().expect("piped");
-    let input = input.to_owned();
-    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
-    let output = child.wait_with_output().expect("oracle finished");
-    let written = writer.join().expect("writer thread");
-    assert!(
-        output.status.success(),
-        "pyiso8583 oracle failed; run scripts/test (it installs tests/python/requirements.txt):\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    written.expect("write cases");
-    String::from_utf8(output.stdout).expect("UTF-8")
 }

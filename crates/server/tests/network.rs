@@ -4,6 +4,8 @@
 //! closed cards, the deadline's stand-in — and bad input.
 
 mod common;
+#[path = "../../../tests/support/python.rs"]
+mod python;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -496,10 +498,7 @@ async fn bad_bytes_close_only_their_connection() {
 async fn pyiso8583_as_the_client() {
     let app = TestApp::spawn(common::Backend::Sqlite, "network_pyiso8583").await;
     let (_, card) = new_card(&app, "py@example.com", 2_000, "pay_now").await;
-    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/test-python/bin/python");
-    let python = std::env::var("GHOSTCARD_TEST_PYTHON")
-        .unwrap_or_else(|_| if std::path::Path::new(venv).exists() { venv.to_owned() } else { "python3".to_owned() });
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/python/pyiso8583_client.py");
+    let (python, script) = (python::python(), python::script("pyiso8583_client.py"));
     let request = json!({
         "t": "0100", "2": card.number, "3": "000000", "4": "000000001500", "7": "1126120000", "11": "000091",
         "14": card.yymm, "18": "5732", "32": "123456", "37": "RRN000000091", "42": "SHOP1          ",

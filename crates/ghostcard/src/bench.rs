@@ -1,14 +1,18 @@
-//! `ghostcard bench`: provision cards in a fresh database, drive the real ISO 8583 listener, verify the ledger,
-//! and print throughput and latency (the last line is one JSON object for scripts).
+//! `ghostcard bench`: provision cards in a fresh database, start `ghostcard serve` on it as its own process,
+//! drive its ISO 8583 listener, verify the ledger, and print throughput, latency, the server's batch stages and
+//! its peak memory (the last line is one JSON object for scripts).
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use ghostcard_server::App;
-use ghostcard_server::bench::{BenchOptions, drive, now_text, provision, resident_mib};
+use ghostcard_server::bench::{BenchOptions, drive, now_text, provision};
 use ghostcard_server::config::Config;
+use ghostcard_store::{Store, StoreOptions};
 use serde_json::json;
 
 #[derive(Debug, clap::Args)]
@@ -48,10 +52,11 @@ pub fn run(arguments: &Arguments) -> Result<()> {
 
 async fn bench(arguments: &Arguments, database_url: &str) -> Result<()> {
     let random = |bytes: usize| -> String { (0..bytes).map(|_| format!("{:02x}", rand::random::<u8>())).collect() };
+    let (kek, cvk) = (random(32), random(16));
     let config = Config {
         database_url: database_url.to_owned(),
-        kek: Some(random(32)),
-        cvk: Some(random(16)),
+        kek: Some(kek.clone()),
+        cvk: Some(cvk.clone()),
         log: "warn".to_owned(),
         ..Config::default()
     };
@@ -65,8 +70,9 @@ async fn bench(arguments: &Arguments, database_url: &str) -> Result<()> {
         arguments.duration,
         arguments.rate.map(|rate| format!(", open loop at {rate}/s")).unwrap_or_default()
     );
-    let app = App::start(config).await.context("cannot start the server for the benchmark")?;
 
+    // Provision in this process, then let it go: the server runs as its own process, so its memory is its own.
+    let app = App::start(config).await.context("cannot open the database for the benchmark")?;
     let started = Instant::now();
     let total = arguments.cards;
     let cards = provision(&app, total, |done| {
@@ -74,45 +80,37 @@ async fn bench(arguments: &Arguments, database_url: &str) -> Result<()> {
     })
     .await?;
     eprintln!("\rprovisioned {total} cards in {:.1} s{}", started.elapsed().as_secs_f64(), " ".repeat(20));
+    app.store.close().await;
+    drop(app);
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let address = listener.local_addr()?;
-    let (stop, mut stopped) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(ghostcard_server::network::run(app.clone(), listener, async move {
-        let _ = stopped.wait_for(|stopped| *stopped).await;
-    }));
-    let peak_rss = Arc::new(AtomicU64::new(resident_mib().unwrap_or(0)));
-    let sampler = {
-        let peak_rss = peak_rss.clone();
-        tokio::spawn(async move {
-            loop {
-                peak_rss.fetch_max(resident_mib().unwrap_or(0), Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-    };
-    let options = BenchOptions {
-        cards: total,
-        connections: arguments.connections,
-        pipeline: arguments.pipeline,
-        duration: Duration::from_secs(arguments.duration),
-        rate: arguments.rate,
-    };
-    eprintln!("driving the ISO 8583 listener on {address} for {} s…", arguments.duration);
-    let report = drive(address, Arc::new(cards), &options).await;
-    sampler.abort();
-    let _ = stop.send(true);
-    let _ = server.await;
+    let (http, network) = (free_address()?, free_address()?);
+    let mut server = Command::new(std::env::current_exe()?)
+        .arg("serve")
+        .env("GHOSTCARD_DATABASE_URL", database_url)
+        .env("GHOSTCARD_HTTP_ADDR", http.to_string())
+        .env("GHOSTCARD_ISO8583_ADDR", network.to_string())
+        .env("GHOSTCARD_KEK", &kek)
+        .env("GHOSTCARD_CVK", &cvk)
+        .env("GHOSTCARD_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .context("cannot start the server process")?;
+    let outcome = drive_server(arguments, server.id(), http, network, cards).await;
+    // SIGTERM: requests in flight finish; then the process's peak memory is what it reached under load.
+    let _ = Command::new("kill").arg("-TERM").arg(server.id().to_string()).status();
+    let _ = server.wait();
+    let (report, batches, server_rss) = outcome?;
 
     eprintln!("verifying the ledger…");
-    let mut tx = app.store.read().await?;
+    let store = Store::connect(database_url, &StoreOptions::default()).await?;
+    let mut tx = store.read().await?;
     let ledger = ghostcard_store::ledger::verify(&mut tx).await?;
     drop(tx);
-    app.store.close().await;
+    store.close().await;
 
-    let rss = peak_rss.load(Ordering::Relaxed);
-    let batches = app.metrics.batch_totals();
-    let per_batch = |time: Duration| time.as_secs_f64() * 1e3 / batches.batches.max(1) as f64;
+    let per_batch = |stage: &str| {
+        batches.get(stage).copied().unwrap_or(0.0) * 1e3 / batches.get("batches").copied().unwrap_or(1.0).max(1.0)
+    };
     println!("ghostcard bench — {} ({database}, {cores} cores)", now_text());
     println!(
         "  sent {} authorizations in {:.1} s; approved {}; declined {:?}; errors {}",
@@ -125,14 +123,17 @@ async fn bench(arguments: &Arguments, database_url: &str) -> Result<()> {
     );
     println!(
         "  group commit: {} batches, {:.0} authorizations each; per batch ms: load {:.1}, decide {:.1}, write {:.1}, commit {:.1}",
-        batches.batches,
-        batches.authorizations as f64 / batches.batches.max(1) as f64,
-        per_batch(batches.load),
-        per_batch(batches.decide),
-        per_batch(batches.write),
-        per_batch(batches.commit)
+        batches.get("batches").copied().unwrap_or(0.0),
+        batches.get("authorizations").copied().unwrap_or(0.0) / batches.get("batches").copied().unwrap_or(1.0).max(1.0),
+        per_batch("load"),
+        per_batch("decide"),
+        per_batch("write"),
+        per_batch("commit")
     );
-    println!("  peak resident memory (server and load generator in one process): {rss} MiB");
+    println!(
+        "  server process peak resident memory: {} MiB",
+        server_rss.map_or_else(|| "unknown".to_owned(), |rss| rss.to_string())
+    );
     println!("  ledger: {}", if ledger.ok { "verified".to_owned() } else { format!("PROBLEMS {:?}", ledger.problems) });
     println!(
         "{}",
@@ -153,13 +154,13 @@ async fn bench(arguments: &Arguments, database_url: &str) -> Result<()> {
             "connections": arguments.connections,
             "pipeline": arguments.pipeline,
             "rate": arguments.rate,
-            "peak_rss_mib": rss,
-            "batches": batches.batches,
+            "server_peak_rss_mib": server_rss,
+            "batches": batches.get("batches"),
             "batch_ms": {
-                "load": per_batch(batches.load),
-                "decide": per_batch(batches.decide),
-                "write": per_batch(batches.write),
-                "commit": per_batch(batches.commit),
+                "load": per_batch("load"),
+                "decide": per_batch("decide"),
+                "write": per_batch("write"),
+                "commit": per_batch("commit"),
             },
             "ledger_ok": ledger.ok,
         })
@@ -168,4 +169,57 @@ async fn bench(arguments: &Arguments, database_url: &str) -> Result<()> {
         bail!("the ledger does not verify after the benchmark");
     }
     Ok(())
+}
+
+/// Drives the server process: waits for its listener, sends the load, reads its metrics and peak memory.
+async fn drive_server(
+    arguments: &Arguments,
+    pid: u32,
+    http: SocketAddr,
+    network: SocketAddr,
+    cards: Vec<ghostcard_server::bench::ProvisionedCard>,
+) -> Result<(ghostcard_server::bench::LoadReport, HashMap<String, f64>, Option<u64>)> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while tokio::net::TcpStream::connect(network).await.is_err() {
+        if Instant::now() > deadline {
+            bail!("the server process did not start listening on {network}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let options = BenchOptions {
+        cards: cards.len(),
+        connections: arguments.connections,
+        pipeline: arguments.pipeline,
+        duration: Duration::from_secs(arguments.duration),
+        rate: arguments.rate,
+    };
+    eprintln!("driving the server's ISO 8583 listener on {network} for {} s…", arguments.duration);
+    let report = drive(network, Arc::new(cards), &options).await;
+    let metrics = reqwest::get(format!("http://{http}/metrics")).await?.text().await?;
+    let mut batches = HashMap::new();
+    for line in metrics.lines().filter(|line| !line.starts_with('#')) {
+        let Some((name, value)) = line.rsplit_once(' ') else { continue };
+        let Ok(value) = value.parse::<f64>() else { continue };
+        let key = match name {
+            "ghostcard_authorization_batches_total" => "batches",
+            "ghostcard_authorization_batched_total" => "authorizations",
+            _ => match name.strip_prefix("ghostcard_authorization_batch_seconds_total{stage=\"") {
+                Some(stage) => stage.trim_end_matches("\"}"),
+                None => continue,
+            },
+        };
+        batches.insert(key.to_owned(), value);
+    }
+    Ok((report, batches, peak_resident_mib(pid)))
+}
+
+/// The peak resident memory of process `pid`, in MiB (Linux's VmHWM).
+fn peak_resident_mib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? / 1024)
+}
+
+fn free_address() -> Result<SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }

@@ -387,14 +387,6 @@ fn request(card: &ProvisionedCard, acquirer: &str, stan: &str, transmission: &st
     message
 }
 
-/// The resident memory of this process, in MiB (Linux; `None` elsewhere).
-pub fn resident_mib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024)
-}
-
 /// A timestamp for reports.
 pub fn now_text() -> String {
     Utc::now().format("%Y-%m-%d %H:%M UTC").to_string()

@@ -135,28 +135,28 @@ impl From<AuthorizeError> for BatchError {
 async fn one_at_a_time(app: &App, jobs: Vec<Job>) -> Vec<Result<Outcome, String>> {
     let mut outcomes = Vec::with_capacity(jobs.len());
     for job in jobs {
-        let key = network_key(&job);
-        let result = authorize(app, job.lookup, job.request, job.cvv, job.descriptors, Settlement::HoldOnly).await;
-        outcomes.push(match result {
-            Ok((record, decision)) => Ok(Outcome::Decided(record, decision)),
-            Err(AuthorizeError::Duplicate) => match key {
-                Some((acquirer, stan, transmission)) => {
-                    let found = async {
-                        let mut tx = app.store.read().await?;
-                        authorizations::find_by_network_key(&mut tx, &acquirer, &stan, &transmission).await
-                    };
-                    match found.await {
-                        Ok(Some(original)) => Ok(Outcome::Duplicate(original)),
-                        Ok(None) => Err("duplicate without an original".to_owned()),
-                        Err(error) => Err(error.to_string()),
-                    }
-                }
-                None => Err("duplicate without a network key".to_owned()),
-            },
-            Err(error) => Err(error.to_string()),
-        });
+        outcomes.push(decide_alone(app, job, Settlement::HoldOnly).await);
     }
     outcomes
+}
+
+/// Decides one job in its own transaction (the path of 0200s and of batches that conflicted). A repeat that lost
+/// the race to its original comes back as [`Outcome::Duplicate`] with the original's record.
+pub async fn decide_alone(app: &App, job: Job, settlement: Settlement) -> Result<Outcome, String> {
+    let key = network_key(&job);
+    match authorize(app, job.lookup, job.request, job.cvv, job.descriptors, settlement).await {
+        Ok((record, decision)) => Ok(Outcome::Decided(record, decision)),
+        Err(AuthorizeError::Duplicate) => {
+            let (acquirer, stan, transmission) = key.ok_or("duplicate without a network key")?;
+            let mut tx = app.store.read().await.map_err(|error| error.to_string())?;
+            match authorizations::find_by_network_key(&mut tx, &acquirer, &stan, &transmission).await {
+                Ok(Some(original)) => Ok(Outcome::Duplicate(original)),
+                Ok(None) => Err("duplicate without an original".to_owned()),
+                Err(error) => Err(error.to_string()),
+            }
+        }
+        Err(error) => Err(error.to_string()),
+    }
 }
 
 type Key = (String, String, String);

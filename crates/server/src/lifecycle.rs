@@ -91,34 +91,21 @@ pub async fn capture(
         clearings::insert(tx, &clearing).await?;
         return Ok(result(&clearing, None));
     }
-    let mut card = record.to_card()?;
     let from_hold = amount.minor().min(authorization.held);
-    let mut flags = Vec::new();
-    if amount.minor() > authorization.held {
-        flags.push("above_hold".to_owned());
-    }
-    card.capture(amount, Money::new(from_hold, amount.currency())).map_err(inconsistent)?;
     let hold = authorization
         .hold_transfer_id
         .filter(|_| authorization.held > 0)
         .map(|id| (TransferId(id as u64), Money::new(authorization.held, amount.currency())));
-    let committed = ledger::commit(tx, &entries::capture(&card_id, hold, amount), now).await?;
+    let flag = (amount.minor() > authorization.held).then_some("above_hold");
+    let (posted, reheld) = post_purchase(app, tx, &mut record, hold, amount, clearing, flag, now).await?;
     if from_hold > 0 {
-        authorization.hold_transfer_id = committed[0].reheld.map(|id| id.0 as i64);
+        authorization.hold_transfer_id = reheld.map(|id| id.0 as i64);
     }
     authorization.held -= from_hold;
     authorization.captured += amount.minor();
     authorization.status = "captured".to_owned();
     authorizations::update_progress(tx, &authorization).await?;
-
-    let plan_id = add_to_plan(app, tx, &mut record, amount, now).await?;
-    record.set_card(&card);
-    close_if_settled(tx, &mut record, now).await?;
-    cards::update(tx, &mut record).await?;
-    clearing.result = "posted".to_owned();
-    clearing.flags = flags.join(",");
-    clearings::insert(tx, &clearing).await?;
-    Ok(result(&clearing, Some(plan_id)))
+    Ok(posted)
 }
 
 /// Posts a purchase that has no authorization (a force post): it posts in full and is flagged for review.
@@ -133,24 +120,43 @@ pub async fn force_post(
     if let Some(earlier) = duplicate(tx, record_id).await? {
         return Ok(earlier);
     }
-    let mut clearing = new_clearing("force_post", record_id, Some(card_id), amount, "rejected", now);
+    let clearing = new_clearing("force_post", record_id, Some(card_id), amount, "rejected", now);
     let mut record =
         cards::get_for_update(tx, card_id).await?.ok_or_else(|| inconsistent("force post for a missing card"))?;
     if amount.currency().code() != record.currency {
         clearings::insert(tx, &clearing).await?;
         return Ok(result(&clearing, None));
     }
+    Ok(post_purchase(app, tx, &mut record, None, amount, clearing, Some("force_post"), now).await?.0)
+}
+
+/// Posts a purchase of `amount` on the card, taking what it can from the pending `hold`: the card's amounts, the
+/// ledger, the card's plan (created by its first purchase), and the clearing record with its review `flag`.
+/// Returns the result and the hold that now carries the rest, if any.
+#[allow(clippy::too_many_arguments)]
+async fn post_purchase(
+    app: &App,
+    tx: &mut Tx,
+    record: &mut CardRecord,
+    hold: Option<(TransferId, Money)>,
+    amount: Money,
+    mut clearing: ClearingRecord,
+    flag: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<(ClearingResult, Option<TransferId>), LifecycleError> {
+    let from_hold = hold.map_or(0, |(_, held)| held.minor().min(amount.minor()));
     let mut card = record.to_card()?;
-    card.capture(amount, Money::zero(amount.currency())).map_err(inconsistent)?;
-    ledger::commit(tx, &entries::capture(card_id, None, amount), now).await?;
-    let plan_id = add_to_plan(app, tx, &mut record, amount, now).await?;
+    card.capture(amount, Money::new(from_hold, amount.currency())).map_err(inconsistent)?;
+    let committed = ledger::commit(tx, &entries::capture(&record.id, hold, amount), now).await?;
+    let reheld = if from_hold > 0 { committed[0].reheld } else { None };
+    let plan_id = add_to_plan(app, tx, record, amount, now).await?;
     record.set_card(&card);
-    close_if_settled(tx, &mut record, now).await?;
-    cards::update(tx, &mut record).await?;
+    close_if_settled(tx, record, now).await?;
+    cards::update(tx, record).await?;
     clearing.result = "posted".to_owned();
-    clearing.flags = "force_post".to_owned();
+    clearing.flags = flag.unwrap_or_default().to_owned();
     clearings::insert(tx, &clearing).await?;
-    Ok(result(&clearing, Some(plan_id)))
+    Ok((result(&clearing, Some(plan_id)), reheld))
 }
 
 /// Creates the card's plan on its first capture, or adds a later capture to it. Returns the plan id.

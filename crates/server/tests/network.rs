@@ -600,6 +600,7 @@ async fn connection_limits_and_a_client_that_never_reads_leave_everyone_else_ser
         config.iso8583_max_connections = 20;
         config.iso8583_max_in_flight_per_connection = 8;
         config.iso8583_idle_timeout_seconds = 1;
+        config.authorization_batch_max = 3;
     })
     .await;
     // A silent connection is closed after the idle timeout.
@@ -651,9 +652,20 @@ async fn connection_limits_and_a_client_that_never_reads_leave_everyone_else_ser
     drop(open);
     tokio::time::sleep(Duration::from_millis(100)).await;
 
-    // Everyone else is still answered promptly.
+    // Everyone else is still answered promptly, in batches of at most three.
     let mut healthy = Network::connect(&app).await;
-    assert_eq!(healthy.exchange(&purchase(&card, 0, 300, "SHOP1")).await.get(39), Some("85"));
+    let before = app.app.metrics.batch_totals();
+    for stan in 300..310 {
+        let mut message = purchase(&card, 0, stan, "SHOP1");
+        message.set(7, format!("11261{stan:05}"));
+        healthy.send(&message).await;
+    }
+    for _ in 300..310 {
+        assert_eq!(healthy.receive().await.get(39), Some("85"));
+    }
+    let after = app.app.metrics.batch_totals();
+    assert_eq!(after.authorizations - before.authorizations, 10);
+    assert!(after.batches - before.batches >= 4, "ten requests need at least four batches of three");
     let stopped_after = flood.await.expect("flood task");
     assert!(stopped_after < 200_000, "a client that never reads is not read from without bound");
     app.assert_ledger_verifies().await;

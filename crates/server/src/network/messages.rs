@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
 use ghostcard_domain::card::MerchantBinding;
 use ghostcard_domain::card_number::{CardNumber, Expiry};
 use ghostcard_domain::country::Country;
@@ -16,8 +15,8 @@ use ghostcard_store::reversals::{self, ReversalRecord};
 use ghostcard_store::{StoreError, Tx};
 
 use crate::App;
-use crate::authorize::{AuthorizeError, CardLookup, CvvInput, Descriptors, Settlement, authorize};
-use crate::authorizer::{Authorizer, Job, Outcome as BatchOutcome};
+use crate::authorize::{CardLookup, CvvInput, Descriptors, Settlement};
+use crate::authorizer::{Authorizer, Job, Outcome as BatchOutcome, decide_alone};
 use crate::ids::new_id;
 use crate::lifecycle::{self, LifecycleError};
 
@@ -58,8 +57,7 @@ pub async fn handle(app: &App, authorizer: &Authorizer, request: Message) -> Mes
     tracing::debug!(request = %request.masked(), "network request");
     let response = match request.mti() {
         "0800" => management(&request),
-        "0100" | "0101" | "0120" | "0121" => batched_authorization(app, authorizer, &request).await,
-        "0200" | "0201" => authorization(app, &request).await,
+        "0100" | "0101" | "0120" | "0121" | "0200" | "0201" => authorization(app, authorizer, &request).await,
         "0400" | "0401" | "0420" | "0421" => reversal(app, &request).await,
         _ => respond(&request, "30"),
     };
@@ -174,8 +172,10 @@ fn authorization_response(request: &Message, record: &AuthorizationRecord, cvv_s
     response
 }
 
-/// An authorization or advice, decided in a batch with others (group commit).
-async fn batched_authorization(app: &App, authorizer: &Authorizer, message: &Message) -> Message {
+/// An authorization, advice or financial request. 0100s and 0120s are decided in a batch with others (group
+/// commit); a 0200 is decided and settled in its own transaction. Either way the network hears the answer within
+/// the deadline, and a repeat gets the stored answer of its original (or `94` when it conflicts).
+async fn authorization(app: &App, authorizer: &Authorizer, message: &Message) -> Message {
     let parsed = match parse_authorization(app, message) {
         Ok(parsed) => parsed,
         Err(code) => return respond(message, code),
@@ -183,6 +183,7 @@ async fn batched_authorization(app: &App, authorizer: &Authorizer, message: &Mes
     let advice = parsed.request.class == MessageClass::Advice;
     let (cvv_sent, number_hash, amount_minor) =
         (parsed.cvv_sent, parsed.number_hash.clone(), parsed.request.amount_minor);
+    let settlement = parsed.settlement;
     let job = Job {
         lookup: parsed.lookup,
         number_hash: parsed.number_hash,
@@ -190,7 +191,13 @@ async fn batched_authorization(app: &App, authorizer: &Authorizer, message: &Mes
         cvv: parsed.cvv,
         descriptors: parsed.descriptors,
     };
-    let work = authorizer.submit(job);
+    let work = async {
+        match settlement {
+            Settlement::HoldOnly => authorizer.submit(job).await,
+            Settlement::Immediate => decide_alone(app, job, Settlement::Immediate).await,
+        }
+    };
+    // The decision runs to the end whatever happens; the deadline only decides what the network hears.
     tokio::pin!(work);
     let outcome = tokio::select! {
         outcome = &mut work => Some(outcome),
@@ -213,108 +220,19 @@ async fn batched_authorization(app: &App, authorizer: &Authorizer, message: &Mes
             tracing::warn!("authorization missed its deadline; answering stand-in");
             let code = app.config.stand_in_response_code.clone();
             let stand_in = respond(message, &code);
-            if let Ok(BatchOutcome::Decided(record, _)) = work.await
-                && let Err(error) = void_stand_in(app, &record.id, &code).await
-            {
-                tracing::error!(%error, authorization = %record.id, "could not void a hold committed after its deadline");
-            }
-            stand_in
-        }
-    }
-}
-
-/// A financial request (0200/0201), decided and settled in its own transaction.
-async fn authorization(app: &App, message: &Message) -> Message {
-    let parsed = match parse_authorization(app, message) {
-        Ok(parsed) => parsed,
-        Err(code) => return respond(message, code),
-    };
-    let advice = parsed.request.class == MessageClass::Advice;
-    let key = NetworkKey {
-        acquirer_id: parsed.request.merchant.acquirer_id.clone(),
-        stan: message.get(11).unwrap_or_default().to_owned(),
-        transmission_time: message.get(7).unwrap_or_default().to_owned(),
-        number_hash: parsed.number_hash.clone(),
-        amount_minor: parsed.request.amount_minor,
-        cvv_sent: parsed.cvv_sent,
-        advice,
-    };
-    match stored_answer(app, message, &key).await {
-        Ok(Some(response)) => return response,
-        Ok(None) => {}
-        Err(error) => {
-            tracing::error!(%error, "reading a possible duplicate failed");
-            return respond(message, "96");
-        }
-    }
-    let deadline = Duration::from_millis(app.config.authorization_deadline_ms);
-    let started = Utc::now();
-    let cvv_sent = parsed.cvv_sent;
-    let work = authorize(app, parsed.lookup, parsed.request, parsed.cvv, parsed.descriptors, parsed.settlement);
-    // The decision runs in this task; the deadline only decides what the network hears.
-    tokio::pin!(work);
-    let outcome = tokio::select! {
-        outcome = &mut work => Some(outcome),
-        () = tokio::time::sleep(deadline) => None,
-    };
-    match outcome {
-        Some(Ok((record, _))) => authorization_response(message, &record, cvv_sent, advice),
-        Some(Err(AuthorizeError::Duplicate)) => {
-            // A repeat raced its original and lost: answer what the original got.
-            match stored_answer(app, message, &key).await {
-                Ok(Some(response)) => response,
-                _ => respond(message, "96"),
-            }
-        }
-        Some(Err(error)) => {
-            tracing::error!(%error, "authorization failed");
-            respond(message, "96")
-        }
-        None => {
-            tracing::warn!(
-                elapsed_ms = (Utc::now() - started).num_milliseconds(),
-                "authorization missed its deadline; answering stand-in"
-            );
-            let code = app.config.stand_in_response_code.clone();
-            let stand_in = respond(message, &code);
-            // Finish the decision, then take back anything it held: the network heard "no".
+            // Take back anything the late decision held: the network heard "no".
             match work.await {
-                Ok((record, _)) => {
+                Ok(BatchOutcome::Decided(record, _)) => {
                     if let Err(error) = void_stand_in(app, &record.id, &code).await {
                         tracing::error!(%error, authorization = %record.id, "could not void a hold committed after its deadline");
                     }
                 }
+                Ok(BatchOutcome::Duplicate(_)) => {}
                 Err(error) => tracing::error!(%error, "authorization after its deadline failed"),
             }
             stand_in
         }
     }
-}
-
-/// What identifies a request on the network and tells a true repeat from a conflicting one.
-struct NetworkKey {
-    acquirer_id: String,
-    stan: String,
-    transmission_time: String,
-    number_hash: Vec<u8>,
-    amount_minor: i64,
-    cvv_sent: bool,
-    advice: bool,
-}
-
-/// The stored answer for a request whose network key was seen before: the original's response, or `94` when the
-/// same key came with another card number or amount.
-async fn stored_answer(app: &App, message: &Message, key: &NetworkKey) -> Result<Option<Message>, StoreError> {
-    let mut tx = app.store.read().await?;
-    let found =
-        authorizations::find_by_network_key(&mut tx, &key.acquirer_id, &key.stan, &key.transmission_time).await?;
-    let Some(original) = found else { return Ok(None) };
-    let same =
-        original.number_hash.as_deref() == Some(key.number_hash.as_slice()) && original.amount == key.amount_minor;
-    if !same {
-        return Ok(Some(respond(message, "94")));
-    }
-    Ok(Some(authorization_response(message, &original, key.cvv_sent, key.advice)))
 }
 
 /// Records that an authorization was answered with the stand-in code and voids what it held.

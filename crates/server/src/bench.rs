@@ -176,7 +176,7 @@ pub async fn provision(app: &App, count: usize, progress: impl Fn(usize)) -> Res
         progress(end);
     }
     // Fresh statistics, so the planner treats the new tables as what they now are.
-    app.store.analyze().await?;
+    app.store.analyze_bulk_loaded().await?;
     Ok(provisioned)
 }
 

@@ -59,7 +59,9 @@ pub struct Config {
     pub stand_in_response_code: String,
     /// Network authorizations decided and committed together, at most.
     pub authorization_batch_max: usize,
-    /// How long a batch waits for more requests after its first, in microseconds.
+    /// How long a batch waits for more requests after its first, in microseconds. 0 (the default): it takes what
+    /// is waiting; under load the requests that arrive during a commit are the next batch, and a wait would only
+    /// lengthen every cycle (measured: p50 at 10,000/s offered fell from 18 ms to 12.6 ms without it).
     pub authorization_batch_wait_us: u64,
     /// Authorizations waiting for a batch, at most (a full queue makes connections wait).
     pub authorization_queue_capacity: usize,
@@ -111,7 +113,7 @@ impl Default for Config {
             authorization_deadline_ms: 2000,
             stand_in_response_code: "91".to_owned(),
             authorization_batch_max: 1024,
-            authorization_batch_wait_us: 1000,
+            authorization_batch_wait_us: 0,
             authorization_queue_capacity: 8192,
             hold_expiry_days: 7,
             hold_expiry_long_days: 31,

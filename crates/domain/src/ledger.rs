@@ -565,6 +565,30 @@ pub mod entries {
         .collect()
     }
 
+    /// The funding gateway collected `amount` more than was owed: it is owed back to the funding card.
+    pub fn collect_excess(amount: Money) -> Vec<Entry> {
+        post(
+            global(AccountKind::FundingGatewayClearing),
+            global(AccountKind::CardholderRefundPayable),
+            amount,
+            "collection_excess",
+        )
+        .into_iter()
+        .collect()
+    }
+
+    /// Pay now: `amount` the cardholder paid for the card is returned (the purchase shrank or did not happen).
+    pub fn refund_prepaid(card_id: &str, amount: Money) -> Vec<Entry> {
+        post(
+            card(AccountKind::CardholderReceivable, card_id),
+            global(AccountKind::FundingGatewayClearing),
+            amount,
+            "funding_refund",
+        )
+        .into_iter()
+        .collect()
+    }
+
     /// The funding gateway returned `amount` to the cardholder's funding card.
     pub fn refund_to_funding(amount: Money) -> Vec<Entry> {
         post(

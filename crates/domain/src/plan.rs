@@ -589,6 +589,38 @@ impl Plan {
         self.check()
     }
 
+    /// Interest still owed on open installments (a payment's interest part is what it takes off this).
+    pub fn interest_owed(&self) -> i64 {
+        self.installments.iter().filter(|installment| installment.is_open()).map(|i| i.owed_parts().1).sum()
+    }
+
+    /// The first date after `today` on which the plan may need work: a due installment to collect, a retry, a
+    /// late fee, a charge-off. `None` once the plan is no longer active. (A date with nothing to do in the end
+    /// is harmless: the work is recomputed then.)
+    pub fn next_work_date(&self, today: NaiveDate, terms: &PlanTerms) -> Option<NaiveDate> {
+        if self.status != PlanStatus::Active {
+            return None;
+        }
+        let mut dates = Vec::new();
+        for installment in &self.installments {
+            match installment.status {
+                InstallmentStatus::Scheduled if installment.owed() > 0 => dates.push(installment.due_date),
+                InstallmentStatus::Failed => {
+                    dates.extend(installment.failed_on.map(|failed| failed + Days::new(terms.retry_after_days)));
+                }
+                _ => {}
+            }
+            let in_debt = installment.is_open() || installment.status == InstallmentStatus::RolledOver;
+            if in_debt && !installment.late_fee_charged {
+                dates.push(installment.due_date + Days::new(terms.late_fee_after_days));
+            }
+            if in_debt {
+                dates.push(installment.due_date + Days::new(terms.charge_off_after_days));
+            }
+        }
+        dates.into_iter().filter(|date| *date > today).min()
+    }
+
     /// Checks the plan's invariants; an error here is a bug.
     pub fn check(&self) -> Result<(), PlanError> {
         let principal: i64 = self.installments.iter().map(|installment| installment.principal).sum();

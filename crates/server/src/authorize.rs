@@ -151,10 +151,13 @@ pub async fn authorize(
                 authorization.hold_transfer_id = Some(committed[0].transfer.0 as i64);
                 authorization.held = hold.minor();
             }
-            if let Some(transition) = transition {
-                cards::record_transition(&mut tx, &record.id, &transition).await?;
+            if let Some(transition) = &transition {
+                cards::record_transition(&mut tx, &record.id, transition).await?;
             }
             cards::update(&mut tx, &mut record).await?;
+            if transition.is_some_and(|transition| transition.to == CardStatus::Used) {
+                crate::events::card(&mut tx, "card.used", &record, now).await?;
+            }
         }
         if let Some(reason) = decision.decline_reason() {
             // Counted before this decline is inserted: the rules count it as "this one".
@@ -165,7 +168,7 @@ pub async fn authorize(
             let amount = ghostcard_domain::money::Money::new(request.amount_minor, record.currency()?);
             let record_id = format!("financial:{}", authorization.id);
             if decision.kind == AuthorizationKind::Refund {
-                lifecycle::merchant_refund(&mut tx, &record.id, amount, &record_id, now).await?;
+                lifecycle::merchant_refund(app, &mut tx, &record.id, amount, &record_id, now).await?;
             } else if amount.is_positive() {
                 lifecycle::capture(app, &mut tx, &authorization.id, amount, &record_id, now).await?;
             }
@@ -173,6 +176,7 @@ pub async fn authorize(
     } else {
         insert(&mut tx, &authorization).await?;
     }
+    ghostcard_store::events::insert_many(&mut tx, &[crate::events::authorization(&authorization, now)]).await?;
     ghostcard_store::commit(tx).await?;
     app.metrics.observe_authorization(decision.response_code);
     tracing::info!(
@@ -341,6 +345,7 @@ async fn freeze_after_decline(
             other.set_card(&card);
             cards::update(tx, &mut other).await?;
             cards::record_transition(tx, &card_id, &transition).await?;
+            crate::events::card(tx, "fraud.flagged", &other, now).await?;
             tracing::warn!(card = %card_id, %rule, "card frozen by a fraud rule");
         }
     }

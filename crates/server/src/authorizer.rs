@@ -392,6 +392,20 @@ async fn decide_in(app: &App, tx: &mut Tx, jobs: &[Job], now: DateTime<Utc>) -> 
         cards.into_values().filter(|entry| entry.changed).map(|entry| entry.record).collect();
     cards::update_many(tx, &mut changed).await?;
     cards::record_transitions(tx, &transitions).await?;
+    // The batch's events: one per authorization, and the cards it used or froze.
+    let mut batch_events: Vec<ghostcard_store::events::Event> =
+        records.iter().map(|record| crate::events::authorization(record, now)).collect();
+    for (card_id, transition) in &transitions {
+        let kind = match transition.to {
+            CardStatus::Used => "card.used",
+            CardStatus::Frozen => "fraud.flagged",
+            _ => continue,
+        };
+        if let Some(card) = changed.iter().find(|card| &card.id == card_id) {
+            batch_events.push(crate::events::new(kind, &crate::api::cards::CardView::of(card, now), now));
+        }
+    }
+    ghostcard_store::events::insert_many(tx, &batch_events).await?;
     app.metrics.observe_batch_stages(loaded, decided, writing.elapsed());
     Ok(outcomes
         .into_iter()

@@ -105,7 +105,7 @@ pub async fn post_record(app: &App, record: &ClearingRecordInput) -> Result<Clea
             None => unmatched(&record.id),
         },
         ("refund", Some(AuthorizationRecord { card_id: Some(card_id), .. }), _) | ("refund", _, Some(card_id)) => {
-            lifecycle::merchant_refund(&mut tx, &card_id, amount, &record.id, now).await?
+            lifecycle::merchant_refund(app, &mut tx, &card_id, amount, &record.id, now).await?
         }
         ("capture" | "force_post" | "refund", _, _) => unmatched(&record.id),
         _ => return Ok(rejected(&record.id, "invalid_type")),

@@ -72,6 +72,8 @@ pub struct Config {
     pub hold_expiry_long_mccs: Vec<u16>,
     /// How often the server runs what fell due (card and hold expiry), in seconds.
     pub job_interval_seconds: u64,
+    /// How long a webhook receiver has to answer a delivery.
+    pub webhook_timeout_seconds: u64,
     pub mode: Mode,
     /// The BIN our card numbers start with (6–8 digits).
     pub bin: String,
@@ -119,6 +121,7 @@ impl Default for Config {
             hold_expiry_long_days: 31,
             hold_expiry_long_mccs: vec![7011, 7512, 4411],
             job_interval_seconds: 30,
+            webhook_timeout_seconds: 10,
             mode: Mode::Sandbox,
             bin: "424242".to_owned(),
             cvk: None,

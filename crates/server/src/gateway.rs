@@ -5,7 +5,7 @@
 //! `4000000000009995` accepts holds but fails every charge, `4000000000000341` links but fails its first hold;
 //! any other Luhn-valid number works.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
@@ -39,6 +39,11 @@ pub trait FundingGateway: Send + Sync {
     fn hold<'a>(&'a self, token: &'a str, amount: Money, reference: &'a str) -> GatewayFuture<'a, String>;
     /// Releases a hold.
     fn release<'a>(&'a self, token: &'a str, hold: &'a str) -> GatewayFuture<'a, ()>;
+    /// Charges `amount` to the funding card; returns the charge's reference. The same `reference` never charges
+    /// twice: a retry (after a timeout, a crash) gets the first answer.
+    fn charge<'a>(&'a self, token: &'a str, amount: Money, reference: &'a str) -> GatewayFuture<'a, String>;
+    /// Refunds `amount` to the funding card, at most once per `reference`.
+    fn refund<'a>(&'a self, token: &'a str, amount: Money, reference: &'a str) -> GatewayFuture<'a, String>;
 }
 
 /// The deterministic sandbox gateway.
@@ -46,6 +51,46 @@ pub trait FundingGateway: Send + Sync {
 pub struct SandboxGateway {
     /// Tokens whose first hold has been attempted (for `4000000000000341`).
     first_hold_attempted: Mutex<HashSet<String>>,
+    /// Every charge and refund by reference, with its answer: a repeated reference gets the same answer.
+    movements: Mutex<HashMap<String, Movement>>,
+}
+
+/// A charge or refund the sandbox answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Movement {
+    pub kind: &'static str,
+    pub token: String,
+    pub amount: Money,
+    pub result: Result<String, GatewayError>,
+}
+
+impl SandboxGateway {
+    /// The charges and refunds answered so far, by reference (for tests and the sandbox's own checks).
+    pub fn movements(&self) -> HashMap<String, Movement> {
+        self.movements.lock().map(|movements| movements.clone()).unwrap_or_default()
+    }
+
+    fn move_money(
+        &self,
+        kind: &'static str,
+        token: &str,
+        amount: Money,
+        reference: &str,
+    ) -> Result<String, GatewayError> {
+        let Ok(mut movements) = self.movements.lock() else { return Err(GatewayError::Unavailable) };
+        let movement = movements.entry(format!("{kind}:{reference}")).or_insert_with(|| Movement {
+            kind,
+            token: token.to_owned(),
+            amount,
+            // Refunds always go through; charges fail on the card whose charges all fail.
+            result: if kind == "charge" && token.starts_with("sandbox_charges_fail_") {
+                Err(GatewayError::Declined)
+            } else {
+                Ok(format!("{kind}_{reference}"))
+            },
+        });
+        movement.result.clone()
+    }
 }
 
 const DECLINED_AT_LINK: &str = "4000000000000002";
@@ -83,6 +128,16 @@ impl FundingGateway for SandboxGateway {
 
     fn release<'a>(&'a self, _token: &'a str, _hold: &'a str) -> GatewayFuture<'a, ()> {
         Box::pin(async { Ok(()) })
+    }
+
+    fn charge<'a>(&'a self, token: &'a str, amount: Money, reference: &'a str) -> GatewayFuture<'a, String> {
+        let result = self.move_money("charge", token, amount, reference);
+        Box::pin(async move { result })
+    }
+
+    fn refund<'a>(&'a self, token: &'a str, amount: Money, reference: &'a str) -> GatewayFuture<'a, String> {
+        let result = self.move_money("refund", token, amount, reference);
+        Box::pin(async move { result })
     }
 }
 

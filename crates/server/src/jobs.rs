@@ -1,41 +1,128 @@
-//! Work that falls due with time, run in bounded sweeps: unused cards expire at the end of their window (and
-//! release every hold), and authorization holds never captured are released after 7 days (31 for lodging, car
-//! rental and cruise lines). Each item is handled in its own transaction and each sweep can run again: what is
-//! done is no longer due.
+//! Work that falls due with time, run in bounded sweeps over the database's own state, in this order at each
+//! instant: authorization holds never captured are released after 7 days (31 for lodging, car rental and cruise
+//! lines); unused cards expire at the end of their window (and release every hold); 14 days after a card's first
+//! capture its open holds are released and its unused amount given back (the plan keeps the captured total);
+//! plans get their late fees, charge-offs and collection jobs ([`crate::plans`]); pay-now cards are charged (or
+//! refunded) the difference between what they spent and what their funding card paid; new events become webhook
+//! deliveries; and then the job queue runs ([`crate::runner`]). Each item is handled in its own transaction and
+//! each sweep can run again: what is done is no longer due.
 //!
-//! The server runs the sweeps on a timer; in sandbox mode `POST /v1/simulate/clock/advance` runs them at once for
-//! the new time. Collections, late fees and the 14-day adjustment come with the job runner of a later change.
+//! The server runs all of it on a timer (and the queue more often); in sandbox mode `POST
+//! /v1/simulate/clock/advance` steps through every instant at which something fell due, in order ([`run_until`]).
 
 use chrono::{DateTime, Duration, Utc};
 use ghostcard_domain::card::{CardEvent, CardStatus, CloseReason};
 use ghostcard_domain::ledger::entries;
 use ghostcard_store::authorizations;
 use ghostcard_store::cards::{self, CardRecord};
-use ghostcard_store::{funding_sources, ledger};
+use ghostcard_store::{Tx, events, jobs, ledger, plans, webhooks};
 use serde::Serialize;
 
 use crate::App;
 use crate::lifecycle::{self, LifecycleError};
+use crate::runner::{self, FundingMovement, Release, RunnerError};
 
 /// Items handled per query; a sweep repeats until nothing more is due.
 const SWEEP_BATCH: u32 = 500;
+/// Days after a card's first capture when its unused amount is given back.
+const ADJUSTMENT_DAYS: i64 = 14;
+/// Most steps one clock advance takes (each a distinct instant something fell due).
+const MAX_STEPS: usize = 10_000;
 
 /// What a run did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct JobReport {
     pub cards_expired: u64,
     pub holds_expired: u64,
+    pub cards_adjusted: u64,
+    pub plans_swept: u64,
+    pub funding_true_ups: u64,
+    pub events_dispatched: u64,
+    pub jobs_run: u64,
+}
+
+impl std::ops::AddAssign for JobReport {
+    fn add_assign(&mut self, other: JobReport) {
+        self.cards_expired += other.cards_expired;
+        self.holds_expired += other.holds_expired;
+        self.cards_adjusted += other.cards_adjusted;
+        self.plans_swept += other.plans_swept;
+        self.funding_true_ups += other.funding_true_ups;
+        self.events_dispatched += other.events_dispatched;
+        self.jobs_run += other.jobs_run;
+    }
+}
+
+impl From<RunnerError> for LifecycleError {
+    fn from(error: RunnerError) -> Self {
+        match error {
+            RunnerError::Store(error) => LifecycleError::Store(error),
+            RunnerError::Ledger(error) => LifecycleError::Ledger(error),
+            RunnerError::Failed(reason) => LifecycleError::Inconsistent(reason),
+        }
+    }
 }
 
 /// Runs everything due at `now`.
 pub async fn run_due(app: &App, now: DateTime<Utc>) -> Result<JobReport, LifecycleError> {
     // Holds first, oldest first: a card whose only hold expires may then close.
     let holds_expired = expire_holds(app, now).await?;
-    let report = JobReport { holds_expired, cards_expired: expire_cards(app, now).await? };
+    let mut report = JobReport {
+        holds_expired,
+        cards_expired: expire_cards(app, now).await?,
+        cards_adjusted: adjust_cards(app, now).await?,
+        plans_swept: sweep_plans(app, now).await?,
+        funding_true_ups: true_up_pay_now(app, now).await?,
+        ..JobReport::default()
+    };
+    report.events_dispatched = dispatch_events(app, now).await?;
+    report.jobs_run = runner::run_queue(app, now).await?;
+    // Jobs may have written events (installment.paid, …): deliver them in this run too.
+    let dispatched = dispatch_events(app, now).await?;
+    if dispatched > 0 {
+        report.events_dispatched += dispatched;
+        report.jobs_run += runner::run_queue(app, now).await?;
+    }
     if report != JobReport::default() {
-        tracing::info!(cards_expired = report.cards_expired, holds_expired = report.holds_expired, "jobs ran");
+        tracing::info!(?report, "jobs ran");
     }
     Ok(report)
+}
+
+/// Runs everything that falls due from `from` to `to`, in order: at each instant something falls due (a card's
+/// window, a hold's expiry, an adjustment, a plan's work, a job), then at `to`.
+pub async fn run_until(app: &App, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<JobReport, LifecycleError> {
+    // What was already due (events not yet delivered, jobs waiting) runs first, at `from`.
+    let mut report = run_due(app, from).await?;
+    let mut at = from;
+    for _ in 0..MAX_STEPS {
+        let step = next_due_after(app, at).await?.filter(|next| *next < to).unwrap_or(to);
+        report += run_due(app, step).await?;
+        if step >= to {
+            return Ok(report);
+        }
+        at = step;
+    }
+    report += run_due(app, to).await?;
+    Ok(report)
+}
+
+/// The earliest instant after `at` when something falls due.
+async fn next_due_after(app: &App, at: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, LifecycleError> {
+    let mut tx = app.store.read().await?;
+    let long_mccs: Vec<String> = app.config.hold_expiry_long_mccs.iter().map(|mcc| format!("{mcc:04}")).collect();
+    let short = Duration::days(app.config.hold_expiry_days);
+    let long = Duration::days(app.config.hold_expiry_long_days);
+    let adjustment = Duration::days(ADJUSTMENT_DAYS);
+    let candidates = [
+        cards::next_window_end(&mut tx, at).await?,
+        authorizations::oldest_open_hold(&mut tx, &long_mccs, false, at - short).await?.map(|made| made + short),
+        authorizations::oldest_open_hold(&mut tx, &long_mccs, true, at - long).await?.map(|made| made + long),
+        cards::next_adjustment_capture(&mut tx, at - adjustment).await?.map(|captured| captured + adjustment),
+        plans::next_due(&mut tx, at).await?,
+        jobs::next_due(&mut tx, at).await?,
+    ];
+    Ok(candidates.into_iter().flatten().filter(|due| *due > at).min())
 }
 
 /// How long a hold of this merchant category lives.
@@ -94,10 +181,10 @@ async fn expire_hold(app: &App, authorization_id: &str, now: DateTime<Utc>) -> R
             release_funding = Some(record);
         }
     }
-    ghostcard_store::commit(tx).await?;
     if let Some(record) = release_funding {
-        release_funding_hold(app, &record).await;
+        enqueue_release(&mut tx, &record, now).await?;
     }
+    ghostcard_store::commit(tx).await?;
     Ok(())
 }
 
@@ -139,36 +226,171 @@ async fn expire_card(app: &App, card_id: &str, now: DateTime<Utc>) -> Result<(),
     cards::update(&mut tx, &mut record).await?;
     cards::record_transition(&mut tx, card_id, &transition).await?;
     ledger::commit(&mut tx, &entries::release_unused(card_id, released), now).await?;
+    crate::events::card(&mut tx, "card.expired", &record, now).await?;
+    enqueue_release(&mut tx, &record, now).await?;
     ghostcard_store::commit(tx).await?;
-    release_funding_hold(app, &record).await;
     Ok(())
 }
 
-/// Gives back the funding hold of a card that will take no money. A failure is logged: the gateway's hold lapses
-/// on its own.
-pub async fn release_funding_hold(app: &App, record: &CardRecord) {
-    let Some(hold) = &record.funding_hold_id else { return };
-    let source = async {
-        let mut tx = app.store.read().await?;
-        funding_sources::get(&mut tx, &record.funding_source_id).await
+/// Enqueues the release of the card's funding hold (placed at creation), in the caller's transaction: the card
+/// will take no more money. Once per card.
+pub async fn enqueue_release(
+    tx: &mut Tx,
+    record: &CardRecord,
+    now: DateTime<Utc>,
+) -> Result<(), ghostcard_store::StoreError> {
+    let Some(hold) = &record.funding_hold_id else { return Ok(()) };
+    let release = Release {
+        card_id: record.id.clone(),
+        funding_source_id: record.funding_source_id.clone(),
+        hold_id: hold.clone(),
     };
-    match source.await {
-        Ok(Some(source)) => {
-            if let Err(error) = app.gateway.release(&source.gateway_token, hold).await {
-                tracing::warn!(%error, card = %record.id, "could not release the funding hold");
-            }
+    runner::enqueue(tx, runner::FUNDING_RELEASE, &format!("release:{}", record.id), &release, now, now).await?;
+    Ok(())
+}
+
+/// 14 days after a card's first capture: its open holds are released, its amount shrinks to what it captured,
+/// and it closes; the plan keeps the captured total.
+async fn adjust_cards(app: &App, now: DateTime<Utc>) -> Result<u64, LifecycleError> {
+    let mut adjusted = 0;
+    loop {
+        let mut tx = app.store.read().await?;
+        let due = cards::due_adjustment(&mut tx, now - Duration::days(ADJUSTMENT_DAYS), SWEEP_BATCH).await?;
+        drop(tx);
+        if due.is_empty() {
+            return Ok(adjusted);
         }
-        Ok(None) => {}
-        Err(error) => tracing::warn!(%error, card = %record.id, "could not read the funding source"),
+        for card_id in due {
+            adjust_card(app, &card_id, now).await?;
+            adjusted += 1;
+        }
     }
 }
 
-/// Runs the sweeps every `interval` until the process ends.
+async fn adjust_card(app: &App, card_id: &str, now: DateTime<Utc>) -> Result<(), LifecycleError> {
+    let mut tx = app.store.begin().await?;
+    for authorization_id in authorizations::holding_for_card(&mut tx, card_id).await? {
+        lifecycle::reverse(&mut tx, &authorization_id, None, now).await?;
+    }
+    let Some(mut record) = cards::get_for_update(&mut tx, card_id).await? else { return Ok(()) };
+    let mut card = record.to_card()?;
+    if card.status() != CardStatus::Used {
+        return Ok(());
+    }
+    let transition = card
+        .apply(CardEvent::Close(CloseReason::UnusedRefunded), now)
+        .map_err(|error| LifecycleError::Inconsistent(error.to_string()))?;
+    let released = card.refund_unused().map_err(|error| LifecycleError::Inconsistent(error.to_string()))?;
+    record.set_card(&card);
+    cards::update(&mut tx, &mut record).await?;
+    cards::record_transition(&mut tx, card_id, &transition).await?;
+    ledger::commit(&mut tx, &entries::release_unused(card_id, released), now).await?;
+    if let Some(plan_id) = &record.plan_id
+        && let Some(plan) = plans::get(&mut tx, plan_id).await?
+    {
+        crate::events::plan(&mut tx, "plan.adjusted", &plan, now).await?;
+    }
+    enqueue_release(&mut tx, &record, now).await?;
+    ghostcard_store::commit(tx).await?;
+    Ok(())
+}
+
+async fn sweep_plans(app: &App, now: DateTime<Utc>) -> Result<u64, LifecycleError> {
+    let mut swept = 0;
+    let mut seen = std::collections::HashSet::new();
+    loop {
+        let mut tx = app.store.read().await?;
+        let due = plans::due(&mut tx, now, SWEEP_BATCH).await?;
+        drop(tx);
+        // A plan the sweep leaves due (its work is today's and pending) is not swept twice in one run.
+        let fresh: Vec<String> = due.into_iter().filter(|id| seen.insert(id.clone())).collect();
+        if fresh.is_empty() {
+            return Ok(swept);
+        }
+        for plan_id in fresh {
+            crate::plans::sweep(app, &plan_id, now).await?;
+            swept += 1;
+        }
+    }
+}
+
+/// Pay now: each used card's funding card pays what the card spent (held + captured) — charged once the card is
+/// used, and trued up by a charge or a refund whenever that changes. What is asked for is recorded at once, so a
+/// movement is never asked for twice; the job moves the money.
+async fn true_up_pay_now(app: &App, now: DateTime<Utc>) -> Result<u64, LifecycleError> {
+    let mut trued = 0;
+    loop {
+        let mut tx = app.store.begin().await?;
+        let due = cards::pay_now_untrued(&mut tx, SWEEP_BATCH).await?;
+        if due.is_empty() {
+            return Ok(trued);
+        }
+        for (card_id, currency, spent, charged) in due {
+            let delta = spent - charged;
+            let movement = FundingMovement { card_id: card_id.clone(), amount: delta.abs(), currency };
+            let kind = if delta > 0 { runner::FUNDING_CHARGE } else { runner::FUNDING_REFUND };
+            runner::enqueue(&mut tx, kind, &format!("pay_now:{card_id}:{charged}:{spent}"), &movement, now, now)
+                .await?;
+            cards::add_funding_charged(&mut tx, &card_id, delta).await?;
+            trued += 1;
+        }
+        ghostcard_store::commit(tx).await?;
+    }
+}
+
+/// Turns new events into one delivery job per endpoint that wants them.
+async fn dispatch_events(app: &App, now: DateTime<Utc>) -> Result<u64, LifecycleError> {
+    let mut dispatched = 0;
+    loop {
+        let mut tx = app.store.begin().await?;
+        let pending = events::undispatched(&mut tx, SWEEP_BATCH).await?;
+        if pending.is_empty() {
+            return Ok(dispatched);
+        }
+        let endpoints = webhooks::all(&mut tx).await?;
+        for event in &pending {
+            for endpoint in endpoints.iter().filter(|endpoint| endpoint.wants(&event.kind)) {
+                let delivery =
+                    crate::webhooks::Delivery { event_id: event.id.clone(), endpoint_id: endpoint.id.clone() };
+                runner::enqueue(
+                    &mut tx,
+                    runner::WEBHOOK,
+                    &format!("webhook:{}:{}", event.id, endpoint.id),
+                    &delivery,
+                    now,
+                    now,
+                )
+                .await?;
+            }
+        }
+        let ids: Vec<String> = pending.iter().map(|event| event.id.clone()).collect();
+        events::mark_dispatched(&mut tx, &ids).await?;
+        ghostcard_store::commit(tx).await?;
+        dispatched += ids.len() as u64;
+    }
+}
+
+/// Runs the job queue every second (and at once when woken), and everything else every `interval`, until the
+/// process ends.
 pub fn spawn_timer(app: std::sync::Arc<App>, interval: std::time::Duration) {
     tokio::spawn(async move {
+        let mut last_sweep = std::time::Instant::now();
         loop {
-            tokio::time::sleep(interval).await;
-            if let Err(error) = run_due(&app, app.clock.now()).await {
+            tokio::select! {
+                () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                () = app.wake_jobs.notified() => {}
+            }
+            let now = app.clock.now();
+            let result = if last_sweep.elapsed() >= interval {
+                last_sweep = std::time::Instant::now();
+                run_due(&app, now).await.map(|_| ())
+            } else {
+                match dispatch_events(&app, now).await {
+                    Ok(_) => runner::run_queue(&app, now).await.map(|_| ()).map_err(LifecycleError::from),
+                    Err(error) => Err(error),
+                }
+            };
+            if let Err(error) = result {
                 tracing::error!(%error, "jobs failed; they run again at the next tick");
             }
         }

@@ -10,13 +10,17 @@ pub mod clearing;
 pub mod clock;
 pub mod config;
 pub mod credentials;
+pub mod events;
 pub mod gateway;
 pub mod ids;
 pub mod jobs;
 pub mod lifecycle;
 pub mod metrics;
 pub mod network;
+pub mod plans;
+pub mod runner;
 pub mod vault;
+pub mod webhooks;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -68,6 +72,11 @@ pub struct App {
     pub purchase_power: PurchasePowerPolicy,
     pub plan_terms: PlanTerms,
     pub metrics: Metrics,
+    /// This process's name on job leases.
+    pub runner_id: String,
+    /// Wakes the job runner (after a commit that enqueued work).
+    pub wake_jobs: tokio::sync::Notify,
+    pub webhook_client: reqwest::Client,
 }
 
 impl std::fmt::Debug for App {
@@ -107,6 +116,13 @@ impl App {
             plan_terms: PlanTerms::defaults(currency),
             gateway: Arc::new(SandboxGateway::default()),
             metrics: Metrics::default(),
+            runner_id: crate::ids::new_id("runner", chrono::Utc::now(), &mut rand::rng()),
+            wake_jobs: tokio::sync::Notify::new(),
+            webhook_client: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(config.webhook_timeout_seconds.max(1)))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .map_err(|error| StartError::Config(format!("webhook client: {error}")))?,
             config,
             store,
             vault,

@@ -16,6 +16,7 @@ use ghostcard_store::plans::{self, PlanRecord};
 use ghostcard_store::{StoreError, Tx};
 
 use crate::App;
+use crate::api::authorizations::AuthorizationView;
 use crate::ids::new_id;
 
 #[derive(Debug, thiserror::Error)]
@@ -156,7 +157,9 @@ async fn post_purchase(
     clearing.result = "posted".to_owned();
     clearing.flags = flag.unwrap_or_default().to_owned();
     clearings::insert(tx, &clearing).await?;
-    Ok((result(&clearing, Some(plan_id)), reheld))
+    let posted = result(&clearing, Some(plan_id));
+    crate::events::emit(tx, "clearing.posted", &posted, now).await?;
+    Ok((posted, reheld))
 }
 
 /// Creates the card's plan on its first capture, or adds a later capture to it. Returns the plan id.
@@ -180,16 +183,21 @@ async fn add_to_plan(
                 plan,
                 created_at: now,
                 updated_at: now,
+                next_run_at: None,
                 version: 0,
             };
+            let mut record = record;
+            crate::plans::schedule_new(app, &mut record, now);
             plans::insert(tx, &record).await?;
+            crate::events::plan(tx, "plan.created", &record, now).await?;
             card.plan_id = Some(record.id.clone());
             Ok(record.id)
         }
         Some(plan_id) => {
             let mut record = plans::get(tx, plan_id).await?.ok_or_else(|| inconsistent("card names a missing plan"))?;
             record.plan.add_principal(amount.minor(), today).map_err(inconsistent)?;
-            plans::update(tx, &mut record, now).await?;
+            crate::plans::save(app, tx, &mut record, now).await?;
+            crate::events::plan(tx, "plan.adjusted", &record, now).await?;
             Ok(record.id)
         }
     }
@@ -249,12 +257,14 @@ pub async fn reverse(
     }
     record.set_card(&card);
     cards::update(tx, &mut record).await?;
+    crate::events::emit(tx, "authorization.reversed", &AuthorizationView::from(&authorization), now).await?;
     Ok(Some(authorization))
 }
 
 /// A merchant refund of `amount` on the card, on any card state: it pays what is overdue on the plan, lowers the
 /// installments to come, and what exceeds the plan's balance is owed back to the funding card.
 pub async fn merchant_refund(
+    app: &App,
     tx: &mut Tx,
     card_id: &str,
     amount: Money,
@@ -275,14 +285,26 @@ pub async fn merchant_refund(
     let mut card = record.to_card()?;
     let restored = card.refund(amount).map_err(inconsistent)?;
     let (to_plan, excess) = match &record.plan_id {
+        // Pay now: the refund lowers what the card spent, and the pay-now true-up refunds the funding card.
+        Some(_) if record.plan_kind == PlanKind::PayNow.as_str() => (amount.minor(), 0),
         Some(plan_id) => {
             let mut plan = plans::get(tx, plan_id).await?.ok_or_else(|| inconsistent("card names a missing plan"))?;
             let application = plan.plan.apply_refund(amount.minor(), now.date_naive()).map_err(inconsistent)?;
-            plans::update(tx, &mut plan, now).await?;
+            crate::plans::save(app, tx, &mut plan, now).await?;
+            crate::events::plan(tx, "plan.adjusted", &plan, now).await?;
             (application.to_overdue + application.to_future, application.excess)
         }
         None => (0, amount.minor()),
     };
+    if excess > 0 {
+        let movement = crate::runner::FundingMovement {
+            card_id: card_id.to_owned(),
+            amount: excess,
+            currency: amount.currency().code().to_owned(),
+        };
+        crate::runner::enqueue(tx, crate::runner::FUNDING_REFUND, &format!("refund:{record_id}"), &movement, now, now)
+            .await?;
+    }
     let currency = amount.currency();
     let mut steps =
         entries::merchant_refund(card_id, Money::new(to_plan, currency), Money::new(excess, currency), restored);
@@ -294,7 +316,9 @@ pub async fn merchant_refund(
     record.set_card(&card);
     cards::update(tx, &mut record).await?;
     clearings::insert(tx, &clearing).await?;
-    Ok(result(&clearing, record.plan_id.clone()))
+    let posted = result(&clearing, record.plan_id.clone());
+    crate::events::emit(tx, "refund.posted", &posted, now).await?;
+    Ok(posted)
 }
 
 fn new_clearing(

@@ -174,6 +174,23 @@ impl Vault {
         CardNumber::parse(digits).map_err(|_| VaultError::Decryption)
     }
 
+    /// Encrypts another secret (e.g. a webhook signing secret) under the current data key, bound to `context`.
+    pub fn encrypt_secret(&self, context: &str, secret: &[u8], rng: &mut impl Rng) -> (i64, Vec<u8>) {
+        let version = self.current_version();
+        let key = &self.encryption_keys[&version];
+        (version, seal(key.expose(), secret, context.as_bytes(), rng))
+    }
+
+    pub fn decrypt_secret(
+        &self,
+        context: &str,
+        version: i64,
+        ciphertext: &[u8],
+    ) -> Result<Secret<Vec<u8>>, VaultError> {
+        let key = self.encryption_keys.get(&version).ok_or(VaultError::UnknownVersion(version))?;
+        Ok(Secret::new(open(key.expose(), ciphertext, context.as_bytes())?))
+    }
+
     /// The keyed hash a card is looked up by.
     pub fn number_hash(&self, number: &CardNumber) -> Vec<u8> {
         self.keyed_hash(number.expose().as_bytes())

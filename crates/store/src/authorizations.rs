@@ -284,6 +284,28 @@ pub async fn open_holds_before(
     rows.into_iter().map(|(id, mcc, at)| Ok((id, mcc, from_micros(at)?))).collect()
 }
 
+/// When the oldest open hold made after `after`, with (`long`) or without one of these merchant categories, was
+/// made.
+pub async fn oldest_open_hold(
+    tx: &mut Tx,
+    long_mccs: &[String],
+    long: bool,
+    after: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>> {
+    let list = if long_mccs.is_empty() { "''".to_owned() } else { crate::list_placeholders(tx, 1, long_mccs.len()) };
+    let sql = format!(
+        "SELECT MIN(created_at) FROM authorizations WHERE held > 0 AND mcc {}IN ({list}) AND created_at > {}",
+        if long { "" } else { "NOT " },
+        if tx.backend_name() == "PostgreSQL" { format!("${}", long_mccs.len() + 1) } else { "?".to_owned() }
+    );
+    let mut query = sqlx::query_scalar::<_, Option<i64>>(&sql);
+    for mcc in long_mccs {
+        query = query.bind(mcc);
+    }
+    query = query.bind(to_micros(after));
+    query.fetch_one(&mut **tx).await?.map(from_micros).transpose()
+}
+
 /// The ids of the card's authorizations still holding money.
 pub async fn holding_for_card(tx: &mut Tx, card_id: &str) -> Result<Vec<String>> {
     Ok(sqlx::query_scalar("SELECT id FROM authorizations WHERE card_id = $1 AND held > 0 ORDER BY id")

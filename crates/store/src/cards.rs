@@ -301,6 +301,68 @@ fn from_hex(text: &str) -> Result<Vec<u8>> {
         .ok_or_else(|| StoreError::Corrupt("packed card row: bad hex".to_owned()))
 }
 
+/// Pay now: what has been charged to the card's funding card so far.
+pub async fn funding_charged(tx: &mut Tx, card_id: &str) -> Result<i64> {
+    Ok(sqlx::query_scalar("SELECT funding_charged FROM cards WHERE id = $1").bind(card_id).fetch_one(&mut **tx).await?)
+}
+
+/// Pay now: records that `delta` more (negative: refunded) was charged to the card's funding card.
+pub async fn add_funding_charged(tx: &mut Tx, card_id: &str, delta: i64) -> Result<()> {
+    sqlx::query("UPDATE cards SET funding_charged = funding_charged + $1 WHERE id = $2")
+        .bind(delta)
+        .bind(card_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Pay-now cards that have been used whose funding charge differs from what they spent (held + captured):
+/// (card, currency, spent, charged).
+pub async fn pay_now_untrued(tx: &mut Tx, limit: u32) -> Result<Vec<(String, String, i64, i64)>> {
+    Ok(sqlx::query_as(
+        "SELECT id, currency, held + captured, funding_charged FROM cards WHERE plan_kind = 'pay_now' \
+         AND funding_charged <> held + captured AND (status <> 'active' OR funding_charged <> 0) ORDER BY id LIMIT $1",
+    )
+    .bind(i64::from(limit))
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
+/// Used cards with a plan whose first capture is at least 14 days old (`captured_before`): due their unused-amount
+/// adjustment. Closed cards are done.
+pub async fn due_adjustment(tx: &mut Tx, captured_before: DateTime<Utc>, limit: u32) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT c.id FROM cards c JOIN plans p ON p.card_id = c.id WHERE c.status = 'used' \
+         AND p.created_at <= $1 ORDER BY p.created_at LIMIT $2",
+    )
+    .bind(to_micros(captured_before))
+    .bind(i64::from(limit))
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
+/// The earliest first capture after `after` of a card still due its adjustment.
+pub async fn next_adjustment_capture(tx: &mut Tx, after: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
+    let next: Option<i64> = sqlx::query_scalar(
+        "SELECT MIN(p.created_at) FROM cards c JOIN plans p ON p.card_id = c.id WHERE c.status = 'used' \
+         AND p.created_at > $1",
+    )
+    .bind(to_micros(after))
+    .fetch_one(&mut **tx)
+    .await?;
+    next.map(from_micros).transpose()
+}
+
+/// When the earliest active card's window ends after `after`.
+pub async fn next_window_end(tx: &mut Tx, after: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
+    let next: Option<i64> =
+        sqlx::query_scalar("SELECT MIN(valid_until) FROM cards WHERE status = 'active' AND valid_until > $1")
+            .bind(to_micros(after))
+            .fetch_one(&mut **tx)
+            .await?;
+    next.map(from_micros).transpose()
+}
+
 /// [`update`] for many cards in one statement; [`StoreError::Stale`] if any changed since it was read.
 pub async fn update_many(tx: &mut Tx, cards: &mut [CardRecord]) -> Result<()> {
     const COLUMNS: usize = 10;

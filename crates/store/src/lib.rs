@@ -15,13 +15,16 @@ pub mod cardholders;
 pub mod cards;
 pub mod clearings;
 pub mod data_keys;
+pub mod events;
 pub mod funding_sources;
 pub mod idempotency;
+pub mod jobs;
 pub mod ledger;
 mod migrations;
 pub mod plans;
 pub mod reversals;
 pub mod settings;
+pub mod webhooks;
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -16,13 +16,15 @@ pub struct PlanRecord {
     pub plan: Plan,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// When the job runner next has work on this plan (see the server's plan jobs); `None`: nothing scheduled.
+    pub next_run_at: Option<DateTime<Utc>>,
     pub version: i64,
 }
 
 pub async fn insert(tx: &mut Tx, record: &PlanRecord) -> Result<()> {
     sqlx::query(
         "INSERT INTO plans (id, card_id, cardholder_id, kind, status, currency, balance, document, created_at, updated_at, \
-         version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+         version, next_run_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(&record.id)
     .bind(&record.card_id)
@@ -35,6 +37,7 @@ pub async fn insert(tx: &mut Tx, record: &PlanRecord) -> Result<()> {
     .bind(to_micros(record.created_at))
     .bind(to_micros(record.updated_at))
     .bind(record.version)
+    .bind(record.next_run_at.map(to_micros))
     .execute(&mut **tx)
     .await
     .map_err(StoreError::from_insert)?;
@@ -51,8 +54,8 @@ pub async fn get(tx: &mut Tx, id: &str) -> Result<Option<PlanRecord>> {
 /// Writes the plan if nobody changed it since it was read; bumps the version.
 pub async fn update(tx: &mut Tx, record: &mut PlanRecord, at: DateTime<Utc>) -> Result<()> {
     let result = sqlx::query(
-        "UPDATE plans SET status = $1, balance = $2, document = $3, updated_at = $4, version = version + 1 \
-         WHERE id = $5 AND version = $6",
+        "UPDATE plans SET status = $1, balance = $2, document = $3, updated_at = $4, next_run_at = $7, \
+         version = version + 1 WHERE id = $5 AND version = $6",
     )
     .bind(record.plan.status.as_str())
     .bind(record.plan.balance())
@@ -60,6 +63,7 @@ pub async fn update(tx: &mut Tx, record: &mut PlanRecord, at: DateTime<Utc>) -> 
     .bind(to_micros(at))
     .bind(&record.id)
     .bind(record.version)
+    .bind(record.next_run_at.map(to_micros))
     .execute(&mut **tx)
     .await?;
     if result.rows_affected() != 1 {
@@ -98,6 +102,30 @@ pub async fn active_for_cardholders(tx: &mut Tx, cardholder_ids: &[String]) -> R
     Ok(plans)
 }
 
+/// Ids of plans with work due at `now`, the earliest first.
+pub async fn due(tx: &mut Tx, now: DateTime<Utc>, limit: u32) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar("SELECT id FROM plans WHERE next_run_at <= $1 ORDER BY next_run_at, id LIMIT $2")
+        .bind(to_micros(now))
+        .bind(i64::from(limit))
+        .fetch_all(&mut **tx)
+        .await?)
+}
+
+/// When the earliest plan work after `after` falls due.
+pub async fn next_due(tx: &mut Tx, after: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
+    let next: Option<i64> = sqlx::query_scalar("SELECT MIN(next_run_at) FROM plans WHERE next_run_at > $1")
+        .bind(to_micros(after))
+        .fetch_one(&mut **tx)
+        .await?;
+    next.map(from_micros).transpose()
+}
+
+/// The plan of a card.
+pub async fn for_card(tx: &mut Tx, card_id: &str) -> Result<Option<PlanRecord>> {
+    let row = sqlx::query("SELECT * FROM plans WHERE card_id = $1").bind(card_id).fetch_optional(&mut **tx).await?;
+    row.map(|row| from_row(&row)).transpose()
+}
+
 /// How many of the cardholder's plans were completed without a late fee.
 pub async fn repaid_without_late_fee(tx: &mut Tx, cardholder_id: &str) -> Result<u32> {
     let documents: Vec<String> =
@@ -129,6 +157,7 @@ fn from_row(row: &AnyRow) -> Result<PlanRecord> {
         plan: serde_json::from_str(&text).map_err(|error| StoreError::Corrupt(format!("plan document: {error}")))?,
         created_at: from_micros(row.try_get("created_at")?)?,
         updated_at: from_micros(row.try_get("updated_at")?)?,
+        next_run_at: row.try_get::<Option<i64>, _>("next_run_at")?.map(from_micros).transpose()?,
         version: row.try_get("version")?,
     })
 }

@@ -196,6 +196,7 @@ pub async fn create(
             },
         )
         .await?;
+        crate::events::card(&mut tx, "card.created", &record, now).await?;
         finish(tx, claim.as_deref(), StatusCode::CREATED, &CardView::of(&record, now)).await
     };
     let result: Result<Response, ApiError> = written.await;
@@ -469,10 +470,14 @@ async fn release_unused(
     }
     ledger::commit(&mut tx, &entries::release_unused(&record.id, released), now).await.map_err(ApiError::internal)?;
     audit::append(&mut tx, &card_audit(caller, action, &record.id, now)).await?;
-    let response = finish(tx, claim, StatusCode::OK, &CardView::of(record, now)).await?;
     if record.held == 0 && record.captured == 0 {
-        crate::jobs::release_funding_hold(app, record).await;
+        crate::jobs::enqueue_release(&mut tx, record, now).await?;
     }
+    if record.status == "canceled" {
+        crate::events::card(&mut tx, "card.canceled", record, now).await?;
+    }
+    let response = finish(tx, claim, StatusCode::OK, &CardView::of(record, now)).await?;
+    app.wake_jobs.notify_one();
     Ok(response)
 }
 

@@ -5,11 +5,14 @@ pub mod authorizations;
 pub mod cardholders;
 pub mod cards;
 pub mod error;
+pub mod events;
+pub mod jobs;
 pub mod ledger;
 pub mod network;
 pub mod ops;
 pub mod plans;
 pub mod simulate;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -95,6 +98,12 @@ pub fn router(app: Arc<App>) -> axum::Router {
         .routes(routes!(ledger::verify))
         .routes(routes!(simulate::authorize))
         .routes(routes!(plans::get))
+        .routes(routes!(plans::pay))
+        .routes(routes!(events::list))
+        .routes(routes!(events::get))
+        .routes(routes!(webhooks::create, webhooks::list))
+        .routes(routes!(jobs::list))
+        .routes(routes!(jobs::retry))
         .routes(routes!(network::clearings))
         .routes(routes!(simulate::reverse))
         .routes(routes!(simulate::clear))

@@ -4,14 +4,18 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
 use chrono::NaiveDate;
-use ghostcard_store::plans::PlanRecord;
-use serde::Serialize;
+use ghostcard_domain::plan::{InstallmentStatus, PlanStatus};
+use ghostcard_store::jobs;
+use ghostcard_store::plans::{self, PlanRecord};
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::ApiError;
-use crate::App;
+use super::{ApiError, ApiJson, Claimed, finish};
 use crate::ids::has_prefix;
+use crate::{App, runner};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct InstallmentView {
@@ -79,6 +83,117 @@ pub async fn get(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<
         return Err(ApiError::not_found("plan", &id));
     }
     let mut tx = app.store.read().await?;
-    let record = ghostcard_store::plans::get(&mut tx, &id).await?.ok_or_else(|| ApiError::not_found("plan", &id))?;
+    let record = plans::get(&mut tx, &id).await?.ok_or_else(|| ApiError::not_found("plan", &id))?;
     Ok(Json(PlanView::from(&record)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanPayment {
+    /// Minor units to pay now: paid to the open installments in order, past-due ones first.
+    pub amount: Option<i64>,
+    /// Pay this installment's owed amount instead.
+    pub installment: Option<u32>,
+    /// Pay the whole plan off (financing: remaining principal plus interest accrued since the last due date).
+    #[serde(default)]
+    pub payoff: bool,
+    /// Charge this linked funding card of the cardholder instead of the card's own.
+    pub funding_source_id: Option<String>,
+}
+
+#[utoipa::path(post, path = "/v1/plans/{id}/payments", operation_id = "pay_plan", tag = "plans", request_body = PlanPayment,
+    responses((status = 200, body = PlanView), (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody),
+        (status = 409, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+pub async fn pay(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    claim: Claimed,
+    ApiJson(body): ApiJson<PlanPayment>,
+) -> Result<Response, ApiError> {
+    if !has_prefix(&id, "plan") {
+        return Err(ApiError::not_found("plan", &id));
+    }
+    let now = app.clock.now();
+    let today = now.date_naive();
+    let mut tx = app.store.begin().await?;
+    let record = plans::get(&mut tx, &id).await?.ok_or_else(|| ApiError::not_found("plan", &id))?;
+    if record.plan.status != PlanStatus::Active {
+        return Err(ApiError::conflict(
+            "plan_not_active",
+            format!("the plan is {}; there is nothing to pay", record.plan.status.as_str()),
+        ));
+    }
+    let amount = match (body.amount, body.installment, body.payoff) {
+        (None, None, true) => record.plan.payoff_amount(today),
+        (None, Some(seq), false) => record
+            .plan
+            .installments
+            .iter()
+            .find(|installment| {
+                installment.seq == seq && installment.owed() > 0 && installment.status != InstallmentStatus::RolledOver
+            })
+            .map(|installment| installment.owed())
+            .ok_or_else(|| {
+                ApiError::invalid("invalid_installment", format!("installment {seq} has nothing owed"))
+                    .with_param("installment")
+            })?,
+        (Some(amount), None, false) => {
+            if amount <= 0 {
+                return Err(ApiError::invalid("invalid_amount", "amount is a positive integer of minor units")
+                    .with_param("amount"));
+            }
+            if amount > record.plan.balance() {
+                return Err(ApiError::invalid(
+                    "amount_exceeds_balance",
+                    format!("amount is more than the {} the plan still owes", record.plan.balance()),
+                )
+                .with_param("amount"));
+            }
+            amount
+        }
+        _ => {
+            return Err(ApiError::invalid(
+                "invalid_payment",
+                "give exactly one of amount, installment or payoff: true",
+            )
+            .with_param("amount"));
+        }
+    };
+    if let Some(source_id) = &body.funding_source_id {
+        let source = ghostcard_store::funding_sources::get(&mut tx, source_id).await?;
+        if !source.is_some_and(|source| source.cardholder_id == record.cardholder_id && source.status == "active") {
+            return Err(ApiError::invalid(
+                "invalid_funding_source",
+                "funding_source_id names no active funding card of this plan's cardholder",
+            )
+            .with_param("funding_source_id"));
+        }
+    }
+    let payment =
+        runner::Payment { plan_id: id.clone(), amount, payoff: body.payoff, funding_source_id: body.funding_source_id };
+    let key = format!("payment:{id}:{}", crate::ids::new_id("pay", now, &mut rand::rng()));
+    let job_id = runner::enqueue(&mut tx, runner::PLAN_PAYMENT, &key, &payment, now, now)
+        .await?
+        .ok_or_else(|| ApiError::internal("a new payment's job already existed"))?;
+    let job = jobs::lease(&mut tx, &job_id, &app.runner_id, now + chrono::Duration::minutes(5), now).await?;
+    ghostcard_store::commit(tx).await?;
+    match runner::payment(&app, &job, now).await {
+        Ok(Some(record)) => {
+            app.wake_jobs.notify_one();
+            finish(app.store.begin().await?, claim.as_deref(), StatusCode::OK, &PlanView::from(&record)).await
+        }
+        Ok(None) => {
+            Err(ApiError::refused("funding_declined", "the funding card declined the payment; nothing was paid"))
+        }
+        Err(error) => {
+            tracing::warn!(%error, plan = %id, "plan payment did not complete; the job runner retries it");
+            Err(ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                kind: "api_error",
+                code: "payment_pending".to_owned(),
+                message: "the funding gateway did not answer; the payment is queued and will be retried".to_owned(),
+                param: None,
+            })
+        }
+    }
 }

@@ -148,12 +148,14 @@ pub async fn advance_clock(
     if !(1..=10 * 366 * 86_400).contains(&body.seconds) {
         return Err(ApiError::invalid("invalid_seconds", "seconds is 1 to 316224000 (ten years)").with_param("seconds"));
     }
+    let from = app.clock.now();
     let mut tx = app.store.begin().await?;
     let offset = app.clock.advance(Duration::seconds(body.seconds));
     settings::set(&mut tx, crate::CLOCK_OFFSET_SETTING, &offset.to_string()).await?;
     ghostcard_store::commit(tx).await?;
     let now = app.clock.now();
-    let jobs = crate::jobs::run_due(&app, now).await.map_err(lifecycle_error)?;
+    // Everything that fell due in between, at the instant it fell due, in order.
+    let jobs = crate::jobs::run_until(&app, from, now).await.map_err(lifecycle_error)?;
     let tx = app.store.begin().await?;
     finish(tx, claim.as_deref(), StatusCode::OK, &ClockView { now, jobs }).await
 }
@@ -245,7 +247,7 @@ pub async fn refund(
     let card = super::cards::load(&mut tx, &body.card_id, true).await.map_err(|error| error.with_param("card_id"))?;
     let currency = card.currency()?;
     let record_id = new_id("sim", now, &mut rand::rng());
-    let result = lifecycle::merchant_refund(&mut tx, &card.id, Money::new(amount, currency), &record_id, now)
+    let result = lifecycle::merchant_refund(&app, &mut tx, &card.id, Money::new(amount, currency), &record_id, now)
         .await
         .map_err(lifecycle_error)?;
     finish(tx, claim.as_deref(), StatusCode::OK, &result).await

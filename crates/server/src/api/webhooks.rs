@@ -1,0 +1,153 @@
+//! `POST /v1/webhook-endpoints`: where events are delivered. The signing secret is returned once, at creation.
+
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::{Extension, Json};
+use chrono::{DateTime, Utc};
+use ghostcard_store::audit::{self, AuditEntry};
+use ghostcard_store::webhooks::{self, Endpoint};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{ApiError, ApiJson, Caller, Claimed, List, PageQuery, finish};
+use crate::App;
+use crate::ids::new_id;
+
+/// Every event type ghostcard emits.
+pub const EVENT_TYPES: &[&str] = &[
+    "card.created",
+    "card.used",
+    "card.expired",
+    "card.canceled",
+    "authorization.approved",
+    "authorization.declined",
+    "authorization.reversed",
+    "clearing.posted",
+    "refund.posted",
+    "plan.created",
+    "plan.adjusted",
+    "plan.completed",
+    "plan.charged_off",
+    "installment.paid",
+    "installment.failed",
+    "installment.late_fee",
+    "fraud.flagged",
+];
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEndpoint {
+    /// Where deliveries are POSTed (`http://` or `https://`).
+    pub url: String,
+    /// Event types to deliver; `["*"]` or omitted: all.
+    pub events: Option<Vec<String>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EndpointView {
+    pub id: String,
+    pub url: String,
+    pub events: Vec<String>,
+    /// `enabled`, or `failing` once a delivery exhausted its retries.
+    pub status: String,
+    /// Only in the response to the creation: `whsec_` + base64 of 32 random bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<&Endpoint> for EndpointView {
+    fn from(endpoint: &Endpoint) -> Self {
+        EndpointView {
+            id: endpoint.id.clone(),
+            url: endpoint.url.clone(),
+            events: endpoint.events.clone(),
+            status: endpoint.status.clone(),
+            secret: None,
+            created_at: endpoint.created_at,
+        }
+    }
+}
+
+#[utoipa::path(post, path = "/v1/webhook-endpoints", operation_id = "create_webhook_endpoint", tag = "webhooks",
+    request_body = CreateEndpoint,
+    responses((status = 201, body = EndpointView), (status = 400, body = super::error::ErrorBody)))]
+pub async fn create(
+    State(app): State<Arc<App>>,
+    claim: Claimed,
+    Extension(caller): Extension<Caller>,
+    ApiJson(body): ApiJson<CreateEndpoint>,
+) -> Result<Response, ApiError> {
+    let url = body.url.trim();
+    let parsed = reqwest::Url::parse(url).map_err(|_| {
+        ApiError::invalid("invalid_url", "url must be an absolute http:// or https:// URL").with_param("url")
+    })?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(
+            ApiError::invalid("invalid_url", "url must be an absolute http:// or https:// URL").with_param("url")
+        );
+    }
+    let events = body.events.unwrap_or_else(|| vec!["*".to_owned()]);
+    if events.is_empty() {
+        return Err(
+            ApiError::invalid("invalid_events", "events lists at least one event type, or \"*\"").with_param("events")
+        );
+    }
+    if let Some(unknown) = events.iter().find(|kind| *kind != "*" && !EVENT_TYPES.contains(&kind.as_str())) {
+        return Err(ApiError::invalid(
+            "invalid_events",
+            format!("unknown event type {unknown:?}; known types: {}", EVENT_TYPES.join(", ")),
+        )
+        .with_param("events"));
+    }
+    let now = app.clock.now();
+    let id = new_id("we", now, &mut rand::rng());
+    let (secret, key) = crate::webhooks::new_secret(&mut rand::rng());
+    let (secret_version, secret_ciphertext) =
+        app.vault.encrypt_secret(&crate::webhooks::secret_context(&id), key.expose(), &mut rand::rng());
+    let endpoint = Endpoint {
+        id,
+        url: url.to_owned(),
+        events,
+        secret_version,
+        secret_ciphertext,
+        status: "enabled".to_owned(),
+        created_at: now,
+    };
+    let mut tx = app.store.begin().await?;
+    webhooks::insert(&mut tx, &endpoint).await?;
+    audit::append(
+        &mut tx,
+        &AuditEntry {
+            at: now,
+            actor: caller.actor.clone(),
+            action: "webhook_endpoint.create".to_owned(),
+            resource: Some(endpoint.id.clone()),
+            outcome: "success".to_owned(),
+            origin: caller.origin.clone(),
+            detail: None,
+        },
+    )
+    .await?;
+    let view = EndpointView { secret: Some(secret.expose().clone()), ..EndpointView::from(&endpoint) };
+    // The secret is never stored in an idempotency record: a replay answers without it.
+    let response = finish(tx, claim.as_deref(), StatusCode::CREATED, &EndpointView::from(&endpoint)).await?;
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    Ok(Response::from_parts(parts, axum::body::Body::from(serde_json::to_vec(&view).map_err(ApiError::internal)?)))
+}
+
+#[utoipa::path(get, path = "/v1/webhook-endpoints", operation_id = "list_webhook_endpoints", tag = "webhooks",
+    params(PageQuery), responses((status = 200, body = List<EndpointView>)))]
+pub async fn list(
+    State(app): State<Arc<App>>,
+    Query(query): Query<PageQuery>,
+) -> Result<Json<List<EndpointView>>, ApiError> {
+    let limit = query.limit()?;
+    let mut tx = app.store.read().await?;
+    let page = webhooks::list(&mut tx, limit, query.starting_after.as_deref()).await?;
+    Ok(Json(List { data: page.rows.iter().map(EndpointView::from).collect(), has_more: page.has_more }))
+}

@@ -156,7 +156,8 @@ pub async fn authorize(
             }
             cards::update(&mut tx, &mut record).await?;
             if transition.is_some_and(|transition| transition.to == CardStatus::Used) {
-                crate::events::card(&mut tx, "card.used", &record, now).await?;
+                ghostcard_store::events::insert_many(&mut tx, &[crate::events::thin("card.used", &record.id, now)])
+                    .await?;
             }
         }
         if let Some(reason) = decision.decline_reason() {
@@ -345,7 +346,7 @@ async fn freeze_after_decline(
             other.set_card(&card);
             cards::update(tx, &mut other).await?;
             cards::record_transition(tx, &card_id, &transition).await?;
-            crate::events::card(tx, "fraud.flagged", &other, now).await?;
+            ghostcard_store::events::insert_many(tx, &[crate::events::thin("fraud.flagged", &card_id, now)]).await?;
             tracing::warn!(card = %card_id, %rule, "card frozen by a fraud rule");
         }
     }

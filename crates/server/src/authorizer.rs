@@ -401,9 +401,7 @@ async fn decide_in(app: &App, tx: &mut Tx, jobs: &[Job], now: DateTime<Utc>) -> 
             CardStatus::Frozen => "fraud.flagged",
             _ => continue,
         };
-        if let Some(card) = changed.iter().find(|card| &card.id == card_id) {
-            batch_events.push(crate::events::new(kind, &crate::api::cards::CardView::of(card, now), now));
-        }
+        batch_events.push(crate::events::thin(kind, card_id, now));
     }
     ghostcard_store::events::insert_many(tx, &batch_events).await?;
     app.metrics.observe_batch_stages(loaded, decided, writing.elapsed());

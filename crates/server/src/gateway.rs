@@ -151,3 +151,25 @@ pub fn brand(digits: &str) -> &'static str {
         _ => "unknown",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ghostcard_domain::money::Currency;
+
+    #[tokio::test]
+    async fn a_repeated_reference_gets_the_first_answer_and_moves_money_once() {
+        let gateway = SandboxGateway::default();
+        let amount = Money::new(1_000, Currency::USD);
+        let first = gateway.charge("sandbox_ok_4242_424242", amount, "collect:plan_1:1:1").await;
+        let again = gateway.charge("sandbox_ok_4242_424242", amount, "collect:plan_1:1:1").await;
+        assert_eq!(first, again);
+        assert_eq!(gateway.movements().len(), 1);
+        let declined = gateway.charge("sandbox_charges_fail_9995_400000", amount, "collect:plan_2:1:1").await;
+        assert_eq!(declined, Err(GatewayError::Declined));
+        assert_eq!(gateway.charge("sandbox_charges_fail_9995_400000", amount, "collect:plan_2:1:1").await, declined);
+        // Refunds go through on every card, once per reference.
+        assert!(gateway.refund("sandbox_charges_fail_9995_400000", amount, "refund:r1").await.is_ok());
+        assert_eq!(gateway.movements().len(), 3);
+    }
+}

@@ -65,16 +65,7 @@ impl From<RunnerError> for LifecycleError {
 
 /// Runs everything due at `now`.
 pub async fn run_due(app: &App, now: DateTime<Utc>) -> Result<JobReport, LifecycleError> {
-    // Holds first, oldest first: a card whose only hold expires may then close.
-    let holds_expired = expire_holds(app, now).await?;
-    let mut report = JobReport {
-        holds_expired,
-        cards_expired: expire_cards(app, now).await?,
-        cards_adjusted: adjust_cards(app, now).await?,
-        plans_swept: sweep_plans(app, now).await?,
-        funding_true_ups: true_up_pay_now(app, now).await?,
-        ..JobReport::default()
-    };
+    let mut report = sweep(app, now).await?;
     report.events_dispatched = dispatch_events(app, now).await?;
     report.jobs_run = runner::run_queue(app, now).await?;
     // Jobs may have written events (installment.paid, …): deliver them in this run too.
@@ -87,6 +78,20 @@ pub async fn run_due(app: &App, now: DateTime<Utc>) -> Result<JobReport, Lifecyc
         tracing::info!(?report, "jobs ran");
     }
     Ok(report)
+}
+
+/// The sweeps alone (what falls due in the database's own state, writing jobs), without running the job queue.
+pub async fn sweep(app: &App, now: DateTime<Utc>) -> Result<JobReport, LifecycleError> {
+    // Holds first, oldest first: a card whose only hold expires may then close.
+    let holds_expired = expire_holds(app, now).await?;
+    Ok(JobReport {
+        holds_expired,
+        cards_expired: expire_cards(app, now).await?,
+        cards_adjusted: adjust_cards(app, now).await?,
+        plans_swept: sweep_plans(app, now).await?,
+        funding_true_ups: true_up_pay_now(app, now).await?,
+        ..JobReport::default()
+    })
 }
 
 /// Runs everything that falls due from `from` to `to`, in order: at each instant something falls due (a card's
@@ -122,7 +127,11 @@ async fn next_due_after(app: &App, at: DateTime<Utc>) -> Result<Option<DateTime<
         plans::next_due(&mut tx, at).await?,
         jobs::next_due(&mut tx, at).await?,
     ];
-    Ok(candidates.into_iter().flatten().filter(|due| *due > at).min())
+    let mut dispatches = Vec::new();
+    for endpoint in webhooks::all(&mut tx).await? {
+        dispatches.push(events::first_after(&mut tx, &endpoint.cursor).await?.map(|made| made + DISPATCH_LAG));
+    }
+    Ok(candidates.into_iter().chain(dispatches).flatten().filter(|due| *due > at).min())
 }
 
 /// How long a hold of this merchant category lives.
@@ -338,18 +347,25 @@ async fn true_up_pay_now(app: &App, now: DateTime<Utc>) -> Result<u64, Lifecycle
     }
 }
 
-/// Turns new events into one delivery job per endpoint that wants them.
+/// How old an event must be before it is dispatched: transactions commit in a different order than their
+/// events' ids were made (several writers), and an endpoint's cursor must not pass an event still to commit.
+/// Longer than any transaction that writes events (the authorization deadline is 2 s).
+pub const DISPATCH_LAG: Duration = Duration::seconds(3);
+
+/// Turns new events into one delivery job per endpoint that wants them, moving each endpoint's cursor.
 async fn dispatch_events(app: &App, now: DateTime<Utc>) -> Result<u64, LifecycleError> {
+    let mut tx = app.store.read().await?;
+    let endpoints = webhooks::all(&mut tx).await?;
+    drop(tx);
     let mut dispatched = 0;
-    loop {
-        let mut tx = app.store.begin().await?;
-        let pending = events::undispatched(&mut tx, SWEEP_BATCH).await?;
-        if pending.is_empty() {
-            return Ok(dispatched);
-        }
-        let endpoints = webhooks::all(&mut tx).await?;
-        for event in &pending {
-            for endpoint in endpoints.iter().filter(|endpoint| endpoint.wants(&event.kind)) {
+    for endpoint in endpoints {
+        loop {
+            let mut tx = app.store.begin().await?;
+            // Another process is dispatching this endpoint.
+            let Some(endpoint) = webhooks::lock(&mut tx, &endpoint.id).await? else { break };
+            let pending = events::after(&mut tx, &endpoint.cursor, now - DISPATCH_LAG, SWEEP_BATCH).await?;
+            let Some(last) = pending.last() else { break };
+            for event in pending.iter().filter(|event| endpoint.wants(&event.kind)) {
                 let delivery =
                     crate::webhooks::Delivery { event_id: event.id.clone(), endpoint_id: endpoint.id.clone() };
                 runner::enqueue(
@@ -361,13 +377,13 @@ async fn dispatch_events(app: &App, now: DateTime<Utc>) -> Result<u64, Lifecycle
                     now,
                 )
                 .await?;
+                dispatched += 1;
             }
+            webhooks::set_cursor(&mut tx, &endpoint.id, &last.id).await?;
+            ghostcard_store::commit(tx).await?;
         }
-        let ids: Vec<String> = pending.iter().map(|event| event.id.clone()).collect();
-        events::mark_dispatched(&mut tx, &ids).await?;
-        ghostcard_store::commit(tx).await?;
-        dispatched += ids.len() as u64;
     }
+    Ok(dispatched)
 }
 
 /// Runs the job queue every second (and at once when woken), and everything else every `interval`, until the

@@ -60,15 +60,16 @@ pub async fn deliver(app: &App, delivery: &Delivery) -> Result<(), String> {
     let mut tx = app.store.read().await.map_err(|error| error.to_string())?;
     let event = events::get(&mut tx, &delivery.event_id).await.map_err(|error| error.to_string())?;
     let endpoint = webhooks::get(&mut tx, &delivery.endpoint_id).await.map_err(|error| error.to_string())?;
-    drop(tx);
     let (Some(event), Some(endpoint)) = (event, endpoint) else {
         return Err("the event or the endpoint no longer exists".to_owned());
     };
+    let view = EventView::render(&mut tx, &event, app.clock.now()).await.map_err(|error| error.to_string())?;
+    drop(tx);
     let key = app
         .vault
         .decrypt_secret(&secret_context(&endpoint.id), endpoint.secret_version, &endpoint.secret_ciphertext)
         .map_err(|error| error.to_string())?;
-    let body = serde_json::to_string(&EventView::from(&event)).map_err(|error| error.to_string())?;
+    let body = serde_json::to_string(&view).map_err(|error| error.to_string())?;
     let timestamp = Utc::now().timestamp();
     let answer = app
         .webhook_client

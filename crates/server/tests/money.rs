@@ -427,3 +427,56 @@ async fn a_receiver_that_never_recovers_exhausts_the_schedule_and_marks_the_endp
     assert_eq!(endpoints["data"][0]["status"], "enabled");
     assert_eq!(receiver.requests.lock().expect("lock").len(), 9);
 }
+
+#[tokio::test]
+async fn two_servers_on_one_postgresql_never_run_a_job_twice_and_a_dead_runners_jobs_are_taken_over() {
+    let app = TestApp::spawn(common::Backend::Postgres, "two_runners").await;
+    let other = ghostcard_server::App::start(app.app.config.clone()).await.expect("second server starts");
+    let mut plans = Vec::new();
+    for index in 0..12 {
+        let (cardholder, source) =
+            app.cardholder_with_funding(&format!("p{index}@example.com"), "4242424242424242").await;
+        plans.push(app.purchase(&cardholder, &source, 2_000, 2_000, "pay_in_4").await.1);
+    }
+    // The sweep writes one collection job per plan (first installments are due at capture).
+    let now = app.app.clock.now();
+    let swept = ghostcard_server::jobs::sweep(&app.app, now).await.expect("sweeps");
+    assert_eq!(swept.plans_swept, 12, "{swept:?}");
+    // Both servers' runners drain the queue at once.
+    let (first, second) = tokio::join!(
+        ghostcard_server::runner::run_queue(&app.app, now),
+        ghostcard_server::runner::run_queue(&other, now)
+    );
+    let ran = first.expect("runs") + second.expect("runs");
+    let collections = app.jobs("installment_collection").await;
+    assert_eq!(collections.len(), 12);
+    assert!(collections.iter().all(|job| job["status"] == "done" && job["attempts"] == 1), "{collections:?}");
+    assert!(ran >= 12, "every collection ran once between the two ({ran} jobs in all)");
+    for plan in &plans {
+        assert_eq!(installments(&app.plan(plan).await)[0].3, "paid");
+    }
+
+    // A runner that claims jobs and dies: its leases run out and another runner takes the jobs over, once.
+    let (cardholder, source) = app.cardholder_with_funding("late@example.com", "4242424242424242").await;
+    let (_, plan) = app.purchase(&cardholder, &source, 2_000, 2_000, "pay_in_4").await;
+    let now = app.app.clock.now();
+    ghostcard_server::jobs::sweep(&app.app, now).await.expect("sweeps");
+    let collection = app.jobs("installment_collection").await.into_iter().find(|job| job["payload"]["plan_id"] == plan);
+    let collection = collection.expect("a collection job");
+    // Simulate the crash: claim the job for a runner that never finishes it.
+    let mut tx = app.app.store.begin().await.expect("begins");
+    let claimed = ghostcard_store::jobs::claim(&mut tx, "runner_dead", now, now + chrono::Duration::minutes(5), 100)
+        .await
+        .expect("claims");
+    ghostcard_store::commit(tx).await.expect("commits");
+    assert!(claimed.iter().any(|job| job.id == collection["id"].as_str().expect("id")));
+    assert_eq!(ghostcard_server::runner::run_queue(&other, now).await.expect("runs"), 0, "leased: not taken");
+    let later = now + chrono::Duration::minutes(6);
+    ghostcard_server::runner::run_queue(&other, later).await.expect("runs");
+    let (_, job) = app.get("/v1/jobs?kind=installment_collection&limit=100").await;
+    let job =
+        job["data"].as_array().expect("list").iter().find(|job| job["id"] == collection["id"]).cloned().expect("job");
+    assert_eq!((job["status"].as_str(), job["attempts"].as_i64()), (Some("done"), Some(2)), "{job}");
+    assert_eq!(installments(&app.plan(&plan).await)[0].3, "paid");
+    app.assert_ledger_verifies().await;
+}

@@ -12,22 +12,30 @@ pub struct Event {
     pub id: String,
     /// `card.created`, `authorization.approved`, …
     pub kind: String,
-    /// The JSON object the event is about, as the API shows it.
-    pub data: String,
+    /// The id of the object a thin event is about (an authorization, a card); see `data`.
+    pub subject: Option<String>,
+    /// The JSON object the event is about, as the API showed it then; `None` for a thin event, whose object is
+    /// read when the event is.
+    pub data: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
 /// Writes events with multi-row statements.
 pub async fn insert_many(tx: &mut Tx, events: &[Event]) -> Result<()> {
-    const COLUMNS: usize = 4;
+    const COLUMNS: usize = 5;
     for chunk in events.chunks(crate::rows_per_statement(COLUMNS)) {
         let sql = format!(
-            "INSERT INTO events (id, type, data, created_at, dispatched) SELECT v.*, 0 FROM (VALUES {}) AS v",
+            "INSERT INTO events (id, type, subject, data, created_at) VALUES {}",
             crate::placeholders(tx, chunk.len(), COLUMNS)
         );
         let mut query = sqlx::query(&sql);
         for event in chunk {
-            query = query.bind(&event.id).bind(&event.kind).bind(&event.data).bind(to_micros(event.created_at));
+            query = query
+                .bind(&event.id)
+                .bind(&event.kind)
+                .bind(&event.subject)
+                .bind(&event.data)
+                .bind(to_micros(event.created_at));
         }
         query.execute(&mut **tx).await?;
     }
@@ -52,32 +60,31 @@ pub async fn list(tx: &mut Tx, kind: Option<&str>, limit: u32, starting_after: O
     Ok(Page::from_rows(rows.iter().map(from_row).collect::<Result<Vec<Event>>>()?, limit))
 }
 
-/// Up to `limit` events not yet dispatched to webhook endpoints, oldest first; on PostgreSQL locked, skipping
-/// those another process is dispatching.
-pub async fn undispatched(tx: &mut Tx, limit: u32) -> Result<Vec<Event>> {
-    let skip_locked = if tx.backend_name() == "PostgreSQL" { " FOR UPDATE SKIP LOCKED" } else { "" };
-    let sql = format!("SELECT * FROM events WHERE dispatched = 0 ORDER BY id LIMIT $1{skip_locked}");
-    let rows = sqlx::query(&sql).bind(i64::from(limit)).fetch_all(&mut **tx).await?;
+/// Up to `limit` events after the event id `cursor` made at or before `until`, oldest first.
+pub async fn after(tx: &mut Tx, cursor: &str, until: DateTime<Utc>, limit: u32) -> Result<Vec<Event>> {
+    let rows = sqlx::query("SELECT * FROM events WHERE id > $1 AND created_at <= $2 ORDER BY id LIMIT $3")
+        .bind(cursor)
+        .bind(to_micros(until))
+        .bind(i64::from(limit))
+        .fetch_all(&mut **tx)
+        .await?;
     rows.iter().map(from_row).collect()
 }
 
-pub async fn mark_dispatched(tx: &mut Tx, ids: &[String]) -> Result<()> {
-    for chunk in ids.chunks(crate::rows_per_statement(1)) {
-        let sql =
-            format!("UPDATE events SET dispatched = 1 WHERE id IN ({})", crate::list_placeholders(tx, 1, chunk.len()));
-        let mut query = sqlx::query(&sql);
-        for id in chunk {
-            query = query.bind(id);
-        }
-        query.execute(&mut **tx).await?;
-    }
-    Ok(())
+/// When the first event after the event id `cursor` was made.
+pub async fn first_after(tx: &mut Tx, cursor: &str) -> Result<Option<DateTime<Utc>>> {
+    let next: Option<i64> = sqlx::query_scalar("SELECT MIN(created_at) FROM events WHERE id > $1")
+        .bind(cursor)
+        .fetch_one(&mut **tx)
+        .await?;
+    next.map(from_micros).transpose()
 }
 
 fn from_row(row: &AnyRow) -> Result<Event> {
     Ok(Event {
         id: row.try_get("id")?,
         kind: row.try_get("type")?,
+        subject: row.try_get("subject")?,
         data: row.try_get("data")?,
         created_at: from_micros(row.try_get("created_at")?)?,
     })

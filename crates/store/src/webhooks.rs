@@ -12,6 +12,8 @@ pub struct Endpoint {
     pub url: String,
     /// Event types delivered; `*` delivers all.
     pub events: Vec<String>,
+    /// The id of the last event turned into deliveries (at creation: an id below every later event's).
+    pub cursor: String,
     /// AES-256-GCM ciphertext of the signing secret under data key `secret_version`.
     pub secret_version: i64,
     pub secret_ciphertext: Vec<u8>,
@@ -28,12 +30,13 @@ impl Endpoint {
 
 pub async fn insert(tx: &mut Tx, endpoint: &Endpoint) -> Result<()> {
     sqlx::query(
-        "INSERT INTO webhook_endpoints (id, url, events, secret_version, secret_ciphertext, status, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO webhook_endpoints (id, url, events, cursor, secret_version, secret_ciphertext, status, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(&endpoint.id)
     .bind(&endpoint.url)
     .bind(endpoint.events.join(","))
+    .bind(&endpoint.cursor)
     .bind(endpoint.secret_version)
     .bind(&endpoint.secret_ciphertext)
     .bind(&endpoint.status)
@@ -64,6 +67,23 @@ pub async fn list(tx: &mut Tx, limit: u32, starting_after: Option<&str>) -> Resu
     Ok(Page::from_rows(rows.iter().map(from_row).collect::<Result<Vec<Endpoint>>>()?, limit))
 }
 
+/// The endpoint, locked for dispatching (PostgreSQL: `None` while another process dispatches it).
+pub async fn lock(tx: &mut Tx, id: &str) -> Result<Option<Endpoint>> {
+    let skip_locked = if tx.backend_name() == "PostgreSQL" { " FOR UPDATE SKIP LOCKED" } else { "" };
+    let sql = format!("SELECT * FROM webhook_endpoints WHERE id = $1{skip_locked}");
+    let row = sqlx::query(&sql).bind(id).fetch_optional(&mut **tx).await?;
+    row.map(|row| from_row(&row)).transpose()
+}
+
+pub async fn set_cursor(tx: &mut Tx, id: &str, cursor: &str) -> Result<()> {
+    sqlx::query("UPDATE webhook_endpoints SET cursor = $1 WHERE id = $2")
+        .bind(cursor)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 pub async fn set_status(tx: &mut Tx, id: &str, status: &str) -> Result<()> {
     sqlx::query("UPDATE webhook_endpoints SET status = $1 WHERE id = $2")
         .bind(status)
@@ -79,6 +99,7 @@ fn from_row(row: &AnyRow) -> Result<Endpoint> {
         id: row.try_get("id")?,
         url: row.try_get("url")?,
         events: events.split(',').filter(|kind| !kind.is_empty()).map(str::to_owned).collect(),
+        cursor: row.try_get("cursor")?,
         secret_version: row.try_get("secret_version")?,
         secret_ciphertext: row.try_get("secret_ciphertext")?,
         status: row.try_get("status")?,

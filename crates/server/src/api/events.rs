@@ -31,7 +31,12 @@ pub async fn list(
     let limit = PageQuery { limit: query.limit, starting_after: None }.limit()?;
     let mut tx = app.store.read().await?;
     let page = events::list(&mut tx, query.kind.as_deref(), limit, query.starting_after.as_deref()).await?;
-    Ok(Json(List { data: page.rows.iter().map(EventView::from).collect(), has_more: page.has_more }))
+    let now = app.clock.now();
+    let mut data = Vec::with_capacity(page.rows.len());
+    for event in &page.rows {
+        data.push(EventView::render(&mut tx, event, now).await?);
+    }
+    Ok(Json(List { data, has_more: page.has_more }))
 }
 
 #[utoipa::path(get, path = "/v1/events/{id}", operation_id = "get_event", tag = "events",
@@ -42,5 +47,5 @@ pub async fn get(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<
     }
     let mut tx = app.store.read().await?;
     let event = events::get(&mut tx, &id).await?.ok_or_else(|| ApiError::not_found("event", &id))?;
-    Ok(Json(EventView::from(&event)))
+    Ok(Json(EventView::render(&mut tx, &event, app.clock.now()).await?))
 }

@@ -108,10 +108,13 @@ pub async fn create(
     let (secret, key) = crate::webhooks::new_secret(&mut rand::rng());
     let (secret_version, secret_ciphertext) =
         app.vault.encrypt_secret(&crate::webhooks::secret_context(&id), key.expose(), &mut rand::rng());
+    // The endpoint gets the events made from now on: its cursor starts below every id made at or after now.
+    let cursor = format!("evt_{}", &new_id("evt", now, &mut rand::rng())[4..14]);
     let endpoint = Endpoint {
         id,
         url: url.to_owned(),
         events,
+        cursor,
         secret_version,
         secret_ciphertext,
         status: "enabled".to_owned(),

@@ -19,22 +19,24 @@ CREATE TABLE jobs (
 CREATE INDEX jobs_due ON jobs (status, run_at);
 
 -- Everything that happened, for webhooks and `GET /v1/events`: written in the transaction of the change
--- (an outbox). `dispatched` turns 1 once a delivery job exists for every endpoint that wants the event.
+-- (an outbox). Events of the authorization path are thin — `subject` names the authorization or card and `data`
+-- is NULL, the object being read when the event is — so the path writes one small row per decision; other events
+-- carry their `data`. Ids sort by creation time; each webhook endpoint keeps a cursor into them.
 CREATE TABLE events (
     id TEXT PRIMARY KEY,
     type TEXT NOT NULL,
-    data TEXT NOT NULL,
-    dispatched BIGINT NOT NULL,
+    subject TEXT,
+    data TEXT,
     created_at BIGINT NOT NULL
 );
-CREATE INDEX events_type ON events (type, id);
-CREATE INDEX events_undispatched ON events (dispatched, id);
 
--- Where events are delivered. The signing secret is stored encrypted under the card-number data key.
+-- Where events are delivered. The signing secret is stored encrypted under the card-number data key; `cursor` is
+-- the id of the last event turned into deliveries for this endpoint.
 CREATE TABLE webhook_endpoints (
     id TEXT PRIMARY KEY,
     url TEXT NOT NULL,
     events TEXT NOT NULL,
+    cursor TEXT NOT NULL,
     secret_version BIGINT NOT NULL,
     secret_ciphertext {bytes} NOT NULL,
     status TEXT NOT NULL,

@@ -480,3 +480,23 @@ async fn two_servers_on_one_postgresql_never_run_a_job_twice_and_a_dead_runners_
     assert_eq!(installments(&app.plan(&plan).await)[0].3, "paid");
     app.assert_ledger_verifies().await;
 }
+
+#[tokio::test]
+async fn a_plan_unpaid_for_120_days_is_charged_off_and_the_account_restricted() {
+    for backend in BACKENDS {
+        let app = TestApp::spawn(backend, "charge_off").await;
+        let (cardholder, source) = app.cardholder_with_funding("jo@example.com", "4000000000009995").await;
+        let (_, plan_id) = app.purchase(&cardholder, &source, 2_000, 2_000, "pay_in_30").await;
+        // Due on day 30, failed, retried on day 32, overdue; charged off 120 days after the due date.
+        app.advance(149 * DAY).await;
+        assert_eq!(app.plan(&plan_id).await["status"], "active");
+        app.advance(2 * DAY).await;
+        let plan = app.plan(&plan_id).await;
+        assert_eq!(plan["status"], "charged_off", "{plan}");
+        assert_eq!(installments(&plan)[0].3, "canceled");
+        let (_, power) = app.get(&format!("/v1/cardholders/{cardholder}/purchase-power")).await;
+        assert_eq!((power["available"].as_i64(), power["restricted_reason"].is_null()), (Some(0), false), "{power}");
+        assert!(app.event_types().await.contains(&"plan.charged_off".to_owned()));
+        app.assert_ledger_verifies().await;
+    }
+}

@@ -1,4 +1,4 @@
-//! Administration commands: `migrate`, `api-key create|list|revoke`, `keys rotate`.
+//! Administration commands: `migrate`, `api-key create|list|revoke`, `keys rotate`, `jobs list|retry`.
 
 use anyhow::{Context, Result, bail};
 use chrono::Utc;
@@ -56,6 +56,92 @@ pub enum KeysCommand {
         #[command(flatten)]
         config: ConfigArguments,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// List jobs (gateway calls, webhook deliveries), newest first; `--status dead` shows what failed for good
+    #[command(
+        after_long_help = "Examples:\n  ghostcard jobs list --status dead\n  ghostcard jobs list --kind webhook --json"
+    )]
+    List {
+        /// Only jobs in this state: pending, done or dead.
+        #[arg(long, value_parser = ["pending", "done", "dead"])]
+        status: Option<String>,
+        /// Only jobs of this kind: webhook, installment_collection, plan_payment, funding_charge, funding_refund,
+        /// funding_release.
+        #[arg(long)]
+        kind: Option<String>,
+        /// How many to show (1 to 100).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100))]
+        limit: u32,
+        #[command(flatten)]
+        config: ConfigArguments,
+    },
+    /// Retry a dead job now (attempts start again from zero); a running server picks it up within a second
+    Retry {
+        /// The job's id (job_…), from `ghostcard jobs list --status dead`.
+        id: String,
+        #[command(flatten)]
+        config: ConfigArguments,
+    },
+}
+
+pub fn jobs(command: JobsCommand) -> Result<()> {
+    runtime()?.block_on(async {
+        match command {
+            JobsCommand::List { status, kind, limit, config } => {
+                let store = open(&config.load()?).await?;
+                let mut tx = store.read().await?;
+                let page = ghostcard_store::jobs::list(&mut tx, status.as_deref(), kind.as_deref(), limit, None).await?;
+                if config.json {
+                    let rows: Vec<_> = page
+                        .rows
+                        .iter()
+                        .map(|job| {
+                            json!({ "id": job.id, "kind": job.kind, "status": job.status, "run_at": job.run_at,
+                                "attempts": job.attempts, "last_error": job.last_error,
+                                "payload": serde_json::from_str::<serde_json::Value>(&job.payload).unwrap_or_default() })
+                        })
+                        .collect();
+                    println!("{}", serde_json::Value::Array(rows));
+                } else if page.rows.is_empty() {
+                    println!("No jobs{}.", status.map(|status| format!(" {status}")).unwrap_or_default());
+                } else {
+                    for job in &page.rows {
+                        println!(
+                            "{}  {:<22} {:<7} attempts {}  run at {}{}",
+                            job.id,
+                            job.kind,
+                            job.status,
+                            job.attempts,
+                            job.run_at.format("%Y-%m-%d %H:%M:%S"),
+                            job.last_error.as_deref().map(|error| format!("  last error: {error}")).unwrap_or_default()
+                        );
+                    }
+                    if page.has_more {
+                        println!("(more: raise --limit or narrow with --status / --kind)");
+                    }
+                }
+            }
+            JobsCommand::Retry { id, config } => {
+                let store = open(&config.load()?).await?;
+                let now = Utc::now();
+                let mut tx = store.begin().await?;
+                if !ghostcard_store::jobs::revive(&mut tx, &id, now).await? {
+                    bail!("no dead job {id:?}; see `ghostcard jobs list --status dead`");
+                }
+                audit::append(&mut tx, &cli_audit("cli", "job.retry", Some(&id), now)).await?;
+                ghostcard_store::commit(tx).await?;
+                if config.json {
+                    println!("{}", json!({ "retried": id }));
+                } else {
+                    println!("Job {id} is pending again; a running server retries it within a second.");
+                }
+            }
+        }
+        Ok(())
+    })
 }
 
 async fn open(config: &Config) -> Result<Store> {

@@ -43,6 +43,9 @@ enum Command {
     /// Rotate card-data keys
     #[command(subcommand)]
     Keys(admin::KeysCommand),
+    /// See the job queue (gateway calls, webhook deliveries) and retry dead jobs
+    #[command(subcommand)]
+    Jobs(admin::JobsCommand),
     /// Measure authorization throughput and latency through the real ISO 8583 listener (use a release build)
     ///
     /// Provisions --cards cards straight into a fresh database (SQLite by default, or --database-url), starts
@@ -113,6 +116,7 @@ fn main() -> ExitCode {
         Command::Migrate(arguments) => admin::migrate(&arguments),
         Command::ApiKey(command) => admin::api_key(command),
         Command::Keys(command) => admin::keys(command),
+        Command::Jobs(command) => admin::jobs(command),
         Command::Clearing(command) => clearing::run(command),
         Command::Simulate(command) => simulate::run(command),
     };

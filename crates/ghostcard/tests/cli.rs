@@ -65,3 +65,23 @@ fn bad_input_is_refused_with_a_hint() {
     let error = String::from_utf8(output.stderr).expect("utf-8");
     assert!(error.contains("sqlite://") && error.contains("postgres://"), "{error}");
 }
+
+#[test]
+fn jobs_are_listed_and_only_dead_ones_retried() {
+    let directory = std::env::temp_dir().join(format!("ghostcard-cli-jobs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&directory);
+    std::fs::create_dir_all(&directory).expect("temp dir");
+    let url = format!("sqlite://{}", directory.join("ghostcard.db").display());
+    let output = ghostcard(&["jobs", "list", "--status", "dead", "--database-url", &url]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "No jobs dead.");
+    let output = ghostcard(&["jobs", "list", "--json", "--database-url", &url]);
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "[]");
+    let output = ghostcard(&["jobs", "list", "--status", "stuck", "--database-url", &url]);
+    assert_eq!(output.status.code(), Some(2), "an unknown status is a usage error");
+    let output = ghostcard(&["jobs", "retry", "job_nothing", "--database-url", &url]);
+    assert_eq!(output.status.code(), Some(1));
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(error.contains("no dead job") && error.contains("ghostcard jobs list --status dead"), "{error}");
+    let _ = std::fs::remove_dir_all(&directory);
+}

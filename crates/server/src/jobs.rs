@@ -329,11 +329,16 @@ async fn sweep_plans(app: &App, now: DateTime<Utc>) -> Result<u64, LifecycleErro
 async fn true_up_pay_now(app: &App, now: DateTime<Utc>) -> Result<u64, LifecycleError> {
     let mut trued = 0;
     loop {
-        let mut tx = app.store.begin().await?;
-        let due = cards::pay_now_untrued(&mut tx, SWEEP_BATCH).await?;
-        if due.is_empty() {
+        // Found with a read (a scan of pay-now cards must not hold the write lock), then written under it.
+        let mut tx = app.store.read().await?;
+        let candidates = cards::pay_now_untrued(&mut tx, SWEEP_BATCH).await?;
+        drop(tx);
+        if candidates.is_empty() {
             return Ok(trued);
         }
+        let mut tx = app.store.begin().await?;
+        let ids: Vec<String> = candidates.into_iter().map(|(card_id, ..)| card_id).collect();
+        let due = cards::pay_now_untrued_among(&mut tx, &ids).await?;
         for (card_id, currency, spent, charged) in due {
             let delta = spent - charged;
             let movement = FundingMovement { card_id: card_id.clone(), amount: delta.abs(), currency };

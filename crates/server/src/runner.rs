@@ -111,6 +111,13 @@ enum Outcome {
 pub async fn run_queue(app: &App, now: DateTime<Utc>) -> Result<u64, RunnerError> {
     let mut ran = 0;
     loop {
+        // Look before taking the write lock: most ticks find nothing to do.
+        let mut tx = app.store.read().await?;
+        let due = jobs::any_due(&mut tx, now).await?;
+        drop(tx);
+        if !due {
+            return Ok(ran);
+        }
         let mut tx = app.store.begin().await?;
         let claimed = jobs::claim(&mut tx, &app.runner_id, now, now + LEASE, CLAIM_BATCH).await?;
         ghostcard_store::commit(tx).await?;
@@ -148,19 +155,24 @@ pub async fn run(app: &App, job: &Job, now: DateTime<Utc>) -> Result<(), RunnerE
             ),
         };
         let mut tx = app.store.begin().await?;
-        match &outcome {
+        let recorded = match &outcome {
             Outcome::RetryAt(at, reason) => {
                 tracing::warn!(job = %job.id, kind = %job.kind, attempts = job.attempts, error = %reason, "job failed; it will be retried");
-                jobs::finish(&mut tx, &job.id, &app.runner_id, "pending", Some(*at), Some(reason), now).await?;
+                jobs::finish(&mut tx, &job.id, &app.runner_id, "pending", Some(*at), Some(reason), now).await
             }
             Outcome::Dead(reason) => {
                 tracing::error!(job = %job.id, kind = %job.kind, attempts = job.attempts, error = %reason, "job failed for the last time; it is dead until an operator retries it");
-                jobs::finish(&mut tx, &job.id, &app.runner_id, "dead", None, Some(reason), now).await?;
-                if job.kind == WEBHOOK {
-                    let delivery: crate::webhooks::Delivery = payload(job)?;
-                    webhooks::set_status(&mut tx, &delivery.endpoint_id, "failing").await?;
-                }
+                jobs::finish(&mut tx, &job.id, &app.runner_id, "dead", None, Some(reason), now).await
             }
+        };
+        match recorded {
+            // The lease ran out and another runner owns the job now: its outcome is that runner's to record.
+            Err(StoreError::Stale) => return Ok(()),
+            other => other?,
+        }
+        if let (Outcome::Dead(_), WEBHOOK) = (&outcome, job.kind.as_str()) {
+            let delivery: crate::webhooks::Delivery = payload(job)?;
+            webhooks::set_status(&mut tx, &delivery.endpoint_id, "failing").await?;
         }
         ghostcard_store::commit(tx).await?;
     }

@@ -328,6 +328,25 @@ pub async fn pay_now_untrued(tx: &mut Tx, limit: u32) -> Result<Vec<(String, Str
     .await?)
 }
 
+/// [`pay_now_untrued`] for these cards only, read again inside the write.
+pub async fn pay_now_untrued_among(tx: &mut Tx, ids: &[String]) -> Result<Vec<(String, String, i64, i64)>> {
+    let mut found = Vec::new();
+    for chunk in ids.chunks(crate::rows_per_statement(1)) {
+        let sql = format!(
+            "SELECT id, currency, held + captured, funding_charged FROM cards WHERE id IN ({}) \
+             AND funding_charged <> held + captured{}",
+            crate::list_placeholders(tx, 1, chunk.len()),
+            for_update(tx)
+        );
+        let mut query = sqlx::query_as(&sql);
+        for id in chunk {
+            query = query.bind(id);
+        }
+        found.extend(query.fetch_all(&mut **tx).await?);
+    }
+    Ok(found)
+}
+
 /// Used cards with a plan whose first capture is at least 14 days old (`captured_before`): due their unused-amount
 /// adjustment. Closed cards are done.
 pub async fn due_adjustment(tx: &mut Tx, captured_before: DateTime<Utc>, limit: u32) -> Result<Vec<String>> {

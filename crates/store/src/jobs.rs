@@ -162,6 +162,15 @@ pub async fn list(
     Ok(Page::from_rows(rows.iter().map(from_row).collect::<Result<Vec<Job>>>()?, limit))
 }
 
+/// Whether a pending job is due at `now` (leased or not).
+pub async fn any_due(tx: &mut Tx, now: DateTime<Utc>) -> Result<bool> {
+    let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM jobs WHERE status = 'pending' AND run_at <= $1 LIMIT 1")
+        .bind(to_micros(now))
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(found.is_some())
+}
+
 /// When the earliest pending job due after `after` falls due.
 pub async fn next_due(tx: &mut Tx, after: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
     let next: Option<i64> = sqlx::query_scalar("SELECT MIN(run_at) FROM jobs WHERE status = 'pending' AND run_at > $1")

@@ -473,8 +473,10 @@ async fn release_unused(
     if record.held == 0 && record.captured == 0 {
         crate::jobs::enqueue_release(&mut tx, record, now).await?;
     }
-    if record.status == "canceled" {
-        crate::events::card(&mut tx, "card.canceled", record, now).await?;
+    match record.status.as_str() {
+        "canceled" => crate::events::card(&mut tx, "card.canceled", record, now).await?,
+        "expired" => crate::events::card(&mut tx, "card.expired", record, now).await?,
+        _ => {}
     }
     let response = finish(tx, claim, StatusCode::OK, &CardView::of(record, now)).await?;
     app.wake_jobs.notify_one();

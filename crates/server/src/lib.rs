@@ -20,6 +20,7 @@ pub mod network;
 pub mod plans;
 pub mod runner;
 pub mod vault;
+pub mod web;
 pub mod webhooks;
 
 use std::future::Future;

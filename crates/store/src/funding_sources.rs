@@ -58,6 +58,15 @@ pub async fn get(tx: &mut Tx, id: &str) -> Result<Option<FundingSource>> {
     row.map(|row| from_row(&row)).transpose()
 }
 
+/// The cardholder's funding sources, oldest first.
+pub async fn for_cardholder(tx: &mut Tx, cardholder_id: &str) -> Result<Vec<FundingSource>> {
+    let rows = sqlx::query("SELECT * FROM funding_sources WHERE cardholder_id = $1 ORDER BY id")
+        .bind(cardholder_id)
+        .fetch_all(&mut **tx)
+        .await?;
+    rows.iter().map(from_row).collect()
+}
+
 fn from_row(row: &AnyRow) -> Result<FundingSource> {
     Ok(FundingSource {
         id: row.try_get("id")?,

@@ -24,6 +24,7 @@ mod migrations;
 pub mod plans;
 pub mod reversals;
 pub mod settings;
+pub mod web_sessions;
 pub mod webhooks;
 
 use std::str::FromStr;

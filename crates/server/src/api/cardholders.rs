@@ -65,6 +65,21 @@ pub async fn create(
     claim: Claimed,
     ApiJson(body): ApiJson<CreateCardholder>,
 ) -> Result<Response, ApiError> {
+    let cardholder = new_cardholder(&body, app.clock.now())?;
+    let mut tx = app.store.begin().await?;
+    match cardholders::insert(&mut tx, &cardholder).await {
+        Err(StoreError::Conflict) => {
+            return Err(
+                ApiError::conflict("email_taken", "a cardholder with this email already exists").with_param("email")
+            );
+        }
+        other => other?,
+    }
+    finish(tx, claim.as_deref(), StatusCode::CREATED, &CardholderView::from(&cardholder)).await
+}
+
+/// A new cardholder from a sign-up (API or web app), validated, its password hashed with Argon2id; not yet stored.
+pub fn new_cardholder(body: &CreateCardholder, now: DateTime<Utc>) -> Result<Cardholder, ApiError> {
     let email = body.email.trim().to_lowercase();
     let valid_email = email.len() <= 254
         && email
@@ -97,7 +112,6 @@ pub async fn create(
         }
         None => None,
     };
-    let now = app.clock.now();
     let cardholder = Cardholder {
         id: new_id("ch", now, &mut rand::rng()),
         email,
@@ -108,16 +122,66 @@ pub async fn create(
         restricted_reason: None,
         created_at: now,
     };
-    let mut tx = app.store.begin().await?;
-    match cardholders::insert(&mut tx, &cardholder).await {
-        Err(StoreError::Conflict) => {
-            return Err(
-                ApiError::conflict("email_taken", "a cardholder with this email already exists").with_param("email")
-            );
-        }
-        other => other?,
+    Ok(cardholder)
+}
+
+/// Links a funding card through the gateway (sandbox: a raw test number), validated; not yet stored.
+pub async fn link_funding_source(
+    app: &App,
+    cardholder_id: &str,
+    body: &AddFundingSource,
+    now: DateTime<Utc>,
+) -> Result<FundingSource, ApiError> {
+    if !app.sandbox() || body.token.is_some() {
+        return Err(ApiError::invalid(
+            "live_gateway_not_configured",
+            "linking by gateway token needs a live payment gateway, which this deployment does not have",
+        )
+        .with_param("token"));
     }
-    finish(tx, claim.as_deref(), StatusCode::CREATED, &CardholderView::from(&cardholder)).await
+    let number = body
+        .number
+        .as_deref()
+        .ok_or_else(|| ApiError::invalid("missing_field", "give the card number").with_param("number"))?;
+    let number = CardNumber::parse(number).map_err(|error| {
+        ApiError::invalid("invalid_card_number", format!("the card number is not valid: {error}")).with_param("number")
+    })?;
+    let exp_month =
+        body.exp_month.ok_or_else(|| ApiError::invalid("missing_field", "give exp_month").with_param("exp_month"))?;
+    let exp_year =
+        body.exp_year.ok_or_else(|| ApiError::invalid("missing_field", "give exp_year").with_param("exp_year"))?;
+    if !(1..=12).contains(&exp_month) {
+        return Err(ApiError::invalid("invalid_expiry", "exp_month is 1 to 12").with_param("exp_month"));
+    }
+    let this_month = i64::from(now.year()) * 12 + i64::from(now.month());
+    if exp_year * 12 + exp_month < this_month || exp_year > i64::from(now.year()) + 50 {
+        return Err(
+            ApiError::invalid("invalid_expiry", "the card has expired or the year is not real").with_param("exp_year")
+        );
+    }
+    let valid_cvc = |cvc: &str| (3..=4).contains(&cvc.len()) && cvc.bytes().all(|byte| byte.is_ascii_digit());
+    if body.cvc.as_deref().is_some_and(|cvc| !valid_cvc(cvc)) {
+        return Err(ApiError::invalid("invalid_cvc", "a CVC is 3 or 4 digits").with_param("cvc"));
+    }
+    let linked = match app.gateway.link(&number).await {
+        Ok(linked) => linked,
+        Err(GatewayError::Declined) => {
+            return Err(ApiError::refused("funding_declined", "the funding card was declined; try another card"));
+        }
+        Err(error) => return Err(ApiError::internal(error)),
+    };
+    let source = FundingSource {
+        id: new_id("fs", now, &mut rand::rng()),
+        cardholder_id: cardholder_id.to_owned(),
+        brand: linked.brand,
+        last4: linked.last4,
+        exp_month,
+        exp_year,
+        gateway_token: linked.token,
+        status: "active".to_owned(),
+        created_at: now,
+    };
+    Ok(source)
 }
 
 fn base64_salt() -> String {
@@ -256,63 +320,15 @@ pub async fn add_funding_source(
         let mut tx = app.store.read().await?;
         load(&mut tx, &id).await?;
     }
-    if !app.sandbox() || body.token.is_some() {
-        return Err(ApiError::invalid(
-            "live_gateway_not_configured",
-            "linking by gateway token needs a live payment gateway, which this deployment does not have",
-        )
-        .with_param("token"));
-    }
-    let number = body
-        .number
-        .as_deref()
-        .ok_or_else(|| ApiError::invalid("missing_field", "give the card number").with_param("number"))?;
-    let number = CardNumber::parse(number).map_err(|error| {
-        ApiError::invalid("invalid_card_number", format!("the card number is not valid: {error}")).with_param("number")
-    })?;
-    let exp_month =
-        body.exp_month.ok_or_else(|| ApiError::invalid("missing_field", "give exp_month").with_param("exp_month"))?;
-    let exp_year =
-        body.exp_year.ok_or_else(|| ApiError::invalid("missing_field", "give exp_year").with_param("exp_year"))?;
-    if !(1..=12).contains(&exp_month) {
-        return Err(ApiError::invalid("invalid_expiry", "exp_month is 1 to 12").with_param("exp_month"));
-    }
-    let this_month = i64::from(now.year()) * 12 + i64::from(now.month());
-    if exp_year * 12 + exp_month < this_month || exp_year > i64::from(now.year()) + 50 {
-        return Err(
-            ApiError::invalid("invalid_expiry", "the card has expired or the year is not real").with_param("exp_year")
-        );
-    }
-    let valid_cvc = |cvc: &str| (3..=4).contains(&cvc.len()) && cvc.bytes().all(|byte| byte.is_ascii_digit());
-    if body.cvc.as_deref().is_some_and(|cvc| !valid_cvc(cvc)) {
-        return Err(ApiError::invalid("invalid_cvc", "a CVC is 3 or 4 digits").with_param("cvc"));
-    }
-    let linked = match app.gateway.link(&number).await {
-        Ok(linked) => linked,
-        Err(GatewayError::Declined) => {
-            return Err(ApiError::refused("funding_declined", "the funding card was declined; try another card"));
-        }
-        Err(error) => return Err(ApiError::internal(error)),
-    };
-    let source = FundingSource {
-        id: new_id("fs", now, &mut rand::rng()),
-        cardholder_id: id,
-        brand: linked.brand,
-        last4: linked.last4,
-        exp_month,
-        exp_year,
-        gateway_token: linked.token,
-        status: "active".to_owned(),
-        created_at: now,
-    };
+    let source = link_funding_source(&app, &id, &body, now).await?;
     let mut tx = app.store.begin().await?;
     funding_sources::insert(&mut tx, &source).await?;
     let view = FundingSourceView {
         id: source.id.clone(),
         brand: source.brand.clone(),
         last4: source.last4.clone(),
-        exp_month,
-        exp_year,
+        exp_month: source.exp_month,
+        exp_year: source.exp_year,
         status: source.status.clone(),
     };
     finish(tx, claim.as_deref(), StatusCode::CREATED, &view).await

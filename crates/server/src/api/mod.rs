@@ -115,6 +115,7 @@ pub fn router(app: Arc<App>) -> axum::Router {
     let openapi = Arc::new(openapi);
     axum::Router::new()
         .merge(v1)
+        .merge(crate::web::router())
         .route("/healthz", axum::routing::get(ops::healthz))
         .route("/readyz", axum::routing::get(ops::readyz))
         .route("/metrics", axum::routing::get(ops::metrics))

@@ -1,0 +1,572 @@
+//! The web app, served by `ghostcard serve` itself under `/app`: server-rendered pages (askama templates, one
+//! small stylesheet, no JavaScript needed), for cardholders.
+//!
+//! **Sessions**: signing in creates a random 32-byte token, sent as the `gc_session` cookie (`HttpOnly`,
+//! `SameSite=Strict`, `Secure` in live mode); the database keeps only its keyed hash. A session ends after 15
+//! minutes without a request, or at sign-out. **CSRF**: every form carries a token — the session's, or for the
+//! sign-up and sign-in forms a random one that must match the `gc_csrf` cookie — and a POST without the right one
+//! changes nothing. **Passwords**: Argon2id; after 10 failed sign-ins in a row the account refuses sign-ins for 30
+//! minutes, and the answer never says whether an email has an account. Sign-ins, failures and lockouts are audited.
+
+use std::sync::Arc;
+
+use askama::Template;
+use axum::Form;
+use axum::extract::State;
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION, SET_COOKIE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Duration, Utc};
+use ghostcard_store::audit::{self, AuditEntry};
+use ghostcard_store::cardholders::{self, Cardholder};
+use ghostcard_store::web_sessions::{self, WebSession};
+use ghostcard_store::{StoreError, cards, funding_sources};
+use serde::Deserialize;
+
+use crate::App;
+use crate::api::ApiError;
+use crate::api::cardholders::{
+    AddFundingSource, CreateCardholder, link_funding_source, new_cardholder, purchase_power_of,
+};
+
+const SESSION_COOKIE: &str = "gc_session";
+const CSRF_COOKIE: &str = "gc_csrf";
+/// A session ends after this long without a request.
+pub const IDLE_TIMEOUT: Duration = Duration::minutes(15);
+/// Failed sign-ins in a row that lock an account, and for how long.
+pub const LOCK_AFTER: i64 = 10;
+pub const LOCK_FOR: Duration = Duration::minutes(30);
+
+pub fn router() -> axum::Router<Arc<App>> {
+    axum::Router::new()
+        .route("/app", get(home))
+        .route("/app/", get(home))
+        .route("/app/static/style.css", get(stylesheet))
+        .route("/app/sign-up", get(sign_up_page).post(sign_up))
+        .route("/app/sign-in", get(sign_in_page).post(sign_in))
+        .route("/app/sign-out", post(sign_out))
+        .route("/app/dashboard", get(dashboard))
+        .route("/app/funding-sources", post(add_funding_source))
+}
+
+/// A page failure shown to a person: a short message, never internals.
+struct PageError(StatusCode, String);
+
+impl From<StoreError> for PageError {
+    fn from(error: StoreError) -> Self {
+        tracing::error!(%error, "web page failed");
+        PageError(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong on our side; try again.".to_owned())
+    }
+}
+
+impl From<askama::Error> for PageError {
+    fn from(error: askama::Error) -> Self {
+        tracing::error!(%error, "template failed");
+        PageError(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong on our side; try again.".to_owned())
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let body = format!(
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>ghostcard</title>\
+             <link rel=\"stylesheet\" href=\"/app/static/style.css\"></head><body><main><h1>Sorry</h1>\
+             <p class=\"error\" role=\"alert\">{}</p><p><a href=\"/app\">Back to the app</a></p></main></body></html>",
+            askama::filters::escape(&self.1, askama::filters::Html)
+                .map(|escaped| escaped.to_string())
+                .unwrap_or_default()
+        );
+        (self.0, page_headers(), Html(body)).into_response()
+    }
+}
+
+type PageResult = Result<Response, PageError>;
+
+/// Pages are personal: never cached.
+fn page_headers() -> [(axum::http::header::HeaderName, HeaderValue); 1] {
+    [(CACHE_CONTROL, HeaderValue::from_static("no-store"))]
+}
+
+fn render(template: &impl Template) -> PageResult {
+    Ok((page_headers(), Html(template.render()?)).into_response())
+}
+
+fn redirect(to: &str) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    response.headers_mut().insert(LOCATION, HeaderValue::from_str(to).unwrap_or(HeaderValue::from_static("/app")));
+    response
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.to_owned())
+}
+
+fn set_cookie(response: &mut Response, app: &App, name: &str, value: &str, max_age: Option<i64>) {
+    let secure = if app.sandbox() { "" } else { "; Secure" };
+    let age = max_age.map(|seconds| format!("; Max-Age={seconds}")).unwrap_or_default();
+    let header = format!("{name}={value}; Path=/app; HttpOnly; SameSite=Strict{secure}{age}");
+    if let Ok(value) = HeaderValue::from_str(&header) {
+        response.headers_mut().append(SET_COOKIE, value);
+    }
+}
+
+fn random_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Constant-time comparison of two tokens.
+fn same(a: &str, b: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+/// The signed-in cardholder of a request, if its session is live (a request keeps it alive).
+struct SignedIn {
+    token_hash: Vec<u8>,
+    session: WebSession,
+    cardholder: Cardholder,
+}
+
+async fn signed_in(app: &App, headers: &HeaderMap, now: DateTime<Utc>) -> Result<Option<SignedIn>, PageError> {
+    let Some(token) = cookie(headers, SESSION_COOKIE) else { return Ok(None) };
+    let token_hash = app.vault.keyed_hash(token.as_bytes());
+    let mut tx = app.store.begin().await?;
+    let Some(session) = web_sessions::get(&mut tx, &token_hash).await? else { return Ok(None) };
+    if now - session.last_seen_at > IDLE_TIMEOUT {
+        web_sessions::delete(&mut tx, &token_hash).await?;
+        ghostcard_store::commit(tx).await?;
+        return Ok(None);
+    }
+    web_sessions::touch(&mut tx, &token_hash, now).await?;
+    let cardholder = cardholders::get(&mut tx, &session.cardholder_id).await?;
+    ghostcard_store::commit(tx).await?;
+    Ok(cardholder.map(|cardholder| SignedIn { token_hash, session, cardholder }))
+}
+
+/// A page that needs a signed-in cardholder: the sign-in page otherwise.
+macro_rules! require_session {
+    ($app:expr, $headers:expr, $now:expr) => {
+        match signed_in(&$app, &$headers, $now).await? {
+            Some(signed_in) => signed_in,
+            None => return Ok(redirect("/app/sign-in?expired=1")),
+        }
+    };
+}
+
+fn audit_entry(actor: &str, action: &str, outcome: &str, headers: &HeaderMap, at: DateTime<Utc>) -> AuditEntry {
+    AuditEntry {
+        at,
+        actor: actor.to_owned(),
+        action: action.to_owned(),
+        resource: None,
+        outcome: outcome.to_owned(),
+        origin: headers.get("x-forwarded-for").and_then(|value| value.to_str().ok()).map(str::to_owned),
+        detail: None,
+    }
+}
+
+async fn home(State(app): State<Arc<App>>, headers: HeaderMap) -> PageResult {
+    let now = app.clock.now();
+    Ok(redirect(if signed_in(&app, &headers, now).await?.is_some() { "/app/dashboard" } else { "/app/sign-in" }))
+}
+
+async fn stylesheet() -> Response {
+    (
+        [
+            (CONTENT_TYPE, HeaderValue::from_static("text/css; charset=utf-8")),
+            (CACHE_CONTROL, HeaderValue::from_static("max-age=3600")),
+        ],
+        include_str!("../../static/style.css"),
+    )
+        .into_response()
+}
+
+/// The anonymous forms' CSRF token: the browser's `gc_csrf` cookie, or a new one to set.
+fn anonymous_csrf(headers: &HeaderMap) -> (String, bool) {
+    match cookie(headers, CSRF_COOKIE) {
+        Some(token) if token.len() >= 32 => (token, false),
+        _ => (random_token(), true),
+    }
+}
+
+fn anonymous_form_ok(headers: &HeaderMap, submitted: &str) -> bool {
+    cookie(headers, CSRF_COOKIE).is_some_and(|expected| expected.len() >= 32 && same(&expected, submitted))
+}
+
+fn forged() -> PageError {
+    PageError(
+        StatusCode::FORBIDDEN,
+        "This form has expired or did not come from this site; reload the page and try again.".to_owned(),
+    )
+}
+
+#[derive(Template)]
+#[template(path = "sign_up.html")]
+struct SignUpPage {
+    csrf: String,
+    error: Option<String>,
+    name: String,
+    email: String,
+    country: String,
+}
+
+async fn sign_up_page(State(app): State<Arc<App>>, headers: HeaderMap) -> PageResult {
+    let (csrf, new) = anonymous_csrf(&headers);
+    let mut response = render(&SignUpPage {
+        csrf: csrf.clone(),
+        error: None,
+        name: String::new(),
+        email: String::new(),
+        country: app.country.as_str().to_owned(),
+    })?;
+    if new {
+        set_cookie(&mut response, &app, CSRF_COOKIE, &csrf, None);
+    }
+    Ok(response)
+}
+
+#[derive(Deserialize)]
+struct SignUpForm {
+    csrf: String,
+    name: String,
+    email: String,
+    country: String,
+    password: String,
+}
+
+async fn sign_up(State(app): State<Arc<App>>, headers: HeaderMap, Form(form): Form<SignUpForm>) -> PageResult {
+    if !anonymous_form_ok(&headers, &form.csrf) {
+        return Err(forged());
+    }
+    let now = app.clock.now();
+    let again = |error: String| {
+        render(&SignUpPage {
+            csrf: form.csrf.clone(),
+            error: Some(error),
+            name: form.name.clone(),
+            email: form.email.clone(),
+            country: form.country.clone(),
+        })
+        .map(|mut response| {
+            *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+            response
+        })
+    };
+    let body = CreateCardholder {
+        email: form.email.clone(),
+        name: form.name.clone(),
+        password: Some(form.password.clone()),
+        country: form.country.trim().to_uppercase(),
+    };
+    let cardholder = match new_cardholder(&body, now) {
+        Ok(cardholder) => cardholder,
+        Err(error) => return again(error.message),
+    };
+    let mut tx = app.store.begin().await?;
+    match cardholders::insert(&mut tx, &cardholder).await {
+        Err(StoreError::Conflict) => return again("An account with this email exists; sign in instead.".to_owned()),
+        other => other?,
+    }
+    let mut response = start_session(&app, &mut tx, &cardholder, now).await?;
+    audit::append(&mut tx, &audit_entry(&cardholder.id, "web.sign_up", "success", &headers, now)).await?;
+    ghostcard_store::commit(tx).await?;
+    set_cookie(&mut response, &app, CSRF_COOKIE, "", Some(0));
+    Ok(response)
+}
+
+/// Creates a session in `tx` and answers with its cookie and a redirect to the dashboard.
+async fn start_session(
+    app: &App,
+    tx: &mut ghostcard_store::Tx,
+    cardholder: &Cardholder,
+    now: DateTime<Utc>,
+) -> Result<Response, PageError> {
+    let token = random_token();
+    let session =
+        WebSession { cardholder_id: cardholder.id.clone(), csrf: random_token(), created_at: now, last_seen_at: now };
+    web_sessions::insert(tx, &app.vault.keyed_hash(token.as_bytes()), &session).await?;
+    let mut response = redirect("/app/dashboard");
+    set_cookie(&mut response, app, SESSION_COOKIE, &token, None);
+    Ok(response)
+}
+
+#[derive(Template)]
+#[template(path = "sign_in.html")]
+struct SignInPage {
+    csrf: String,
+    notice: Option<String>,
+    error: Option<String>,
+    email: String,
+}
+
+#[derive(Deserialize)]
+struct SignInQuery {
+    expired: Option<String>,
+    signed_out: Option<String>,
+}
+
+async fn sign_in_page(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<SignInQuery>,
+) -> PageResult {
+    let (csrf, new) = anonymous_csrf(&headers);
+    let notice = if query.signed_out.is_some() {
+        Some("You are signed out.".to_owned())
+    } else if query.expired.is_some() {
+        Some("Please sign in (sessions end after 15 minutes without activity).".to_owned())
+    } else {
+        None
+    };
+    let mut response = render(&SignInPage { csrf: csrf.clone(), notice, error: None, email: String::new() })?;
+    if new {
+        set_cookie(&mut response, &app, CSRF_COOKIE, &csrf, None);
+    }
+    Ok(response)
+}
+
+#[derive(Deserialize)]
+struct SignInForm {
+    csrf: String,
+    email: String,
+    password: String,
+}
+
+async fn sign_in(State(app): State<Arc<App>>, headers: HeaderMap, Form(form): Form<SignInForm>) -> PageResult {
+    if !anonymous_form_ok(&headers, &form.csrf) {
+        return Err(forged());
+    }
+    let now = app.clock.now();
+    let refuse = |error: &str| {
+        render(&SignInPage {
+            csrf: form.csrf.clone(),
+            notice: None,
+            error: Some(error.to_owned()),
+            email: form.email.clone(),
+        })
+        .map(|mut response| {
+            *response.status_mut() = StatusCode::UNAUTHORIZED;
+            response
+        })
+    };
+    const WRONG: &str = "The email or the password is not right.";
+    let mut tx = app.store.begin().await?;
+    let Some(cardholder) = cardholders::find_by_email(&mut tx, &form.email).await? else {
+        // The same answer, after the same work, whether or not the email has an account.
+        let _ = verify_password(None, &form.password);
+        return refuse(WRONG);
+    };
+    let (_, locked_until) = cardholders::sign_in_state(&mut tx, &cardholder.id).await?;
+    if let Some(until) = locked_until.filter(|until| *until > now) {
+        audit::append(&mut tx, &audit_entry(&cardholder.id, "web.sign_in", "locked", &headers, now)).await?;
+        ghostcard_store::commit(tx).await?;
+        return refuse(&format!(
+            "Too many failed sign-ins: this account is locked until {} UTC. Try again then.",
+            until.format("%H:%M")
+        ));
+    }
+    if !verify_password(cardholder.password_hash.as_deref(), &form.password) {
+        cardholders::record_sign_in(&mut tx, &cardholder.id, false, LOCK_AFTER, now + LOCK_FOR).await?;
+        audit::append(&mut tx, &audit_entry(&cardholder.id, "web.sign_in", "failure", &headers, now)).await?;
+        ghostcard_store::commit(tx).await?;
+        return refuse(WRONG);
+    }
+    cardholders::record_sign_in(&mut tx, &cardholder.id, true, LOCK_AFTER, now).await?;
+    let mut response = start_session(&app, &mut tx, &cardholder, now).await?;
+    audit::append(&mut tx, &audit_entry(&cardholder.id, "web.sign_in", "success", &headers, now)).await?;
+    ghostcard_store::commit(tx).await?;
+    set_cookie(&mut response, &app, CSRF_COOKIE, "", Some(0));
+    Ok(response)
+}
+
+/// Checks a password against its Argon2id hash; with no hash, does comparable work and fails.
+fn verify_password(hash: Option<&str>, password: &str) -> bool {
+    use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let dummy = DUMMY.get_or_init(|| {
+        let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).expect("16 bytes is a valid salt");
+        argon2::Argon2::default()
+            .hash_password(b"no account has this password", &salt)
+            .map(|hash| hash.to_string())
+            .unwrap_or_default()
+    });
+    let parsed = PasswordHash::new(hash.unwrap_or(dummy));
+    let verified =
+        parsed.is_ok_and(|parsed| argon2::Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok());
+    verified && hash.is_some()
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    csrf: String,
+}
+
+async fn sign_out(State(app): State<Arc<App>>, headers: HeaderMap, Form(form): Form<CsrfForm>) -> PageResult {
+    let now = app.clock.now();
+    let signed_in = require_session!(app, headers, now);
+    if !same(&signed_in.session.csrf, &form.csrf) {
+        return Err(forged());
+    }
+    let mut tx = app.store.begin().await?;
+    web_sessions::delete(&mut tx, &signed_in.token_hash).await?;
+    audit::append(&mut tx, &audit_entry(&signed_in.cardholder.id, "web.sign_out", "success", &headers, now)).await?;
+    ghostcard_store::commit(tx).await?;
+    let mut response = redirect("/app/sign-in?signed_out=1");
+    set_cookie(&mut response, &app, SESSION_COOKIE, "", Some(0));
+    Ok(response)
+}
+
+struct CardRow {
+    masked: String,
+    amount: String,
+    status: String,
+    plan: String,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard.html")]
+struct DashboardPage {
+    csrf: String,
+    name: String,
+    notice: Option<String>,
+    error: Option<String>,
+    available: String,
+    limit: String,
+    outstanding: String,
+    explanation: String,
+    restricted: Option<String>,
+    funding: Vec<String>,
+    cards: Vec<CardRow>,
+}
+
+#[derive(Deserialize)]
+struct DashboardQuery {
+    linked: Option<String>,
+}
+
+async fn dashboard(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<DashboardQuery>,
+) -> PageResult {
+    let now = app.clock.now();
+    let signed_in = require_session!(app, headers, now);
+    let notice = query.linked.map(|_| "Your funding card is linked.".to_owned());
+    dashboard_page(&app, &signed_in, notice, None, now).await
+}
+
+async fn dashboard_page(
+    app: &App,
+    signed_in: &SignedIn,
+    notice: Option<String>,
+    error: Option<String>,
+    now: DateTime<Utc>,
+) -> PageResult {
+    let cardholder = &signed_in.cardholder;
+    let mut tx = app.store.read().await?;
+    let power = purchase_power_of(app, &mut tx, cardholder, now).await.map_err(page_error)?;
+    let sources = funding_sources::for_cardholder(&mut tx, &cardholder.id).await?;
+    let page = cards::list(&mut tx, Some(&cardholder.id), None, 100, None).await?;
+    drop(tx);
+    let breakdown = &power.breakdown;
+    let explanation = format!(
+        "{} to start, {} for the months you have been with us, {} for plans repaid on time; at most {}.",
+        breakdown.base, breakdown.tenure, breakdown.repaid_plans, breakdown.max
+    );
+    let restricted = power.restricted_reason.map(|reason| match reason {
+        ghostcard_domain::purchase_power::RestrictedReason::OverdueInstallment => {
+            "An installment is overdue: pay it to spend again.".to_owned()
+        }
+        ghostcard_domain::purchase_power::RestrictedReason::AccountRestricted => {
+            "Your account is restricted; contact support.".to_owned()
+        }
+    });
+    render(&DashboardPage {
+        csrf: signed_in.session.csrf.clone(),
+        name: cardholder.name.clone(),
+        notice,
+        error,
+        available: power.available.to_string(),
+        limit: power.limit.to_string(),
+        outstanding: power.outstanding.to_string(),
+        explanation,
+        restricted,
+        funding: sources
+            .iter()
+            .map(|source| {
+                format!(
+                    "{} ending {} (expires {:02}/{})",
+                    source.brand, source.last4, source.exp_month, source.exp_year
+                )
+            })
+            .collect(),
+        cards: page
+            .rows
+            .iter()
+            .map(|card| CardRow {
+                masked: format!("{}•• •••• {}", &card.bin[..4.min(card.bin.len())], card.last4),
+                amount: card
+                    .currency()
+                    .map(|currency| ghostcard_domain::money::Money::new(card.amount, currency).to_string())
+                    .unwrap_or_default(),
+                status: crate::api::cards::CardView::of(card, now).status,
+                plan: card.plan_kind.replace('_', " "),
+            })
+            .collect(),
+    })
+}
+
+fn page_error(error: ApiError) -> PageError {
+    PageError(error.status, error.message)
+}
+
+#[derive(Deserialize)]
+struct FundingForm {
+    csrf: String,
+    number: String,
+    exp_month: String,
+    exp_year: String,
+    cvc: String,
+}
+
+async fn add_funding_source(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Form(form): Form<FundingForm>,
+) -> PageResult {
+    let now = app.clock.now();
+    let signed_in = require_session!(app, headers, now);
+    if !same(&signed_in.session.csrf, &form.csrf) {
+        return Err(forged());
+    }
+    let body = AddFundingSource {
+        number: Some(form.number.chars().filter(|c| !c.is_whitespace()).collect()),
+        exp_month: form.exp_month.trim().parse().ok(),
+        exp_year: form.exp_year.trim().parse().ok(),
+        cvc: Some(form.cvc.trim().to_owned()),
+        token: None,
+    };
+    let source = match link_funding_source(&app, &signed_in.cardholder.id, &body, now).await {
+        Ok(source) => source,
+        Err(error) => {
+            let mut response = dashboard_page(&app, &signed_in, None, Some(error.message), now).await?;
+            *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+            return Ok(response);
+        }
+    };
+    let mut tx = app.store.begin().await?;
+    funding_sources::insert(&mut tx, &source).await?;
+    ghostcard_store::commit(tx).await?;
+    Ok(redirect("/app/dashboard?linked=1"))
+}

@@ -1,0 +1,188 @@
+//! The web app in a real headless Chromium (driven over WebDriver), plus its session and CSRF protections
+//! checked with plain HTTP. Screenshots for the README are written to docs/screenshots/.
+
+mod common;
+
+#[path = "../../../tests/support/webdriver.rs"]
+mod webdriver;
+
+use common::{Backend, TestApp};
+use reqwest::StatusCode;
+use serde_json::json;
+use webdriver::Browser;
+
+fn screenshots() -> std::path::PathBuf {
+    let directory = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots");
+    std::fs::create_dir_all(&directory).expect("screenshot directory");
+    directory
+}
+
+#[tokio::test]
+async fn a_cardholder_signs_up_links_a_funding_card_and_signs_out_in_a_real_browser() {
+    let app = TestApp::spawn(Backend::Sqlite, "web_browser").await;
+    let browser = Browser::start().await;
+    browser.goto(&format!("{}/app", app.base)).await;
+    browser.wait_for_url("/app/sign-in").await;
+    browser.screenshot(&screenshots().join("sign-in.png")).await;
+    browser.click("a[href='/app/sign-up']").await;
+    browser.wait_for_url("/app/sign-up").await;
+    browser.type_into("#name", "Ada Lovelace").await;
+    browser.type_into("#email", "ada@example.com").await;
+    browser.type_into("#password", "correct horse battery").await;
+    browser.click("button[type=submit]").await;
+    browser.wait_for_url("/app/dashboard").await;
+    assert_eq!(browser.text("[data-testid=available]").await, "50.00 USD");
+    assert!(browser.source().await.contains("50.00 USD to start"), "the limit is explained");
+
+    browser.type_into("#number", "4242 4242 4242 4242").await;
+    browser.type_into("#exp_month", "12").await;
+    browser.type_into("#exp_year", "2031").await;
+    browser.type_into("#cvc", "123").await;
+    browser.click("form[action='/app/funding-sources'] button").await;
+    let page = browser.wait_for_text("Your funding card is linked.").await;
+    assert!(page.contains("visa ending 4242"), "{page}");
+    assert!(!page.contains("4242424242424242") && !page.contains("4242 4242 4242 4242"), "no full number on a page");
+    browser.screenshot(&screenshots().join("dashboard.png")).await;
+
+    // A declined funding card is explained on the page and nothing is linked.
+    browser.type_into("#number", "4000000000000002").await;
+    browser.type_into("#exp_month", "12").await;
+    browser.type_into("#exp_year", "2031").await;
+    browser.type_into("#cvc", "123").await;
+    browser.click("form[action='/app/funding-sources'] button").await;
+    browser.wait_for_text("declined").await;
+    assert!(browser.text("[role=alert]").await.contains("declined"));
+
+    browser.click("form[action='/app/sign-out'] button").await;
+    browser.wait_for_url("signed_out=1").await;
+    assert!(browser.text("[role=status]").await.contains("signed out"));
+    browser.goto(&format!("{}/app/dashboard", app.base)).await;
+    browser.wait_for_url("/app/sign-in").await;
+    browser.close().await;
+}
+
+/// The cookies a response set, as a `Cookie` header value (plus the ones given).
+fn cookies(response: &reqwest::Response, mut jar: Vec<String>) -> Vec<String> {
+    for value in response.headers().get_all("set-cookie") {
+        let pair = value.to_str().expect("ascii").split(';').next().expect("pair").to_owned();
+        let name = pair.split('=').next().expect("name").to_owned();
+        jar.retain(|existing| !existing.starts_with(&format!("{name}=")));
+        jar.push(pair);
+    }
+    jar
+}
+
+fn hidden(page: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = page.find(&marker).expect("hidden field") + marker.len();
+    page[start..].split('"').next().expect("value").to_owned()
+}
+
+#[tokio::test]
+async fn forged_posts_are_refused_sessions_time_out_and_repeated_failures_lock_the_account() {
+    let app = TestApp::spawn(Backend::Sqlite, "web_protections").await;
+    let (status, _) = app
+        .post(
+            "/v1/cardholders",
+            json!({"email": "bo@example.com", "name": "Bo", "country": "US", "password": "a long enough password"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let url = |path: &str| format!("{}{path}", app.base);
+
+    // A sign-in form posted from elsewhere (no matching CSRF cookie) changes nothing.
+    let forged = client
+        .post(url("/app/sign-in"))
+        .form(&[("csrf", "x".repeat(43).as_str()), ("email", "bo@example.com"), ("password", "a long enough password")])
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    assert!(forged.headers().get("set-cookie").is_none(), "no session");
+
+    // Signing in through the form works.
+    let page = client.get(url("/app/sign-in")).send().await.expect("page");
+    let jar = cookies(&page, vec![]);
+    let csrf = hidden(&page.text().await.expect("html"), "csrf");
+    let signed_in = client
+        .post(url("/app/sign-in"))
+        .header("cookie", jar.join("; "))
+        .form(&[("csrf", csrf.as_str()), ("email", "bo@example.com"), ("password", "a long enough password")])
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
+    let set = signed_in
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap_or("").to_owned())
+        .collect::<Vec<_>>();
+    assert!(
+        set.iter().any(|cookie| cookie.starts_with("gc_session=")
+            && cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Strict")),
+        "{set:?}"
+    );
+    let jar = cookies(&signed_in, jar);
+
+    // With the session cookie but without the session's CSRF token, a POST is refused and links nothing.
+    let forged = client
+        .post(url("/app/funding-sources"))
+        .header("cookie", jar.join("; "))
+        .form(&[
+            ("csrf", "forged"),
+            ("number", "4242424242424242"),
+            ("exp_month", "12"),
+            ("exp_year", "2031"),
+            ("cvc", "123"),
+        ])
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    let dashboard = client.get(url("/app/dashboard")).header("cookie", jar.join("; ")).send().await.expect("page");
+    assert_eq!(dashboard.status(), StatusCode::OK);
+    assert_eq!(dashboard.headers().get("cache-control").and_then(|v| v.to_str().ok()), Some("no-store"));
+    assert!(dashboard.text().await.expect("html").contains("Link the debit or credit card"), "nothing was linked");
+
+    // 15 minutes without a request end the session.
+    app.post("/v1/simulate/clock/advance", json!({"seconds": 16 * 60})).await;
+    let expired = client.get(url("/app/dashboard")).header("cookie", jar.join("; ")).send().await.expect("answer");
+    assert_eq!(expired.status(), StatusCode::SEE_OTHER);
+    assert_eq!(expired.headers().get("location").and_then(|v| v.to_str().ok()), Some("/app/sign-in?expired=1"));
+
+    // Ten wrong passwords lock the account for 30 minutes, even against the right password.
+    let page = client.get(url("/app/sign-in")).send().await.expect("page");
+    let jar = cookies(&page, vec![]);
+    let csrf = hidden(&page.text().await.expect("html"), "csrf");
+    let attempt = |password: &'static str| {
+        let request = client.post(url("/app/sign-in")).header("cookie", jar.join("; ")).form(&[
+            ("csrf", csrf.as_str()),
+            ("email", "bo@example.com"),
+            ("password", password),
+        ]);
+        async move { request.send().await.expect("answer") }
+    };
+    for _ in 0..10 {
+        let wrong = attempt("not the password at all").await;
+        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+        assert!(wrong.text().await.expect("html").contains("not right"));
+    }
+    let locked = attempt("a long enough password").await;
+    assert_eq!(locked.status(), StatusCode::UNAUTHORIZED);
+    assert!(locked.text().await.expect("html").contains("locked until"));
+    // An unknown email gets the same answer as a wrong password.
+    let unknown = client
+        .post(url("/app/sign-in"))
+        .header("cookie", jar.join("; "))
+        .form(&[("csrf", csrf.as_str()), ("email", "nobody@example.com"), ("password", "whatever it is")])
+        .send()
+        .await
+        .expect("answer");
+    assert!(unknown.text().await.expect("html").contains("The email or the password is not right."));
+    app.post("/v1/simulate/clock/advance", json!({"seconds": 31 * 60})).await;
+    let after = attempt("a long enough password").await;
+    assert_eq!(after.status(), StatusCode::SEE_OTHER, "the lock ends after 30 minutes");
+}

@@ -44,6 +44,70 @@ async fn a_cardholder_signs_up_links_a_funding_card_and_signs_out_in_a_real_brow
     assert!(!page.contains("4242424242424242") && !page.contains("4242 4242 4242 4242"), "no full number on a page");
     browser.screenshot(&screenshots().join("dashboard.png")).await;
 
+    // A pay-in-4 card: the schedule is shown before anything is created.
+    browser.click("a[href='/app/cards/new']").await;
+    browser.wait_for_url("/app/cards/new").await;
+    browser.type_into("#amount", "40.00").await;
+    browser.click("form[action='/app/cards/preview'] button").await;
+    let page = browser.wait_for_text("Confirm your 40.00 USD card").await;
+    assert_eq!(page.matches("10.00 USD").count(), 4, "four installments of 10.00: {page}");
+    browser.screenshot(&screenshots().join("new-card-schedule.png")).await;
+    browser.click("form[action='/app/cards'] button").await;
+    let url = browser.wait_for_url("created=1").await;
+    let card_id = url.split("/app/cards/").nth(1).and_then(|rest| rest.split('?').next()).expect("card id").to_owned();
+    assert_eq!(browser.text("[data-testid=status]").await, "active");
+    browser.screenshot(&screenshots().join("card.png")).await;
+
+    // The reveal shows the number (BIN + the masked last four), expiry and CVV, and is audited.
+    browser.click(&format!("form[action='/app/cards/{card_id}/reveal'] button")).await;
+    let number = browser.text("#number").await.replace(' ', "");
+    assert_eq!(number.len(), 16);
+    let (_, card) = app.get(&format!("/v1/cards/{card_id}")).await;
+    assert!(
+        number.starts_with(card["bin"].as_str().expect("bin"))
+            && number.ends_with(card["last4"].as_str().expect("last4"))
+    );
+    assert_eq!(browser.text("#cvv").await.len(), 3);
+    let mut tx = app.app.store.read().await.expect("reads");
+    let reveals = ghostcard_store::audit::list(&mut tx, Some("card.reveal"), 10).await.expect("audit");
+    drop(tx);
+    assert!(
+        reveals
+            .rows
+            .iter()
+            .any(|entry| entry.resource.as_deref() == Some(card_id.as_str()) && entry.actor.starts_with("cardholder:"))
+    );
+
+    // A purchase, and a declined one at another merchant with its reason in plain words.
+    let approved = app.authorize(&card_id, 3_000, "SHOP1").await;
+    assert_eq!(approved["response_code"], "00");
+    let declined = app.authorize(&card_id, 500, "SHOP2").await;
+    assert_ne!(declined["response_code"], "00");
+    browser.goto(&format!("{}/app/cards/{card_id}", app.base)).await;
+    let page = browser.wait_for_text("Declined:").await;
+    assert!(!page.contains(&number), "only the reveal shows the full number");
+    assert_eq!(browser.text("[data-testid=status]").await, "used");
+    app.post("/v1/simulate/clear", json!({"authorization_id": approved["id"], "amount": 3_000})).await;
+
+    // Refund the unused 10.00.
+    browser.goto(&format!("{}/app/cards/{card_id}", app.base)).await;
+    browser.click(&format!("form[action='/app/cards/{card_id}/refund-unused'] button")).await;
+    browser.wait_for_text("The unused amount is refunded.").await;
+    assert_eq!(browser.text("[data-testid=remaining]").await, "0.00 USD");
+
+    // The plan: the first installment is collected by the job runner; the next one paid early from the page.
+    browser.click("a[href^='/app/plans/']").await;
+    browser.wait_for_url("/app/plans/").await;
+    app.post("/v1/simulate/clock/advance", json!({"seconds": 1})).await;
+    browser.goto(&browser.url().await).await;
+    assert_eq!(browser.text("[data-testid=installment-1]").await, "paid");
+    browser.click("form[action$='/pay'] input[value=next] ~ button").await;
+    browser.wait_for_text("your payment went through").await;
+    assert_eq!(browser.text("[data-testid=installment-2]").await, "paid");
+    browser.screenshot(&screenshots().join("plan.png")).await;
+    browser.click("a[href='/app/dashboard']").await;
+    browser.wait_for_url("/app/dashboard").await;
+
     // A declined funding card is explained on the page and nothing is linked.
     browser.type_into("#number", "4000000000000002").await;
     browser.type_into("#exp_month", "12").await;

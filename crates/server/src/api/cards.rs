@@ -113,6 +113,18 @@ pub async fn create(
     Extension(caller): Extension<Caller>,
     ApiJson(body): ApiJson<CreateCard>,
 ) -> Result<Response, ApiError> {
+    Ok(create_card(&app, &body, &caller, claim.as_deref()).await?.1)
+}
+
+/// Creates a one-time card (API and web app): the refusals of PRODUCT.md in order, the funding hold, then the
+/// card, its ledger transfer, its audit entry and its `card.created` event in one transaction (with the
+/// idempotency record, if claimed). Returns the card and the 201 response.
+pub async fn create_card(
+    app: &App,
+    body: &CreateCard,
+    caller: &Caller,
+    claim: Option<&super::IdempotencyClaim>,
+) -> Result<(CardRecord, Response), ApiError> {
     let currency = Currency::from_code(&body.currency).map_err(|_| {
         ApiError::invalid("invalid_currency", "use an ISO 4217 code such as USD").with_param("currency")
     })?;
@@ -152,7 +164,7 @@ pub async fn create(
             ApiError::not_found("funding source of this cardholder", &body.funding_source_id)
                 .with_param("funding_source_id")
         })?;
-        refusal(&app, &mut tx, &cardholder, amount, now).await?;
+        refusal(app, &mut tx, &cardholder, amount, now).await?;
         (cardholder, source)
     };
 
@@ -179,9 +191,9 @@ pub async fn create(
         let cardholder = cardholders::get(&mut tx, &cardholder.id)
             .await?
             .ok_or_else(|| ApiError::not_found("cardholder", &cardholder.id))?;
-        refusal(&app, &mut tx, &cardholder, amount, now).await?;
+        refusal(app, &mut tx, &cardholder, amount, now).await?;
         let (record, _number) =
-            issue(&app, &mut tx, &card_id, &cardholder.id, &source.id, amount, plan, &funding_hold, now).await?;
+            issue(app, &mut tx, &card_id, &cardholder.id, &source.id, amount, plan, &funding_hold, now).await?;
         ledger::commit(&mut tx, &entries::issue_card(&record.id, amount), now).await.map_err(ApiError::internal)?;
         audit::append(
             &mut tx,
@@ -197,9 +209,10 @@ pub async fn create(
         )
         .await?;
         crate::events::card(&mut tx, "card.created", &record, now).await?;
-        finish(tx, claim.as_deref(), StatusCode::CREATED, &CardView::of(&record, now)).await
+        let response = finish(tx, claim, StatusCode::CREATED, &CardView::of(&record, now)).await?;
+        Ok((record, response))
     };
-    let result: Result<Response, ApiError> = written.await;
+    let result: Result<(CardRecord, Response), ApiError> = written.await;
     if result.is_err() {
         // Nothing was written: give the funding hold back.
         if let Err(error) = app.gateway.release(&source.gateway_token, &funding_hold).await {
@@ -369,9 +382,22 @@ pub async fn reveal(
     headers: HeaderMap,
     Extension(caller): Extension<Caller>,
 ) -> Result<Response, ApiError> {
+    let card = {
+        let mut tx = app.store.read().await?;
+        load(&mut tx, &id, false).await?
+    };
+    let caller = Caller { origin: origin(&headers, &caller), ..caller };
+    let revealed = reveal_details(&app, &card, &caller).await?;
+    // Never stored for idempotency (the middleware skips /reveal), never cached.
+    let mut response = axum::response::IntoResponse::into_response((StatusCode::OK, Json(revealed)));
+    response.headers_mut().insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// The card's number, expiry and CVV2 (computed), after writing the audit entry: no audit entry, no card data.
+pub async fn reveal_details(app: &App, card: &CardRecord, caller: &Caller) -> Result<RevealedCard, ApiError> {
     let now = app.clock.now();
     let mut tx = app.store.begin().await?;
-    let card = load(&mut tx, &id, false).await?;
     let number = app.vault.decrypt_number(&card.id, card.data_key_version, &card.number_ciphertext)?;
     let expiry = card.to_card()?.expiry();
     let cvv = app.vault.cvk(card.cvk_version)?.cvv2(&number, expiry);
@@ -384,21 +410,18 @@ pub async fn reveal(
             action: "card.reveal".to_owned(),
             resource: Some(card.id.clone()),
             outcome: "success".to_owned(),
-            origin: origin(&headers, &caller),
+            origin: caller.origin.clone(),
             detail: None,
         },
     )
     .await?;
-    let revealed = RevealedCard {
+    ghostcard_store::commit(tx).await?;
+    Ok(RevealedCard {
         number: number.expose().to_owned(),
         exp_month: card.exp_month,
         exp_year: card.exp_year,
         cvv: cvv.expose().clone(),
-    };
-    // Never stored for idempotency (the middleware skips /reveal), never cached.
-    let mut response = finish(tx, None, StatusCode::OK, &revealed).await?;
-    response.headers_mut().insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
-    Ok(response)
+    })
 }
 
 #[utoipa::path(post, path = "/v1/cards/{id}/cancel", operation_id = "cancel_card", tag = "cards",

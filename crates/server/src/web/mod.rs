@@ -1,5 +1,9 @@
 //! The web app, served by `ghostcard serve` itself under `/app`: server-rendered pages (askama templates, one
-//! small stylesheet, no JavaScript needed), for cardholders.
+//! small stylesheet; JavaScript only for copy buttons and the live countdown), for cardholders: sign-up and
+//! sign-in, the dashboard (purchase power and why, funding cards, cards), a new card with its schedule shown
+//! before it is created, the card page (masked; reveal audited; cancel; refund unused; activity with decline
+//! reasons in plain words), and the plan page (installment timeline, pay early). Every action goes through the
+//! same functions as the REST API.
 //!
 //! **Sessions**: signing in creates a random 32-byte token, sent as the `gc_session` cookie (`HttpOnly`,
 //! `SameSite=Strict`, `Secure` in live mode); the database keeps only its keyed hash. A session ends after 15
@@ -20,17 +24,23 @@ use axum::routing::{get, post};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Duration, Utc};
+use ghostcard_domain::money::Money;
+use ghostcard_domain::plan::{Plan, PlanKind};
 use ghostcard_store::audit::{self, AuditEntry};
 use ghostcard_store::cardholders::{self, Cardholder};
+use ghostcard_store::cards::CardRecord;
+use ghostcard_store::plans::{self, PlanRecord};
 use ghostcard_store::web_sessions::{self, WebSession};
-use ghostcard_store::{StoreError, cards, funding_sources};
+use ghostcard_store::{StoreError, authorizations, cards, funding_sources};
 use serde::Deserialize;
 
 use crate::App;
-use crate::api::ApiError;
 use crate::api::cardholders::{
     AddFundingSource, CreateCardholder, link_funding_source, new_cardholder, purchase_power_of,
 };
+use crate::api::cards::CreateCard;
+use crate::api::plans::PlanPayment;
+use crate::api::{ApiError, ApiJson, Caller};
 
 const SESSION_COOKIE: &str = "gc_session";
 const CSRF_COOKIE: &str = "gc_csrf";
@@ -50,6 +60,15 @@ pub fn router() -> axum::Router<Arc<App>> {
         .route("/app/sign-out", post(sign_out))
         .route("/app/dashboard", get(dashboard))
         .route("/app/funding-sources", post(add_funding_source))
+        .route("/app/static/card.js", get(card_script))
+        .route("/app/cards/new", get(new_card))
+        .route("/app/cards/preview", post(preview_card))
+        .route("/app/cards", post(create_card))
+        .route("/app/cards/{id}", get(show_card))
+        .route("/app/cards/{id}/reveal", post(reveal_card))
+        .route("/app/cards/{id}/{action}", post(card_action))
+        .route("/app/plans/{id}", get(show_plan))
+        .route("/app/plans/{id}/pay", post(pay_plan))
 }
 
 /// A page failure shown to a person: a short message, never internals.
@@ -428,6 +447,7 @@ async fn sign_out(State(app): State<Arc<App>>, headers: HeaderMap, Form(form): F
 }
 
 struct CardRow {
+    id: String,
     masked: String,
     amount: String,
     status: String,
@@ -515,7 +535,8 @@ async fn dashboard_page(
             .rows
             .iter()
             .map(|card| CardRow {
-                masked: format!("{}•• •••• {}", &card.bin[..4.min(card.bin.len())], card.last4),
+                id: card.id.clone(),
+                masked: format!("{} •••• {}", card.bin, card.last4),
                 amount: card
                     .currency()
                     .map(|currency| ghostcard_domain::money::Money::new(card.amount, currency).to_string())
@@ -569,4 +590,478 @@ async fn add_funding_source(
     funding_sources::insert(&mut tx, &source).await?;
     ghostcard_store::commit(tx).await?;
     Ok(redirect("/app/dashboard?linked=1"))
+}
+
+// ---- One-time cards ----------------------------------------------------------------------------------------
+
+/// A plan as a person reads it.
+fn plan_name(kind: PlanKind, terms: &ghostcard_domain::plan::PlanTerms) -> String {
+    match kind {
+        PlanKind::PayNow => "Pay now from your funding card".to_owned(),
+        PlanKind::PayIn4 => "Pay in 4: a quarter now, then every 2 weeks, no interest".to_owned(),
+        PlanKind::PayIn30 => "Pay in 30 days, no interest".to_owned(),
+        PlanKind::Financing(months) => format!(
+            "{months} monthly payments at {}.{:02}% APR",
+            terms.financing_apr_basis_points / 100,
+            terms.financing_apr_basis_points % 100
+        ),
+    }
+}
+
+/// The API's caller for a cardholder's own request through the web app.
+fn web_caller(cardholder: &Cardholder, headers: &HeaderMap) -> Caller {
+    Caller {
+        actor: format!("cardholder:{}", cardholder.id),
+        scope: format!("web:{}", cardholder.id),
+        origin: headers.get("x-forwarded-for").and_then(|value| value.to_str().ok()).map(str::to_owned),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "new_card.html")]
+struct NewCardPage {
+    csrf: String,
+    error: Option<String>,
+    available: String,
+    currency: String,
+    amount: String,
+    plan: String,
+    plans: Vec<(String, String)>,
+    sources: Vec<(String, String)>,
+}
+
+async fn new_card_page(app: &App, signed_in: &SignedIn, error: Option<String>, amount: &str, plan: &str) -> PageResult {
+    let now = app.clock.now();
+    let mut tx = app.store.read().await?;
+    let power = purchase_power_of(app, &mut tx, &signed_in.cardholder, now).await.map_err(page_error)?;
+    let sources = funding_sources::for_cardholder(&mut tx, &signed_in.cardholder.id).await?;
+    drop(tx);
+    let mut response = render(&NewCardPage {
+        csrf: signed_in.session.csrf.clone(),
+        error: error.clone(),
+        available: power.available.to_string(),
+        currency: app.currency.code().to_owned(),
+        amount: amount.to_owned(),
+        plan: plan.to_owned(),
+        plans: PlanKind::ALL.iter().map(|kind| (kind.as_str().to_owned(), plan_name(*kind, &app.plan_terms))).collect(),
+        sources: sources
+            .iter()
+            .filter(|source| source.status == "active")
+            .map(|source| (source.id.clone(), format!("{} ending {}", source.brand, source.last4)))
+            .collect(),
+    })?;
+    if error.is_some() {
+        *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+    }
+    Ok(response)
+}
+
+async fn new_card(State(app): State<Arc<App>>, headers: HeaderMap) -> PageResult {
+    let now = app.clock.now();
+    let signed_in = require_session!(app, headers, now);
+    new_card_page(&app, &signed_in, None, "", "pay_in_4").await
+}
+
+#[derive(Deserialize)]
+struct CardForm {
+    csrf: String,
+    amount: String,
+    plan: String,
+    funding_source_id: String,
+}
+
+#[derive(Template)]
+#[template(path = "card_preview.html")]
+struct PreviewPage {
+    csrf: String,
+    amount: String,
+    amount_minor: i64,
+    plan: String,
+    plan_name: String,
+    funding_source_id: String,
+    schedule: Vec<(String, String)>,
+}
+
+/// Step 1: the schedule the card would have, before anything is created.
+async fn preview_card(State(app): State<Arc<App>>, headers: HeaderMap, Form(form): Form<CardForm>) -> PageResult {
+    let now = app.clock.now();
+    let signed_in = require_session!(app, headers, now);
+    if !same(&signed_in.session.csrf, &form.csrf) {
+        return Err(forged());
+    }
+    let amount = match Money::parse(form.amount.trim(), app.currency) {
+        Ok(amount) if amount.is_positive() => amount,
+        _ => {
+            let error = format!("Enter the amount in {} with a dot for cents, e.g. 40.00.", app.currency.code());
+            return new_card_page(&app, &signed_in, Some(error), &form.amount, &form.plan).await;
+        }
+    };
+    let Some(kind) = PlanKind::parse(&form.plan) else {
+        return new_card_page(&app, &signed_in, Some("Choose how you pay.".to_owned()), &form.amount, &form.plan).await;
+    };
+    let schedule = Plan::new(kind, amount, now.date_naive(), &app.plan_terms)
+        .map(|plan| {
+            plan.installments
+                .iter()
+                .map(|installment| {
+                    (installment.due_date.format("%-d %b %Y").to_string(), plan.money(installment.amount()).to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    render(&PreviewPage {
+        csrf: signed_in.session.csrf.clone(),
+        amount: amount.to_string(),
+        amount_minor: amount.minor(),
+        plan: kind.as_str().to_owned(),
+        plan_name: plan_name(kind, &app.plan_terms),
+        funding_source_id: form.funding_source_id,
+        schedule,
+    })
+}
+
+/// Step 2: the card, through the same path as `POST /v1/cards`.
+async fn create_card(State(app): State<Arc<App>>, headers: HeaderMap, Form(form): Form<CardForm>) -> PageResult {
+    let now = app.clock.now();
+    let signed_in = require_session!(app, headers, now);
+    if !same(&signed_in.session.csrf, &form.csrf) {
+        return Err(forged());
+    }
+    let body = CreateCard {
+        cardholder_id: signed_in.cardholder.id.clone(),
+        amount: form.amount.trim().parse().unwrap_or(0),
+        currency: app.currency.code().to_owned(),
+        funding_source_id: form.funding_source_id.clone(),
+        plan: form.plan.clone(),
+    };
+    let shown = Money::new(body.amount, app.currency).format_amount();
+    match crate::api::cards::create_card(&app, &body, &web_caller(&signed_in.cardholder, &headers), None).await {
+        Ok((card, _)) => {
+            app.wake_jobs.notify_one();
+            Ok(redirect(&format!("/app/cards/{}?created=1", card.id)))
+        }
+        Err(error) => new_card_page(&app, &signed_in, Some(error.message), &shown, &form.plan).await,
+    }
+}
+
+/// The signed-in cardholder's card `id`, or a 404 page (someone else's card does not exist for them).
+async fn own_card(app: &App, signed_in: &SignedIn, id: &str) -> Result<CardRecord, PageError> {
+    let mut tx = app.store.read().await?;
+    let card = cards::get(&mut tx, id).await?;
+    card.filter(|card| card.cardholder_id == signed_in.cardholder.id)
+        .ok_or_else(|| PageError(StatusCode::NOT_FOUND, "There is no such card.".to_owned()))
+}
+
+#[derive(Template)]
+#[template(path = "card.html")]
+struct CardPage {
+    csrf: String,
+    id: String,
+    masked: String,
+    notice: Option<String>,
+    error: Option<String>,
+    revealed: Option<(String, String, String)>,
+    can_reveal: bool,
+    status: String,
+    amount: String,
+    held: String,
+    captured: String,
+    remaining: String,
+    plan_name: String,
+    plan_id: Option<String>,
+    merchant: Option<String>,
+    active: bool,
+    refundable: bool,
+    valid_until: String,
+    valid_until_iso: String,
+    time_left: String,
+    seconds_left: i64,
+    activity: Vec<(String, String, String, String, &'static str)>,
+}
+
+async fn card_page(
+    app: &App,
+    signed_in: &SignedIn,
+    card: &CardRecord,
+    notice: Option<String>,
+    error: Option<String>,
+    revealed: Option<(String, String, String)>,
+) -> PageResult {
+    let now = app.clock.now();
+    let currency = card.currency()?;
+    let money = |minor: i64| Money::new(minor, currency).to_string();
+    let view = crate::api::cards::CardView::of(card, now);
+    let mut tx = app.store.read().await?;
+    let authorizations = authorizations::list(&mut tx, Some(&card.id), None, 100, None).await?;
+    drop(tx);
+    let activity = authorizations
+        .rows
+        .iter()
+        .map(|record| {
+            let shown = crate::api::authorizations::AuthorizationView::from(record);
+            let result = match &shown.decline_message {
+                Some(message) => format!("Declined: {message}"),
+                None => shown.status.replace('_', " "),
+            };
+            (
+                record.created_at.format("%-d %b %H:%M").to_string(),
+                record.merchant_name.clone().unwrap_or_else(|| record.merchant_id.clone()),
+                money(record.amount),
+                result,
+                if shown.decline_message.is_some() { "declined" } else { "" },
+            )
+        })
+        .collect();
+    let left = (card.valid_until - now).num_seconds().max(0);
+    let active = view.status == "active";
+    render(&CardPage {
+        csrf: signed_in.session.csrf.clone(),
+        id: card.id.clone(),
+        masked: format!("{} •••• {}", card.bin, card.last4),
+        notice,
+        error,
+        can_reveal: matches!(view.status.as_str(), "active" | "used"),
+        revealed,
+        status: view.status.clone(),
+        amount: money(card.amount),
+        held: money(card.held),
+        captured: money(card.captured),
+        remaining: money(view.remaining_amount),
+        plan_name: PlanKind::parse(&card.plan_kind).map(|kind| plan_name(kind, &app.plan_terms)).unwrap_or_default(),
+        plan_id: card.plan_id.clone(),
+        merchant: card.merchant_name.clone().or_else(|| card.merchant_id.clone()),
+        active,
+        refundable: matches!(view.status.as_str(), "used") && view.remaining_amount > 0,
+        valid_until: card.valid_until.format("%-d %b %Y %H:%M UTC").to_string(),
+        valid_until_iso: card.valid_until.to_rfc3339(),
+        time_left: format!("{} h {:02} min", left / 3600, (left % 3600) / 60),
+        seconds_left: left,
+        activity,
+    })
+}
+
+#[derive(Deserialize)]
+struct CardQuery {
+    created: Option<String>,
+}
+
+async fn show_card(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    axum::extract::Query(query): axum::extract::Query<CardQuery>,
+) -> PageResult {
+    let now = app.clock.now();
+    let signed_in = require_session!(app, headers, now);
+    let card = own_card(&app, &signed_in, &id).await?;
+    let notice = query.created.map(|_| "Your card is ready. Show its details when you pay.".to_owned());
+    card_page(&app, &signed_in, &card, notice, None, None).await
+}
+
+/// Shows the card's number, expiry and security code — audited, like `POST /v1/cards/{id}/reveal`.
+async fn reveal_card(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> PageResult {
+    let now = app.clock.now();
+    let signed_in = require_session!(app, headers, now);
+    if !same(&signed_in.session.csrf, &form.csrf) {
+        return Err(forged());
+    }
+    let card = own_card(&app, &signed_in, &id).await?;
+    let caller = web_caller(&signed_in.cardholder, &headers);
+    let revealed = crate::api::cards::reveal_details(&app, &card, &caller).await.map_err(page_error)?;
+    let spaced: String = revealed
+        .number
+        .as_bytes()
+        .chunks(4)
+        .map(|group| String::from_utf8_lossy(group).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let details = (spaced, format!("{:02}/{}", revealed.exp_month, revealed.exp_year % 100), revealed.cvv.clone());
+    card_page(&app, &signed_in, &card, None, None, Some(details)).await
+}
+
+/// Cancel and refund-unused: the API's handlers, as the cardholder.
+async fn card_action(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    axum::extract::Path((id, action)): axum::extract::Path<(String, String)>,
+    Form(form): Form<CsrfForm>,
+) -> PageResult {
+    let now = app.clock.now();
+    let signed_in = require_session!(app, headers, now);
+    if !same(&signed_in.session.csrf, &form.csrf) {
+        return Err(forged());
+    }
+    let card = own_card(&app, &signed_in, &id).await?;
+    let caller = axum::Extension(web_caller(&signed_in.cardholder, &headers));
+    let path = axum::extract::Path(card.id.clone());
+    let (result, done) = match action.as_str() {
+        "cancel" => (crate::api::cards::cancel(State(app.clone()), path, None, caller).await, "The card is canceled."),
+        "refund-unused" => (
+            crate::api::cards::refund_unused(State(app.clone()), path, None, caller).await,
+            "The unused amount is refunded.",
+        ),
+        _ => return Err(PageError(StatusCode::NOT_FOUND, "There is no such page.".to_owned())),
+    };
+    let card = own_card(&app, &signed_in, &id).await?;
+    match result {
+        Ok(_) => card_page(&app, &signed_in, &card, Some(done.to_owned()), None, None).await,
+        Err(error) => card_page(&app, &signed_in, &card, None, Some(error.message), None).await,
+    }
+}
+
+async fn card_script() -> Response {
+    (
+        [
+            (CONTENT_TYPE, HeaderValue::from_static("text/javascript; charset=utf-8")),
+            (CACHE_CONTROL, HeaderValue::from_static("max-age=3600")),
+        ],
+        include_str!("../../static/card.js"),
+    )
+        .into_response()
+}
+
+// ---- Payment plans -----------------------------------------------------------------------------------------
+
+struct InstallmentRow {
+    seq: u32,
+    due: String,
+    amount: String,
+    paid: String,
+    status: String,
+    status_class: &'static str,
+    width: i64,
+}
+
+#[derive(Template)]
+#[template(path = "plan.html")]
+struct PlanPage {
+    csrf: String,
+    id: String,
+    card_id: String,
+    notice: Option<String>,
+    error: Option<String>,
+    plan_name: String,
+    status: String,
+    principal: String,
+    fees: String,
+    has_fees: bool,
+    balance: String,
+    payoff: String,
+    active: bool,
+    installments: Vec<InstallmentRow>,
+}
+
+async fn own_plan(app: &App, signed_in: &SignedIn, id: &str) -> Result<PlanRecord, PageError> {
+    let mut tx = app.store.read().await?;
+    let plan = plans::get(&mut tx, id).await?;
+    plan.filter(|plan| plan.cardholder_id == signed_in.cardholder.id)
+        .ok_or_else(|| PageError(StatusCode::NOT_FOUND, "There is no such plan.".to_owned()))
+}
+
+fn plan_page(
+    app: &App,
+    signed_in: &SignedIn,
+    record: &PlanRecord,
+    notice: Option<String>,
+    error: Option<String>,
+) -> PageResult {
+    let plan = &record.plan;
+    let today = app.clock.now().date_naive();
+    let largest = plan.installments.iter().map(|installment| installment.amount()).max().unwrap_or(1).max(1);
+    render(&PlanPage {
+        csrf: signed_in.session.csrf.clone(),
+        id: record.id.clone(),
+        card_id: record.card_id.clone(),
+        notice,
+        error,
+        plan_name: plan_name(plan.kind, &app.plan_terms),
+        status: plan.status.as_str().replace('_', " "),
+        principal: plan.money(plan.principal).to_string(),
+        fees: plan.money(plan.fees).to_string(),
+        has_fees: plan.fees > 0,
+        balance: plan.money(plan.balance()).to_string(),
+        payoff: plan.money(plan.payoff_amount(today)).to_string(),
+        active: plan.status == ghostcard_domain::plan::PlanStatus::Active,
+        installments: plan
+            .installments
+            .iter()
+            .map(|installment| {
+                use ghostcard_domain::plan::InstallmentStatus as Status;
+                InstallmentRow {
+                    seq: installment.seq,
+                    due: installment.due_date.format("%-d %b %Y").to_string(),
+                    amount: plan.money(installment.amount()).to_string(),
+                    paid: if installment.paid > 0 && installment.status != Status::Paid {
+                        plan.money(installment.paid).to_string()
+                    } else {
+                        String::new()
+                    },
+                    status: installment.status.as_str().replace('_', " "),
+                    status_class: match installment.status {
+                        Status::Paid => "paid",
+                        Status::Failed | Status::Overdue => "late",
+                        _ => "",
+                    },
+                    width: installment.amount() * 100 / largest,
+                }
+            })
+            .collect(),
+    })
+}
+
+async fn show_plan(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> PageResult {
+    let now = app.clock.now();
+    let signed_in = require_session!(app, headers, now);
+    let plan = own_plan(&app, &signed_in, &id).await?;
+    plan_page(&app, &signed_in, &plan, None, None)
+}
+
+#[derive(Deserialize)]
+struct PayForm {
+    csrf: String,
+    /// `next` (the next open installment) or `all`.
+    what: String,
+}
+
+/// Pays early through the same path as `POST /v1/plans/{id}/payments`.
+async fn pay_plan(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    Form(form): Form<PayForm>,
+) -> PageResult {
+    let now = app.clock.now();
+    let signed_in = require_session!(app, headers, now);
+    if !same(&signed_in.session.csrf, &form.csrf) {
+        return Err(forged());
+    }
+    let plan = own_plan(&app, &signed_in, &id).await?;
+    let next = plan
+        .plan
+        .installments
+        .iter()
+        .find(|installment| {
+            installment.owed() > 0 && installment.status != ghostcard_domain::plan::InstallmentStatus::RolledOver
+        })
+        .map(|installment| installment.seq);
+    let body = match (form.what.as_str(), next) {
+        ("all", _) => PlanPayment { amount: None, installment: None, payoff: true, funding_source_id: None },
+        (_, Some(seq)) => PlanPayment { amount: None, installment: Some(seq), payoff: false, funding_source_id: None },
+        _ => return plan_page(&app, &signed_in, &plan, None, Some("Nothing is owed on this plan.".to_owned())),
+    };
+    let result = crate::api::plans::pay(State(app.clone()), axum::extract::Path(id.clone()), None, ApiJson(body)).await;
+    let plan = own_plan(&app, &signed_in, &id).await?;
+    match result {
+        Ok(_) => plan_page(&app, &signed_in, &plan, Some("Thank you: your payment went through.".to_owned()), None),
+        Err(error) => plan_page(&app, &signed_in, &plan, None, Some(error.message)),
+    }
 }

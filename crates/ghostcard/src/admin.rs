@@ -1,4 +1,5 @@
-//! Administration commands: `migrate`, `api-key create|list|revoke`, `keys rotate`, `jobs list|retry`.
+//! Administration commands: `migrate`, `api-key create|list|revoke`, `keys rotate`, `jobs list|retry`,
+//! `operator create`.
 
 use anyhow::{Context, Result, bail};
 use chrono::Utc;
@@ -139,6 +140,55 @@ pub fn jobs(command: JobsCommand) -> Result<()> {
                     println!("Job {id} is pending again; a running server retries it within a second.");
                 }
             }
+        }
+        Ok(())
+    })
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OperatorCommand {
+    /// Create an operator account for the console at /ops; its password is printed once, alone on the last line
+    ///
+    /// A viewer sees everything in the console (card numbers only masked); an admin can also unfreeze or close
+    /// cards, lift restrictions and retry dead jobs. Every action is audited.
+    #[command(
+        after_long_help = "Example:\n  ghostcard operator create --email ops@example.com --name 'Grace' --role admin"
+    )]
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: String,
+        /// viewer or admin.
+        #[arg(long, value_parser = ["viewer", "admin"], default_value = "viewer")]
+        role: String,
+        #[command(flatten)]
+        config: ConfigArguments,
+    },
+}
+
+pub fn operator(command: OperatorCommand) -> Result<()> {
+    let OperatorCommand::Create { email, name, role, config } = command;
+    let email = email.trim().to_lowercase();
+    if !email.contains('@') || email.len() > 254 {
+        bail!("--email needs an email address such as ops@example.com");
+    }
+    if name.trim().is_empty() || name.len() > 200 {
+        bail!("--name is 1 to 200 characters");
+    }
+    runtime()?.block_on(async {
+        let store = open(&config.load()?).await?;
+        let (id, password) =
+            match ghostcard_server::credentials::create_operator(&store, &email, &name, &role, "cli", Utc::now()).await
+            {
+                Err(ghostcard_store::StoreError::Conflict) => bail!("an operator with the email {email} exists"),
+                other => other?,
+            };
+        if config.json {
+            println!("{}", json!({ "id": id, "email": email, "role": role, "password": password }));
+        } else {
+            println!("Created operator {id} ({email}, {role}). Sign in at /ops with this password, shown once:");
+            println!("{password}");
         }
         Ok(())
     })

@@ -46,6 +46,9 @@ enum Command {
     /// See the job queue (gateway calls, webhook deliveries) and retry dead jobs
     #[command(subcommand)]
     Jobs(admin::JobsCommand),
+    /// Create operator accounts for the console (/ops)
+    #[command(subcommand)]
+    Operator(admin::OperatorCommand),
     /// Measure authorization throughput and latency through the real ISO 8583 listener (use a release build)
     ///
     /// Provisions --cards cards straight into a fresh database (SQLite by default, or --database-url), starts
@@ -117,6 +120,7 @@ fn main() -> ExitCode {
         Command::ApiKey(command) => admin::api_key(command),
         Command::Keys(command) => admin::keys(command),
         Command::Jobs(command) => admin::jobs(command),
+        Command::Operator(command) => admin::operator(command),
         Command::Clearing(command) => clearing::run(command),
         Command::Simulate(command) => simulate::run(command),
     };

@@ -54,3 +54,53 @@ pub async fn create_api_key(
     ghostcard_store::commit(tx).await?;
     Ok((id, key))
 }
+
+/// Creates an operator account for the console (audited as `actor`) with a generated password, returned once:
+/// (operator id, password). `role` is `viewer` or `admin`. [`StoreError::Conflict`] if the email is taken.
+pub async fn create_operator(
+    store: &Store,
+    email: &str,
+    name: &str,
+    role: &str,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<(String, String), StoreError> {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let random: [u8; 18] = rand::rng().random();
+    let password = random.iter().map(|byte| format!("{byte:02x}")).collect::<String>();
+    let salt = SaltString::encode_b64(&rand::rng().random::<[u8; 16]>())
+        .map_err(|error| StoreError::Corrupt(format!("salt: {error}")))?;
+    let password_hash = argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map_err(|error| StoreError::Corrupt(format!("password hash: {error}")))?
+        .to_string();
+    let id = new_id("op", now, &mut rand::rng());
+    let mut tx = store.begin().await?;
+    ghostcard_store::operators::insert(
+        &mut tx,
+        &ghostcard_store::operators::Operator {
+            id: id.clone(),
+            email: email.trim().to_lowercase(),
+            name: name.trim().to_owned(),
+            role: role.to_owned(),
+            password_hash,
+            created_at: now,
+        },
+    )
+    .await?;
+    audit::append(
+        &mut tx,
+        &AuditEntry {
+            at: now,
+            actor: actor.to_owned(),
+            action: "operator.create".to_owned(),
+            resource: Some(id.clone()),
+            outcome: "success".to_owned(),
+            origin: None,
+            detail: Some(format!("role {role}")),
+        },
+    )
+    .await?;
+    ghostcard_store::commit(tx).await?;
+    Ok((id, password))
+}

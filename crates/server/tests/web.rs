@@ -250,3 +250,93 @@ async fn forged_posts_are_refused_sessions_time_out_and_repeated_failures_lock_t
     let after = attempt("a long enough password").await;
     assert_eq!(after.status(), StatusCode::SEE_OTHER, "the lock ends after 30 minutes");
 }
+
+#[tokio::test]
+async fn an_operator_reviews_a_fraud_flag_and_a_viewer_cannot_act() {
+    let app = TestApp::spawn(Backend::Sqlite, "web_ops").await;
+    let (cardholder, source) = app.cardholder_with_funding("cy@example.com", "4242424242424242").await;
+    let (_, card) = app.card(&cardholder, &source, 2_000, "pay_in_4").await;
+    let card_id = card["id"].as_str().expect("id").to_owned();
+    // Five declines within an hour freeze the card.
+    for _ in 0..5 {
+        let declined = app.authorize(&card_id, 9_999, "SHOP1").await;
+        assert_ne!(declined["response_code"], "00");
+    }
+    assert_eq!(app.get(&format!("/v1/cards/{card_id}")).await.1["status"], "frozen");
+    let now = app.app.clock.now();
+    let (_, admin_password) = ghostcard_server::credentials::create_operator(
+        &app.app.store,
+        "grace@example.com",
+        "Grace",
+        "admin",
+        "test",
+        now,
+    )
+    .await
+    .expect("admin");
+    let (_, viewer_password) =
+        ghostcard_server::credentials::create_operator(&app.app.store, "vic@example.com", "Vic", "viewer", "test", now)
+            .await
+            .expect("viewer");
+
+    let browser = Browser::start().await;
+    browser.goto(&format!("{}/ops", app.base)).await;
+    browser.wait_for_url("/ops/sign-in").await;
+    browser.type_into("#email", "grace@example.com").await;
+    browser.type_into("#password", &admin_password).await;
+    browser.click("button[type=submit]").await;
+    browser.wait_for_text("Signed in as Grace (admin)").await;
+    assert!(browser.text("[data-testid=ledger]").await.contains("The ledger verifies"));
+    assert!(browser.source().await.contains("1 frozen cards"));
+
+    browser.click("a[href='/ops/authorizations']").await;
+    let page = browser.wait_for_text("The last 24 hours").await;
+    assert!(page.contains("<svg") && page.contains("exceeds_card_amount"), "the chart and the reasons: {page}");
+    browser.screenshot(&screenshots().join("ops-authorizations.png")).await;
+
+    browser.click("a[href='/ops/flags']").await;
+    let page = browser.wait_for_text("Frozen cards").await;
+    assert!(page.contains(&card_id) && page.contains("card_declines"), "the flag and its rule: {page}");
+    browser.screenshot(&screenshots().join("ops-flags.png")).await;
+    browser.click(&format!("form[action='/ops/cards/{card_id}/unfreeze'] button")).await;
+    browser.wait_for_text("unfrozen").await;
+    assert_eq!(app.get(&format!("/v1/cards/{card_id}")).await.1["status"], "active");
+    browser.goto(&format!("{}/ops/audit?action=ops.card.unfreeze", app.base)).await;
+    let page = browser.wait_for_text("ops.card.unfreeze").await;
+    assert!(page.contains(&card_id), "the review is in the audit log");
+    assert!(!page.contains("4242424242424242"));
+    browser.close().await;
+
+    // A viewer signs in but may not act, even with a valid form.
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let page = client.get(format!("{}/ops/sign-in", app.base)).send().await.expect("page");
+    let jar = cookies(&page, vec![]);
+    let csrf = hidden(&page.text().await.expect("html"), "csrf");
+    let signed_in = client
+        .post(format!("{}/ops/sign-in", app.base))
+        .header("cookie", jar.join("; "))
+        .form(&[("csrf", csrf.as_str()), ("email", "vic@example.com"), ("password", viewer_password.as_str())])
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
+    let jar = cookies(&signed_in, jar);
+    let flags =
+        client.get(format!("{}/ops/flags", app.base)).header("cookie", jar.join("; ")).send().await.expect("page");
+    let html = flags.text().await.expect("html");
+    let session_csrf = hidden(&html, "csrf");
+    let refused = client
+        .post(format!("{}/ops/cards/{card_id}/close", app.base))
+        .header("cookie", jar.join("; "))
+        .form(&[("csrf", session_csrf.as_str())])
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert_eq!(app.get(&format!("/v1/cards/{card_id}")).await.1["status"], "active", "nothing changed");
+    // The cardholder app's session does not open the console.
+    let console =
+        client.get(format!("{}/ops", app.base)).header("cookie", "gc_session=whatever").send().await.expect("answer");
+    assert_eq!(console.status(), StatusCode::SEE_OTHER);
+    app.assert_ledger_verifies().await;
+}

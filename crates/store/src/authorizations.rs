@@ -144,6 +144,41 @@ pub async fn approval_times_for(
     Ok(times)
 }
 
+/// The newest authorizations of all cards, optionally only those with this response code, decline reason or
+/// merchant category (the operator's feed).
+pub async fn feed(
+    tx: &mut Tx,
+    response_code: Option<&str>,
+    decline_reason: Option<&str>,
+    mcc: Option<&str>,
+    limit: u32,
+) -> Result<Vec<AuthorizationRecord>> {
+    let rows = sqlx::query(
+        "SELECT * FROM authorizations WHERE ($1 IS NULL OR response_code = $1) AND ($2 IS NULL OR decline_reason = $2) \
+         AND ($3 IS NULL OR mcc = $3) ORDER BY id DESC LIMIT $4",
+    )
+    .bind(response_code)
+    .bind(decline_reason)
+    .bind(mcc)
+    .bind(i64::from(limit))
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// Authorizations since `since` counted by hour (hours since the Unix epoch) and outcome (`approved`, or the
+/// decline reason).
+pub async fn hourly_outcomes(tx: &mut Tx, since: DateTime<Utc>) -> Result<Vec<(i64, String, i64)>> {
+    Ok(sqlx::query_as(
+        "SELECT created_at / 3600000000 AS hour, COALESCE(decline_reason, 'approved') AS outcome, COUNT(*) \
+         FROM authorizations WHERE created_at >= $1 GROUP BY created_at / 3600000000, COALESCE(decline_reason, 'approved') \
+         ORDER BY 1, 2",
+    )
+    .bind(to_micros(since))
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
 /// Inserts one authorization; [`StoreError::Conflict`] if its network key was taken.
 pub async fn insert(tx: &mut Tx, authorization: &AuthorizationRecord) -> Result<()> {
     insert_many(tx, std::slice::from_ref(authorization)).await

@@ -146,3 +146,33 @@ pub async fn record_sign_in(
     }
     Ok(())
 }
+
+/// Cardholders in `status`, newest first (e.g. the restricted ones an operator reviews).
+pub async fn in_status(tx: &mut Tx, status: &str, limit: u32) -> Result<Vec<Cardholder>> {
+    let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM cardholders WHERE status = $1 ORDER BY id DESC LIMIT $2")
+        .bind(status)
+        .bind(i64::from(limit))
+        .fetch_all(&mut **tx)
+        .await?;
+    let mut found = Vec::with_capacity(ids.len());
+    for id in ids {
+        found.extend(get(tx, &id).await?);
+    }
+    Ok(found)
+}
+
+/// Cardholders whose email or id contains `text` (the operator's search), newest first.
+pub async fn search(tx: &mut Tx, text: &str, limit: u32) -> Result<Vec<Cardholder>> {
+    let pattern = format!("%{}%", text.trim().to_lowercase().replace(['%', '_'], ""));
+    let ids: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM cardholders WHERE email LIKE $1 OR id LIKE $1 ORDER BY id DESC LIMIT $2")
+            .bind(pattern)
+            .bind(i64::from(limit))
+            .fetch_all(&mut **tx)
+            .await?;
+    let mut found = Vec::with_capacity(ids.len());
+    for id in ids {
+        found.extend(get(tx, &id).await?);
+    }
+    Ok(found)
+}

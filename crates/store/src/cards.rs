@@ -301,6 +301,26 @@ fn from_hex(text: &str) -> Result<Vec<u8>> {
         .ok_or_else(|| StoreError::Corrupt("packed card row: bad hex".to_owned()))
 }
 
+/// Cards in `status`, newest first (e.g. the frozen ones an operator reviews).
+pub async fn in_status(tx: &mut Tx, status: &str, limit: u32) -> Result<Vec<CardRecord>> {
+    let rows = sqlx::query("SELECT * FROM cards WHERE status = $1 ORDER BY id DESC LIMIT $2")
+        .bind(status)
+        .bind(i64::from(limit))
+        .fetch_all(&mut **tx)
+        .await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// Cards whose id or last four digits are `text` (the operator's search), newest first.
+pub async fn search(tx: &mut Tx, text: &str, limit: u32) -> Result<Vec<CardRecord>> {
+    let rows = sqlx::query("SELECT * FROM cards WHERE id = $1 OR last4 = $1 ORDER BY id DESC LIMIT $2")
+        .bind(text.trim())
+        .bind(i64::from(limit))
+        .fetch_all(&mut **tx)
+        .await?;
+    rows.iter().map(from_row).collect()
+}
+
 /// Pay now: what has been charged to the card's funding card so far.
 pub async fn funding_charged(tx: &mut Tx, card_id: &str) -> Result<i64> {
     Ok(sqlx::query_scalar("SELECT funding_charged FROM cards WHERE id = $1").bind(card_id).fetch_one(&mut **tx).await?)
@@ -533,6 +553,16 @@ pub async fn ids_in_states(tx: &mut Tx, cardholder_id: &str, states: &[&str]) ->
             .fetch_all(&mut **tx)
             .await?;
     Ok(all.into_iter().filter(|(_, status)| states.contains(&status.as_str())).map(|(id, _)| id).collect())
+}
+
+/// The card's recorded transitions, oldest first: (to status, reason, when).
+pub async fn transitions(tx: &mut Tx, card_id: &str) -> Result<Vec<(String, String, DateTime<Utc>)>> {
+    let rows: Vec<(String, String, i64)> =
+        sqlx::query_as("SELECT to_status, reason, at FROM card_transitions WHERE card_id = $1 ORDER BY at, id")
+            .bind(card_id)
+            .fetch_all(&mut **tx)
+            .await?;
+    rows.into_iter().map(|(to, reason, at)| Ok((to, reason, from_micros(at)?))).collect()
 }
 
 pub async fn record_transition(tx: &mut Tx, card_id: &str, transition: &Transition) -> Result<()> {

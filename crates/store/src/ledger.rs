@@ -236,6 +236,33 @@ pub async fn transfers(tx: &mut Tx) -> Result<Vec<Transfer>> {
     rows.iter().map(from_row).collect()
 }
 
+/// Balances by kind of account (per-card accounts summed over all cards) and currency: (kind, currency, posted
+/// balance as debits − credits, open holds included as their own kind's balance).
+pub async fn balances_by_kind(tx: &mut Tx) -> Result<Vec<(String, String, i64)>> {
+    let postgres = tx.backend_name() == "PostgreSQL";
+    let kind = |column: &str| {
+        if postgres {
+            format!("split_part({column}, ':', 1)")
+        } else {
+            format!(
+                "CASE WHEN instr({column}, ':') > 0 THEN substr({column}, 1, instr({column}, ':') - 1) ELSE {column} END"
+            )
+        }
+    };
+    let live = "t.kind IN ('posted', 'post_pending') \
+        OR (t.kind = 'pending' AND NOT EXISTS (SELECT 1 FROM ledger_transfers r WHERE r.pending_id = t.id))";
+    let sql = format!(
+        "SELECT kind, currency, CAST(SUM(signed) AS BIGINT) FROM ( \
+           SELECT {} AS kind, t.currency AS currency, t.amount AS signed FROM ledger_transfers t WHERE {live} \
+           UNION ALL \
+           SELECT {} AS kind, t.currency AS currency, -t.amount AS signed FROM ledger_transfers t WHERE {live} \
+         ) AS postings GROUP BY kind, currency ORDER BY kind, currency",
+        kind("t.debit"),
+        kind("t.credit")
+    );
+    Ok(sqlx::query_as(&sql).fetch_all(&mut **tx).await?)
+}
+
 /// At most this many examples of each kind of problem are reported.
 const PROBLEM_EXAMPLES: i64 = 20;
 

@@ -21,6 +21,7 @@ pub mod idempotency;
 pub mod jobs;
 pub mod ledger;
 mod migrations;
+pub mod operators;
 pub mod plans;
 pub mod reversals;
 pub mod settings;

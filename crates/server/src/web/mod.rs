@@ -30,9 +30,11 @@ use ghostcard_store::audit::{self, AuditEntry};
 use ghostcard_store::cardholders::{self, Cardholder};
 use ghostcard_store::cards::CardRecord;
 use ghostcard_store::plans::{self, PlanRecord};
-use ghostcard_store::web_sessions::{self, WebSession};
+use ghostcard_store::web_sessions::{self, SessionKind, WebSession};
 use ghostcard_store::{StoreError, authorizations, cards, funding_sources};
 use serde::Deserialize;
+
+mod ops;
 
 use crate::App;
 use crate::api::cardholders::{
@@ -51,7 +53,7 @@ pub const LOCK_AFTER: i64 = 10;
 pub const LOCK_FOR: Duration = Duration::minutes(30);
 
 pub fn router() -> axum::Router<Arc<App>> {
-    axum::Router::new()
+    ops::router()
         .route("/app", get(home))
         .route("/app/", get(home))
         .route("/app/static/style.css", get(stylesheet))
@@ -130,10 +132,10 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, value)| value.to_owned())
 }
 
-fn set_cookie(response: &mut Response, app: &App, name: &str, value: &str, max_age: Option<i64>) {
+fn set_cookie(response: &mut Response, app: &App, name: &str, value: &str, max_age: Option<i64>, path: &str) {
     let secure = if app.sandbox() { "" } else { "; Secure" };
     let age = max_age.map(|seconds| format!("; Max-Age={seconds}")).unwrap_or_default();
-    let header = format!("{name}={value}; Path=/app; HttpOnly; SameSite=Strict{secure}{age}");
+    let header = format!("{name}={value}; Path={path}; HttpOnly; SameSite=Strict{secure}{age}");
     if let Ok(value) = HeaderValue::from_str(&header) {
         response.headers_mut().append(SET_COOKIE, value);
     }
@@ -161,14 +163,16 @@ async fn signed_in(app: &App, headers: &HeaderMap, now: DateTime<Utc>) -> Result
     let Some(token) = cookie(headers, SESSION_COOKIE) else { return Ok(None) };
     let token_hash = app.vault.keyed_hash(token.as_bytes());
     let mut tx = app.store.begin().await?;
-    let Some(session) = web_sessions::get(&mut tx, &token_hash).await? else { return Ok(None) };
+    let Some(session) = web_sessions::get(&mut tx, SessionKind::Cardholder, &token_hash).await? else {
+        return Ok(None);
+    };
     if now - session.last_seen_at > IDLE_TIMEOUT {
-        web_sessions::delete(&mut tx, &token_hash).await?;
+        web_sessions::delete(&mut tx, SessionKind::Cardholder, &token_hash).await?;
         ghostcard_store::commit(tx).await?;
         return Ok(None);
     }
-    web_sessions::touch(&mut tx, &token_hash, now).await?;
-    let cardholder = cardholders::get(&mut tx, &session.cardholder_id).await?;
+    web_sessions::touch(&mut tx, SessionKind::Cardholder, &token_hash, now).await?;
+    let cardholder = cardholders::get(&mut tx, &session.subject_id).await?;
     ghostcard_store::commit(tx).await?;
     Ok(cardholder.map(|cardholder| SignedIn { token_hash, session, cardholder }))
 }
@@ -250,7 +254,7 @@ async fn sign_up_page(State(app): State<Arc<App>>, headers: HeaderMap) -> PageRe
         country: app.country.as_str().to_owned(),
     })?;
     if new {
-        set_cookie(&mut response, &app, CSRF_COOKIE, &csrf, None);
+        set_cookie(&mut response, &app, CSRF_COOKIE, &csrf, None, "/app");
     }
     Ok(response)
 }
@@ -300,7 +304,7 @@ async fn sign_up(State(app): State<Arc<App>>, headers: HeaderMap, Form(form): Fo
     let mut response = start_session(&app, &mut tx, &cardholder, now).await?;
     audit::append(&mut tx, &audit_entry(&cardholder.id, "web.sign_up", "success", &headers, now)).await?;
     ghostcard_store::commit(tx).await?;
-    set_cookie(&mut response, &app, CSRF_COOKIE, "", Some(0));
+    set_cookie(&mut response, &app, CSRF_COOKIE, "", Some(0), "/app");
     Ok(response)
 }
 
@@ -313,10 +317,10 @@ async fn start_session(
 ) -> Result<Response, PageError> {
     let token = random_token();
     let session =
-        WebSession { cardholder_id: cardholder.id.clone(), csrf: random_token(), created_at: now, last_seen_at: now };
-    web_sessions::insert(tx, &app.vault.keyed_hash(token.as_bytes()), &session).await?;
+        WebSession { subject_id: cardholder.id.clone(), csrf: random_token(), created_at: now, last_seen_at: now };
+    web_sessions::insert(tx, SessionKind::Cardholder, &app.vault.keyed_hash(token.as_bytes()), &session).await?;
     let mut response = redirect("/app/dashboard");
-    set_cookie(&mut response, app, SESSION_COOKIE, &token, None);
+    set_cookie(&mut response, app, SESSION_COOKIE, &token, None, "/app");
     Ok(response)
 }
 
@@ -350,7 +354,7 @@ async fn sign_in_page(
     };
     let mut response = render(&SignInPage { csrf: csrf.clone(), notice, error: None, email: String::new() })?;
     if new {
-        set_cookie(&mut response, &app, CSRF_COOKIE, &csrf, None);
+        set_cookie(&mut response, &app, CSRF_COOKIE, &csrf, None, "/app");
     }
     Ok(response)
 }
@@ -405,7 +409,7 @@ async fn sign_in(State(app): State<Arc<App>>, headers: HeaderMap, Form(form): Fo
     let mut response = start_session(&app, &mut tx, &cardholder, now).await?;
     audit::append(&mut tx, &audit_entry(&cardholder.id, "web.sign_in", "success", &headers, now)).await?;
     ghostcard_store::commit(tx).await?;
-    set_cookie(&mut response, &app, CSRF_COOKIE, "", Some(0));
+    set_cookie(&mut response, &app, CSRF_COOKIE, "", Some(0), "/app");
     Ok(response)
 }
 
@@ -438,11 +442,11 @@ async fn sign_out(State(app): State<Arc<App>>, headers: HeaderMap, Form(form): F
         return Err(forged());
     }
     let mut tx = app.store.begin().await?;
-    web_sessions::delete(&mut tx, &signed_in.token_hash).await?;
+    web_sessions::delete(&mut tx, SessionKind::Cardholder, &signed_in.token_hash).await?;
     audit::append(&mut tx, &audit_entry(&signed_in.cardholder.id, "web.sign_out", "success", &headers, now)).await?;
     ghostcard_store::commit(tx).await?;
     let mut response = redirect("/app/sign-in?signed_out=1");
-    set_cookie(&mut response, &app, SESSION_COOKIE, "", Some(0));
+    set_cookie(&mut response, &app, SESSION_COOKIE, "", Some(0), "/app");
     Ok(response)
 }
 

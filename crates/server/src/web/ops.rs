@@ -1,0 +1,639 @@
+//! The operator console under `/ops`, for the issuer's staff: separate operator accounts (`ghostcard operator
+//! create`) and sessions, with two roles — `viewer` reads everything, `admin` also acts (unfreeze or close a card,
+//! lift a cardholder's restriction, retry a dead job), each action audited. Pages: overview (ledger verification
+//! with balances by account, what needs attention, search), the authorization feed with filters and a chart of
+//! outcomes by hour, fraud flags to review, jobs and webhook deliveries, the audit log. Card numbers appear only
+//! masked. Sessions, CSRF and lockout work as in the cardholder app.
+
+use std::sync::Arc;
+
+use askama::Template;
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use chrono::{DateTime, Duration, Utc};
+use ghostcard_domain::card::{CardEvent, CloseReason};
+use ghostcard_domain::money::{Currency, Money};
+use ghostcard_store::audit::{self, AuditEntry};
+use ghostcard_store::operators::{self, Operator};
+use ghostcard_store::web_sessions::{self, SessionKind, WebSession};
+use ghostcard_store::{authorizations, cardholders, cards, jobs, ledger};
+use serde::Deserialize;
+
+use super::{
+    CSRF_COOKIE, CsrfForm, IDLE_TIMEOUT, LOCK_AFTER, LOCK_FOR, PageError, PageResult, anonymous_csrf,
+    anonymous_form_ok, audit_entry, cookie, forged, redirect, render, same, set_cookie, verify_password,
+};
+use crate::App;
+
+const SESSION_COOKIE: &str = "gc_ops_session";
+
+pub fn router() -> axum::Router<Arc<App>> {
+    axum::Router::new()
+        .route("/ops", get(overview))
+        .route("/ops/sign-in", get(sign_in_page).post(sign_in))
+        .route("/ops/sign-out", post(sign_out))
+        .route("/ops/search", get(search))
+        .route("/ops/authorizations", get(authorizations_page))
+        .route("/ops/flags", get(flags))
+        .route("/ops/cards/{id}/{action}", post(card_action))
+        .route("/ops/cardholders/{id}/lift", post(lift))
+        .route("/ops/jobs", get(jobs_page))
+        .route("/ops/jobs/{id}/retry", post(retry_job))
+        .route("/ops/audit", get(audit_page))
+}
+
+struct SignedIn {
+    token_hash: Vec<u8>,
+    session: WebSession,
+    operator: Operator,
+}
+
+impl SignedIn {
+    fn admin(&self) -> bool {
+        self.operator.role == "admin"
+    }
+
+    fn actor(&self) -> String {
+        format!("operator:{}", self.operator.id)
+    }
+}
+
+async fn signed_in(app: &App, headers: &HeaderMap, now: DateTime<Utc>) -> Result<Option<SignedIn>, PageError> {
+    let Some(token) = cookie(headers, SESSION_COOKIE) else { return Ok(None) };
+    let token_hash = app.vault.keyed_hash(token.as_bytes());
+    let mut tx = app.store.begin().await?;
+    let Some(session) = web_sessions::get(&mut tx, SessionKind::Operator, &token_hash).await? else { return Ok(None) };
+    if now - session.last_seen_at > IDLE_TIMEOUT {
+        web_sessions::delete(&mut tx, SessionKind::Operator, &token_hash).await?;
+        ghostcard_store::commit(tx).await?;
+        return Ok(None);
+    }
+    web_sessions::touch(&mut tx, SessionKind::Operator, &token_hash, now).await?;
+    let operator = operators::get(&mut tx, &session.subject_id).await?;
+    ghostcard_store::commit(tx).await?;
+    Ok(operator.map(|operator| SignedIn { token_hash, session, operator }))
+}
+
+macro_rules! require_operator {
+    ($app:expr, $headers:expr, $now:expr) => {
+        match signed_in(&$app, &$headers, $now).await? {
+            Some(signed_in) => signed_in,
+            None => return Ok(redirect("/ops/sign-in?expired=1")),
+        }
+    };
+}
+
+/// An admin's action with the session's CSRF token, or the reason it is refused.
+fn may_act(signed_in: &SignedIn, csrf: &str) -> Result<(), PageError> {
+    if !same(&signed_in.session.csrf, csrf) {
+        return Err(forged());
+    }
+    if !signed_in.admin() {
+        return Err(PageError(StatusCode::FORBIDDEN, "Only admins can do this; ask one.".to_owned()));
+    }
+    Ok(())
+}
+
+#[derive(Template)]
+#[template(path = "ops_sign_in.html")]
+struct SignInPage {
+    csrf: String,
+    notice: Option<String>,
+    error: Option<String>,
+    email: String,
+}
+
+#[derive(Deserialize)]
+struct SignInQuery {
+    expired: Option<String>,
+}
+
+async fn sign_in_page(State(app): State<Arc<App>>, headers: HeaderMap, Query(query): Query<SignInQuery>) -> PageResult {
+    let (csrf, new) = anonymous_csrf(&headers);
+    let notice = query.expired.map(|_| "Please sign in (sessions end after 15 minutes without activity).".to_owned());
+    let mut response = render(&SignInPage { csrf: csrf.clone(), notice, error: None, email: String::new() })?;
+    if new {
+        set_cookie(&mut response, &app, CSRF_COOKIE, &csrf, None, "/ops");
+    }
+    Ok(response)
+}
+
+#[derive(Deserialize)]
+struct SignInForm {
+    csrf: String,
+    email: String,
+    password: String,
+}
+
+async fn sign_in(State(app): State<Arc<App>>, headers: HeaderMap, Form(form): Form<SignInForm>) -> PageResult {
+    if !anonymous_form_ok(&headers, &form.csrf) {
+        return Err(forged());
+    }
+    let now = app.clock.now();
+    let refuse = |error: &str| {
+        render(&SignInPage {
+            csrf: form.csrf.clone(),
+            notice: None,
+            error: Some(error.to_owned()),
+            email: form.email.clone(),
+        })
+        .map(|mut response| {
+            *response.status_mut() = StatusCode::UNAUTHORIZED;
+            response
+        })
+    };
+    const WRONG: &str = "The email or the password is not right.";
+    let mut tx = app.store.begin().await?;
+    let Some(operator) = operators::find_by_email(&mut tx, &form.email).await? else {
+        let _ = verify_password(None, &form.password);
+        return refuse(WRONG);
+    };
+    let actor = format!("operator:{}", operator.id);
+    let (_, locked_until) = operators::sign_in_state(&mut tx, &operator.id).await?;
+    if let Some(until) = locked_until.filter(|until| *until > now) {
+        audit::append(&mut tx, &audit_entry(&actor, "ops.sign_in", "locked", &headers, now)).await?;
+        ghostcard_store::commit(tx).await?;
+        return refuse(&format!("Too many failed sign-ins: locked until {} UTC.", until.format("%H:%M")));
+    }
+    if !verify_password(Some(&operator.password_hash), &form.password) {
+        operators::record_sign_in(&mut tx, &operator.id, false, LOCK_AFTER, now + LOCK_FOR).await?;
+        audit::append(&mut tx, &audit_entry(&actor, "ops.sign_in", "failure", &headers, now)).await?;
+        ghostcard_store::commit(tx).await?;
+        return refuse(WRONG);
+    }
+    operators::record_sign_in(&mut tx, &operator.id, true, LOCK_AFTER, now).await?;
+    let token = super::random_token();
+    let session =
+        WebSession { subject_id: operator.id.clone(), csrf: super::random_token(), created_at: now, last_seen_at: now };
+    web_sessions::insert(&mut tx, SessionKind::Operator, &app.vault.keyed_hash(token.as_bytes()), &session).await?;
+    audit::append(&mut tx, &audit_entry(&actor, "ops.sign_in", "success", &headers, now)).await?;
+    ghostcard_store::commit(tx).await?;
+    let mut response = redirect("/ops");
+    set_cookie(&mut response, &app, SESSION_COOKIE, &token, None, "/ops");
+    set_cookie(&mut response, &app, CSRF_COOKIE, "", Some(0), "/ops");
+    Ok(response)
+}
+
+async fn sign_out(State(app): State<Arc<App>>, headers: HeaderMap, Form(form): Form<CsrfForm>) -> PageResult {
+    let now = app.clock.now();
+    let signed_in = require_operator!(app, headers, now);
+    if !same(&signed_in.session.csrf, &form.csrf) {
+        return Err(forged());
+    }
+    let mut tx = app.store.begin().await?;
+    web_sessions::delete(&mut tx, SessionKind::Operator, &signed_in.token_hash).await?;
+    audit::append(&mut tx, &audit_entry(&signed_in.actor(), "ops.sign_out", "success", &headers, now)).await?;
+    ghostcard_store::commit(tx).await?;
+    let mut response = redirect("/ops/sign-in");
+    set_cookie(&mut response, &app, SESSION_COOKIE, "", Some(0), "/ops");
+    Ok(response)
+}
+
+fn money(minor: i64, currency: &str) -> String {
+    Currency::from_code(currency)
+        .map(|currency| Money::new(minor, currency).to_string())
+        .unwrap_or_else(|_| format!("{minor} {currency}"))
+}
+
+#[derive(Template)]
+#[template(path = "ops_overview.html")]
+struct OverviewPage {
+    csrf: String,
+    operator: String,
+    role: String,
+    frozen: usize,
+    restricted: usize,
+    dead: usize,
+    ledger_ok: bool,
+    problems: Vec<String>,
+    balances: Vec<(String, String, String)>,
+}
+
+async fn overview(State(app): State<Arc<App>>, headers: HeaderMap) -> PageResult {
+    let now = app.clock.now();
+    let signed_in = require_operator!(app, headers, now);
+    let mut tx = app.store.read().await?;
+    let report = ledger::verify(&mut tx).await?;
+    let balances = ledger::balances_by_kind(&mut tx).await?;
+    let frozen = cards::in_status(&mut tx, "frozen", 1000).await?.len();
+    let restricted = cardholders::in_status(&mut tx, "restricted", 1000).await?.len();
+    let dead = jobs::list(&mut tx, Some("dead"), None, 100, None).await?.rows.len();
+    drop(tx);
+    render(&OverviewPage {
+        csrf: signed_in.session.csrf.clone(),
+        operator: signed_in.operator.name.clone(),
+        role: signed_in.operator.role.clone(),
+        frozen,
+        restricted,
+        dead,
+        ledger_ok: report.ok,
+        problems: report.problems,
+        balances: balances
+            .into_iter()
+            .map(|(kind, currency, balance)| (kind.replace('_', " "), currency.clone(), money(balance, &currency)))
+            .collect(),
+    })
+}
+
+#[derive(Deserialize)]
+struct SearchQuery {
+    q: String,
+}
+
+#[derive(Template)]
+#[template(path = "ops_search.html")]
+struct SearchPage {
+    csrf: String,
+    q: String,
+    cardholders: Vec<String>,
+    cards: Vec<String>,
+}
+
+async fn search(State(app): State<Arc<App>>, headers: HeaderMap, Query(query): Query<SearchQuery>) -> PageResult {
+    let now = app.clock.now();
+    let signed_in = require_operator!(app, headers, now);
+    let mut tx = app.store.read().await?;
+    let holders = cardholders::search(&mut tx, &query.q, 50).await?;
+    let found = cards::search(&mut tx, &query.q, 50).await?;
+    drop(tx);
+    render(&SearchPage {
+        csrf: signed_in.session.csrf.clone(),
+        q: query.q.clone(),
+        cardholders: holders
+            .iter()
+            .map(|holder| format!("{} — {} <{}>, {}", holder.id, holder.name, holder.email, holder.status))
+            .collect(),
+        cards: found
+            .iter()
+            .map(|card| {
+                format!(
+                    "{} — {} •••• {}, {}, {} of {}",
+                    card.id,
+                    card.bin,
+                    card.last4,
+                    card.status,
+                    money(card.captured, &card.currency),
+                    money(card.amount, &card.currency)
+                )
+            })
+            .collect(),
+    })
+}
+
+struct Bar {
+    x: i64,
+    label: String,
+    approved: i64,
+    declined: i64,
+    approved_y: i64,
+    approved_height: i64,
+    declined_y: i64,
+    declined_height: i64,
+}
+
+#[derive(Template)]
+#[template(path = "ops_authorizations.html")]
+struct AuthorizationsPage {
+    csrf: String,
+    response_code: String,
+    reason: String,
+    mcc: String,
+    chart_width: i64,
+    first_label: String,
+    bars: Vec<Bar>,
+    outcomes: Vec<(String, i64)>,
+    rows: Vec<(String, String, String, String, String, String, String)>,
+}
+
+#[derive(Deserialize)]
+struct FeedQuery {
+    response_code: Option<String>,
+    reason: Option<String>,
+    mcc: Option<String>,
+}
+
+async fn authorizations_page(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(query): Query<FeedQuery>,
+) -> PageResult {
+    let now = app.clock.now();
+    let signed_in = require_operator!(app, headers, now);
+    let filter =
+        |value: &Option<String>| value.as_deref().map(str::trim).filter(|value| !value.is_empty()).map(str::to_owned);
+    let (code, reason, mcc) = (filter(&query.response_code), filter(&query.reason), filter(&query.mcc));
+    let mut tx = app.store.read().await?;
+    let feed = authorizations::feed(&mut tx, code.as_deref(), reason.as_deref(), mcc.as_deref(), 100).await?;
+    let hourly = authorizations::hourly_outcomes(&mut tx, now - Duration::hours(24)).await?;
+    drop(tx);
+    // 24 hourly columns, approvals stacked under declines, scaled to the busiest hour.
+    let first_hour = (now - Duration::hours(23)).timestamp() / 3600;
+    let mut columns = vec![(0_i64, 0_i64); 24];
+    let mut outcomes: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+    for (hour, outcome, count) in &hourly {
+        if let Some(column) = usize::try_from(hour - first_hour).ok().and_then(|index| columns.get_mut(index)) {
+            if outcome == "approved" { column.0 += count } else { column.1 += count }
+        }
+        *outcomes.entry(outcome.clone()).or_default() += count;
+    }
+    let busiest = columns.iter().map(|(approved, declined)| approved + declined).max().unwrap_or(0).max(1);
+    let bars = columns
+        .iter()
+        .enumerate()
+        .map(|(index, (approved, declined))| {
+            let approved_height = approved * 110 / busiest;
+            let declined_height = declined * 110 / busiest;
+            let hour = DateTime::from_timestamp((first_hour + index as i64) * 3600, 0).unwrap_or(now);
+            Bar {
+                x: index as i64 * 14 + 2,
+                label: hour.format("%H:00").to_string(),
+                approved: *approved,
+                declined: *declined,
+                approved_y: 118 - approved_height,
+                approved_height,
+                declined_y: 118 - approved_height - declined_height,
+                declined_height,
+            }
+        })
+        .collect();
+    render(&AuthorizationsPage {
+        csrf: signed_in.session.csrf.clone(),
+        response_code: code.unwrap_or_default(),
+        reason: reason.unwrap_or_default(),
+        mcc: mcc.unwrap_or_default(),
+        chart_width: 24 * 14 + 4,
+        first_label: DateTime::from_timestamp(first_hour * 3600, 0).unwrap_or(now).format("%-d %b %H:00").to_string(),
+        bars,
+        outcomes: outcomes.into_iter().collect(),
+        rows: feed
+            .iter()
+            .map(|record| {
+                (
+                    record.created_at.format("%-d %b %H:%M:%S").to_string(),
+                    record.card_id.clone().unwrap_or_else(|| "unknown card".to_owned()),
+                    record.merchant_name.clone().unwrap_or_else(|| record.merchant_id.clone()),
+                    record.mcc.clone(),
+                    money(record.amount, &record.currency),
+                    record.response_code.clone(),
+                    record
+                        .decline_reason
+                        .clone()
+                        .map_or_else(|| record.rule.clone(), |reason| format!("{reason} ({})", record.rule)),
+                )
+            })
+            .collect(),
+    })
+}
+
+#[derive(Template)]
+#[template(path = "ops_flags.html")]
+struct FlagsPage {
+    csrf: String,
+    admin: bool,
+    notice: Option<String>,
+    error: Option<String>,
+    cards: Vec<(String, String, String, String)>,
+    cardholders: Vec<(String, String, String)>,
+}
+
+async fn flags_page(app: &App, signed_in: &SignedIn, notice: Option<String>, error: Option<String>) -> PageResult {
+    let mut tx = app.store.read().await?;
+    let frozen = cards::in_status(&mut tx, "frozen", 200).await?;
+    let mut rows = Vec::with_capacity(frozen.len());
+    for card in &frozen {
+        let why = cards::transitions(&mut tx, &card.id)
+            .await?
+            .into_iter()
+            .rev()
+            .find(|(to, _, _)| to == "frozen")
+            .map(|(_, reason, at)| format!("{reason}, {}", at.format("%-d %b %H:%M")))
+            .unwrap_or_default();
+        rows.push((card.id.clone(), format!("{} •••• {}", card.bin, card.last4), card.cardholder_id.clone(), why));
+    }
+    let restricted = cardholders::in_status(&mut tx, "restricted", 200).await?;
+    drop(tx);
+    render(&FlagsPage {
+        csrf: signed_in.session.csrf.clone(),
+        admin: signed_in.admin(),
+        notice,
+        error,
+        cards: rows,
+        cardholders: restricted
+            .iter()
+            .map(|holder| {
+                (
+                    holder.id.clone(),
+                    format!("{} <{}>", holder.name, holder.email),
+                    holder.restricted_reason.clone().unwrap_or_default(),
+                )
+            })
+            .collect(),
+    })
+}
+
+async fn flags(State(app): State<Arc<App>>, headers: HeaderMap) -> PageResult {
+    let now = app.clock.now();
+    let signed_in = require_operator!(app, headers, now);
+    flags_page(&app, &signed_in, None, None).await
+}
+
+/// Unfreeze or close a frozen card (admins), audited in the same transaction.
+async fn card_action(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+    Form(form): Form<CsrfForm>,
+) -> PageResult {
+    let now = app.clock.now();
+    let signed_in = require_operator!(app, headers, now);
+    may_act(&signed_in, &form.csrf)?;
+    let event = match action.as_str() {
+        "unfreeze" => CardEvent::Unfreeze,
+        "close" => CardEvent::Close(CloseReason::Operator),
+        _ => return Err(PageError(StatusCode::NOT_FOUND, "There is no such action.".to_owned())),
+    };
+    let mut tx = app.store.begin().await?;
+    let Some(mut record) = cards::get_for_update(&mut tx, &id).await? else {
+        return Err(PageError(StatusCode::NOT_FOUND, "There is no such card.".to_owned()));
+    };
+    let mut card = record.to_card()?;
+    let transition = match card.apply(event, now) {
+        Ok(transition) => transition,
+        Err(error) => {
+            drop(tx);
+            return flags_page(&app, &signed_in, None, Some(format!("Not possible: {error}."))).await;
+        }
+    };
+    let mut entries = Vec::new();
+    if action == "close" {
+        // A closed card spends nothing more: what it did not spend goes back, and open holds stay until they
+        // resolve on their own.
+        let released = card.refund_unused().map_err(|error| PageError(StatusCode::CONFLICT, error.to_string()))?;
+        entries = ghostcard_domain::ledger::entries::release_unused(&record.id, released);
+    }
+    record.set_card(&card);
+    cards::update(&mut tx, &mut record).await?;
+    cards::record_transition(&mut tx, &record.id, &transition).await?;
+    ledger::commit(&mut tx, &entries, now)
+        .await
+        .map_err(|error| PageError(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()))?;
+    audit::append(
+        &mut tx,
+        &AuditEntry {
+            resource: Some(record.id.clone()),
+            ..audit_entry(&signed_in.actor(), &format!("ops.card.{action}"), "success", &headers, now)
+        },
+    )
+    .await?;
+    ghostcard_store::commit(tx).await?;
+    let done = if action == "close" { "closed" } else { "unfrozen" };
+    flags_page(&app, &signed_in, Some(format!("Card {} •••• {} {done}.", record.bin, record.last4)), None).await
+}
+
+/// Lift a cardholder's restriction (admins), audited.
+async fn lift(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> PageResult {
+    let now = app.clock.now();
+    let signed_in = require_operator!(app, headers, now);
+    may_act(&signed_in, &form.csrf)?;
+    let mut tx = app.store.begin().await?;
+    if !cardholders::set_status(&mut tx, &id, "active", None).await? {
+        return Err(PageError(StatusCode::NOT_FOUND, "There is no such cardholder.".to_owned()));
+    }
+    audit::append(
+        &mut tx,
+        &AuditEntry {
+            resource: Some(id.clone()),
+            ..audit_entry(&signed_in.actor(), "ops.cardholder.lift_restriction", "success", &headers, now)
+        },
+    )
+    .await?;
+    ghostcard_store::commit(tx).await?;
+    flags_page(&app, &signed_in, Some("The restriction is lifted.".to_owned()), None).await
+}
+
+#[derive(Template)]
+#[template(path = "ops_jobs.html")]
+struct JobsPage {
+    csrf: String,
+    admin: bool,
+    notice: Option<String>,
+    jobs: Vec<(String, String, String, i64, String, String)>,
+}
+
+#[derive(Deserialize)]
+struct JobsQuery {
+    status: Option<String>,
+    kind: Option<String>,
+}
+
+async fn jobs_list(
+    app: &App,
+    signed_in: &SignedIn,
+    status: Option<&str>,
+    kind: Option<&str>,
+    notice: Option<String>,
+) -> PageResult {
+    let mut tx = app.store.read().await?;
+    let page = jobs::list(&mut tx, status, kind, 100, None).await?;
+    drop(tx);
+    render(&JobsPage {
+        csrf: signed_in.session.csrf.clone(),
+        admin: signed_in.admin(),
+        notice,
+        jobs: page
+            .rows
+            .iter()
+            .map(|job| {
+                (
+                    job.id.clone(),
+                    job.kind.clone(),
+                    job.status.clone(),
+                    job.attempts,
+                    job.run_at.format("%-d %b %H:%M:%S").to_string(),
+                    job.last_error.clone().unwrap_or_default(),
+                )
+            })
+            .collect(),
+    })
+}
+
+async fn jobs_page(State(app): State<Arc<App>>, headers: HeaderMap, Query(query): Query<JobsQuery>) -> PageResult {
+    let now = app.clock.now();
+    let signed_in = require_operator!(app, headers, now);
+    let status = query.status.as_deref().filter(|status| ["pending", "done", "dead"].contains(status));
+    jobs_list(&app, &signed_in, status, query.kind.as_deref().filter(|kind| !kind.is_empty()), None).await
+}
+
+async fn retry_job(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> PageResult {
+    let now = app.clock.now();
+    let signed_in = require_operator!(app, headers, now);
+    may_act(&signed_in, &form.csrf)?;
+    let mut tx = app.store.begin().await?;
+    let revived = jobs::revive(&mut tx, &id, now).await?;
+    if revived {
+        audit::append(
+            &mut tx,
+            &AuditEntry {
+                resource: Some(id.clone()),
+                ..audit_entry(&signed_in.actor(), "ops.job.retry", "success", &headers, now)
+            },
+        )
+        .await?;
+    }
+    ghostcard_store::commit(tx).await?;
+    app.wake_jobs.notify_one();
+    let notice = if revived { "The job is pending again." } else { "Only a dead job can be retried." };
+    jobs_list(&app, &signed_in, Some("dead"), None, Some(notice.to_owned())).await
+}
+
+#[derive(Template)]
+#[template(path = "ops_audit.html")]
+struct AuditPage {
+    csrf: String,
+    action: String,
+    rows: Vec<(String, String, String, String, String, String)>,
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    action: Option<String>,
+}
+
+async fn audit_page(State(app): State<Arc<App>>, headers: HeaderMap, Query(query): Query<AuditQuery>) -> PageResult {
+    let now = app.clock.now();
+    let signed_in = require_operator!(app, headers, now);
+    let action = query.action.as_deref().map(str::trim).filter(|action| !action.is_empty());
+    let mut tx = app.store.read().await?;
+    let page = audit::list(&mut tx, action, 200).await?;
+    drop(tx);
+    render(&AuditPage {
+        csrf: signed_in.session.csrf.clone(),
+        action: action.unwrap_or_default().to_owned(),
+        rows: page
+            .rows
+            .iter()
+            .map(|entry| {
+                (
+                    entry.at.format("%-d %b %H:%M:%S").to_string(),
+                    entry.actor.clone(),
+                    entry.action.clone(),
+                    entry.resource.clone().unwrap_or_default(),
+                    entry.outcome.clone(),
+                    entry.origin.clone().unwrap_or_default(),
+                )
+            })
+            .collect(),
+    })
+}

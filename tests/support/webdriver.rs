@@ -147,6 +147,16 @@ impl Browser {
         self.command(reqwest::Method::GET, "/source", None).await.as_str().unwrap_or_default().to_owned()
     }
 
+    /// Runs `script` in the page and returns its result.
+    pub async fn execute(&self, script: &str) -> Value {
+        self.command(reqwest::Method::POST, "/execute/sync", Some(json!({"script": script, "args": []}))).await
+    }
+
+    /// Resizes the window (e.g. to a phone's 390 × 844).
+    pub async fn resize(&self, width: u32, height: u32) {
+        self.command(reqwest::Method::POST, "/window/rect", Some(json!({"width": width, "height": height}))).await;
+    }
+
     pub async fn url(&self) -> String {
         self.command(reqwest::Method::GET, "/url", None).await.as_str().unwrap_or_default().to_owned()
     }

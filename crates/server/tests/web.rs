@@ -62,6 +62,9 @@ async fn a_cardholder_signs_up_links_a_funding_card_and_signs_out_in_a_real_brow
     browser.click(&format!("form[action='/app/cards/{card_id}/reveal'] button")).await;
     let number = browser.text("#number").await.replace(' ', "");
     assert_eq!(number.len(), 16);
+    // The copy button puts the number on the clipboard (where the browser allows it) and says so.
+    browser.click("button[data-copy=number]").await;
+    browser.wait_for_text("Copied").await;
     let (_, card) = app.get(&format!("/v1/cards/{card_id}")).await;
     assert!(
         number.starts_with(card["bin"].as_str().expect("bin"))
@@ -89,6 +92,19 @@ async fn a_cardholder_signs_up_links_a_funding_card_and_signs_out_in_a_real_brow
     assert_eq!(browser.text("[data-testid=status]").await, "used");
     app.post("/v1/simulate/clear", json!({"authorization_id": approved["id"], "amount": 3_000})).await;
 
+    browser.goto(&format!("{}/app/cards/{card_id}", app.base)).await;
+    browser.wait_for_text("Purchase captured").await;
+
+    // On a phone's screen nothing needs sideways scrolling.
+    browser.resize(390, 844).await;
+    for page in [format!("{}/app/dashboard", app.base), format!("{}/app/cards/{card_id}", app.base)] {
+        browser.goto(&page).await;
+        browser.find("main h1").await;
+        let overflow = browser.execute("return document.documentElement.scrollWidth - window.innerWidth;").await;
+        assert!(overflow.as_i64().unwrap_or(1) <= 0, "{page} scrolls sideways by {overflow} px on a phone");
+    }
+    browser.resize(1100, 900).await;
+
     // Refund the unused 10.00.
     browser.goto(&format!("{}/app/cards/{card_id}", app.base)).await;
     browser.click(&format!("form[action='/app/cards/{card_id}/refund-unused'] button")).await;
@@ -105,8 +121,10 @@ async fn a_cardholder_signs_up_links_a_funding_card_and_signs_out_in_a_real_brow
     browser.wait_for_text("your payment went through").await;
     assert_eq!(browser.text("[data-testid=installment-2]").await, "paid");
     browser.screenshot(&screenshots().join("plan.png")).await;
+    assert!(!browser.source().await.contains(&number), "the plan page shows no card number");
     browser.click("a[href='/app/dashboard']").await;
     browser.wait_for_url("/app/dashboard").await;
+    assert!(!browser.source().await.contains(&number), "the dashboard shows no card number");
 
     // A declined funding card is explained on the page and nothing is linked.
     browser.type_into("#number", "4000000000000002").await;

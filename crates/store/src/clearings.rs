@@ -48,19 +48,29 @@ pub async fn insert(tx: &mut Tx, clearing: &ClearingRecord) -> Result<()> {
 pub async fn find_by_record_id(tx: &mut Tx, record_id: &str) -> Result<Option<ClearingRecord>> {
     let row =
         sqlx::query("SELECT * FROM clearings WHERE record_id = $1").bind(record_id).fetch_optional(&mut **tx).await?;
-    row.map(|row| {
-        Ok(ClearingRecord {
-            id: row.try_get("id")?,
-            record_id: row.try_get("record_id")?,
-            kind: row.try_get("kind")?,
-            authorization_id: row.try_get("authorization_id")?,
-            card_id: row.try_get("card_id")?,
-            amount: row.try_get("amount")?,
-            currency: row.try_get("currency")?,
-            result: row.try_get("result")?,
-            flags: row.try_get("flags")?,
-            created_at: from_micros(row.try_get("created_at")?)?,
-        })
+    row.map(|row| from_row(&row)).transpose()
+}
+
+/// The card's posted clearing records (captures, force posts, refunds), oldest first.
+pub async fn for_card(tx: &mut Tx, card_id: &str) -> Result<Vec<ClearingRecord>> {
+    let rows = sqlx::query("SELECT * FROM clearings WHERE card_id = $1 AND result = 'posted' ORDER BY created_at, id")
+        .bind(card_id)
+        .fetch_all(&mut **tx)
+        .await?;
+    rows.iter().map(from_row).collect()
+}
+
+fn from_row(row: &sqlx::any::AnyRow) -> Result<ClearingRecord> {
+    Ok(ClearingRecord {
+        id: row.try_get("id")?,
+        record_id: row.try_get("record_id")?,
+        kind: row.try_get("kind")?,
+        authorization_id: row.try_get("authorization_id")?,
+        card_id: row.try_get("card_id")?,
+        amount: row.try_get("amount")?,
+        currency: row.try_get("currency")?,
+        result: row.try_get("result")?,
+        flags: row.try_get("flags")?,
+        created_at: from_micros(row.try_get("created_at")?)?,
     })
-    .transpose()
 }

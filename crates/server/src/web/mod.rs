@@ -780,7 +780,17 @@ struct CardPage {
     valid_until_iso: String,
     time_left: String,
     seconds_left: i64,
-    activity: Vec<(String, String, String, String, &'static str)>,
+    activity: Vec<ActivityRow>,
+}
+
+/// One line of a card's activity: an authorization, a capture or a refund.
+struct ActivityRow {
+    when: String,
+    merchant: String,
+    amount: String,
+    result: String,
+    /// `declined` for a declined authorization (styled).
+    class: &'static str,
 }
 
 async fn card_page(
@@ -797,8 +807,9 @@ async fn card_page(
     let view = crate::api::cards::CardView::of(card, now);
     let mut tx = app.store.read().await?;
     let authorizations = authorizations::list(&mut tx, Some(&card.id), None, 100, None).await?;
+    let clearings = ghostcard_store::clearings::for_card(&mut tx, &card.id).await?;
     drop(tx);
-    let activity = authorizations
+    let mut activity: Vec<(DateTime<Utc>, ActivityRow)> = authorizations
         .rows
         .iter()
         .map(|record| {
@@ -808,14 +819,37 @@ async fn card_page(
                 None => shown.status.replace('_', " "),
             };
             (
-                record.created_at.format("%-d %b %H:%M").to_string(),
-                record.merchant_name.clone().unwrap_or_else(|| record.merchant_id.clone()),
-                money(record.amount),
-                result,
-                if shown.decline_message.is_some() { "declined" } else { "" },
+                record.created_at,
+                ActivityRow {
+                    when: record.created_at.format("%-d %b %H:%M").to_string(),
+                    merchant: record.merchant_name.clone().unwrap_or_else(|| record.merchant_id.clone()),
+                    amount: money(record.amount),
+                    result,
+                    class: if shown.decline_message.is_some() { "declined" } else { "" },
+                },
             )
         })
         .collect();
+    // Captures and refunds from clearing, among the authorizations, newest first.
+    for clearing in &clearings {
+        let what = match clearing.kind.as_str() {
+            "refund" => "Refunded by the merchant",
+            "force_post" => "Purchase posted",
+            _ => "Purchase captured",
+        };
+        activity.push((
+            clearing.created_at,
+            ActivityRow {
+                when: clearing.created_at.format("%-d %b %H:%M").to_string(),
+                merchant: card.merchant_name.clone().unwrap_or_default(),
+                amount: money(clearing.amount),
+                result: what.to_owned(),
+                class: "",
+            },
+        ));
+    }
+    activity.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+    let activity = activity.into_iter().map(|(_, row)| row).collect();
     let left = (card.valid_until - now).num_seconds().max(0);
     let active = view.status == "active";
     render(&CardPage {

@@ -343,8 +343,10 @@ async fn true_up_pay_now(app: &App, now: DateTime<Utc>) -> Result<u64, Lifecycle
             let delta = spent - charged;
             let movement = FundingMovement { card_id: card_id.clone(), amount: delta.abs(), currency };
             let kind = if delta > 0 { runner::FUNDING_CHARGE } else { runner::FUNDING_REFUND };
-            runner::enqueue(&mut tx, kind, &format!("pay_now:{card_id}:{charged}:{spent}"), &movement, now, now)
-                .await?;
+            // Each movement is its own job (and gateway reference): the same difference can recur (a reversal, then
+            // a new approval). What was asked for is recorded in the same transaction, so it is asked for once.
+            let key = format!("pay_now:{card_id}:{}", crate::ids::new_id("move", now, &mut rand::rng()));
+            runner::enqueue(&mut tx, kind, &key, &movement, now, now).await?;
             cards::add_funding_charged(&mut tx, &card_id, delta).await?;
             trued += 1;
         }

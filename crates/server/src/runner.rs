@@ -305,6 +305,7 @@ pub async fn receive(
     now: DateTime<Utc>,
 ) -> Result<(), RunnerError> {
     let interest_before = record.plan.interest_owed();
+    let status_before = record.plan.status;
     let paid_before: Vec<(u32, InstallmentStatus)> =
         record.plan.installments.iter().map(|installment| (installment.seq, installment.status)).collect();
     let owed_on_seq = seq.and_then(|seq| record.plan.installments.iter().find(|i| i.seq == seq)).map(|i| i.owed());
@@ -353,7 +354,7 @@ pub async fn receive(
             crate::events::installment(tx, "installment.paid", record, installment.seq, installment.paid, now).await?;
         }
     }
-    if record.plan.status == PlanStatus::Completed {
+    if record.plan.status == PlanStatus::Completed && status_before != PlanStatus::Completed {
         crate::events::plan(tx, "plan.completed", record, now).await?;
     }
     Ok(())

@@ -500,3 +500,44 @@ async fn a_plan_unpaid_for_120_days_is_charged_off_and_the_account_restricted() 
         app.assert_ledger_verifies().await;
     }
 }
+
+/// A receiver that hangs on its first request (longer than the delivery timeout), then answers at once.
+async fn hang_once(
+    axum::extract::State(hung): axum::extract::State<Arc<Mutex<bool>>>,
+    _body: String,
+) -> axum::http::StatusCode {
+    let first = !std::mem::replace(&mut *hung.lock().expect("lock"), true);
+    if first {
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    }
+    axum::http::StatusCode::OK
+}
+
+#[tokio::test]
+async fn a_receiver_that_hangs_times_out_and_gets_the_event_again_with_the_same_id() {
+    let app =
+        TestApp::spawn_with(common::Backend::Sqlite, "webhooks_hang", |config| config.webhook_timeout_seconds = 1)
+            .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("port");
+    let url = format!("http://{}/hooks", listener.local_addr().expect("address"));
+    let router =
+        axum::Router::new().route("/hooks", axum::routing::post(hang_once)).with_state(Arc::new(Mutex::new(false)));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let (status, _) = app.post("/v1/webhook-endpoints", json!({"url": url, "events": ["card.created"]})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (cardholder, source) = app.cardholder_with_funding("ha@example.com", "4242424242424242").await;
+    let (status, _) = app.card(&cardholder, &source, 2_000, "pay_in_4").await;
+    assert_eq!(status, StatusCode::CREATED);
+    let started = std::time::Instant::now();
+    app.advance(4).await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "the timeout (1 s) ended the attempt, not the receiver"
+    );
+    let deliveries = app.jobs("webhook").await;
+    assert_eq!((deliveries[0]["status"].as_str(), deliveries[0]["attempts"].as_i64()), (Some("pending"), Some(1)));
+    assert!(deliveries[0]["last_error"].as_str().is_some_and(|error| error.contains("timed out")), "{deliveries:?}");
+    app.advance(10).await;
+    let deliveries = app.jobs("webhook").await;
+    assert_eq!((deliveries[0]["status"].as_str(), deliveries[0]["attempts"].as_i64()), (Some("done"), Some(2)));
+}

@@ -97,56 +97,6 @@ pub async fn set_status(tx: &mut Tx, id: &str, status: &str, reason: Option<&str
     Ok(result.rows_affected() == 1)
 }
 
-/// The cardholder with this email (compared lower-case).
-pub async fn find_by_email(tx: &mut Tx, email: &str) -> Result<Option<Cardholder>> {
-    let id: Option<String> = sqlx::query_scalar("SELECT id FROM cardholders WHERE email = $1")
-        .bind(email.trim().to_lowercase())
-        .fetch_optional(&mut **tx)
-        .await?;
-    match id {
-        Some(id) => get(tx, &id).await,
-        None => Ok(None),
-    }
-}
-
-/// Sign-in state: failed attempts in a row and the lock's end, if any.
-pub async fn sign_in_state(tx: &mut Tx, id: &str) -> Result<(i64, Option<DateTime<Utc>>)> {
-    let (failed, locked): (i64, Option<i64>) =
-        sqlx::query_as("SELECT failed_sign_ins, locked_until FROM cardholders WHERE id = $1")
-            .bind(id)
-            .fetch_one(&mut **tx)
-            .await?;
-    Ok((failed, locked.map(from_micros).transpose()?))
-}
-
-/// Records a sign-in's outcome: a success clears the count; a failure adds one, and locks the account until
-/// `lock_until` when it reaches `lock_after`.
-pub async fn record_sign_in(
-    tx: &mut Tx,
-    id: &str,
-    succeeded: bool,
-    lock_after: i64,
-    lock_until: DateTime<Utc>,
-) -> Result<()> {
-    if succeeded {
-        sqlx::query("UPDATE cardholders SET failed_sign_ins = 0, locked_until = NULL WHERE id = $1")
-            .bind(id)
-            .execute(&mut **tx)
-            .await?;
-    } else {
-        sqlx::query(
-            "UPDATE cardholders SET failed_sign_ins = failed_sign_ins + 1, \
-             locked_until = CASE WHEN failed_sign_ins + 1 >= $1 THEN $2 ELSE locked_until END WHERE id = $3",
-        )
-        .bind(lock_after)
-        .bind(to_micros(lock_until))
-        .bind(id)
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(())
-}
-
 /// Cardholders in `status`, newest first (e.g. the restricted ones an operator reviews).
 pub async fn in_status(tx: &mut Tx, status: &str, limit: u32) -> Result<Vec<Cardholder>> {
     let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM cardholders WHERE status = $1 ORDER BY id DESC LIMIT $2")

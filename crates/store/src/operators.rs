@@ -40,51 +40,6 @@ pub async fn get(tx: &mut Tx, id: &str) -> Result<Option<Operator>> {
     row.map(|row| from_row(&row)).transpose()
 }
 
-pub async fn find_by_email(tx: &mut Tx, email: &str) -> Result<Option<Operator>> {
-    let row = sqlx::query("SELECT * FROM operators WHERE email = $1")
-        .bind(email.trim().to_lowercase())
-        .fetch_optional(&mut **tx)
-        .await?;
-    row.map(|row| from_row(&row)).transpose()
-}
-
-/// Sign-in state: failed attempts in a row and the lock's end, if any.
-pub async fn sign_in_state(tx: &mut Tx, id: &str) -> Result<(i64, Option<DateTime<Utc>>)> {
-    let (failed, locked): (i64, Option<i64>) =
-        sqlx::query_as("SELECT failed_sign_ins, locked_until FROM operators WHERE id = $1")
-            .bind(id)
-            .fetch_one(&mut **tx)
-            .await?;
-    Ok((failed, locked.map(from_micros).transpose()?))
-}
-
-/// As [`crate::cardholders::record_sign_in`], for operators.
-pub async fn record_sign_in(
-    tx: &mut Tx,
-    id: &str,
-    succeeded: bool,
-    lock_after: i64,
-    lock_until: DateTime<Utc>,
-) -> Result<()> {
-    if succeeded {
-        sqlx::query("UPDATE operators SET failed_sign_ins = 0, locked_until = NULL WHERE id = $1")
-            .bind(id)
-            .execute(&mut **tx)
-            .await?;
-    } else {
-        sqlx::query(
-            "UPDATE operators SET failed_sign_ins = failed_sign_ins + 1, \
-             locked_until = CASE WHEN failed_sign_ins + 1 >= $1 THEN $2 ELSE locked_until END WHERE id = $3",
-        )
-        .bind(lock_after)
-        .bind(to_micros(lock_until))
-        .bind(id)
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(())
-}
-
 fn from_row(row: &AnyRow) -> Result<Operator> {
     Ok(Operator {
         id: row.try_get("id")?,

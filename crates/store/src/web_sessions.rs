@@ -1,5 +1,5 @@
 //! The `web_sessions` and `operator_sessions` tables: signed-in cardholders of the web app and operators of the
-//! console, by a keyed hash of their session token.
+//! console, by a keyed hash of their session token; and both kinds of account's sign-in lockout state.
 
 use chrono::{DateTime, Utc};
 use sqlx::Row;
@@ -18,6 +18,14 @@ impl SessionKind {
         match self {
             SessionKind::Cardholder => "web_sessions",
             SessionKind::Operator => "operator_sessions",
+        }
+    }
+
+    /// The table of the accounts that sign in.
+    fn accounts(self) -> &'static str {
+        match self {
+            SessionKind::Cardholder => "cardholders",
+            SessionKind::Operator => "operators",
         }
     }
 
@@ -79,5 +87,42 @@ pub async fn touch(tx: &mut Tx, kind: SessionKind, token_hash: &[u8], at: DateTi
 pub async fn delete(tx: &mut Tx, kind: SessionKind, token_hash: &[u8]) -> Result<()> {
     let sql = format!("DELETE FROM {} WHERE token_hash = $1", kind.table());
     sqlx::query(&sql).bind(token_hash).execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// The account with this email (compared lower-case): (id, Argon2id password hash, if it has one).
+pub async fn account_by_email(tx: &mut Tx, kind: SessionKind, email: &str) -> Result<Option<(String, Option<String>)>> {
+    let sql = format!("SELECT id, password_hash FROM {} WHERE email = $1", kind.accounts());
+    Ok(sqlx::query_as(&sql).bind(email.trim().to_lowercase()).fetch_optional(&mut **tx).await?)
+}
+
+/// Until when the account refuses sign-ins, if it is locked.
+pub async fn locked_until(tx: &mut Tx, kind: SessionKind, id: &str) -> Result<Option<DateTime<Utc>>> {
+    let sql = format!("SELECT locked_until FROM {} WHERE id = $1", kind.accounts());
+    let locked: Option<i64> = sqlx::query_scalar(&sql).bind(id).fetch_one(&mut **tx).await?;
+    locked.map(from_micros).transpose()
+}
+
+/// Records a sign-in's outcome: a success clears the count of failures in a row; a failure adds one, and locks
+/// the account until `lock_until` when the count reaches `lock_after`.
+pub async fn record_sign_in(
+    tx: &mut Tx,
+    kind: SessionKind,
+    id: &str,
+    succeeded: bool,
+    lock_after: i64,
+    lock_until: DateTime<Utc>,
+) -> Result<()> {
+    let table = kind.accounts();
+    if succeeded {
+        let sql = format!("UPDATE {table} SET failed_sign_ins = 0, locked_until = NULL WHERE id = $1");
+        sqlx::query(&sql).bind(id).execute(&mut **tx).await?;
+    } else {
+        let sql = format!(
+            "UPDATE {table} SET failed_sign_ins = failed_sign_ins + 1, \
+             locked_until = CASE WHEN failed_sign_ins + 1 >= $1 THEN $2 ELSE locked_until END WHERE id = $3"
+        );
+        sqlx::query(&sql).bind(lock_after).bind(to_micros(lock_until)).bind(id).execute(&mut **tx).await?;
+    }
     Ok(())
 }

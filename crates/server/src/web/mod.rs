@@ -152,7 +152,55 @@ fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
-/// The signed-in cardholder of a request, if its session is live (a request keeps it alive).
+/// Who signs in where: cardholders in the app, operators in the console. Each has its own session table,
+/// cookie, path and audit names.
+#[derive(Debug, Clone, Copy)]
+struct Realm {
+    kind: SessionKind,
+    session_cookie: &'static str,
+    path: &'static str,
+    home: &'static str,
+    audit: &'static str,
+    actor: &'static str,
+}
+
+const CARDHOLDERS: Realm = Realm {
+    kind: SessionKind::Cardholder,
+    session_cookie: SESSION_COOKIE,
+    path: "/app",
+    home: "/app/dashboard",
+    audit: "web",
+    actor: "cardholder",
+};
+
+impl Realm {
+    fn actor(&self, id: &str) -> String {
+        format!("{}:{id}", self.actor)
+    }
+}
+
+/// A request's live session in `realm` (the request keeps it alive): its token hash and record.
+async fn live_session(
+    app: &App,
+    headers: &HeaderMap,
+    realm: Realm,
+    now: DateTime<Utc>,
+) -> Result<Option<(Vec<u8>, WebSession)>, PageError> {
+    let Some(token) = cookie(headers, realm.session_cookie) else { return Ok(None) };
+    let token_hash = app.vault.keyed_hash(token.as_bytes());
+    let mut tx = app.store.begin().await?;
+    let Some(session) = web_sessions::get(&mut tx, realm.kind, &token_hash).await? else { return Ok(None) };
+    if now - session.last_seen_at > IDLE_TIMEOUT {
+        web_sessions::delete(&mut tx, realm.kind, &token_hash).await?;
+        ghostcard_store::commit(tx).await?;
+        return Ok(None);
+    }
+    web_sessions::touch(&mut tx, realm.kind, &token_hash, now).await?;
+    ghostcard_store::commit(tx).await?;
+    Ok(Some((token_hash, session)))
+}
+
+/// The signed-in cardholder of a request, if its session is live.
 struct SignedIn {
     token_hash: Vec<u8>,
     session: WebSession,
@@ -160,21 +208,91 @@ struct SignedIn {
 }
 
 async fn signed_in(app: &App, headers: &HeaderMap, now: DateTime<Utc>) -> Result<Option<SignedIn>, PageError> {
-    let Some(token) = cookie(headers, SESSION_COOKIE) else { return Ok(None) };
-    let token_hash = app.vault.keyed_hash(token.as_bytes());
-    let mut tx = app.store.begin().await?;
-    let Some(session) = web_sessions::get(&mut tx, SessionKind::Cardholder, &token_hash).await? else {
-        return Ok(None);
-    };
-    if now - session.last_seen_at > IDLE_TIMEOUT {
-        web_sessions::delete(&mut tx, SessionKind::Cardholder, &token_hash).await?;
-        ghostcard_store::commit(tx).await?;
-        return Ok(None);
-    }
-    web_sessions::touch(&mut tx, SessionKind::Cardholder, &token_hash, now).await?;
+    let Some((token_hash, session)) = live_session(app, headers, CARDHOLDERS, now).await? else { return Ok(None) };
+    let mut tx = app.store.read().await?;
     let cardholder = cardholders::get(&mut tx, &session.subject_id).await?;
-    ghostcard_store::commit(tx).await?;
     Ok(cardholder.map(|cardholder| SignedIn { token_hash, session, cardholder }))
+}
+
+/// Starts a session for `subject_id` in `tx`: the answer carries its cookie and goes to the realm's home page.
+async fn start_session(
+    app: &App,
+    tx: &mut ghostcard_store::Tx,
+    realm: Realm,
+    subject_id: &str,
+    now: DateTime<Utc>,
+) -> Result<Response, PageError> {
+    let token = random_token();
+    let session =
+        WebSession { subject_id: subject_id.to_owned(), csrf: random_token(), created_at: now, last_seen_at: now };
+    web_sessions::insert(tx, realm.kind, &app.vault.keyed_hash(token.as_bytes()), &session).await?;
+    let mut response = redirect(realm.home);
+    set_cookie(&mut response, app, realm.session_cookie, &token, None, realm.path);
+    set_cookie(&mut response, app, CSRF_COOKIE, "", Some(0), realm.path);
+    Ok(response)
+}
+
+/// A sign-in attempt in `realm`: the session's answer, or the message to show on the form. Unknown emails get
+/// the same answer after the same work as wrong passwords; 10 failures in a row lock the account for 30
+/// minutes; every attempt is audited.
+async fn attempt_sign_in(
+    app: &App,
+    headers: &HeaderMap,
+    realm: Realm,
+    email: &str,
+    password: &str,
+) -> Result<Result<Response, String>, PageError> {
+    const WRONG: &str = "The email or the password is not right.";
+    let now = app.clock.now();
+    let mut tx = app.store.begin().await?;
+    let Some((id, hash)) = web_sessions::account_by_email(&mut tx, realm.kind, email).await? else {
+        let _ = verify_password(None, password);
+        return Ok(Err(WRONG.to_owned()));
+    };
+    let action = format!("{}.sign_in", realm.audit);
+    let actor = realm.actor(&id);
+    if let Some(until) = web_sessions::locked_until(&mut tx, realm.kind, &id).await?.filter(|until| *until > now) {
+        audit::append(&mut tx, &audit_entry(&actor, &action, "locked", headers, now)).await?;
+        ghostcard_store::commit(tx).await?;
+        return Ok(Err(format!(
+            "Too many failed sign-ins: this account is locked until {} UTC. Try again then.",
+            until.format("%H:%M")
+        )));
+    }
+    if !verify_password(hash.as_deref(), password) {
+        web_sessions::record_sign_in(&mut tx, realm.kind, &id, false, LOCK_AFTER, now + LOCK_FOR).await?;
+        audit::append(&mut tx, &audit_entry(&actor, &action, "failure", headers, now)).await?;
+        ghostcard_store::commit(tx).await?;
+        return Ok(Err(WRONG.to_owned()));
+    }
+    web_sessions::record_sign_in(&mut tx, realm.kind, &id, true, LOCK_AFTER, now).await?;
+    let response = start_session(app, &mut tx, realm, &id, now).await?;
+    audit::append(&mut tx, &audit_entry(&actor, &action, "success", headers, now)).await?;
+    ghostcard_store::commit(tx).await?;
+    Ok(Ok(response))
+}
+
+/// Ends the session (a form with its CSRF token) and goes to `then`.
+async fn end_session(
+    app: &App,
+    headers: &HeaderMap,
+    realm: Realm,
+    (token_hash, session): (&[u8], &WebSession),
+    csrf: &str,
+    then: &str,
+) -> PageResult {
+    if !same(&session.csrf, csrf) {
+        return Err(forged());
+    }
+    let now = app.clock.now();
+    let mut tx = app.store.begin().await?;
+    web_sessions::delete(&mut tx, realm.kind, token_hash).await?;
+    let action = format!("{}.sign_out", realm.audit);
+    audit::append(&mut tx, &audit_entry(&realm.actor(&session.subject_id), &action, "success", headers, now)).await?;
+    ghostcard_store::commit(tx).await?;
+    let mut response = redirect(then);
+    set_cookie(&mut response, app, realm.session_cookie, "", Some(0), realm.path);
+    Ok(response)
 }
 
 /// A page that needs a signed-in cardholder: the sign-in page otherwise.
@@ -301,26 +419,10 @@ async fn sign_up(State(app): State<Arc<App>>, headers: HeaderMap, Form(form): Fo
         Err(StoreError::Conflict) => return again("An account with this email exists; sign in instead.".to_owned()),
         other => other?,
     }
-    let mut response = start_session(&app, &mut tx, &cardholder, now).await?;
-    audit::append(&mut tx, &audit_entry(&cardholder.id, "web.sign_up", "success", &headers, now)).await?;
+    let response = start_session(&app, &mut tx, CARDHOLDERS, &cardholder.id, now).await?;
+    audit::append(&mut tx, &audit_entry(&CARDHOLDERS.actor(&cardholder.id), "web.sign_up", "success", &headers, now))
+        .await?;
     ghostcard_store::commit(tx).await?;
-    set_cookie(&mut response, &app, CSRF_COOKIE, "", Some(0), "/app");
-    Ok(response)
-}
-
-/// Creates a session in `tx` and answers with its cookie and a redirect to the dashboard.
-async fn start_session(
-    app: &App,
-    tx: &mut ghostcard_store::Tx,
-    cardholder: &Cardholder,
-    now: DateTime<Utc>,
-) -> Result<Response, PageError> {
-    let token = random_token();
-    let session =
-        WebSession { subject_id: cardholder.id.clone(), csrf: random_token(), created_at: now, last_seen_at: now };
-    web_sessions::insert(tx, SessionKind::Cardholder, &app.vault.keyed_hash(token.as_bytes()), &session).await?;
-    let mut response = redirect("/app/dashboard");
-    set_cookie(&mut response, app, SESSION_COOKIE, &token, None, "/app");
     Ok(response)
 }
 
@@ -370,47 +472,19 @@ async fn sign_in(State(app): State<Arc<App>>, headers: HeaderMap, Form(form): Fo
     if !anonymous_form_ok(&headers, &form.csrf) {
         return Err(forged());
     }
-    let now = app.clock.now();
-    let refuse = |error: &str| {
-        render(&SignInPage {
-            csrf: form.csrf.clone(),
-            notice: None,
-            error: Some(error.to_owned()),
-            email: form.email.clone(),
-        })
-        .map(|mut response| {
+    match attempt_sign_in(&app, &headers, CARDHOLDERS, &form.email, &form.password).await? {
+        Ok(response) => Ok(response),
+        Err(error) => {
+            let mut response = render(&SignInPage {
+                csrf: form.csrf.clone(),
+                notice: None,
+                error: Some(error),
+                email: form.email.clone(),
+            })?;
             *response.status_mut() = StatusCode::UNAUTHORIZED;
-            response
-        })
-    };
-    const WRONG: &str = "The email or the password is not right.";
-    let mut tx = app.store.begin().await?;
-    let Some(cardholder) = cardholders::find_by_email(&mut tx, &form.email).await? else {
-        // The same answer, after the same work, whether or not the email has an account.
-        let _ = verify_password(None, &form.password);
-        return refuse(WRONG);
-    };
-    let (_, locked_until) = cardholders::sign_in_state(&mut tx, &cardholder.id).await?;
-    if let Some(until) = locked_until.filter(|until| *until > now) {
-        audit::append(&mut tx, &audit_entry(&cardholder.id, "web.sign_in", "locked", &headers, now)).await?;
-        ghostcard_store::commit(tx).await?;
-        return refuse(&format!(
-            "Too many failed sign-ins: this account is locked until {} UTC. Try again then.",
-            until.format("%H:%M")
-        ));
+            Ok(response)
+        }
     }
-    if !verify_password(cardholder.password_hash.as_deref(), &form.password) {
-        cardholders::record_sign_in(&mut tx, &cardholder.id, false, LOCK_AFTER, now + LOCK_FOR).await?;
-        audit::append(&mut tx, &audit_entry(&cardholder.id, "web.sign_in", "failure", &headers, now)).await?;
-        ghostcard_store::commit(tx).await?;
-        return refuse(WRONG);
-    }
-    cardholders::record_sign_in(&mut tx, &cardholder.id, true, LOCK_AFTER, now).await?;
-    let mut response = start_session(&app, &mut tx, &cardholder, now).await?;
-    audit::append(&mut tx, &audit_entry(&cardholder.id, "web.sign_in", "success", &headers, now)).await?;
-    ghostcard_store::commit(tx).await?;
-    set_cookie(&mut response, &app, CSRF_COOKIE, "", Some(0), "/app");
-    Ok(response)
 }
 
 /// Checks a password against its Argon2id hash; with no hash, does comparable work and fails.
@@ -438,16 +512,8 @@ struct CsrfForm {
 async fn sign_out(State(app): State<Arc<App>>, headers: HeaderMap, Form(form): Form<CsrfForm>) -> PageResult {
     let now = app.clock.now();
     let signed_in = require_session!(app, headers, now);
-    if !same(&signed_in.session.csrf, &form.csrf) {
-        return Err(forged());
-    }
-    let mut tx = app.store.begin().await?;
-    web_sessions::delete(&mut tx, SessionKind::Cardholder, &signed_in.token_hash).await?;
-    audit::append(&mut tx, &audit_entry(&signed_in.cardholder.id, "web.sign_out", "success", &headers, now)).await?;
-    ghostcard_store::commit(tx).await?;
-    let mut response = redirect("/app/sign-in?signed_out=1");
-    set_cookie(&mut response, &app, SESSION_COOKIE, "", Some(0), "/app");
-    Ok(response)
+    let session = (signed_in.token_hash.as_slice(), &signed_in.session);
+    end_session(&app, &headers, CARDHOLDERS, session, &form.csrf, "/app/sign-in?signed_out=1").await
 }
 
 struct CardRow {

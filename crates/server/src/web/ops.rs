@@ -17,13 +17,13 @@ use ghostcard_domain::card::{CardEvent, CloseReason};
 use ghostcard_domain::money::{Currency, Money};
 use ghostcard_store::audit::{self, AuditEntry};
 use ghostcard_store::operators::{self, Operator};
-use ghostcard_store::web_sessions::{self, SessionKind, WebSession};
+use ghostcard_store::web_sessions::{SessionKind, WebSession};
 use ghostcard_store::{authorizations, cardholders, cards, jobs, ledger};
 use serde::Deserialize;
 
 use super::{
-    CSRF_COOKIE, CsrfForm, IDLE_TIMEOUT, LOCK_AFTER, LOCK_FOR, PageError, PageResult, anonymous_csrf,
-    anonymous_form_ok, audit_entry, cookie, forged, redirect, render, same, set_cookie, verify_password,
+    CSRF_COOKIE, CsrfForm, PageError, PageResult, Realm, anonymous_csrf, anonymous_form_ok, attempt_sign_in,
+    audit_entry, end_session, forged, live_session, redirect, render, same, set_cookie,
 };
 use crate::App;
 
@@ -60,19 +60,19 @@ impl SignedIn {
     }
 }
 
+const OPERATORS: Realm = Realm {
+    kind: SessionKind::Operator,
+    session_cookie: SESSION_COOKIE,
+    path: "/ops",
+    home: "/ops",
+    audit: "ops",
+    actor: "operator",
+};
+
 async fn signed_in(app: &App, headers: &HeaderMap, now: DateTime<Utc>) -> Result<Option<SignedIn>, PageError> {
-    let Some(token) = cookie(headers, SESSION_COOKIE) else { return Ok(None) };
-    let token_hash = app.vault.keyed_hash(token.as_bytes());
-    let mut tx = app.store.begin().await?;
-    let Some(session) = web_sessions::get(&mut tx, SessionKind::Operator, &token_hash).await? else { return Ok(None) };
-    if now - session.last_seen_at > IDLE_TIMEOUT {
-        web_sessions::delete(&mut tx, SessionKind::Operator, &token_hash).await?;
-        ghostcard_store::commit(tx).await?;
-        return Ok(None);
-    }
-    web_sessions::touch(&mut tx, SessionKind::Operator, &token_hash, now).await?;
+    let Some((token_hash, session)) = live_session(app, headers, OPERATORS, now).await? else { return Ok(None) };
+    let mut tx = app.store.read().await?;
     let operator = operators::get(&mut tx, &session.subject_id).await?;
-    ghostcard_store::commit(tx).await?;
     Ok(operator.map(|operator| SignedIn { token_hash, session, operator }))
 }
 
@@ -131,64 +131,26 @@ async fn sign_in(State(app): State<Arc<App>>, headers: HeaderMap, Form(form): Fo
     if !anonymous_form_ok(&headers, &form.csrf) {
         return Err(forged());
     }
-    let now = app.clock.now();
-    let refuse = |error: &str| {
-        render(&SignInPage {
-            csrf: form.csrf.clone(),
-            notice: None,
-            error: Some(error.to_owned()),
-            email: form.email.clone(),
-        })
-        .map(|mut response| {
+    match attempt_sign_in(&app, &headers, OPERATORS, &form.email, &form.password).await? {
+        Ok(response) => Ok(response),
+        Err(error) => {
+            let mut response = render(&SignInPage {
+                csrf: form.csrf.clone(),
+                notice: None,
+                error: Some(error),
+                email: form.email.clone(),
+            })?;
             *response.status_mut() = StatusCode::UNAUTHORIZED;
-            response
-        })
-    };
-    const WRONG: &str = "The email or the password is not right.";
-    let mut tx = app.store.begin().await?;
-    let Some(operator) = operators::find_by_email(&mut tx, &form.email).await? else {
-        let _ = verify_password(None, &form.password);
-        return refuse(WRONG);
-    };
-    let actor = format!("operator:{}", operator.id);
-    let (_, locked_until) = operators::sign_in_state(&mut tx, &operator.id).await?;
-    if let Some(until) = locked_until.filter(|until| *until > now) {
-        audit::append(&mut tx, &audit_entry(&actor, "ops.sign_in", "locked", &headers, now)).await?;
-        ghostcard_store::commit(tx).await?;
-        return refuse(&format!("Too many failed sign-ins: locked until {} UTC.", until.format("%H:%M")));
+            Ok(response)
+        }
     }
-    if !verify_password(Some(&operator.password_hash), &form.password) {
-        operators::record_sign_in(&mut tx, &operator.id, false, LOCK_AFTER, now + LOCK_FOR).await?;
-        audit::append(&mut tx, &audit_entry(&actor, "ops.sign_in", "failure", &headers, now)).await?;
-        ghostcard_store::commit(tx).await?;
-        return refuse(WRONG);
-    }
-    operators::record_sign_in(&mut tx, &operator.id, true, LOCK_AFTER, now).await?;
-    let token = super::random_token();
-    let session =
-        WebSession { subject_id: operator.id.clone(), csrf: super::random_token(), created_at: now, last_seen_at: now };
-    web_sessions::insert(&mut tx, SessionKind::Operator, &app.vault.keyed_hash(token.as_bytes()), &session).await?;
-    audit::append(&mut tx, &audit_entry(&actor, "ops.sign_in", "success", &headers, now)).await?;
-    ghostcard_store::commit(tx).await?;
-    let mut response = redirect("/ops");
-    set_cookie(&mut response, &app, SESSION_COOKIE, &token, None, "/ops");
-    set_cookie(&mut response, &app, CSRF_COOKIE, "", Some(0), "/ops");
-    Ok(response)
 }
 
 async fn sign_out(State(app): State<Arc<App>>, headers: HeaderMap, Form(form): Form<CsrfForm>) -> PageResult {
     let now = app.clock.now();
     let signed_in = require_operator!(app, headers, now);
-    if !same(&signed_in.session.csrf, &form.csrf) {
-        return Err(forged());
-    }
-    let mut tx = app.store.begin().await?;
-    web_sessions::delete(&mut tx, SessionKind::Operator, &signed_in.token_hash).await?;
-    audit::append(&mut tx, &audit_entry(&signed_in.actor(), "ops.sign_out", "success", &headers, now)).await?;
-    ghostcard_store::commit(tx).await?;
-    let mut response = redirect("/ops/sign-in");
-    set_cookie(&mut response, &app, SESSION_COOKIE, "", Some(0), "/ops");
-    Ok(response)
+    let session = (signed_in.token_hash.as_slice(), &signed_in.session);
+    end_session(&app, &headers, OPERATORS, session, &form.csrf, "/ops/sign-in").await
 }
 
 fn money(minor: i64, currency: &str) -> String {

@@ -98,7 +98,9 @@ async fn first_run_key(app: &App, address: SocketAddr) -> Result<()> {
     println!(
         "  then link a funding card (POST /v1/cardholders/ID/funding-sources) and create a card (POST /v1/cards);"
     );
-    println!("  README.md walks through it. The whole API: http://{address}/openapi.json\n");
+    println!("  README.md walks through it. The whole API: http://{address}/openapi.json");
+    println!("The web app: http://{address}/app  ·  the operator console: http://{address}/ops");
+    println!("  (create an operator first: ghostcard operator create --email EMAIL --name NAME --role admin)\n");
     Ok(())
 }
 

@@ -227,6 +227,9 @@ async fn forged_posts_are_refused_sessions_time_out_and_repeated_failures_lock_t
     let dashboard = client.get(url("/app/dashboard")).header("cookie", jar.join("; ")).send().await.expect("page");
     assert_eq!(dashboard.status(), StatusCode::OK);
     assert_eq!(dashboard.headers().get("cache-control").and_then(|v| v.to_str().ok()), Some("no-store"));
+    assert_eq!(dashboard.headers().get("x-frame-options").and_then(|v| v.to_str().ok()), Some("DENY"));
+    let policy = dashboard.headers().get("content-security-policy").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    assert!(policy.contains("frame-ancestors 'none'") && policy.contains("default-src 'self'"), "{policy}");
     assert!(dashboard.text().await.expect("html").contains("Link the debit or credit card"), "nothing was linked");
 
     // 15 minutes without a request end the session.

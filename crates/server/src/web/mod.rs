@@ -106,9 +106,23 @@ impl IntoResponse for PageError {
 
 type PageResult = Result<Response, PageError>;
 
-/// Pages are personal: never cached.
-fn page_headers() -> [(axum::http::header::HeaderName, HeaderValue); 1] {
-    [(CACHE_CONTROL, HeaderValue::from_static("no-store"))]
+/// Pages are personal: never cached. They load nothing from elsewhere, cannot be framed (clickjacking), and
+/// forms post only here.
+fn page_headers() -> [(axum::http::header::HeaderName, HeaderValue); 5] {
+    use axum::http::header::{CONTENT_SECURITY_POLICY, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS};
+    [
+        (CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        (
+            CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'; \
+                 form-action 'self'; base-uri 'none'; object-src 'none'",
+            ),
+        ),
+        (X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+        (X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+        (REFERRER_POLICY, HeaderValue::from_static("same-origin")),
+    ]
 }
 
 fn render(template: &impl Template) -> PageResult {

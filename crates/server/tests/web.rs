@@ -278,6 +278,9 @@ async fn an_operator_reviews_a_fraud_flag_and_a_viewer_cannot_act() {
     let (cardholder, source) = app.cardholder_with_funding("cy@example.com", "4242424242424242").await;
     let (_, card) = app.card(&cardholder, &source, 2_000, "pay_in_4").await;
     let card_id = card["id"].as_str().expect("id").to_owned();
+    // One purchase on another card, so the feed has approvals too.
+    let (_, other) = app.card(&cardholder, &source, 2_000, "pay_in_4").await;
+    assert_eq!(app.authorize(other["id"].as_str().expect("id"), 1_500, "SHOP9").await["response_code"], "00");
     // Five declines within an hour freeze the card.
     for _ in 0..5 {
         let declined = app.authorize(&card_id, 9_999, "SHOP1").await;
@@ -312,7 +315,7 @@ async fn an_operator_reviews_a_fraud_flag_and_a_viewer_cannot_act() {
 
     browser.click("a[href='/ops/authorizations']").await;
     let page = browser.wait_for_text("The last 24 hours").await;
-    assert!(page.contains("<svg") && page.contains("exceeds_card_amount"), "the chart and the reasons: {page}");
+    assert!(page.contains("<svg") && page.contains("exceeds_card_amount: 5") && page.contains("approved: 1"), "{page}");
     browser.screenshot(&screenshots().join("ops-authorizations.png")).await;
 
     browser.click("a[href='/ops/flags']").await;

@@ -244,16 +244,19 @@ async fn search(State(app): State<Arc<App>>, headers: HeaderMap, Query(query): Q
     })
 }
 
-struct Bar {
+/// One outcome's part of one hour's column in the chart.
+struct Segment {
     x: i64,
-    label: String,
-    approved: i64,
-    declined: i64,
-    approved_y: i64,
-    approved_height: i64,
-    declined_y: i64,
-    declined_height: i64,
+    y: i64,
+    height: i64,
+    color: &'static str,
+    title: String,
 }
+
+/// Chart colors: approvals green, each decline reason its own (in the legend's order).
+const APPROVED_COLOR: &str = "#2e8b57";
+const DECLINE_COLORS: [&str; 8] =
+    ["#c0392b", "#d35400", "#8e44ad", "#2c3e50", "#b7950b", "#7f8c8d", "#a93226", "#1f618d"];
 
 #[derive(Template)]
 #[template(path = "ops_authorizations.html")]
@@ -264,8 +267,9 @@ struct AuthorizationsPage {
     mcc: String,
     chart_width: i64,
     first_label: String,
-    bars: Vec<Bar>,
-    outcomes: Vec<(String, i64)>,
+    segments: Vec<Segment>,
+    /// (outcome, count over the 24 hours, its color).
+    outcomes: Vec<(String, i64, &'static str)>,
     rows: Vec<(String, String, String, String, String, String, String)>,
 }
 
@@ -290,36 +294,41 @@ async fn authorizations_page(
     let feed = authorizations::feed(&mut tx, code.as_deref(), reason.as_deref(), mcc.as_deref(), 100).await?;
     let hourly = authorizations::hourly_outcomes(&mut tx, now - Duration::hours(24)).await?;
     drop(tx);
-    // 24 hourly columns, approvals stacked under declines, scaled to the busiest hour.
+    // 24 hourly columns, each stacked by outcome (approved first, then each decline reason), scaled to the
+    // busiest hour.
     let first_hour = (now - Duration::hours(23)).timestamp() / 3600;
-    let mut columns = vec![(0_i64, 0_i64); 24];
-    let mut outcomes: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+    let mut totals: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+    let mut columns: Vec<std::collections::BTreeMap<String, i64>> = vec![Default::default(); 24];
     for (hour, outcome, count) in &hourly {
         if let Some(column) = usize::try_from(hour - first_hour).ok().and_then(|index| columns.get_mut(index)) {
-            if outcome == "approved" { column.0 += count } else { column.1 += count }
+            *column.entry(outcome.clone()).or_default() += count;
+            *totals.entry(outcome.clone()).or_default() += count;
         }
-        *outcomes.entry(outcome.clone()).or_default() += count;
     }
-    let busiest = columns.iter().map(|(approved, declined)| approved + declined).max().unwrap_or(0).max(1);
-    let bars = columns
-        .iter()
-        .enumerate()
-        .map(|(index, (approved, declined))| {
-            let approved_height = approved * 110 / busiest;
-            let declined_height = declined * 110 / busiest;
-            let hour = DateTime::from_timestamp((first_hour + index as i64) * 3600, 0).unwrap_or(now);
-            Bar {
+    let mut order: Vec<String> = totals.keys().filter(|outcome| *outcome != "approved").cloned().collect();
+    order.insert(0, "approved".to_owned());
+    let color = |outcome: &str| match order.iter().position(|known| known == outcome) {
+        Some(0) | None => APPROVED_COLOR,
+        Some(index) => DECLINE_COLORS[(index - 1) % DECLINE_COLORS.len()],
+    };
+    let busiest = columns.iter().map(|column| column.values().sum::<i64>()).max().unwrap_or(0).max(1);
+    let mut segments = Vec::new();
+    for (index, column) in columns.iter().enumerate() {
+        let hour = DateTime::from_timestamp((first_hour + index as i64) * 3600, 0).unwrap_or(now);
+        let mut top = 118;
+        for outcome in order.iter().filter(|outcome| column.contains_key(*outcome)) {
+            let count = column[outcome];
+            let height = (count * 110 / busiest).max(1);
+            top -= height;
+            segments.push(Segment {
                 x: index as i64 * 14 + 2,
-                label: hour.format("%H:00").to_string(),
-                approved: *approved,
-                declined: *declined,
-                approved_y: 118 - approved_height,
-                approved_height,
-                declined_y: 118 - approved_height - declined_height,
-                declined_height,
-            }
-        })
-        .collect();
+                y: top,
+                height,
+                color: color(outcome),
+                title: format!("{}: {count} {}", hour.format("%H:00"), outcome.replace('_', " ")),
+            });
+        }
+    }
     render(&AuthorizationsPage {
         csrf: signed_in.session.csrf.clone(),
         response_code: code.unwrap_or_default(),
@@ -327,8 +336,11 @@ async fn authorizations_page(
         mcc: mcc.unwrap_or_default(),
         chart_width: 24 * 14 + 4,
         first_label: DateTime::from_timestamp(first_hour * 3600, 0).unwrap_or(now).format("%-d %b %H:00").to_string(),
-        bars,
-        outcomes: outcomes.into_iter().collect(),
+        segments,
+        outcomes: order
+            .iter()
+            .map(|outcome| (outcome.clone(), totals.get(outcome).copied().unwrap_or(0), color(outcome)))
+            .collect(),
         rows: feed
             .iter()
             .map(|record| {

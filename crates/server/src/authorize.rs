@@ -107,7 +107,7 @@ pub async fn authorize(
     let (standing, approvals) = match &record {
         Some(record) => {
             let cardholder = cardholders::get(&mut tx, &record.cardholder_id).await?;
-            let today = now.date_naive();
+            let today = app.today(now);
             let overdue = plans::active_for_cardholder(&mut tx, &record.cardholder_id)
                 .await?
                 .iter()

@@ -231,7 +231,7 @@ async fn decide_in(app: &App, tx: &mut Tx, jobs: &[Job], now: DateTime<Utc>) -> 
     holders.sort();
     holders.dedup();
     let statuses = cardholders::statuses(tx, &holders).await?;
-    let today = now.date_naive();
+    let today = app.today(now);
     let overdue: HashSet<String> = plans::active_for_cardholders(tx, &holders)
         .await?
         .into_iter()

@@ -86,6 +86,9 @@ pub struct Config {
     /// The deployment's currency (ISO 4217) and country (ISO 3166 alpha-2).
     pub currency: String,
     pub country: String,
+    /// The deployment's time zone (IANA name, e.g. `Europe/Berlin`): installment due dates are its calendar
+    /// dates, and work due on a date runs from its start there.
+    pub time_zone: String,
     /// Card numbers' length in digits.
     pub card_number_length: usize,
     /// How long a new card can be used, in hours.
@@ -129,6 +132,7 @@ impl Default for Config {
             key_file: None,
             currency: "USD".to_owned(),
             country: "US".to_owned(),
+            time_zone: "UTC".to_owned(),
             card_number_length: 16,
             card_validity_hours: 24,
             printed_expiry_months: 36,
@@ -201,6 +205,9 @@ impl Config {
         }
         if let Some(value) = lookup("GHOSTCARD_LOG") {
             self.log = value;
+        }
+        if let Some(value) = lookup("GHOSTCARD_TIME_ZONE") {
+            self.time_zone = value;
         }
         Ok(())
     }

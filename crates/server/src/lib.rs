@@ -72,6 +72,8 @@ pub struct App {
     pub rules: AuthorizationRules,
     pub purchase_power: PurchasePowerPolicy,
     pub plan_terms: PlanTerms,
+    /// The deployment's time zone: calendar dates (installment due dates) are its dates.
+    pub time_zone: chrono_tz::Tz,
     pub metrics: Metrics,
     /// This process's name on job leases.
     pub runner_id: String,
@@ -94,6 +96,12 @@ impl App {
         let country =
             Country::parse(&config.country).map_err(|error| StartError::Config(format!("country: {error}")))?;
         let bin = Bin::parse(&config.bin).map_err(|error| StartError::Config(format!("bin: {error}")))?;
+        let time_zone: chrono_tz::Tz = config.time_zone.parse().map_err(|_| {
+            StartError::Config(format!(
+                "time_zone: {:?} is not an IANA time zone name; use e.g. UTC, Europe/Berlin, America/New_York",
+                config.time_zone
+            ))
+        })?;
         let (kek, cvk) = keys(&config)?;
         let store = Store::connect(
             &config.database_url,
@@ -115,6 +123,7 @@ impl App {
             purchase_power: PurchasePowerPolicy::defaults(currency)
                 .map_err(|error| StartError::Config(error.to_string()))?,
             plan_terms: PlanTerms::defaults(currency),
+            time_zone,
             gateway: Arc::new(SandboxGateway::default()),
             metrics: Metrics::default(),
             runner_id: crate::ids::new_id("runner", chrono::Utc::now(), &mut rand::rng()),
@@ -133,6 +142,23 @@ impl App {
             bin,
             minimum_card_amount,
         }))
+    }
+
+    /// The deployment's calendar date at `now`.
+    pub fn today(&self, now: chrono::DateTime<chrono::Utc>) -> chrono::NaiveDate {
+        now.with_timezone(&self.time_zone).date_naive()
+    }
+
+    /// When `date` begins in the deployment's time zone (a day that begins in a daylight-saving gap begins at the
+    /// gap's end).
+    pub fn start_of(&self, date: chrono::NaiveDate) -> chrono::DateTime<chrono::Utc> {
+        use chrono::TimeZone;
+        let midnight = date.and_hms_opt(0, 0, 0).unwrap_or_default();
+        (0..4)
+            .find_map(|hours| {
+                self.time_zone.from_local_datetime(&(midnight + chrono::Duration::hours(hours))).earliest()
+            })
+            .map_or_else(|| midnight.and_utc(), |start| start.with_timezone(&chrono::Utc))
     }
 
     /// Appends an audit entry in its own transaction.

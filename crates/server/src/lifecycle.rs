@@ -170,7 +170,7 @@ async fn add_to_plan(
     amount: Money,
     now: DateTime<Utc>,
 ) -> Result<String, LifecycleError> {
-    let today = now.date_naive();
+    let today = app.today(now);
     match &card.plan_id {
         None => {
             let kind =
@@ -289,7 +289,7 @@ pub async fn merchant_refund(
         Some(_) if record.plan_kind == PlanKind::PayNow.as_str() => (amount.minor(), 0),
         Some(plan_id) => {
             let mut plan = plans::get(tx, plan_id).await?.ok_or_else(|| inconsistent("card names a missing plan"))?;
-            let application = plan.plan.apply_refund(amount.minor(), now.date_naive()).map_err(inconsistent)?;
+            let application = plan.plan.apply_refund(amount.minor(), app.today(now)).map_err(inconsistent)?;
             crate::plans::save(app, tx, &mut plan, now).await?;
             crate::events::plan(tx, "plan.adjusted", &plan, now).await?;
             (application.to_overdue + application.to_future, application.excess)

@@ -1,8 +1,9 @@
 //! Payment plans over time: each plan row carries `next_run_at`, when it next needs work, and the plan sweep does
 //! what fell due — late fees, charge-off, and collection jobs for due installments (the charge itself is a job,
-//! see [`crate::runner`]). Dates are the deployment's calendar dates (UTC); work due on a date runs from its start.
+//! see [`crate::runner`]). Dates are the deployment's calendar dates (`time_zone`); work due on a date runs from
+//! its start there.
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use ghostcard_domain::ledger::entries;
 use ghostcard_domain::plan::{InstallmentStatus, Plan};
 use ghostcard_store::plans::{self, PlanRecord};
@@ -11,19 +12,14 @@ use ghostcard_store::{StoreError, Tx, cardholders, ledger};
 use crate::App;
 use crate::runner::{self, Collection, RunnerError};
 
-/// The start of `date` (UTC).
-pub fn start_of(date: NaiveDate) -> DateTime<Utc> {
-    date.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc()
-}
-
 /// When the plan next needs the sweep: now if an installment is due for collection, else the start of its next
 /// work date.
 fn next_run(app: &App, plan: &Plan, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    let today = now.date_naive();
+    let today = app.today(now);
     if !plan.collectible(today, &app.plan_terms).is_empty() {
         return Some(now);
     }
-    plan.next_work_date(today, &app.plan_terms).map(start_of)
+    plan.next_work_date(today, &app.plan_terms).map(|date| app.start_of(date))
 }
 
 /// Writes a changed plan and when it next needs work.
@@ -39,7 +35,7 @@ pub fn schedule_new(app: &App, record: &mut PlanRecord, now: DateTime<Utc>) {
 
 /// Does what fell due on one plan by `now`, in one transaction.
 pub async fn sweep(app: &App, plan_id: &str, now: DateTime<Utc>) -> Result<(), RunnerError> {
-    let today = now.date_naive();
+    let today = app.today(now);
     let terms = &app.plan_terms;
     let mut tx = app.store.begin().await?;
     let Some(mut record) = plans::get(&mut tx, plan_id).await? else { return Ok(()) };
@@ -71,7 +67,7 @@ pub async fn sweep(app: &App, plan_id: &str, now: DateTime<Utc>) -> Result<(), R
         .await?;
     }
     // Collections now pending are the runner's; the sweep is next needed on the next work date.
-    record.next_run_at = record.plan.next_work_date(today, terms).map(start_of);
+    record.next_run_at = record.plan.next_work_date(today, terms).map(|date| app.start_of(date));
     plans::update(&mut tx, &mut record, now).await?;
     ghostcard_store::commit(tx).await?;
     Ok(())

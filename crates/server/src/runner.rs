@@ -278,7 +278,7 @@ async fn collection(app: &App, job: &Job, now: DateTime<Utc>) -> Result<(), Runn
     let mut record = plans::get(&mut tx, &collection.plan_id)
         .await?
         .ok_or_else(|| RunnerError::Failed("plan vanished".to_owned()))?;
-    let today = now.date_naive();
+    let today = app.today(now);
     match answer {
         Ok(_) => receive(app, &mut tx, &mut record, collection.amount, Some(collection.seq), now).await?,
         Err(GatewayError::Declined) => {
@@ -399,7 +399,7 @@ pub async fn payment(app: &App, job: &Job, now: DateTime<Utc>) -> Result<Option<
         // Financing: the payoff amount forgives interest not yet accrued; pay_off settles the schedule at it.
         // What the payoff pays beyond principal and fees is interest.
         let principal_and_fees = record.plan.balance() - record.plan.interest_owed();
-        let charged = record.plan.pay_off(now.date_naive()).map_err(|error| RunnerError::Failed(error.to_string()))?;
+        let charged = record.plan.pay_off(app.today(now)).map_err(|error| RunnerError::Failed(error.to_string()))?;
         let interest = (charged - principal_and_fees).max(0);
         let mut steps = entries::interest(&record.card_id, record.plan.money(interest));
         steps.extend(entries::collect(&record.card_id, record.plan.money(charged)));

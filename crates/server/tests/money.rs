@@ -541,3 +541,32 @@ async fn a_receiver_that_hangs_times_out_and_gets_the_event_again_with_the_same_
     let deliveries = app.jobs("webhook").await;
     assert_eq!((deliveries[0]["status"].as_str(), deliveries[0]["attempts"].as_i64()), (Some("done"), Some(2)));
 }
+
+#[tokio::test]
+async fn due_dates_are_calendar_dates_of_the_deployments_time_zone() {
+    // UTC+14: the local date is a day ahead of UTC for most of the UTC day.
+    let app = TestApp::spawn_with(common::Backend::Sqlite, "time_zone", |config| {
+        config.time_zone = "Pacific/Kiritimati".to_owned();
+    })
+    .await;
+    let bad = ghostcard_server::config::Config { time_zone: "Mars/Olympus_Mons".to_owned(), ..app.app.config.clone() };
+    let error = ghostcard_server::App::start(bad).await.expect_err("an unknown time zone");
+    assert!(error.to_string().contains("IANA"), "{error}");
+
+    let (cardholder, source) = app.cardholder_with_funding("tz@example.com", "4242424242424242").await;
+    let (_, plan_id) = app.purchase(&cardholder, &source, 4_000, 4_000, "pay_in_4").await;
+    let local_today = app.app.clock.now().with_timezone(&chrono_tz::Pacific::Kiritimati).date_naive();
+    let plan = app.plan(&plan_id).await;
+    assert_eq!(installments(&plan)[0].0, local_today.to_string(), "{plan}");
+    app.advance(1).await;
+    // The second installment is collected from the start of its local due date: not a minute before.
+    let due = chrono::NaiveDate::parse_from_str(&installments(&plan)[1].0, "%Y-%m-%d").expect("date");
+    let starts = app.app.start_of(due);
+    assert_eq!(starts.with_timezone(&chrono_tz::Pacific::Kiritimati).time(), chrono::NaiveTime::MIN);
+    let until = (starts - app.app.clock.now()).num_seconds();
+    app.advance(until - 60).await;
+    assert_eq!(installments(&app.plan(&plan_id).await)[1].3, "scheduled");
+    app.advance(120).await;
+    assert_eq!(installments(&app.plan(&plan_id).await)[1].3, "paid");
+    app.assert_ledger_verifies().await;
+}

@@ -272,7 +272,7 @@ pub async fn purchase_power_of(
     let currency = app.currency;
     let cards_not_in_plan = cards::amount_not_in_plan(tx, &cardholder.id, currency.code()).await?;
     let active_plans = plans::active_for_cardholder(tx, &cardholder.id).await?;
-    let today = now.date_naive();
+    let today = app.today(now);
     let position = CardholderPosition {
         signed_up_at: cardholder.created_at,
         plans_repaid_without_late_fee: plans::repaid_without_late_fee(tx, &cardholder.id).await?,

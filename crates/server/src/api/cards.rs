@@ -172,7 +172,7 @@ pub async fn create_card(
     let hold_amount = match plan {
         PlanKind::PayNow => amount,
         kind => {
-            let schedule = Plan::new(kind, amount, now.date_naive(), &app.plan_terms).map_err(ApiError::internal)?;
+            let schedule = Plan::new(kind, amount, app.today(now), &app.plan_terms).map_err(ApiError::internal)?;
             schedule.money(schedule.installments.first().map_or(amount.minor(), |first| first.amount()))
         }
     };

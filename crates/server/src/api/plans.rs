@@ -114,7 +114,7 @@ pub async fn pay(
         return Err(ApiError::not_found("plan", &id));
     }
     let now = app.clock.now();
-    let today = now.date_naive();
+    let today = app.today(now);
     let mut tx = app.store.begin().await?;
     let record = plans::get(&mut tx, &id).await?.ok_or_else(|| ApiError::not_found("plan", &id))?;
     if record.plan.status != PlanStatus::Active {

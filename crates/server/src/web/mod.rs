@@ -783,7 +783,7 @@ async fn preview_card(State(app): State<Arc<App>>, headers: HeaderMap, Form(form
     let Some(kind) = PlanKind::parse(&form.plan) else {
         return new_card_page(&app, &signed_in, Some("Choose how you pay.".to_owned()), &form.amount, &form.plan).await;
     };
-    let schedule = Plan::new(kind, amount, now.date_naive(), &app.plan_terms)
+    let schedule = Plan::new(kind, amount, app.today(now), &app.plan_terms)
         .map(|plan| {
             plan.installments
                 .iter()
@@ -1089,7 +1089,7 @@ fn plan_page(
     error: Option<String>,
 ) -> PageResult {
     let plan = &record.plan;
-    let today = app.clock.now().date_naive();
+    let today = app.today(app.clock.now());
     let largest = plan.installments.iter().map(|installment| installment.amount()).max().unwrap_or(1).max(1);
     render(&PlanPage {
         csrf: signed_in.session.csrf.clone(),

@@ -2,8 +2,9 @@
 //!
 //! [`FundingGateway`] is the seam where a real payment service plugs in. The built-in [`SandboxGateway`] is
 //! deterministic and keyed by its special test numbers (API.md): `4000000000000002` is declined when linked,
-//! `4000000000009995` accepts holds but fails every charge, `4000000000000341` links but fails its first hold;
-//! any other Luhn-valid number works.
+//! `4000000000009995` accepts holds but fails every charge, `4000000000000341` links but fails its first hold,
+//! and (ours) `4000000000000119` times out on its first charge (no answer, nothing charged: a retry goes
+//! through); any other Luhn-valid number works.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -51,6 +52,8 @@ pub trait FundingGateway: Send + Sync {
 pub struct SandboxGateway {
     /// Tokens whose first hold has been attempted (for `4000000000000341`).
     first_hold_attempted: Mutex<HashSet<String>>,
+    /// Tokens whose first charge has timed out (for `4000000000000119`).
+    first_charge_timed_out: Mutex<HashSet<String>>,
     /// Every charge and refund by reference, with its answer: a repeated reference gets the same answer.
     movements: Mutex<HashMap<String, Movement>>,
 }
@@ -77,6 +80,13 @@ impl SandboxGateway {
         amount: Money,
         reference: &str,
     ) -> Result<String, GatewayError> {
+        // A timeout is no answer: nothing is recorded, and the retry of the same reference goes through.
+        if kind == "charge"
+            && token.starts_with("sandbox_first_charge_times_out_")
+            && self.first_charge_timed_out.lock().map(|mut seen| seen.insert(token.to_owned())).unwrap_or(false)
+        {
+            return Err(GatewayError::Unavailable);
+        }
         let Ok(mut movements) = self.movements.lock() else { return Err(GatewayError::Unavailable) };
         let movement = movements.entry(format!("{kind}:{reference}")).or_insert_with(|| Movement {
             kind,
@@ -96,6 +106,7 @@ impl SandboxGateway {
 const DECLINED_AT_LINK: &str = "4000000000000002";
 const CHARGES_FAIL: &str = "4000000000009995";
 const FIRST_HOLD_FAILS: &str = "4000000000000341";
+const FIRST_CHARGE_TIMES_OUT: &str = "4000000000000119";
 
 impl FundingGateway for SandboxGateway {
     fn link(&self, number: &CardNumber) -> GatewayFuture<'_, LinkedCard> {
@@ -106,6 +117,7 @@ impl FundingGateway for SandboxGateway {
             let behaviour = match digits {
                 CHARGES_FAIL => "charges_fail",
                 FIRST_HOLD_FAILS => "first_hold_fails",
+                FIRST_CHARGE_TIMES_OUT => "first_charge_times_out",
                 _ => "ok",
             };
             // The token names the behaviour and the last four digits; it never contains the number.

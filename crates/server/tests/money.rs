@@ -570,3 +570,33 @@ async fn due_dates_are_calendar_dates_of_the_deployments_time_zone() {
     assert_eq!(installments(&app.plan(&plan_id).await)[1].3, "paid");
     app.assert_ledger_verifies().await;
 }
+
+#[tokio::test]
+async fn a_charge_that_times_out_is_retried_with_the_same_reference_and_collected_once() {
+    for backend in BACKENDS {
+        let app = TestApp::spawn(backend, "gateway_timeout").await;
+        // The sandbox card whose first charge times out (no answer, nothing charged).
+        let (cardholder, source) = app.cardholder_with_funding("to@example.com", "4000000000000119").await;
+        let (_, plan_id) = app.purchase(&cardholder, &source, 4_000, 4_000, "pay_in_4").await;
+        app.advance(1).await;
+        let collections = app.jobs("installment_collection").await;
+        assert_eq!(collections.len(), 1);
+        assert_eq!(
+            (collections[0]["status"].as_str(), collections[0]["attempts"].as_i64()),
+            (Some("pending"), Some(1))
+        );
+        assert!(
+            collections[0]["last_error"].as_str().is_some_and(|error| error.contains("unavailable")),
+            "{collections:?}"
+        );
+        assert_eq!(installments(&app.plan(&plan_id).await)[0].3, "scheduled", "a timeout is not a decline");
+        // Retried after a minute: collected, once.
+        app.advance(120).await;
+        let collections = app.jobs("installment_collection").await;
+        assert_eq!((collections[0]["status"].as_str(), collections[0]["attempts"].as_i64()), (Some("done"), Some(2)));
+        let plan = app.plan(&plan_id).await;
+        assert_eq!((installments(&plan)[0].2, installments(&plan)[0].3.as_str()), (1_000, "paid"));
+        assert_eq!(plan["balance"], 3_000);
+        app.assert_ledger_verifies().await;
+    }
+}

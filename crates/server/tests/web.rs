@@ -1,5 +1,6 @@
 //! The web app in a real headless Chromium (driven over WebDriver), plus its session and CSRF protections
-//! checked with plain HTTP. Screenshots for the README are written to docs/screenshots/.
+//! checked with plain HTTP. The README's screenshots come from here: `GHOSTCARD_UPDATE_SCREENSHOTS=1 cargo test -p
+//! ghostcard-server --test web` rewrites docs/screenshots/.
 
 mod common;
 
@@ -11,8 +12,15 @@ use reqwest::StatusCode;
 use serde_json::json;
 use webdriver::Browser;
 
+/// Where screenshots go: the README's `docs/screenshots/` when `GHOSTCARD_UPDATE_SCREENSHOTS=1`, else
+/// `target/screenshots/` (so a test run leaves the checkout as it was).
 fn screenshots() -> std::path::PathBuf {
-    let directory = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let directory = if std::env::var("GHOSTCARD_UPDATE_SCREENSHOTS").is_ok_and(|value| value == "1") {
+        root.join("docs/screenshots")
+    } else {
+        root.join("target/screenshots")
+    };
     std::fs::create_dir_all(&directory).expect("screenshot directory");
     directory
 }

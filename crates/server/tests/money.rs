@@ -396,36 +396,56 @@ async fn webhooks_are_signed_retried_and_delivered_once_each_by_id() {
 
 #[tokio::test]
 async fn a_receiver_that_never_recovers_exhausts_the_schedule_and_marks_the_endpoint_failing() {
-    let app = TestApp::spawn(common::Backend::Sqlite, "webhooks_failing").await;
-    let receiver = Receiver { failures: Arc::new(Mutex::new(usize::MAX)), ..Receiver::default() };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("port");
-    let url = format!("http://{}/hooks", listener.local_addr().expect("address"));
-    let router = axum::Router::new().route("/hooks", axum::routing::post(receive)).with_state(receiver.clone());
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    let (status, endpoint) =
-        app.post("/v1/webhook-endpoints", json!({"url": url, "events": ["cardholder.none", "card.created"]})).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "unknown types are refused: {endpoint}");
-    let (status, _) = app.post("/v1/webhook-endpoints", json!({"url": url, "events": ["card.created"]})).await;
-    assert_eq!(status, StatusCode::CREATED);
-    let (cardholder, source) = app.cardholder_with_funding("hu@example.com", "4242424242424242").await;
-    let (status, _) = app.card(&cardholder, &source, 2_000, "pay_in_4").await;
-    assert_eq!(status, StatusCode::CREATED);
-    // 0 s, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h: about 27.6 hours for all eight attempts.
-    app.advance(2 * DAY).await;
-    assert_eq!(receiver.requests.lock().expect("lock").len(), 8, "only card.created, eight attempts");
-    let (_, endpoints) = app.get("/v1/webhook-endpoints").await;
-    assert_eq!(endpoints["data"][0]["status"], "failing");
-    let (_, dead) = app.get("/v1/jobs?status=dead").await;
-    let job = dead["data"][0].clone();
-    assert_eq!((job["kind"].as_str(), job["attempts"].as_i64()), (Some("webhook"), Some(8)), "{dead}");
-    // An operator retries the dead delivery once the receiver is back.
-    *receiver.failures.lock().expect("lock") = 0;
-    let (status, retried) = app.post(&format!("/v1/jobs/{}/retry", job["id"].as_str().expect("id")), json!({})).await;
-    assert_eq!((status, retried["status"].as_str()), (StatusCode::OK, Some("pending")));
-    app.advance(1).await;
-    let (_, endpoints) = app.get("/v1/webhook-endpoints").await;
-    assert_eq!(endpoints["data"][0]["status"], "enabled");
-    assert_eq!(receiver.requests.lock().expect("lock").len(), 9);
+    for backend in BACKENDS {
+        let app = TestApp::spawn(backend, "webhooks_failing").await;
+        let receiver = Receiver { failures: Arc::new(Mutex::new(usize::MAX)), ..Receiver::default() };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("port");
+        let url = format!("http://{}/hooks", listener.local_addr().expect("address"));
+        let router = axum::Router::new().route("/hooks", axum::routing::post(receive)).with_state(receiver.clone());
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        let (status, endpoint) =
+            app.post("/v1/webhook-endpoints", json!({"url": url, "events": ["cardholder.none", "card.created"]})).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "unknown types are refused: {endpoint}");
+        let (status, _) = app.post("/v1/webhook-endpoints", json!({"url": url, "events": ["card.created"]})).await;
+        assert_eq!(status, StatusCode::CREATED);
+        let (cardholder, source) = app.cardholder_with_funding("hu@example.com", "4242424242424242").await;
+        let (status, _) = app.card(&cardholder, &source, 2_000, "pay_in_4").await;
+        assert_eq!(status, StatusCode::CREATED);
+        // 0 s, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h: about 27.6 hours for all eight attempts.
+        app.advance(2 * DAY).await;
+        assert_eq!(receiver.requests.lock().expect("lock").len(), 8, "only card.created, eight attempts");
+        let (_, endpoints) = app.get("/v1/webhook-endpoints").await;
+        assert_eq!(endpoints["data"][0]["status"], "failing");
+        let (_, dead) = app.get("/v1/jobs?status=dead").await;
+        let job = dead["data"][0].clone();
+        assert_eq!((job["kind"].as_str(), job["attempts"].as_i64()), (Some("webhook"), Some(8)), "{dead}");
+        // An operator retries the dead delivery once the receiver is back.
+        *receiver.failures.lock().expect("lock") = 0;
+        let (status, retried) =
+            app.post(&format!("/v1/jobs/{}/retry", job["id"].as_str().expect("id")), json!({})).await;
+        assert_eq!((status, retried["status"].as_str()), (StatusCode::OK, Some("pending")));
+        app.advance(1).await;
+        let (_, endpoints) = app.get("/v1/webhook-endpoints").await;
+        assert_eq!(endpoints["data"][0]["status"], "enabled");
+        assert_eq!(receiver.requests.lock().expect("lock").len(), 9);
+
+        // A deleted endpoint gets nothing more; its pending deliveries end.
+        let endpoint_id = endpoints["data"][0]["id"].as_str().expect("id").to_owned();
+        *receiver.failures.lock().expect("lock") = 1;
+        let (status, _) = app.card(&cardholder, &source, 1_500, "pay_in_4").await;
+        assert_eq!(status, StatusCode::CREATED);
+        app.advance(4).await;
+        assert_eq!(receiver.requests.lock().expect("lock").len(), 10, "the first attempt failed; a retry is pending");
+        let (status, deleted) =
+            app.request(reqwest::Method::DELETE, &format!("/v1/webhook-endpoints/{endpoint_id}"), None, None).await;
+        assert_eq!((status, deleted["status"].as_str()), (StatusCode::OK, Some("deleted")));
+        let (status, _) = app.get(&format!("/v1/webhook-endpoints/{endpoint_id}")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        app.advance(60).await;
+        assert_eq!(receiver.requests.lock().expect("lock").len(), 10, "nothing delivered after the deletion");
+        let (_, pending) = app.get("/v1/jobs?status=pending&kind=webhook").await;
+        assert_eq!(pending["data"].as_array().map(Vec::len), Some(0), "{pending}");
+    }
 }
 
 #[tokio::test]

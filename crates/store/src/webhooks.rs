@@ -67,6 +67,21 @@ pub async fn list(tx: &mut Tx, limit: u32, starting_after: Option<&str>) -> Resu
     Ok(Page::from_rows(rows.iter().map(from_row).collect::<Result<Vec<Endpoint>>>()?, limit))
 }
 
+/// Deletes the endpoint; its deliveries still pending end (`done`, "endpoint deleted"). False if there was none.
+pub async fn delete(tx: &mut Tx, id: &str, now: DateTime<Utc>) -> Result<bool> {
+    sqlx::query(
+        "UPDATE jobs SET status = 'done', last_error = 'endpoint deleted', leased_by = NULL, leased_until = NULL, \
+         updated_at = $1 WHERE kind = 'webhook' AND status IN ('pending', 'dead') \
+         AND substr(dedupe_key, length(dedupe_key) - length($2)) = ':' || $2",
+    )
+    .bind(to_micros(now))
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    let deleted = sqlx::query("DELETE FROM webhook_endpoints WHERE id = $1").bind(id).execute(&mut **tx).await?;
+    Ok(deleted.rows_affected() == 1)
+}
+
 /// The endpoint, locked for dispatching (PostgreSQL: `None` while another process dispatches it).
 pub async fn lock(tx: &mut Tx, id: &str) -> Result<Option<Endpoint>> {
     let skip_locked = if tx.backend_name() == "PostgreSQL" { " FOR UPDATE SKIP LOCKED" } else { "" };

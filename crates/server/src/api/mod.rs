@@ -102,6 +102,7 @@ pub fn router(app: Arc<App>) -> axum::Router {
         .routes(routes!(events::list))
         .routes(routes!(events::get))
         .routes(routes!(webhooks::create, webhooks::list))
+        .routes(routes!(webhooks::get, webhooks::delete))
         .routes(routes!(jobs::list))
         .routes(routes!(jobs::retry))
         .routes(routes!(network::clearings))

@@ -154,3 +154,42 @@ pub async fn list(
     let page = webhooks::list(&mut tx, limit, query.starting_after.as_deref()).await?;
     Ok(Json(List { data: page.rows.iter().map(EndpointView::from).collect(), has_more: page.has_more }))
 }
+
+#[utoipa::path(get, path = "/v1/webhook-endpoints/{id}", operation_id = "get_webhook_endpoint", tag = "webhooks",
+    responses((status = 200, body = EndpointView), (status = 404, body = super::error::ErrorBody)))]
+pub async fn get(
+    State(app): State<Arc<App>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<EndpointView>, ApiError> {
+    let mut tx = app.store.read().await?;
+    let endpoint = webhooks::get(&mut tx, &id).await?.ok_or_else(|| ApiError::not_found("webhook endpoint", &id))?;
+    Ok(Json(EndpointView::from(&endpoint)))
+}
+
+#[utoipa::path(delete, path = "/v1/webhook-endpoints/{id}", operation_id = "delete_webhook_endpoint", tag = "webhooks",
+    responses((status = 200, body = EndpointView), (status = 404, body = super::error::ErrorBody)))]
+pub async fn delete(
+    State(app): State<Arc<App>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<EndpointView>, ApiError> {
+    let now = app.clock.now();
+    let mut tx = app.store.begin().await?;
+    let endpoint = webhooks::get(&mut tx, &id).await?.ok_or_else(|| ApiError::not_found("webhook endpoint", &id))?;
+    webhooks::delete(&mut tx, &id, now).await?;
+    audit::append(
+        &mut tx,
+        &AuditEntry {
+            at: now,
+            actor: caller.actor.clone(),
+            action: "webhook_endpoint.delete".to_owned(),
+            resource: Some(id.clone()),
+            outcome: "success".to_owned(),
+            origin: caller.origin.clone(),
+            detail: None,
+        },
+    )
+    .await?;
+    ghostcard_store::commit(tx).await?;
+    Ok(Json(EndpointView { status: "deleted".to_owned(), ..EndpointView::from(&endpoint) }))
+}

@@ -92,8 +92,8 @@ pub async fn get(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<
 pub struct PlanPayment {
     /// Minor units to pay now: paid to the open installments in order, past-due ones first.
     pub amount: Option<i64>,
-    /// Pay what this installment owes instead (applied like any payment: past-due installments first, then in
-    /// order — with nothing past due, the next installment is this one's when it is the next open one).
+    /// Pay the amount this installment owes. Like every payment, it goes to what is past due first, then to the
+    /// installments in order.
     pub installment: Option<u32>,
     /// Pay the whole plan off (financing: remaining principal plus interest accrued since the last due date).
     #[serde(default)]

@@ -195,6 +195,8 @@ pub enum PlanError {
 pub struct RefundApplication {
     /// Paid towards installments already due and unpaid.
     pub to_overdue: i64,
+    /// The interest part of `to_overdue` (payments cover fees first, then interest, then principal).
+    pub interest_paid: i64,
     /// Taken off the installments still to come.
     pub to_future: i64,
     /// More than the plan owed: goes back to the funding card.
@@ -494,13 +496,16 @@ impl Plan {
             if self.kind == PlanKind::PayNow {
                 self.principal -= amount.min(self.principal);
             }
-            return Ok(RefundApplication { to_overdue: 0, to_future: 0, excess: amount });
+            return Ok(RefundApplication { to_overdue: 0, interest_paid: 0, to_future: 0, excess: amount });
         }
         let mut left = amount;
         // 1. What is past due.
         let mut to_overdue = 0;
+        let mut interest_paid = 0;
         for installment in self.installments.iter_mut().filter(|i| i.is_open() && i.due_date < today) {
             let paying = installment.owed().min(left);
+            let (_, interest, fee) = installment.owed_parts();
+            interest_paid += (paying - fee).clamp(0, interest);
             installment.paid += paying;
             left -= paying;
             to_overdue += paying;
@@ -544,7 +549,7 @@ impl Plan {
         self.principal -= to_principal;
         self.settle_status();
         self.check()?;
-        Ok(RefundApplication { to_overdue, to_future, excess: left })
+        Ok(RefundApplication { to_overdue, interest_paid, to_future, excess: left })
     }
 
     /// A later capture adds `amount` to the plan: spread over the installments to come (financing: re-amortized).
@@ -879,10 +884,28 @@ mod tests {
         let mut plan = Plan::new(PlanKind::PayIn4, usd(50_000), start, &terms()).expect("valid");
         plan.collection_failed(1, start, &terms()).expect("open");
         let application = plan.apply_refund(30_000, date(2026, 11, 5)).expect("applies");
-        assert_eq!(application, RefundApplication { to_overdue: 12_500, to_future: 17_500, excess: 0 });
+        assert_eq!(
+            application,
+            RefundApplication { to_overdue: 12_500, interest_paid: 0, to_future: 17_500, excess: 0 }
+        );
         assert_eq!(amounts(&plan), vec![12_500, 6_667, 6_667, 6_666]);
         assert_eq!(plan.installments[0].status, InstallmentStatus::Paid);
         assert_eq!(plan.balance(), 20_000);
+    }
+
+    #[test]
+    fn a_refund_that_pays_an_overdue_financing_installment_reports_the_interest_it_paid() {
+        let start = date(2026, 11, 1);
+        let mut plan = Plan::new(PlanKind::Financing(3), usd(300_000), start, &terms()).expect("valid");
+        let first = plan.installments[0].clone();
+        assert!(first.interest > 0);
+        // Unpaid past its due date; a refund smaller than it covers its interest first, then principal.
+        let application = plan.apply_refund(first.interest + 100, date(2027, 1, 5)).expect("applies");
+        assert_eq!((application.to_overdue, application.interest_paid), (first.interest + 100, first.interest));
+        // A refund smaller than the interest pays only interest.
+        let mut plan = Plan::new(PlanKind::Financing(3), usd(300_000), start, &terms()).expect("valid");
+        let application = plan.apply_refund(10, date(2027, 1, 5)).expect("applies");
+        assert_eq!(application.interest_paid, 10);
     }
 
     #[test]
@@ -891,7 +914,7 @@ mod tests {
         let mut plan = Plan::new(PlanKind::PayIn4, usd(10_000), start, &terms()).expect("valid");
         plan.collection_succeeded(1).expect("open");
         let application = plan.apply_refund(10_000, date(2026, 11, 2)).expect("applies");
-        assert_eq!(application, RefundApplication { to_overdue: 0, to_future: 7_500, excess: 2_500 });
+        assert_eq!(application, RefundApplication { to_overdue: 0, interest_paid: 0, to_future: 7_500, excess: 2_500 });
         use InstallmentStatus::*;
         assert_eq!(statuses(&plan), vec![Paid, Canceled, Canceled, Canceled]);
         assert_eq!(plan.status, PlanStatus::Completed);

@@ -217,12 +217,7 @@ async fn expire_cards(app: &App, now: DateTime<Utc>) -> Result<u64, LifecycleErr
 /// its whole amount.
 async fn expire_card(app: &App, card_id: &str, now: DateTime<Utc>) -> Result<(), LifecycleError> {
     let mut tx = app.store.begin().await?;
-    for authorization_id in authorizations::holding_for_card(&mut tx, card_id).await? {
-        if let Some(mut authorization) = lifecycle::reverse(&mut tx, &authorization_id, None, now).await? {
-            authorization.status = "expired".to_owned();
-            authorizations::update_progress(&mut tx, &authorization).await?;
-        }
-    }
+    release_holds(&mut tx, card_id, Some("expired"), now).await?;
     let Some(mut record) = cards::get_for_update(&mut tx, card_id).await? else { return Ok(()) };
     let mut card = record.to_card()?;
     if card.status() != CardStatus::Active {
@@ -238,6 +233,24 @@ async fn expire_card(app: &App, card_id: &str, now: DateTime<Utc>) -> Result<(),
     crate::events::card(&mut tx, "card.expired", &record, now).await?;
     enqueue_release(&mut tx, &record, now).await?;
     ghostcard_store::commit(tx).await?;
+    Ok(())
+}
+
+/// Releases every hold the card still has, marking each authorization `status` (e.g. `expired`) if given.
+async fn release_holds(
+    tx: &mut Tx,
+    card_id: &str,
+    status: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<(), LifecycleError> {
+    for authorization_id in authorizations::holding_for_card(tx, card_id).await? {
+        if let (Some(mut authorization), Some(status)) =
+            (lifecycle::reverse(tx, &authorization_id, None, now).await?, status)
+        {
+            authorization.status = status.to_owned();
+            authorizations::update_progress(tx, &authorization).await?;
+        }
+    }
     Ok(())
 }
 
@@ -278,9 +291,7 @@ async fn adjust_cards(app: &App, now: DateTime<Utc>) -> Result<u64, LifecycleErr
 
 async fn adjust_card(app: &App, card_id: &str, now: DateTime<Utc>) -> Result<(), LifecycleError> {
     let mut tx = app.store.begin().await?;
-    for authorization_id in authorizations::holding_for_card(&mut tx, card_id).await? {
-        lifecycle::reverse(&mut tx, &authorization_id, None, now).await?;
-    }
+    release_holds(&mut tx, card_id, None, now).await?;
     let Some(mut record) = cards::get_for_update(&mut tx, card_id).await? else { return Ok(()) };
     let mut card = record.to_card()?;
     if card.status() != CardStatus::Used {
@@ -341,7 +352,7 @@ async fn true_up_pay_now(app: &App, now: DateTime<Utc>) -> Result<u64, Lifecycle
         let due = cards::pay_now_untrued_among(&mut tx, &ids).await?;
         for (card_id, currency, spent, charged) in due {
             let delta = spent - charged;
-            let movement = FundingMovement { card_id: card_id.clone(), amount: delta.abs(), currency };
+            let movement = FundingMovement { card_id: card_id.clone(), amount: delta.abs(), currency, pay_now: true };
             let kind = if delta > 0 { runner::FUNDING_CHARGE } else { runner::FUNDING_REFUND };
             // Each movement is its own job (and gateway reference): the same difference can recur (a reversal, then
             // a new approval). What was asked for is recorded in the same transaction, so it is asked for once.

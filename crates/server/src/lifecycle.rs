@@ -284,30 +284,37 @@ pub async fn merchant_refund(
     }
     let mut card = record.to_card()?;
     let restored = card.refund(amount).map_err(inconsistent)?;
-    let (to_plan, excess) = match &record.plan_id {
+    let (to_plan, interest_paid, excess) = match &record.plan_id {
         // Pay now: the refund lowers what the card spent, and the pay-now true-up refunds the funding card.
-        Some(_) if record.plan_kind == PlanKind::PayNow.as_str() => (amount.minor(), 0),
+        Some(_) if record.plan_kind == PlanKind::PayNow.as_str() => (amount.minor(), 0, 0),
         Some(plan_id) => {
             let mut plan = plans::get(tx, plan_id).await?.ok_or_else(|| inconsistent("card names a missing plan"))?;
             let application = plan.plan.apply_refund(amount.minor(), app.today(now)).map_err(inconsistent)?;
             crate::plans::save(app, tx, &mut plan, now).await?;
             crate::events::plan(tx, "plan.adjusted", &plan, now).await?;
-            (application.to_overdue + application.to_future, application.excess)
+            (application.to_overdue + application.to_future, application.interest_paid, application.excess)
         }
-        None => (0, amount.minor()),
+        None => (0, 0, amount.minor()),
     };
     if excess > 0 {
         let movement = crate::runner::FundingMovement {
             card_id: card_id.to_owned(),
             amount: excess,
             currency: amount.currency().code().to_owned(),
+            pay_now: false,
         };
         crate::runner::enqueue(tx, crate::runner::FUNDING_REFUND, &format!("refund:{record_id}"), &movement, now, now)
             .await?;
     }
     let currency = amount.currency();
-    let mut steps =
-        entries::merchant_refund(card_id, Money::new(to_plan, currency), Money::new(excess, currency), restored);
+    // Interest is booked to the receivable when it is paid, here by the refund.
+    let mut steps = entries::interest(card_id, Money::new(interest_paid, currency));
+    steps.extend(entries::merchant_refund(
+        card_id,
+        Money::new(to_plan, currency),
+        Money::new(excess, currency),
+        restored,
+    ));
     // A card that can no longer spend does not get its limit back: what the refund restored is released again.
     if !matches!(card.status(), CardStatus::Active | CardStatus::Used) {
         steps.extend(entries::release_unused(card_id, card.refund_unused().map_err(inconsistent)?));

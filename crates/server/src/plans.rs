@@ -45,8 +45,11 @@ pub async fn sweep(app: &App, plan_id: &str, now: DateTime<Utc>) -> Result<(), R
         crate::events::installment(&mut tx, "installment.late_fee", &record, seq, fee, now).await?;
     }
     if record.plan.charge_off_due(today, terms) {
+        // Interest is booked when paid, so what was never paid of it was never a receivable: only the rest is lost.
+        let unbooked_interest = record.plan.interest_owed();
         let written_off = record.plan.charge_off().map_err(|error| RunnerError::Failed(error.to_string()))?;
-        ledger::commit(&mut tx, &entries::charge_off(&record.card_id, record.plan.money(written_off)), now).await?;
+        let lost = record.plan.money(written_off - unbooked_interest);
+        ledger::commit(&mut tx, &entries::charge_off(&record.card_id, lost), now).await?;
         cardholders::set_status(&mut tx, &record.cardholder_id, "restricted", Some("charged_off")).await?;
         crate::events::plan(&mut tx, "plan.charged_off", &record, now).await?;
     }

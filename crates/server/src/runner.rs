@@ -57,6 +57,11 @@ pub struct FundingMovement {
     /// Minor units, positive.
     pub amount: i64,
     pub currency: String,
+    /// Pay now: the money moves between the funding card and the card's receivable (a charge for what the card
+    /// spent, or a refund when that shrank). Otherwise a refund pays out the refund payable (money a plan no
+    /// longer owed).
+    #[serde(default)]
+    pub pay_now: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -231,13 +236,10 @@ async fn funding_movement(app: &App, job: &Job, now: DateTime<Utc>) -> Result<()
         app.gateway.refund(&token, amount, &job.dedupe_key).await.map_err(gateway_failure)?;
     }
     let mut tx = app.store.begin().await?;
-    let steps = if charge {
-        entries::collect(&movement.card_id, amount)
-    } else if job.dedupe_key.starts_with("pay_now:") {
-        // Pay now: money the cardholder paid for a purchase that shrank goes back.
-        entries::refund_prepaid(&movement.card_id, amount)
-    } else {
-        entries::refund_to_funding(amount)
+    let steps = match (charge, movement.pay_now) {
+        (true, _) => entries::collect(&movement.card_id, amount),
+        (false, true) => entries::refund_prepaid(&movement.card_id, amount),
+        (false, false) => entries::refund_to_funding(amount),
     };
     ledger::commit(&mut tx, &steps, now).await?;
     done(app, tx, job, now).await
@@ -341,6 +343,7 @@ pub async fn receive(
             card_id: record.card_id.clone(),
             amount: excess,
             currency: record.plan.currency.code().to_owned(),
+            pay_now: false,
         };
         enqueue(
             tx,

@@ -240,7 +240,10 @@ async fn forged_posts_are_refused_sessions_time_out_and_repeated_failures_lock_t
     assert!(policy.contains("frame-ancestors 'none'") && policy.contains("default-src 'self'"), "{policy}");
     assert!(dashboard.text().await.expect("html").contains("Link the debit or credit card"), "nothing was linked");
 
-    // 15 minutes without a request end the session.
+    // 15 minutes without a request end the session; a request within them keeps it alive.
+    app.post("/v1/simulate/clock/advance", json!({"seconds": 14 * 60})).await;
+    let alive = client.get(url("/app/dashboard")).header("cookie", jar.join("; ")).send().await.expect("answer");
+    assert_eq!(alive.status(), StatusCode::OK, "14 minutes idle: still signed in");
     app.post("/v1/simulate/clock/advance", json!({"seconds": 16 * 60})).await;
     let expired = client.get(url("/app/dashboard")).header("cookie", jar.join("; ")).send().await.expect("answer");
     assert_eq!(expired.status(), StatusCode::SEE_OTHER);

@@ -104,11 +104,7 @@ pub async fn in_status(tx: &mut Tx, status: &str, limit: u32) -> Result<Vec<Card
         .bind(i64::from(limit))
         .fetch_all(&mut **tx)
         .await?;
-    let mut found = Vec::with_capacity(ids.len());
-    for id in ids {
-        found.extend(get(tx, &id).await?);
-    }
-    Ok(found)
+    get_all(tx, ids).await
 }
 
 /// Cardholders whose email or id contains `text` (the operator's search), newest first.
@@ -120,6 +116,10 @@ pub async fn search(tx: &mut Tx, text: &str, limit: u32) -> Result<Vec<Cardholde
             .bind(i64::from(limit))
             .fetch_all(&mut **tx)
             .await?;
+    get_all(tx, ids).await
+}
+
+async fn get_all(tx: &mut Tx, ids: Vec<String>) -> Result<Vec<Cardholder>> {
     let mut found = Vec::with_capacity(ids.len());
     for id in ids {
         found.extend(get(tx, &id).await?);

@@ -319,6 +319,17 @@ macro_rules! require_session {
     };
 }
 
+/// A form post that needs a signed-in cardholder and the session's CSRF token: refused (403) without the token.
+macro_rules! require_form {
+    ($app:expr, $headers:expr, $now:expr, $csrf:expr) => {{
+        let signed_in = require_session!($app, $headers, $now);
+        if !same(&signed_in.session.csrf, $csrf) {
+            return Err(forged());
+        }
+        signed_in
+    }};
+}
+
 fn audit_entry(actor: &str, action: &str, outcome: &str, headers: &HeaderMap, at: DateTime<Utc>) -> AuditEntry {
     AuditEntry {
         at,
@@ -440,9 +451,13 @@ async fn sign_up(State(app): State<Arc<App>>, headers: HeaderMap, Form(form): Fo
     Ok(response)
 }
 
+/// The sign-in page of either realm.
 #[derive(Template)]
 #[template(path = "sign_in.html")]
 struct SignInPage {
+    /// The operator console's page (else the cardholder app's).
+    console: bool,
+    action: String,
     csrf: String,
     notice: Option<String>,
     error: Option<String>,
@@ -455,26 +470,6 @@ struct SignInQuery {
     signed_out: Option<String>,
 }
 
-async fn sign_in_page(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    axum::extract::Query(query): axum::extract::Query<SignInQuery>,
-) -> PageResult {
-    let (csrf, new) = anonymous_csrf(&headers);
-    let notice = if query.signed_out.is_some() {
-        Some("You are signed out.".to_owned())
-    } else if query.expired.is_some() {
-        Some("Please sign in (sessions end after 15 minutes without activity).".to_owned())
-    } else {
-        None
-    };
-    let mut response = render(&SignInPage { csrf: csrf.clone(), notice, error: None, email: String::new() })?;
-    if new {
-        set_cookie(&mut response, &app, CSRF_COOKIE, &csrf, None, "/app");
-    }
-    Ok(response)
-}
-
 #[derive(Deserialize)]
 struct SignInForm {
     csrf: String,
@@ -482,23 +477,61 @@ struct SignInForm {
     password: String,
 }
 
-async fn sign_in(State(app): State<Arc<App>>, headers: HeaderMap, Form(form): Form<SignInForm>) -> PageResult {
-    if !anonymous_form_ok(&headers, &form.csrf) {
+impl Realm {
+    fn sign_in_page(&self, csrf: String, notice: Option<String>, error: Option<String>, email: String) -> SignInPage {
+        SignInPage {
+            console: self.kind == SessionKind::Operator,
+            action: format!("{}/sign-in", self.path),
+            csrf,
+            notice,
+            error,
+            email,
+        }
+    }
+}
+
+/// The sign-in form, with a CSRF token cookie for it when the browser has none.
+async fn show_sign_in(app: &App, headers: &HeaderMap, realm: Realm, query: SignInQuery) -> PageResult {
+    let (csrf, new) = anonymous_csrf(headers);
+    let notice = if query.signed_out.is_some() {
+        Some("You are signed out.".to_owned())
+    } else if query.expired.is_some() {
+        Some("Please sign in (sessions end after 15 minutes without activity).".to_owned())
+    } else {
+        None
+    };
+    let mut response = render(&realm.sign_in_page(csrf.clone(), notice, None, String::new()))?;
+    if new {
+        set_cookie(&mut response, app, CSRF_COOKIE, &csrf, None, realm.path);
+    }
+    Ok(response)
+}
+
+/// A posted sign-in form: a session, or the form again with why not (401).
+async fn submit_sign_in(app: &App, headers: &HeaderMap, realm: Realm, form: SignInForm) -> PageResult {
+    if !anonymous_form_ok(headers, &form.csrf) {
         return Err(forged());
     }
-    match attempt_sign_in(&app, &headers, CARDHOLDERS, &form.email, &form.password).await? {
+    match attempt_sign_in(app, headers, realm, &form.email, &form.password).await? {
         Ok(response) => Ok(response),
         Err(error) => {
-            let mut response = render(&SignInPage {
-                csrf: form.csrf.clone(),
-                notice: None,
-                error: Some(error),
-                email: form.email.clone(),
-            })?;
+            let mut response = render(&realm.sign_in_page(form.csrf, None, Some(error), form.email))?;
             *response.status_mut() = StatusCode::UNAUTHORIZED;
             Ok(response)
         }
     }
+}
+
+async fn sign_in_page(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<SignInQuery>,
+) -> PageResult {
+    show_sign_in(&app, &headers, CARDHOLDERS, query).await
+}
+
+async fn sign_in(State(app): State<Arc<App>>, headers: HeaderMap, Form(form): Form<SignInForm>) -> PageResult {
+    submit_sign_in(&app, &headers, CARDHOLDERS, form).await
 }
 
 /// Checks a password against its Argon2id hash; with no hash, does comparable work and fails.
@@ -651,10 +684,7 @@ async fn add_funding_source(
     Form(form): Form<FundingForm>,
 ) -> PageResult {
     let now = app.clock.now();
-    let signed_in = require_session!(app, headers, now);
-    if !same(&signed_in.session.csrf, &form.csrf) {
-        return Err(forged());
-    }
+    let signed_in = require_form!(app, headers, now, &form.csrf);
     let body = AddFundingSource {
         number: Some(form.number.chars().filter(|c| !c.is_whitespace()).collect()),
         exp_month: form.exp_month.trim().parse().ok(),
@@ -769,10 +799,7 @@ struct PreviewPage {
 /// Step 1: the schedule the card would have, before anything is created.
 async fn preview_card(State(app): State<Arc<App>>, headers: HeaderMap, Form(form): Form<CardForm>) -> PageResult {
     let now = app.clock.now();
-    let signed_in = require_session!(app, headers, now);
-    if !same(&signed_in.session.csrf, &form.csrf) {
-        return Err(forged());
-    }
+    let signed_in = require_form!(app, headers, now, &form.csrf);
     let amount = match Money::parse(form.amount.trim(), app.currency) {
         Ok(amount) if amount.is_positive() => amount,
         _ => {
@@ -807,10 +834,7 @@ async fn preview_card(State(app): State<Arc<App>>, headers: HeaderMap, Form(form
 /// Step 2: the card, through the same path as `POST /v1/cards`.
 async fn create_card(State(app): State<Arc<App>>, headers: HeaderMap, Form(form): Form<CardForm>) -> PageResult {
     let now = app.clock.now();
-    let signed_in = require_session!(app, headers, now);
-    if !same(&signed_in.session.csrf, &form.csrf) {
-        return Err(forged());
-    }
+    let signed_in = require_form!(app, headers, now, &form.csrf);
     let body = CreateCard {
         cardholder_id: signed_in.cardholder.id.clone(),
         amount: form.amount.trim().parse().unwrap_or(0),
@@ -984,10 +1008,7 @@ async fn reveal_card(
     Form(form): Form<CsrfForm>,
 ) -> PageResult {
     let now = app.clock.now();
-    let signed_in = require_session!(app, headers, now);
-    if !same(&signed_in.session.csrf, &form.csrf) {
-        return Err(forged());
-    }
+    let signed_in = require_form!(app, headers, now, &form.csrf);
     let card = own_card(&app, &signed_in, &id).await?;
     let caller = web_caller(&signed_in.cardholder, &headers);
     let revealed = crate::api::cards::reveal_details(&app, &card, &caller).await.map_err(page_error)?;
@@ -1010,10 +1031,7 @@ async fn card_action(
     Form(form): Form<CsrfForm>,
 ) -> PageResult {
     let now = app.clock.now();
-    let signed_in = require_session!(app, headers, now);
-    if !same(&signed_in.session.csrf, &form.csrf) {
-        return Err(forged());
-    }
+    let signed_in = require_form!(app, headers, now, &form.csrf);
     let card = own_card(&app, &signed_in, &id).await?;
     let caller = axum::Extension(web_caller(&signed_in.cardholder, &headers));
     let path = axum::extract::Path(card.id.clone());
@@ -1158,10 +1176,7 @@ async fn pay_plan(
     Form(form): Form<PayForm>,
 ) -> PageResult {
     let now = app.clock.now();
-    let signed_in = require_session!(app, headers, now);
-    if !same(&signed_in.session.csrf, &form.csrf) {
-        return Err(forged());
-    }
+    let signed_in = require_form!(app, headers, now, &form.csrf);
     let plan = own_plan(&app, &signed_in, &id).await?;
     let next = plan
         .plan

@@ -22,8 +22,8 @@ use ghostcard_store::{authorizations, cardholders, cards, jobs, ledger};
 use serde::Deserialize;
 
 use super::{
-    CSRF_COOKIE, CsrfForm, PageError, PageResult, Realm, anonymous_csrf, anonymous_form_ok, attempt_sign_in,
-    audit_entry, end_session, forged, live_session, redirect, render, same, set_cookie,
+    CsrfForm, PageError, PageResult, Realm, SignInForm, SignInQuery, audit_entry, end_session, forged, live_session,
+    redirect, render, same, show_sign_in, submit_sign_in,
 };
 use crate::App;
 
@@ -96,61 +96,19 @@ fn may_act(signed_in: &SignedIn, csrf: &str) -> Result<(), PageError> {
     Ok(())
 }
 
-#[derive(Template)]
-#[template(path = "ops_sign_in.html")]
-struct SignInPage {
-    csrf: String,
-    notice: Option<String>,
-    error: Option<String>,
-    email: String,
-}
-
-#[derive(Deserialize)]
-struct SignInQuery {
-    expired: Option<String>,
-}
-
 async fn sign_in_page(State(app): State<Arc<App>>, headers: HeaderMap, Query(query): Query<SignInQuery>) -> PageResult {
-    let (csrf, new) = anonymous_csrf(&headers);
-    let notice = query.expired.map(|_| "Please sign in (sessions end after 15 minutes without activity).".to_owned());
-    let mut response = render(&SignInPage { csrf: csrf.clone(), notice, error: None, email: String::new() })?;
-    if new {
-        set_cookie(&mut response, &app, CSRF_COOKIE, &csrf, None, "/ops");
-    }
-    Ok(response)
-}
-
-#[derive(Deserialize)]
-struct SignInForm {
-    csrf: String,
-    email: String,
-    password: String,
+    show_sign_in(&app, &headers, OPERATORS, query).await
 }
 
 async fn sign_in(State(app): State<Arc<App>>, headers: HeaderMap, Form(form): Form<SignInForm>) -> PageResult {
-    if !anonymous_form_ok(&headers, &form.csrf) {
-        return Err(forged());
-    }
-    match attempt_sign_in(&app, &headers, OPERATORS, &form.email, &form.password).await? {
-        Ok(response) => Ok(response),
-        Err(error) => {
-            let mut response = render(&SignInPage {
-                csrf: form.csrf.clone(),
-                notice: None,
-                error: Some(error),
-                email: form.email.clone(),
-            })?;
-            *response.status_mut() = StatusCode::UNAUTHORIZED;
-            Ok(response)
-        }
-    }
+    submit_sign_in(&app, &headers, OPERATORS, form).await
 }
 
 async fn sign_out(State(app): State<Arc<App>>, headers: HeaderMap, Form(form): Form<CsrfForm>) -> PageResult {
     let now = app.clock.now();
     let signed_in = require_operator!(app, headers, now);
     let session = (signed_in.token_hash.as_slice(), &signed_in.session);
-    end_session(&app, &headers, OPERATORS, session, &form.csrf, "/ops/sign-in").await
+    end_session(&app, &headers, OPERATORS, session, &form.csrf, "/ops/sign-in?signed_out=1").await
 }
 
 fn money(minor: i64, currency: &str) -> String {
@@ -453,6 +411,10 @@ async fn card_action(
     ledger::commit(&mut tx, &entries, now)
         .await
         .map_err(|error| PageError(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()))?;
+    if action == "close" && record.held == 0 && record.captured == 0 {
+        // A card closed before it spent anything gives its funding hold back.
+        crate::jobs::enqueue_release(&mut tx, &record, now).await?;
+    }
     audit::append(
         &mut tx,
         &AuditEntry {

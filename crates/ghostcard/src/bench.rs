@@ -35,6 +35,10 @@ pub struct Arguments {
     /// An empty database to use (default: a new SQLite file in a temporary directory, deleted afterwards).
     #[arg(long, value_name = "URL")]
     database_url: Option<String>,
+    /// PostgreSQL only: first measure the server with `pgbench -c 8 -j 2 -T 30` (TPC-B, scale 10, its tables
+    /// dropped afterwards) over the same kind of connection, and report ghostcard's throughput as a multiple of it.
+    #[arg(long, requires = "database_url")]
+    pgbench: bool,
 }
 
 pub fn run(arguments: &Arguments) -> Result<()> {
@@ -70,6 +74,16 @@ async fn bench(arguments: &Arguments, database_url: &str) -> Result<()> {
         arguments.duration,
         arguments.rate.map(|rate| format!(", open loop at {rate}/s")).unwrap_or_default()
     );
+
+    let pgbench = if arguments.pgbench {
+        if database == "sqlite" {
+            bail!("--pgbench compares with PostgreSQL's own benchmark: give a postgres:// --database-url");
+        }
+        eprintln!("measuring the server with pgbench -c 8 -j 2 -T 30 (TPC-B, scale 10)…");
+        Some(run_pgbench(database_url)?)
+    } else {
+        None
+    };
 
     // Provision in this process, then let it go: the server runs as its own process, so its memory is its own.
     let app = App::start(config).await.context("cannot open the database for the benchmark")?;
@@ -130,6 +144,10 @@ async fn bench(arguments: &Arguments, database_url: &str) -> Result<()> {
         per_batch("write"),
         per_batch("commit")
     );
+    let pgbench_ratio = pgbench.map(|tps| report.approved_per_s / tps);
+    if let (Some(tps), Some(ratio)) = (pgbench, pgbench_ratio) {
+        println!("  pgbench -c 8 -j 2 -T 30 (TPC-B) on the same server: {tps:.0} TPS; ghostcard = {ratio:.2}× pgbench");
+    }
     println!(
         "  server process peak resident memory: {} MiB",
         server_rss.map_or_else(|| "unknown".to_owned(), |rss| rss.to_string())
@@ -163,12 +181,42 @@ async fn bench(arguments: &Arguments, database_url: &str) -> Result<()> {
                 "commit": per_batch("commit"),
             },
             "ledger_ok": ledger.ok,
+            "pgbench_tps": pgbench.map(f64::round),
+            "pgbench_ratio": pgbench_ratio.map(|ratio| (ratio * 100.0).round() / 100.0),
         })
     );
     if !ledger.ok {
         bail!("the ledger does not verify after the benchmark");
     }
     Ok(())
+}
+
+/// Runs PostgreSQL's TPC-B benchmark on the bench database and returns its TPS: `pgbench -i -s 10`, then
+/// `pgbench -c 8 -j 2 -T 30`, then drops its tables. ghostcard's PostgreSQL driver speaks without TLS, so pgbench
+/// does too unless the URL names an `sslmode` (TLS costs both ends CPU on a machine the two share).
+fn run_pgbench(database_url: &str) -> Result<f64> {
+    let url = if database_url.contains("sslmode=") {
+        database_url.to_owned()
+    } else {
+        format!("{database_url}{}sslmode=disable", if database_url.contains('?') { '&' } else { '?' })
+    };
+    let pgbench = |arguments: &[&str]| -> Result<String> {
+        let output = Command::new("pgbench").args(arguments).arg(&url).output().context(
+            "cannot run pgbench: install PostgreSQL's client tools (Debian: postgresql-client) or leave out --pgbench",
+        )?;
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        if !output.status.success() {
+            bail!("pgbench {} failed: {}", arguments.join(" "), String::from_utf8_lossy(&output.stderr).trim());
+        }
+        Ok(text)
+    };
+    pgbench(&["-i", "-s", "10", "-q"])?;
+    let result = pgbench(&["-c", "8", "-j", "2", "-T", "30"]);
+    pgbench(&["-i", "-I", "d"])?;
+    let text = result?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("tps = ")?.split_whitespace().next()?.parse::<f64>().ok())
+        .context("pgbench printed no \"tps = \" line")
 }
 
 /// Drives the server process: waits for its listener, sends the load, reads its metrics and peak memory.

@@ -93,9 +93,14 @@ pub async fn authorize(
     };
     let mut tx = app.store.begin().await?;
     let (record, number) = match &lookup {
-        CardLookup::Id(id) => (cards::get_for_update(&mut tx, id).await?, None),
+        CardLookup::Id(id) => {
+            cards::lock_cardholder_of_card(&mut tx, id).await?;
+            (cards::get_for_update(&mut tx, id).await?, None)
+        }
         CardLookup::Number(number) => {
-            (cards::find_by_number_hash(&mut tx, number_hash.as_deref().unwrap_or_default()).await?, Some(number))
+            let hash = number_hash.as_deref().unwrap_or_default();
+            cards::lock_cardholders_of(&mut tx, &[hash.to_vec()]).await?;
+            (cards::find_by_number_hash(&mut tx, hash).await?, Some(number))
         }
         CardLookup::Unknown(_) => (None, None),
     };

@@ -60,7 +60,10 @@ impl Authorizer {
     /// Starts the authorizer task for `app`.
     pub fn spawn(app: Arc<App>) -> Authorizer {
         let (queue, jobs) = mpsc::channel(app.config.authorization_queue_capacity.max(1));
-        tokio::spawn(run(app, jobs));
+        let jobs = Arc::new(tokio::sync::Mutex::new(jobs));
+        for _ in 0..batches_in_flight(&app) {
+            tokio::spawn(run(app.clone(), jobs.clone()));
+        }
         Authorizer { queue }
     }
 
@@ -72,22 +75,39 @@ impl Authorizer {
     }
 }
 
-async fn run(app: Arc<App>, mut jobs: mpsc::Receiver<(Job, Reply)>) {
+/// Batches decided at once (PostgreSQL; SQLite has one writer at a time). Batches that share a cardholder take
+/// turns (`cards::lock_cardholders_of`), so more than one pays only when few cardholders have several cards in use
+/// at once (measured in BENCHMARKS.md).
+fn batches_in_flight(app: &App) -> usize {
+    match app.store.dialect() {
+        ghostcard_store::Dialect::Postgres => app.config.authorization_batches_in_flight.max(1),
+        ghostcard_store::Dialect::Sqlite => 1,
+    }
+}
+
+async fn run(app: Arc<App>, jobs: Arc<tokio::sync::Mutex<mpsc::Receiver<(Job, Reply)>>>) {
     let max = app.config.authorization_batch_max.max(1);
     let wait = Duration::from_micros(app.config.authorization_batch_wait_us);
-    while let Some(first) = jobs.recv().await {
-        let mut batch = vec![first];
-        let gathering = tokio::time::Instant::now() + wait;
-        while batch.len() < max {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-                Err(mpsc::error::TryRecvError::Empty) => match tokio::time::timeout_at(gathering, jobs.recv()).await {
-                    Ok(Some(job)) => batch.push(job),
-                    _ => break,
-                },
+    loop {
+        let batch = {
+            let mut jobs = jobs.lock().await;
+            let Some(first) = jobs.recv().await else { return };
+            let mut batch = vec![first];
+            let gathering = tokio::time::Instant::now() + wait;
+            while batch.len() < max {
+                match jobs.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        match tokio::time::timeout_at(gathering, jobs.recv()).await {
+                            Ok(Some(job)) => batch.push(job),
+                            _ => break,
+                        }
+                    }
+                }
             }
-        }
+            batch
+        };
         let (work, replies): (Vec<Job>, Vec<Reply>) = batch.into_iter().unzip();
         let outcomes = match decide_batch(&app, &work).await {
             Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
@@ -215,6 +235,7 @@ async fn decide_in(app: &App, tx: &mut Tx, jobs: &[Job], now: DateTime<Utc>) -> 
     hashes.sort();
     hashes.dedup();
     let mut cards: HashMap<Vec<u8>, BatchCard> = HashMap::new();
+    cards::lock_cardholders_of(tx, &hashes).await?;
     for record in cards::find_by_number_hashes(tx, &hashes).await? {
         let card = record.to_card()?;
         cards.insert(record.number_hash.clone(), BatchCard { record, card, changed: false });

@@ -197,6 +197,43 @@ pub async fn find_by_number_hashes(tx: &mut Tx, hashes: &[Vec<u8>]) -> Result<Ve
     Ok(found)
 }
 
+/// Makes deciders of one cardholder's authorizations take turns (PostgreSQL; SQLite's one writer already does):
+/// a transaction-scoped advisory lock per cardholder of these cards (by number hash), taken in one global order.
+/// A decision reads the cardholder's approvals, CVV2 failures and standing, which no card row lock covers; call
+/// this before locking the cards themselves, so that two batches never wait for each other in a circle.
+pub async fn lock_cardholders_of(tx: &mut Tx, hashes: &[Vec<u8>]) -> Result<()> {
+    if tx.backend_name() != "PostgreSQL" || hashes.is_empty() {
+        return Ok(());
+    }
+    for chunk in hashes.chunks(crate::rows_per_statement(1)) {
+        let sql = format!(
+            "SELECT COUNT(pg_advisory_xact_lock(k)) FROM (SELECT DISTINCT hashtextextended(cardholder_id, {CARDHOLDER_LOCKS})              AS k FROM cards WHERE number_hash IN ({}) ORDER BY k) AS keys",
+            crate::list_placeholders(tx, 1, chunk.len())
+        );
+        let mut query = sqlx::query_scalar::<_, i64>(&sql);
+        for hash in chunk {
+            query = query.bind(hash);
+        }
+        query.fetch_one(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// [`lock_cardholders_of`] for the card with this id.
+pub async fn lock_cardholder_of_card(tx: &mut Tx, card_id: &str) -> Result<()> {
+    if tx.backend_name() != "PostgreSQL" {
+        return Ok(());
+    }
+    let sql = format!(
+        "SELECT COUNT(pg_advisory_xact_lock(hashtextextended(cardholder_id, {CARDHOLDER_LOCKS}))) FROM cards WHERE id = $1"
+    );
+    sqlx::query_scalar::<_, i64>(&sql).bind(card_id).fetch_one(&mut **tx).await?;
+    Ok(())
+}
+
+/// The seed that puts cardholder locks in their own part of the advisory lock space.
+const CARDHOLDER_LOCKS: i64 = 7_311_002;
+
 /// [`find_by_number_hashes`] on SQLite: the rows come back packed into one JSON value. sqlx's SQLite driver hands
 /// each row from its worker thread to the caller separately, which costs more than SQLite's own lookup; one row
 /// of JSON makes it a single hand-over (per 1,000 cards, measured in BENCHMARKS.md).

@@ -4,9 +4,10 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use ghostcard_domain::ledger::{Entry, LedgerError, entries};
 use ghostcard_domain::money::{Currency, Money};
 use ghostcard_store::cardholders::{self, Cardholder};
+use ghostcard_store::cards::{self, CardRecord};
 use ghostcard_store::idempotency::{self, Claim};
 use ghostcard_store::ledger::{self, CommitError};
-use ghostcard_store::{Store, StoreError, StoreOptions, scratch};
+use ghostcard_store::{Dialect, Store, StoreError, StoreOptions, scratch};
 
 fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0).single().expect("valid")
@@ -21,7 +22,7 @@ async fn stores(test: &str) -> Vec<Store> {
     let mut stores = Vec::new();
     for url in [sqlite_url, postgres_url] {
         let store = Store::connect(&url, &StoreOptions::default()).await.expect("connects");
-        assert_eq!(store.migrate(now()).await.expect("migrates"), vec![1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(store.migrate(now()).await.expect("migrates"), vec![1, 2, 3, 4, 5, 6, 7, 8]);
         assert!(store.migrate(now()).await.expect("migrates again").is_empty(), "migrations apply once");
         stores.push(store);
     }
@@ -89,62 +90,11 @@ async fn a_hold_resolves_once_and_the_ledger_verifies() {
 
 #[tokio::test]
 async fn verify_finds_a_card_that_disagrees_with_its_ledger_account() {
-    use ghostcard_store::cards::{self, CardRecord};
     for store in stores("card_mismatch").await {
         let usd = |minor| Money::new(minor, Currency::USD);
-        let cardholder = Cardholder {
-            id: "ch_1".to_owned(),
-            email: "ada@example.com".to_owned(),
-            name: "Ada".to_owned(),
-            country: "US".to_owned(),
-            password_hash: None,
-            status: "active".to_owned(),
-            restricted_reason: None,
-            created_at: now(),
-        };
-        let source = ghostcard_store::funding_sources::FundingSource {
-            id: "fs_1".to_owned(),
-            cardholder_id: "ch_1".to_owned(),
-            brand: "visa".to_owned(),
-            last4: "4242".to_owned(),
-            exp_month: 12,
-            exp_year: 2030,
-            gateway_token: "token".to_owned(),
-            status: "active".to_owned(),
-            created_at: now(),
-        };
-        let mut card = CardRecord {
-            id: "card_1".to_owned(),
-            cardholder_id: "ch_1".to_owned(),
-            funding_source_id: "fs_1".to_owned(),
-            number_hash: vec![1; 32],
-            number_ciphertext: vec![2; 40],
-            data_key_version: 1,
-            cvk_version: 1,
-            bin: "424242".to_owned(),
-            last4: "4242".to_owned(),
-            exp_month: 11,
-            exp_year: 2029,
-            currency: "USD".to_owned(),
-            amount: 10_000,
-            held: 0,
-            captured: 0,
-            status: "active".to_owned(),
-            frozen_from: None,
-            merchant_acquirer_id: None,
-            merchant_id: None,
-            merchant_name: None,
-            plan_kind: "pay_now".to_owned(),
-            plan_id: None,
-            funding_hold_id: None,
-            valid_until: now() + Duration::hours(24),
-            created_at: now(),
-            version: 0,
-        };
+        let mut card = card("card_1", "ch_1", 1);
         let mut tx = store.begin().await.expect("begins");
-        cardholders::insert_many(&mut tx, &[cardholder]).await.expect("inserts");
-        ghostcard_store::funding_sources::insert_many(&mut tx, &[source]).await.expect("inserts");
-        cards::insert_many(&mut tx, std::slice::from_ref(&card)).await.expect("inserts");
+        insert_cardholder_with_cards(&mut tx, "ch_1", std::slice::from_ref(&card)).await;
         ledger::post_many(&mut tx, &entries::issue_card("card_1", usd(10_000)), now()).await.expect("posts");
         ledger::commit(&mut tx, &[entries::hold("card_1", usd(2_500))], now()).await.expect("holds");
         card.held = 2_500;
@@ -168,6 +118,105 @@ async fn verify_finds_a_card_that_disagrees_with_its_ledger_account() {
         let report = ledger::verify(&mut tx).await.expect("verifies");
         assert!(!report.ok);
         assert_eq!(report.problems, vec!["card card_1 has 7000 remaining but 7500 in the ledger".to_owned()]);
+    }
+}
+
+/// A cardholder, its funding source, and these cards of it.
+async fn insert_cardholder_with_cards(tx: &mut ghostcard_store::Tx, id: &str, cards: &[CardRecord]) {
+    let cardholder = Cardholder {
+        id: id.to_owned(),
+        email: format!("{id}@example.com"),
+        name: "Ada".to_owned(),
+        country: "US".to_owned(),
+        password_hash: None,
+        status: "active".to_owned(),
+        restricted_reason: None,
+        created_at: now(),
+    };
+    let source = ghostcard_store::funding_sources::FundingSource {
+        id: format!("fs_{id}"),
+        cardholder_id: id.to_owned(),
+        brand: "visa".to_owned(),
+        last4: "4242".to_owned(),
+        exp_month: 12,
+        exp_year: 2030,
+        gateway_token: "token".to_owned(),
+        status: "active".to_owned(),
+        created_at: now(),
+    };
+    cardholders::insert_many(tx, &[cardholder]).await.expect("inserts");
+    ghostcard_store::funding_sources::insert_many(tx, &[source]).await.expect("inserts");
+    cards::insert_many(tx, cards).await.expect("inserts");
+}
+
+/// An active card of 100.00 whose number hash is 32 bytes of `hash_byte`.
+fn card(id: &str, cardholder_id: &str, hash_byte: u8) -> CardRecord {
+    CardRecord {
+        id: id.to_owned(),
+        cardholder_id: cardholder_id.to_owned(),
+        funding_source_id: format!("fs_{cardholder_id}"),
+        number_hash: vec![hash_byte; 32],
+        number_ciphertext: vec![2; 40],
+        data_key_version: 1,
+        cvk_version: 1,
+        bin: "424242".to_owned(),
+        last4: "4242".to_owned(),
+        exp_month: 11,
+        exp_year: 2029,
+        currency: "USD".to_owned(),
+        amount: 10_000,
+        held: 0,
+        captured: 0,
+        status: "active".to_owned(),
+        frozen_from: None,
+        merchant_acquirer_id: None,
+        merchant_id: None,
+        merchant_name: None,
+        plan_kind: "pay_now".to_owned(),
+        plan_id: None,
+        funding_hold_id: None,
+        valid_until: now() + Duration::hours(24),
+        created_at: now(),
+        version: 0,
+    }
+}
+
+#[tokio::test]
+async fn deciders_of_one_cardholder_take_turns() {
+    for store in stores("cardholder_locks").await {
+        let mut tx = store.begin().await.expect("begins");
+        insert_cardholder_with_cards(&mut tx, "ch_1", &[card("card_1", "ch_1", 1), card("card_2", "ch_1", 2)]).await;
+        insert_cardholder_with_cards(&mut tx, "ch_2", &[card("card_3", "ch_2", 3)]).await;
+        ghostcard_store::commit(tx).await.expect("commits");
+
+        // One decider holds Ada's cardholder lock through the first of her cards.
+        let mut first = store.begin().await.expect("begins");
+        cards::lock_cardholders_of(&mut first, &[vec![1; 32]]).await.expect("locks");
+        let second = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut tx = store.begin().await.expect("begins");
+                cards::lock_cardholders_of(&mut tx, &[vec![2; 32]]).await.expect("locks");
+                tx
+            })
+        };
+        if store.dialect() == Dialect::Postgres {
+            // Another decider, through her other card, waits; one for another cardholder does not.
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            assert!(!second.is_finished(), "a second decider of the same cardholder must wait its turn");
+            let mut other = store.begin().await.expect("begins");
+            cards::lock_cardholders_of(&mut other, &[vec![3; 32], vec![9; 32]]).await.expect("locks at once");
+            cards::lock_cardholder_of_card(&mut other, "card_3").await.expect("locks again (re-entrant)");
+            drop(other);
+        }
+        // SQLite's one writer makes the second wait at BEGIN IMMEDIATE instead; either way it goes on once the
+        // first ends.
+        ghostcard_store::commit(first).await.expect("commits");
+        let second = tokio::time::timeout(std::time::Duration::from_secs(10), second)
+            .await
+            .expect("the second decider goes on once the first commits")
+            .expect("joins");
+        drop(second);
     }
 }
 

@@ -58,7 +58,8 @@ pub async fn handle(app: &App, authorizer: &Authorizer, request: Message) -> Mes
     let response = match request.mti() {
         "0800" => management(&request),
         "0100" | "0101" | "0120" | "0121" | "0200" | "0201" => authorization(app, authorizer, &request).await,
-        "0400" | "0401" | "0420" | "0421" => reversal(app, &request).await,
+        // Boxed: reversals are rarer than authorizations, and their future is large.
+        "0400" | "0401" | "0420" | "0421" => Box::pin(reversal(app, &request)).await,
         _ => respond(&request, "30"),
     };
     tracing::debug!(response = %response.masked(), "network response");
@@ -194,7 +195,8 @@ async fn authorization(app: &App, authorizer: &Authorizer, message: &Message) ->
     let work = async {
         match settlement {
             Settlement::HoldOnly => authorizer.submit(job).await,
-            Settlement::Immediate => decide_alone(app, job, Settlement::Immediate).await,
+            // Boxed: a rare path with a large future; every request's task would otherwise carry its size.
+            Settlement::Immediate => Box::pin(decide_alone(app, job, Settlement::Immediate)).await,
         }
     };
     // The decision runs to the end whatever happens; the deadline only decides what the network hears.
@@ -223,7 +225,7 @@ async fn authorization(app: &App, authorizer: &Authorizer, message: &Message) ->
             // Take back anything the late decision held: the network heard "no".
             match work.await {
                 Ok(BatchOutcome::Decided(record, _)) => {
-                    if let Err(error) = void_stand_in(app, &record.id, &code).await {
+                    if let Err(error) = Box::pin(void_stand_in(app, &record.id, &code)).await {
                         tracing::error!(%error, authorization = %record.id, "could not void a hold committed after its deadline");
                     }
                 }

@@ -57,7 +57,7 @@ enum Command {
     /// server's peak memory) and, as its last line, one JSON object.
     #[command(
         after_long_help = "Examples:\n  cargo run --release -- bench\n  cargo run --release -- bench --cards 200000 --rate 10000\n  \
-cargo run --release -- bench --database-url postgres://postgres@127.0.0.1:5432/ghostcard_bench"
+cargo run --release -- bench --database-url postgres://postgres@127.0.0.1:5432/ghostcard_bench --pgbench"
     )]
     Bench(bench::Arguments),
     /// Import clearing records from the network

@@ -32,16 +32,7 @@ async fn stores(test: &str) -> Vec<Store> {
 #[tokio::test]
 async fn a_cardholder_email_is_unique() {
     for store in stores("email").await {
-        let cardholder = Cardholder {
-            id: "ch_1".to_owned(),
-            email: "ada@example.com".to_owned(),
-            name: "Ada".to_owned(),
-            country: "US".to_owned(),
-            password_hash: None,
-            status: "active".to_owned(),
-            restricted_reason: None,
-            created_at: now(),
-        };
+        let cardholder = cardholder("ch_1");
         let mut tx = store.begin().await.expect("begins");
         cardholders::insert(&mut tx, &cardholder).await.expect("inserts");
         tx.commit().await.expect("commits");
@@ -122,8 +113,8 @@ async fn verify_finds_a_card_that_disagrees_with_its_ledger_account() {
 }
 
 /// A cardholder, its funding source, and these cards of it.
-async fn insert_cardholder_with_cards(tx: &mut ghostcard_store::Tx, id: &str, cards: &[CardRecord]) {
-    let cardholder = Cardholder {
+fn cardholder(id: &str) -> Cardholder {
+    Cardholder {
         id: id.to_owned(),
         email: format!("{id}@example.com"),
         name: "Ada".to_owned(),
@@ -132,7 +123,10 @@ async fn insert_cardholder_with_cards(tx: &mut ghostcard_store::Tx, id: &str, ca
         status: "active".to_owned(),
         restricted_reason: None,
         created_at: now(),
-    };
+    }
+}
+
+async fn insert_cardholder_with_cards(tx: &mut ghostcard_store::Tx, id: &str, cards: &[CardRecord]) {
     let source = ghostcard_store::funding_sources::FundingSource {
         id: format!("fs_{id}"),
         cardholder_id: id.to_owned(),
@@ -144,7 +138,7 @@ async fn insert_cardholder_with_cards(tx: &mut ghostcard_store::Tx, id: &str, ca
         status: "active".to_owned(),
         created_at: now(),
     };
-    cardholders::insert_many(tx, &[cardholder]).await.expect("inserts");
+    cardholders::insert_many(tx, &[cardholder(id)]).await.expect("inserts");
     ghostcard_store::funding_sources::insert_many(tx, &[source]).await.expect("inserts");
     cards::insert_many(tx, cards).await.expect("inserts");
 }

@@ -207,7 +207,8 @@ pub async fn lock_cardholders_of(tx: &mut Tx, hashes: &[Vec<u8>]) -> Result<()> 
     }
     for chunk in hashes.chunks(crate::rows_per_statement(1)) {
         let sql = format!(
-            "SELECT COUNT(pg_advisory_xact_lock(k)) FROM (SELECT DISTINCT hashtextextended(cardholder_id, {CARDHOLDER_LOCKS})              AS k FROM cards WHERE number_hash IN ({}) ORDER BY k) AS keys",
+            "SELECT COUNT(pg_advisory_xact_lock(k)) FROM (SELECT DISTINCT hashtextextended(cardholder_id, {CARDHOLDER_LOCKS}) \
+             AS k FROM cards WHERE number_hash IN ({}) ORDER BY k) AS keys",
             crate::list_placeholders(tx, 1, chunk.len())
         );
         let mut query = sqlx::query_scalar::<_, i64>(&sql);

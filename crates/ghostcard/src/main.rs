@@ -9,6 +9,11 @@ mod demo;
 mod serve;
 mod simulate;
 
+/// mimalloc instead of the C library's allocator: the authorization path allocates and frees from several threads
+/// at once, and glibc's malloc took about a tenth of the server's CPU under load (BENCHMARKS.md, session 4).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

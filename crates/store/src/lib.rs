@@ -116,7 +116,10 @@ impl Default for StoreOptions {
 /// A connection pool to the ghostcard database.
 #[derive(Debug, Clone)]
 pub struct Store {
+    /// Every connection on PostgreSQL; the readers on SQLite.
     pool: AnyPool,
+    /// SQLite: the one connection write transactions use.
+    writer: Option<AnyPool>,
     dialect: Dialect,
 }
 
@@ -140,36 +143,57 @@ impl Store {
         // Statement logging would print SQL text at INFO; parameters are never logged, but keep it quiet.
         let connect_options = AnyConnectOptions::from_str(&url)?.disable_statement_logging();
         let synchronous = options.sqlite_synchronous.clone();
-        let busy_timeout_ms = options.sqlite_busy_timeout.as_millis();
-        let pool = AnyPoolOptions::new()
-            // A broken connection shows itself on use; a ping before every acquire costs a round trip each time.
-            .test_before_acquire(false)
-            .max_connections(match dialect {
-                Dialect::Sqlite => options.max_connections.min(8),
-                Dialect::Postgres => options.max_connections,
-            })
-            .after_connect(move |connection, _| {
-                let synchronous = synchronous.clone();
-                Box::pin(async move {
-                    if dialect == Dialect::Sqlite {
-                        connection.execute("PRAGMA journal_mode = WAL").await?;
-                        connection.execute(format!("PRAGMA synchronous = {synchronous}").as_str()).await?;
-                        connection.execute("PRAGMA foreign_keys = ON").await?;
-                        connection.execute(format!("PRAGMA busy_timeout = {busy_timeout_ms}").as_str()).await?;
-                        connection.execute("PRAGMA cache_size = -65536").await?;
-                    } else {
-                        // The planner's default prices a random page read at 4 sequential ones (spinning disks).
-                        // On SSD with the hot tables cached, that made it hash-join a batch's few hundred network
-                        // keys against a whole table scan instead of probing the unique index (22.8 ms instead of
-                        // 3.5 ms per 1,000 authorizations, BENCHMARKS.md). 1.1 is the usual figure for SSDs.
-                        connection.execute("SET random_page_cost = 1.1").await?;
-                    }
-                    Ok(())
+        let busy_timeout = options.sqlite_busy_timeout;
+        let pool_options = || {
+            let synchronous = synchronous.clone();
+            AnyPoolOptions::new()
+                // A broken connection shows itself on use; a ping before every acquire costs a round trip each time.
+                .test_before_acquire(false)
+                .after_connect(move |connection, _| {
+                    let synchronous = synchronous.clone();
+                    Box::pin(async move {
+                        if dialect == Dialect::Sqlite {
+                            connection.execute("PRAGMA journal_mode = WAL").await?;
+                            connection.execute(format!("PRAGMA synchronous = {synchronous}").as_str()).await?;
+                            connection.execute("PRAGMA foreign_keys = ON").await?;
+                            let busy_timeout_ms = busy_timeout.as_millis();
+                            connection.execute(format!("PRAGMA busy_timeout = {busy_timeout_ms}").as_str()).await?;
+                            connection.execute("PRAGMA cache_size = -65536").await?;
+                        } else {
+                            // The planner's default prices a random page read at 4 sequential ones (spinning
+                            // disks). On SSD with the hot tables cached, that made it hash-join a batch's few
+                            // hundred network keys against a whole table scan instead of probing the unique index
+                            // (22.8 ms instead of 3.5 ms per 1,000 authorizations, BENCHMARKS.md). 1.1 is the
+                            // usual figure for SSDs.
+                            connection.execute("SET random_page_cost = 1.1").await?;
+                        }
+                        Ok(())
+                    })
                 })
-            })
-            .connect_with(connect_options)
-            .await?;
-        Ok(Store { pool, dialect })
+        };
+        let (pool, writer) = match dialect {
+            Dialect::Postgres => {
+                (pool_options().max_connections(options.max_connections).connect_with(connect_options).await?, None)
+            }
+            // SQLite has one writer at a time, so write transactions share one connection: its page cache stays
+            // warm from one transaction to the next (a connection that finds the database changed by another drops
+            // its whole cache when its next transaction begins), and writers queue for it in order instead of
+            // polling in SQLite's busy handler, which sleeps up to 25 ms between tries. Waiting is bounded by the
+            // busy timeout, as before.
+            Dialect::Sqlite => {
+                let writer = pool_options()
+                    .max_connections(1)
+                    .acquire_timeout(busy_timeout)
+                    .connect_with(connect_options.clone())
+                    .await?;
+                let readers = pool_options()
+                    .max_connections(options.max_connections.min(8))
+                    .connect_with(connect_options)
+                    .await?;
+                (readers, Some(writer))
+            }
+        };
+        Ok(Store { pool, writer, dialect })
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -184,7 +208,7 @@ impl Store {
     /// A transaction that will write. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`).
     pub async fn begin(&self) -> Result<Tx> {
         Ok(match self.dialect {
-            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Sqlite => self.writer.as_ref().unwrap_or(&self.pool).begin_with("BEGIN IMMEDIATE").await?,
             Dialect::Postgres => self.pool.begin().await?,
         })
     }
@@ -213,6 +237,9 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        if let Some(writer) = &self.writer {
+            writer.close().await;
+        }
         self.pool.close().await;
     }
 }

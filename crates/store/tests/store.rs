@@ -239,3 +239,47 @@ async fn idempotency_claims_replay_and_refuse() {
         assert_eq!(claim(b"body-a", now() + Duration::hours(25)).await, Claim::Claimed, "forgotten after 24 h");
     }
 }
+
+#[tokio::test]
+async fn sqlite_writers_take_turns_while_readers_go_on() {
+    let directory = std::env::temp_dir().join(format!("ghostcard-store-writer-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).expect("temp dir");
+    let _ = std::fs::remove_file(directory.join("test.db"));
+    let url = format!("sqlite://{}", directory.join("test.db").display());
+    let options =
+        StoreOptions { sqlite_busy_timeout: std::time::Duration::from_millis(300), ..StoreOptions::default() };
+    let store = Store::connect(&url, &options).await.expect("connects");
+    store.migrate(now()).await.expect("migrates");
+
+    let mut first = store.begin().await.expect("begins");
+    cardholders::insert(&mut first, &cardholder("ch_1")).await.expect("inserts");
+    // A reader is not held up by the writer, and sees only what is committed.
+    let mut reader = store.read().await.expect("a reader begins while a writer works");
+    assert!(cardholders::get(&mut reader, "ch_1").await.expect("reads").is_none());
+    drop(reader);
+    // A second writer waits for the first: past the busy timeout it fails with an error instead of hanging.
+    let waited = std::time::Instant::now();
+    assert!(store.begin().await.is_err(), "a writer cannot begin while another holds the write connection");
+    let waited = waited.elapsed();
+    assert!(waited >= std::time::Duration::from_millis(250), "it waited its turn first");
+    assert!(waited < std::time::Duration::from_secs(5), "and no longer than the busy timeout: waited {waited:?}");
+    // Within the timeout, it goes on as soon as the first commits.
+    let second = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut tx = store.begin().await.expect("begins once the first writer is done");
+            let first_committed = cardholders::get(&mut tx, "ch_1").await.expect("reads").is_some();
+            cardholders::insert(&mut tx, &cardholder("ch_2")).await.expect("inserts");
+            ghostcard_store::commit(tx).await.expect("commits");
+            first_committed
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(!second.is_finished(), "the second writer waits for the first");
+    ghostcard_store::commit(first).await.expect("commits");
+    assert!(second.await.expect("the second writer ran"), "the second writer began after the first committed");
+    let mut reader = store.read().await.expect("reads");
+    assert!(cardholders::get(&mut reader, "ch_2").await.expect("reads").is_some());
+    drop(reader);
+    store.close().await;
+}

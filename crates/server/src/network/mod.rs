@@ -24,7 +24,7 @@ use crate::authorizer::Authorizer;
 /// Accepts network connections on `listener` until `shutdown` completes.
 pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
     let connections = Arc::new(Semaphore::new(app.config.iso8583_max_connections));
-    let authorizer = Authorizer::spawn(app.clone());
+    let authorizer = Authorizer::spawn(app.clone())?;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

@@ -260,26 +260,53 @@ pub fn from_micros(micros: i64) -> Result<DateTime<Utc>> {
 
 /// `($1, $2, $3), ($4, $5, $6)` for `rows` rows of `columns` parameters (PostgreSQL), or the same with `?`
 /// (SQLite: its driver resolves numbered parameters by name, which costs quadratic time in a long statement).
+/// Built in one buffer: a batch's statements have tens of thousands of parameters.
 fn placeholders(tx: &Tx, rows: usize, columns: usize) -> String {
-    let numbered = tx.backend_name() == "PostgreSQL";
-    (0..rows)
-        .map(|row| {
-            let parameters: Vec<String> = (1..=columns)
-                .map(|column| if numbered { format!("${}", row * columns + column) } else { "?".to_owned() })
-                .collect();
-            format!("({})", parameters.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+    placeholder_text(tx.backend_name() == "PostgreSQL", rows, columns)
+}
+
+fn placeholder_text(numbered: bool, rows: usize, columns: usize) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(rows * columns * if numbered { 8 } else { 3 } + rows * 4);
+    for row in 0..rows {
+        if row > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for column in 0..columns {
+            if column > 0 {
+                out.push_str(", ");
+            }
+            if numbered {
+                let _ = write!(out, "${}", row * columns + column + 1);
+            } else {
+                out.push('?');
+            }
+        }
+        out.push(')');
+    }
+    out
 }
 
 /// `$1, $2, …` (PostgreSQL) or `?, ?, …` (SQLite) for an `IN` list of `count` parameters starting at `first`.
 fn list_placeholders(tx: &Tx, first: usize, count: usize) -> String {
-    let numbered = tx.backend_name() == "PostgreSQL";
-    (first..first + count)
-        .map(|number| if numbered { format!("${number}") } else { "?".to_owned() })
-        .collect::<Vec<_>>()
-        .join(", ")
+    list_placeholder_text(tx.backend_name() == "PostgreSQL", first, count)
+}
+
+fn list_placeholder_text(numbered: bool, first: usize, count: usize) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(count * if numbered { 8 } else { 3 });
+    for number in first..first + count {
+        if number > first {
+            out.push_str(", ");
+        }
+        if numbered {
+            let _ = write!(out, "${number}");
+        } else {
+            out.push('?');
+        }
+    }
+    out
 }
 
 /// Rows per multi-row statement: within both databases' parameter limits (SQLite 32,766; PostgreSQL 65,535).
@@ -307,6 +334,18 @@ impl<T> Page<T> {
 fn for_update(tx: &Tx) -> &'static str {
     let dialect = if tx.backend_name() == "PostgreSQL" { Dialect::Postgres } else { Dialect::Sqlite };
     dialect.for_update()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn placeholders_number_parameters_across_rows() {
+        // The text each database is given, built without a connection: PostgreSQL numbers, SQLite `?`.
+        assert_eq!(super::placeholder_text(true, 2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(super::placeholder_text(false, 2, 2), "(?, ?), (?, ?)");
+        assert_eq!(super::list_placeholder_text(true, 4, 3), "$4, $5, $6");
+        assert_eq!(super::list_placeholder_text(false, 1, 2), "?, ?");
+    }
 }
 
 /// Fresh, empty databases for tests: a temporary SQLite file, or a new database on a PostgreSQL server.

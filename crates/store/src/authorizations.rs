@@ -52,12 +52,12 @@ pub struct AuthorizationRecord {
 pub async fn insert_many(tx: &mut Tx, authorizations: &[AuthorizationRecord]) -> Result<()> {
     const COLUMNS: usize = 28;
     for chunk in authorizations.chunks(crate::rows_per_statement(COLUMNS)) {
+        let (rows, nulls) = crate::insert_rows(tx, chunk.len(), COLUMNS);
         let sql = format!(
             "INSERT INTO authorizations (id, card_id, cardholder_id, kind, amount, currency, status, response_code, \
              decline_reason, rule, cvv_result, flag, acquirer_id, merchant_id, merchant_name, merchant_city, \
              merchant_country, mcc, stan, rrn, auth_code, transmission_time, hold_transfer_id, held, captured, number_hash, \
-             stand_in, created_at) VALUES {}",
-            crate::placeholders(tx, chunk.len(), COLUMNS)
+             stand_in, created_at) {rows}"
         );
         let mut query = sqlx::query(&sql);
         for authorization in chunk {
@@ -91,6 +91,9 @@ pub async fn insert_many(tx: &mut Tx, authorizations: &[AuthorizationRecord]) ->
                 .bind(i64::from(authorization.stand_in))
                 .bind(to_micros(authorization.created_at));
         }
+        for _ in 0..nulls {
+            query = query.bind(None::<i64>);
+        }
         query.execute(&mut **tx).await.map_err(StoreError::from_insert)?;
     }
     Ok(())
@@ -101,15 +104,18 @@ pub async fn find_by_network_keys(tx: &mut Tx, keys: &[(String, String, String)]
     let mut found = Vec::new();
     for chunk in keys.chunks(crate::rows_per_statement(3)) {
         // A join with the keys, not a row-value IN: SQLite would scan the whole table for the latter.
+        let (rows, nulls) = crate::joined_rows(tx, chunk.len(), 3);
         let sql = format!(
-            "WITH wanted (acquirer_id, stan, transmission_time) AS (VALUES {}) SELECT a.* FROM wanted \
+            "WITH wanted (acquirer_id, stan, transmission_time) AS (VALUES {rows}) SELECT a.* FROM wanted \
              JOIN authorizations a ON a.acquirer_id = wanted.acquirer_id AND a.stan = wanted.stan \
-             AND a.transmission_time = wanted.transmission_time",
-            crate::placeholders(tx, chunk.len(), 3)
+             AND a.transmission_time = wanted.transmission_time"
         );
         let mut query = sqlx::query(&sql);
         for (acquirer, stan, transmission) in chunk {
             query = query.bind(acquirer).bind(stan).bind(transmission);
+        }
+        for _ in 0..nulls {
+            query = query.bind(None::<i64>);
         }
         for row in query.fetch_all(&mut **tx).await? {
             found.push(from_row(&row)?);
@@ -127,15 +133,18 @@ pub async fn approval_times_for(
     let mut times = Vec::new();
     for chunk in cardholder_ids.chunks(crate::rows_per_statement(1)) {
         let numbered = tx.backend_name() == "PostgreSQL";
+        let (list, nulls) = crate::in_list(tx, chunk.len());
         let sql = format!(
-            "SELECT cardholder_id, created_at FROM authorizations WHERE cardholder_id IN ({}) AND response_code = '00' \
+            "SELECT cardholder_id, created_at FROM authorizations WHERE cardholder_id IN ({list}) AND response_code = '00' \
              AND kind IN ('purchase', 'incremental', 'advice') AND created_at > {}",
-            crate::list_placeholders(tx, 1, chunk.len()),
-            if numbered { format!("${}", chunk.len() + 1) } else { "?".to_owned() }
+            if numbered { format!("${}", chunk.len() + nulls + 1) } else { "?".to_owned() }
         );
         let mut query = sqlx::query_as::<_, (String, i64)>(&sql);
         for id in chunk {
             query = query.bind(id);
+        }
+        for _ in 0..nulls {
+            query = query.bind(None::<String>);
         }
         for (cardholder, at) in query.bind(to_micros(since)).fetch_all(&mut **tx).await? {
             times.push((cardholder, from_micros(at)?));

@@ -55,13 +55,14 @@ pub async fn insert_many(tx: &mut Tx, cardholders: &[Cardholder]) -> Result<()> 
 pub async fn statuses(tx: &mut Tx, ids: &[String]) -> Result<std::collections::HashMap<String, String>> {
     let mut statuses = std::collections::HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(crate::rows_per_statement(1)) {
-        let sql = format!(
-            "SELECT id, status FROM cardholders WHERE id IN ({})",
-            crate::list_placeholders(tx, 1, chunk.len())
-        );
+        let (list, nulls) = crate::in_list(tx, chunk.len());
+        let sql = format!("SELECT id, status FROM cardholders WHERE id IN ({list})");
         let mut query = sqlx::query_as::<_, (String, String)>(&sql);
         for id in chunk {
             query = query.bind(id);
+        }
+        for _ in 0..nulls {
+            query = query.bind(None::<String>);
         }
         statuses.extend(query.fetch_all(&mut **tx).await?);
     }

@@ -241,16 +241,19 @@ const CARDHOLDER_LOCKS: i64 = 7_311_002;
 async fn find_by_number_hashes_packed(tx: &mut Tx, hashes: &[Vec<u8>]) -> Result<Vec<CardRecord>> {
     let mut found = Vec::with_capacity(hashes.len());
     for chunk in hashes.chunks(crate::rows_per_statement(1)) {
+        let (list, nulls) = crate::in_list(tx, chunk.len());
         let sql = format!(
             "SELECT json_group_array(json_array(id, cardholder_id, funding_source_id, hex(number_hash), \
              hex(number_ciphertext), data_key_version, cvk_version, bin, last4, exp_month, exp_year, currency, amount, \
              held, captured, status, frozen_from, merchant_acquirer_id, merchant_id, merchant_name, plan_kind, plan_id, \
-             funding_hold_id, valid_until, created_at, version)) FROM cards WHERE number_hash IN ({})",
-            crate::list_placeholders(tx, 1, chunk.len()),
+             funding_hold_id, valid_until, created_at, version)) FROM cards WHERE number_hash IN ({list})"
         );
         let mut query = sqlx::query_scalar::<_, String>(&sql);
         for hash in chunk {
             query = query.bind(hash);
+        }
+        for _ in 0..nulls {
+            query = query.bind(None::<Vec<u8>>);
         }
         let packed = query.fetch_one(&mut **tx).await?;
         let rows: Vec<Packed> =
@@ -444,15 +447,15 @@ pub async fn next_window_end(tx: &mut Tx, after: DateTime<Utc>) -> Result<Option
 pub async fn update_many(tx: &mut Tx, cards: &mut [CardRecord]) -> Result<()> {
     const COLUMNS: usize = 10;
     for chunk in cards.chunks_mut(crate::rows_per_statement(COLUMNS)) {
+        let (rows, nulls) = crate::joined_rows(tx, chunk.len(), COLUMNS);
         let sql = format!(
             "WITH changed (id, version, amount, held, captured, status, frozen_from, merchant_acquirer_id, merchant_id, \
-             merchant_name) AS (VALUES {}) \
+             merchant_name) AS (VALUES {rows}) \
              UPDATE cards SET amount = changed.amount, held = changed.held, captured = changed.captured, \
              status = changed.status, frozen_from = changed.frozen_from, \
              merchant_acquirer_id = changed.merchant_acquirer_id, merchant_id = changed.merchant_id, \
              merchant_name = changed.merchant_name, version = cards.version + 1 \
-             FROM changed WHERE cards.id = changed.id AND cards.version = changed.version",
-            crate::placeholders(tx, chunk.len(), COLUMNS)
+             FROM changed WHERE cards.id = changed.id AND cards.version = changed.version"
         );
         let mut query = sqlx::query(&sql);
         for card in chunk.iter() {
@@ -468,6 +471,9 @@ pub async fn update_many(tx: &mut Tx, cards: &mut [CardRecord]) -> Result<()> {
                 .bind(&card.merchant_id)
                 .bind(&card.merchant_name);
         }
+        for _ in 0..nulls {
+            query = query.bind(None::<i64>);
+        }
         let result = query.execute(&mut **tx).await?;
         if result.rows_affected() != chunk.len() as u64 {
             return Err(StoreError::Stale);
@@ -481,10 +487,8 @@ pub async fn update_many(tx: &mut Tx, cards: &mut [CardRecord]) -> Result<()> {
 pub async fn record_transitions(tx: &mut Tx, transitions: &[(String, Transition)]) -> Result<()> {
     const COLUMNS: usize = 5;
     for chunk in transitions.chunks(crate::rows_per_statement(COLUMNS)) {
-        let sql = format!(
-            "INSERT INTO card_transitions (card_id, from_status, to_status, reason, at) VALUES {}",
-            crate::placeholders(tx, chunk.len(), COLUMNS)
-        );
+        let (rows, nulls) = crate::insert_rows(tx, chunk.len(), COLUMNS);
+        let sql = format!("INSERT INTO card_transitions (card_id, from_status, to_status, reason, at) {rows}");
         let mut query = sqlx::query(&sql);
         for (card_id, transition) in chunk {
             query = query
@@ -493,6 +497,9 @@ pub async fn record_transitions(tx: &mut Tx, transitions: &[(String, Transition)
                 .bind(transition.to.as_str())
                 .bind(&transition.reason)
                 .bind(to_micros(transition.at));
+        }
+        for _ in 0..nulls {
+            query = query.bind(None::<i64>);
         }
         query.execute(&mut **tx).await?;
     }

@@ -24,10 +24,8 @@ pub struct Event {
 pub async fn insert_many(tx: &mut Tx, events: &[Event]) -> Result<()> {
     const COLUMNS: usize = 5;
     for chunk in events.chunks(crate::rows_per_statement(COLUMNS)) {
-        let sql = format!(
-            "INSERT INTO events (id, type, subject, data, created_at) VALUES {}",
-            crate::placeholders(tx, chunk.len(), COLUMNS)
-        );
+        let (rows, nulls) = crate::insert_rows(tx, chunk.len(), COLUMNS);
+        let sql = format!("INSERT INTO events (id, type, subject, data, created_at) {rows}");
         let mut query = sqlx::query(&sql);
         for event in chunk {
             query = query
@@ -36,6 +34,9 @@ pub async fn insert_many(tx: &mut Tx, events: &[Event]) -> Result<()> {
                 .bind(&event.subject)
                 .bind(&event.data)
                 .bind(to_micros(event.created_at));
+        }
+        for _ in 0..nulls {
+            query = query.bind(None::<i64>);
         }
         query.execute(&mut **tx).await?;
     }

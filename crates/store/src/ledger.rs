@@ -169,9 +169,9 @@ pub async fn insert_holds(
 ) -> Result<()> {
     const COLUMNS: usize = 8;
     for chunk in holds.chunks(crate::rows_per_statement(COLUMNS)) {
+        let (rows, nulls) = crate::insert_rows(tx, chunk.len(), COLUMNS);
         let sql = format!(
-            "INSERT INTO ledger_transfers (id, debit, credit, amount, currency, kind, code, created_at) VALUES {}",
-            crate::placeholders(tx, chunk.len(), COLUMNS)
+            "INSERT INTO ledger_transfers (id, debit, credit, amount, currency, kind, code, created_at) {rows}"
         );
         let mut query = sqlx::query(&sql);
         for (id, debit, credit, amount) in chunk {
@@ -187,6 +187,9 @@ pub async fn insert_holds(
                 .bind("pending")
                 .bind("authorization_hold")
                 .bind(to_micros(at));
+        }
+        for _ in 0..nulls {
+            query = query.bind(None::<i64>);
         }
         query.execute(&mut **tx).await?;
     }

@@ -309,6 +309,46 @@ fn list_placeholder_text(numbered: bool, first: usize, count: usize) -> String {
     out
 }
 
+/// SQLite compiles a statement the first time the connection sees its text and keeps it in a statement cache. A
+/// batch's multi-row statements would have a new text at every batch size, and compiling a 171-row insert took as
+/// long as running it (BENCHMARKS.md, session 4). So on SQLite the batch path's statements carry their rows padded
+/// up to a power of two (within the parameter limit) with rows of NULLs, which join, match and insert nothing; the
+/// texts repeat and stay compiled. PostgreSQL gets the rows as they are.
+fn padded_rows(tx: &Tx, rows: usize, columns: usize) -> usize {
+    if tx.backend_name() == "PostgreSQL" || rows == 0 {
+        rows
+    } else {
+        rows.next_power_of_two().min(rows_per_statement(columns)).max(rows)
+    }
+}
+
+/// The rows of a multi-row `INSERT`: `VALUES (…), …`, or on SQLite the rows and their padding selected from a
+/// `VALUES` list without the NULL rows. With the number of NULL parameters to bind after the rows.
+fn insert_rows(tx: &Tx, rows: usize, columns: usize) -> (String, usize) {
+    let padded = padded_rows(tx, rows, columns);
+    let values = placeholders(tx, padded, columns);
+    let nulls = (padded - rows) * columns;
+    if tx.backend_name() == "PostgreSQL" {
+        (format!("VALUES {values}"), nulls)
+    } else {
+        (format!("SELECT * FROM (VALUES {values}) WHERE column1 IS NOT NULL"), nulls)
+    }
+}
+
+/// The placeholders of a `VALUES` list that is joined (lookups, updates), padded on SQLite; with the number of NULL
+/// parameters to bind after the rows.
+fn joined_rows(tx: &Tx, rows: usize, columns: usize) -> (String, usize) {
+    let padded = padded_rows(tx, rows, columns);
+    (placeholders(tx, padded, columns), (padded - rows) * columns)
+}
+
+/// The placeholders of an `IN` list of `count` values from parameter 1, padded on SQLite; with the number of NULL
+/// parameters to bind after the values.
+fn in_list(tx: &Tx, count: usize) -> (String, usize) {
+    let padded = padded_rows(tx, count, 1);
+    (list_placeholders(tx, 1, padded), padded - count)
+}
+
 /// Rows per multi-row statement: within both databases' parameter limits (SQLite 32,766; PostgreSQL 65,535).
 fn rows_per_statement(columns: usize) -> usize {
     (30_000 / columns).max(1)

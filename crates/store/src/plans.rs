@@ -87,13 +87,14 @@ pub async fn active_for_cardholder(tx: &mut Tx, cardholder_id: &str) -> Result<V
 pub async fn active_for_cardholders(tx: &mut Tx, cardholder_ids: &[String]) -> Result<Vec<PlanRecord>> {
     let mut plans = Vec::new();
     for chunk in cardholder_ids.chunks(crate::rows_per_statement(1)) {
-        let sql = format!(
-            "SELECT * FROM plans WHERE status = 'active' AND cardholder_id IN ({})",
-            crate::list_placeholders(tx, 1, chunk.len())
-        );
+        let (list, nulls) = crate::in_list(tx, chunk.len());
+        let sql = format!("SELECT * FROM plans WHERE status = 'active' AND cardholder_id IN ({list})");
         let mut query = sqlx::query(&sql);
         for id in chunk {
             query = query.bind(id);
+        }
+        for _ in 0..nulls {
+            query = query.bind(None::<String>);
         }
         for row in query.fetch_all(&mut **tx).await? {
             plans.push(from_row(&row)?);

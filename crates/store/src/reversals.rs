@@ -100,16 +100,19 @@ pub async fn reversed_before_arrival_many(
     let mut found = Vec::new();
     for chunk in keys.chunks(crate::rows_per_statement(3)) {
         // A join with the keys, not a row-value IN: SQLite would scan the whole table for the latter.
+        let (rows, nulls) = crate::joined_rows(tx, chunk.len(), 3);
         let sql = format!(
-            "WITH wanted (acquirer_id, stan, transmission_time) AS (VALUES {}) \
+            "WITH wanted (acquirer_id, stan, transmission_time) AS (VALUES {rows}) \
              SELECT r.original_acquirer_id, r.original_stan, r.original_transmission_time FROM wanted \
              JOIN reversals r ON r.original_acquirer_id = wanted.acquirer_id AND r.original_stan = wanted.stan \
-             AND r.original_transmission_time = wanted.transmission_time WHERE r.authorization_id IS NULL",
-            crate::placeholders(tx, chunk.len(), 3)
+             AND r.original_transmission_time = wanted.transmission_time WHERE r.authorization_id IS NULL"
         );
         let mut query = sqlx::query_as::<_, (String, String, String)>(&sql);
         for (acquirer, stan, transmission) in chunk {
             query = query.bind(acquirer).bind(stan).bind(transmission);
+        }
+        for _ in 0..nulls {
+            query = query.bind(None::<String>);
         }
         found.extend(query.fetch_all(&mut **tx).await?);
     }

@@ -26,9 +26,13 @@ pub struct Arguments {
     /// Requests in flight per connection (closed loop).
     #[arg(long, default_value_t = 64)]
     pipeline: usize,
-    /// How long to send, in seconds.
+    /// How long to send and measure, in seconds.
     #[arg(long, default_value_t = 10)]
     duration: u64,
+    /// Seconds of load before the measurement, not counted in the figures: the server's caches and compiled
+    /// statements warm up in them (errors in them still count; the ledger check covers them).
+    #[arg(long, default_value_t = 2)]
+    warmup: u64,
     /// Open loop: offer this many requests per second in total, whatever the answers (latency at a given load).
     #[arg(long)]
     rate: Option<u64>,
@@ -67,11 +71,12 @@ async fn bench(arguments: &Arguments, database_url: &str) -> Result<()> {
     let database = if database_url.starts_with("postgres") { "postgres" } else { "sqlite" };
     let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get());
     eprintln!(
-        "ghostcard bench: {database}, {cores} cores, {} cards, {} connections × {} in flight, {} s{}",
+        "ghostcard bench: {database}, {cores} cores, {} cards, {} connections × {} in flight, {} s after {} s of warm-up{}",
         arguments.cards,
         arguments.connections,
         arguments.pipeline,
         arguments.duration,
+        arguments.warmup,
         arguments.rate.map(|rate| format!(", open loop at {rate}/s")).unwrap_or_default()
     );
 
@@ -172,6 +177,7 @@ async fn bench(arguments: &Arguments, database_url: &str) -> Result<()> {
             "connections": arguments.connections,
             "pipeline": arguments.pipeline,
             "rate": arguments.rate,
+            "warmup_s": arguments.warmup,
             "server_peak_rss_mib": server_rss,
             "batches": batches.get("batches"),
             "batch_ms": {
@@ -239,9 +245,13 @@ async fn drive_server(
         connections: arguments.connections,
         pipeline: arguments.pipeline,
         duration: Duration::from_secs(arguments.duration),
+        warmup: Duration::from_secs(arguments.warmup),
         rate: arguments.rate,
     };
-    eprintln!("driving the server's ISO 8583 listener on {network} for {} s…", arguments.duration);
+    eprintln!(
+        "driving the server's ISO 8583 listener on {network} for {} s of warm-up and {} s measured…",
+        arguments.warmup, arguments.duration
+    );
     let report = drive(network, Arc::new(cards), &options).await;
     let metrics = reqwest::get(format!("http://{http}/metrics")).await?.text().await?;
     let mut batches = HashMap::new();

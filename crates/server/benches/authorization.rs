@@ -21,7 +21,14 @@ fn main() {
             ..Config::default()
         };
         let app = App::start(config).await.expect("starts");
-        let options = BenchOptions { cards: 100_000, connections: 32, pipeline: 64, duration: Duration::from_secs(5), rate: None };
+        let options = BenchOptions {
+            cards: 100_000,
+            connections: 32,
+            pipeline: 64,
+            duration: Duration::from_secs(5),
+            warmup: Duration::from_secs(1),
+            rate: None,
+        };
         let cards = provision(&app, options.cards, |_| {}).await.expect("provisions");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("port");
         let address = listener.local_addr().expect("address");

@@ -41,6 +41,8 @@ pub struct BenchOptions {
     /// Requests in flight per connection (closed loop).
     pub pipeline: usize,
     pub duration: Duration,
+    /// Load sent before `duration` and not counted: the server's caches and compiled statements warm up in it.
+    pub warmup: Duration,
     /// Open loop: offered requests per second across all connections.
     pub rate: Option<u64>,
 }
@@ -197,16 +199,18 @@ pub struct LoadReport {
     pub latency_us_max: u64,
 }
 
-/// Drives `address` with 0100s for `cards` (each used once) on `options.connections` connections.
+/// Drives `address` with 0100s for `cards` (each used once) on `options.connections` connections: `warmup`, then
+/// `duration` measured. Only requests sent (closed loop) or due (open loop) in the measured part are counted, except
+/// errors, which count whenever they happen.
 pub async fn drive(address: SocketAddr, cards: Arc<Vec<ProvisionedCard>>, options: &BenchOptions) -> LoadReport {
     let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let deadline = started + options.duration;
+    let measured = Instant::now() + options.warmup;
+    let deadline = measured + options.duration;
     let mut workers = Vec::new();
     for connection in 0..options.connections {
         let (cards, next, options) = (cards.clone(), next.clone(), options.clone());
         workers.push(tokio::spawn(async move {
-            connection_load(address, connection, cards, next, &options, deadline).await
+            connection_load(address, connection, cards, next, &options, measured..deadline).await
         }));
     }
     let mut latencies = Vec::new();
@@ -236,7 +240,7 @@ pub async fn drive(address: SocketAddr, cards: Arc<Vec<ProvisionedCard>>, option
             Err(_) => report.errors += 1,
         }
     }
-    report.seconds = started.elapsed().as_secs_f64();
+    report.seconds = measured.elapsed().as_secs_f64();
     report.approved_per_s = report.approved as f64 / report.seconds.max(f64::MIN_POSITIVE);
     latencies.sort_unstable();
     let percentile = |fraction: f64| -> u64 {
@@ -263,15 +267,16 @@ struct ConnectionOutcome {
 }
 
 /// One connection's load: keeps `pipeline` requests in flight (closed loop) or sends on a fixed schedule (open
-/// loop), until the deadline; then waits for the answers still due.
+/// loop), until the end of `measured`; then waits for the answers still due. Counts what was sent within `measured`.
 async fn connection_load(
     address: SocketAddr,
     connection: usize,
     cards: Arc<Vec<ProvisionedCard>>,
     next: Arc<AtomicUsize>,
     options: &BenchOptions,
-    deadline: Instant,
+    measured: std::ops::Range<Instant>,
 ) -> ConnectionOutcome {
+    let deadline = measured.end;
     let mut outcome = ConnectionOutcome::default();
     let Ok(stream) = TcpStream::connect(address).await else {
         outcome.errors += 1;
@@ -315,7 +320,7 @@ async fn connection_load(
                 if let Some(bytes) = encode(&message).ok().and_then(|bytes| frame(&bytes)) {
                     batch.extend_from_slice(&bytes);
                     in_flight.insert(stan, due);
-                    outcome.sent += 1;
+                    outcome.sent += u64::from(due >= measured.start);
                 }
                 if batch.len() > 64 * 1024 {
                     break;
@@ -350,12 +355,17 @@ async fn connection_load(
         while let Frame::Message { body, consumed } = next_frame(&buffer, 65_535) {
             if let Ok(answer) = decode(body) {
                 if let Some(sent_at) = answer.get(11).and_then(|stan| in_flight.remove(stan)) {
-                    let micros = sent_at.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
-                    outcome.latencies_us.push(micros);
                     match answer.get(39) {
-                        Some("00") => outcome.approved += 1,
-                        Some(code) => *outcome.declined.entry(code.to_owned()).or_default() += 1,
                         None => outcome.errors += 1,
+                        Some(_) if sent_at < measured.start => {}
+                        Some(code) => {
+                            let micros = sent_at.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+                            outcome.latencies_us.push(micros);
+                            match code {
+                                "00" => outcome.approved += 1,
+                                code => *outcome.declined.entry(code.to_owned()).or_default() += 1,
+                            }
+                        }
                     }
                 }
             } else {

@@ -67,6 +67,7 @@ pub fn run(arguments: Arguments) -> Result<()> {
             first_run_key(&app, address).await?;
         }
         ghostcard_server::jobs::spawn_timer(app.clone(), Duration::from_secs(app.config.job_interval_seconds.max(1)));
+        app.store.checkpoint_in_background();
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let stopped_network = stopped.clone();
         let network_task = tokio::spawn(ghostcard_server::network::run(app.clone(), network, wait_for(stopped_network)));

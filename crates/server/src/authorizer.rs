@@ -221,6 +221,7 @@ async fn decide_batch(app: &App, jobs: &[Job]) -> Result<Vec<Outcome>, BatchErro
     let outcomes = decide_in(app, &mut tx, jobs, now).await?;
     let committing = std::time::Instant::now();
     ghostcard_store::commit(tx).await?;
+    app.store.wrote_much();
     app.metrics.observe_batch(jobs.len(), committing.elapsed());
     for outcome in &outcomes {
         if let Outcome::Decided(record, decision) = outcome {

@@ -29,6 +29,7 @@ pub mod web_sessions;
 pub mod webhooks;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -120,8 +121,18 @@ pub struct Store {
     pool: AnyPool,
     /// SQLite: the one connection write transactions use.
     writer: Option<AnyPool>,
+    /// SQLite: wakes the background checkpointer, if one runs ([`Store::checkpoint_in_background`]).
+    checkpoints: Arc<tokio::sync::Notify>,
     dialect: Dialect,
 }
+
+/// SQLite: the write connection copies the write-ahead log into the database itself (in the committing
+/// transaction) only once the log holds this many pages (40 MiB), not after every ~1,000 pages (4 MiB), SQLite's
+/// default, which a batch of authorizations passes by itself. Until then a background checkpointer
+/// ([`Store::checkpoint_in_background`]) copies what was committed, so the writer's own checkpoint finds little left
+/// to copy. The log restarts from its beginning only after the writer's checkpoint: the writer begins its next
+/// transaction before the background copy is done.
+const WRITER_AUTOCHECKPOINT_PAGES: u32 = 10_000;
 
 impl Store {
     /// Connects to `url` (`sqlite://PATH`, created if missing, or `postgres://…`). Does not migrate.
@@ -144,7 +155,7 @@ impl Store {
         let connect_options = AnyConnectOptions::from_str(&url)?.disable_statement_logging();
         let synchronous = options.sqlite_synchronous.clone();
         let busy_timeout = options.sqlite_busy_timeout;
-        let pool_options = || {
+        let pool_options = |autocheckpoint: Option<u32>| {
             let synchronous = synchronous.clone();
             AnyPoolOptions::new()
                 // A broken connection shows itself on use; a ping before every acquire costs a round trip each time.
@@ -159,6 +170,9 @@ impl Store {
                             let busy_timeout_ms = busy_timeout.as_millis();
                             connection.execute(format!("PRAGMA busy_timeout = {busy_timeout_ms}").as_str()).await?;
                             connection.execute("PRAGMA cache_size = -65536").await?;
+                            if let Some(pages) = autocheckpoint {
+                                connection.execute(format!("PRAGMA wal_autocheckpoint = {pages}").as_str()).await?;
+                            }
                         } else {
                             // The planner's default prices a random page read at 4 sequential ones (spinning
                             // disks). On SSD with the hot tables cached, that made it hash-join a batch's few
@@ -173,7 +187,7 @@ impl Store {
         };
         let (pool, writer) = match dialect {
             Dialect::Postgres => {
-                (pool_options().max_connections(options.max_connections).connect_with(connect_options).await?, None)
+                (pool_options(None).max_connections(options.max_connections).connect_with(connect_options).await?, None)
             }
             // SQLite has one writer at a time, so write transactions share one connection: its page cache stays
             // warm from one transaction to the next (a connection that finds the database changed by another drops
@@ -181,23 +195,46 @@ impl Store {
             // polling in SQLite's busy handler, which sleeps up to 25 ms between tries. Waiting is bounded by the
             // busy timeout, as before.
             Dialect::Sqlite => {
-                let writer = pool_options()
+                let writer = pool_options(Some(WRITER_AUTOCHECKPOINT_PAGES))
                     .max_connections(1)
                     .acquire_timeout(busy_timeout)
                     .connect_with(connect_options.clone())
                     .await?;
-                let readers = pool_options()
+                let readers = pool_options(None)
                     .max_connections(options.max_connections.min(8))
                     .connect_with(connect_options)
                     .await?;
                 (readers, Some(writer))
             }
         };
-        Ok(Store { pool, writer, dialect })
+        Ok(Store { pool, writer, checkpoints: Arc::new(tokio::sync::Notify::new()), dialect })
     }
 
     pub fn dialect(&self) -> Dialect {
         self.dialect
+    }
+
+    /// SQLite: copies the write-ahead log into the database from a reader connection, when [`Store::wrote_much`]
+    /// says so and at least every 100 ms, until the store is closed; for a long-running process (`serve`). The
+    /// writer's commits then seldom stop to do it (BENCHMARKS.md, session 4). Does nothing on PostgreSQL.
+    pub fn checkpoint_in_background(&self) {
+        if self.dialect != Dialect::Sqlite {
+            return;
+        }
+        let (readers, wake) = (self.pool.clone(), self.checkpoints.clone());
+        tokio::spawn(async move {
+            while !readers.is_closed() {
+                let _ = tokio::time::timeout(Duration::from_millis(100), wake.notified()).await;
+                if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&readers).await {
+                    tracing::warn!(%error, "checkpointing the SQLite write-ahead log failed; the writer will do it");
+                }
+            }
+        });
+    }
+
+    /// A large transaction committed: the background checkpointer, if one runs, copies it into the database now.
+    pub fn wrote_much(&self) {
+        self.checkpoints.notify_one();
     }
 
     /// Applies every migration not yet applied, in order. Safe to run from several processes at once.

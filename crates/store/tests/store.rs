@@ -311,3 +311,42 @@ async fn multi_row_statements_write_and_find_exactly_their_rows() {
         drop(tx);
     }
 }
+
+#[tokio::test]
+async fn a_background_checkpointer_copies_the_log_into_the_database() {
+    // The writer leaves the write-ahead log to the background checkpointer (up to 40 MiB): what commits reaches the
+    // database file only when the checkpointer runs, told by `wrote_much` (or its 100 ms timer).
+    let directory = std::env::temp_dir().join(format!("ghostcard-store-checkpoint-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).expect("temp dir");
+    let path = directory.join("test.db");
+    let _ = std::fs::remove_file(&path);
+    let store =
+        Store::connect(&format!("sqlite://{}", path.display()), &StoreOptions::default()).await.expect("connects");
+    store.migrate(now()).await.expect("migrates");
+    let size = || std::fs::metadata(&path).expect("the database file").len();
+    let written = |from: usize| {
+        let store = store.clone();
+        async move {
+            let mut tx = store.begin().await.expect("begins");
+            let many: Vec<_> = (from..from + 2_000).map(|n| cardholder(&format!("ch_{n}"))).collect();
+            cardholders::insert_many(&mut tx, &many).await.expect("inserts");
+            ghostcard_store::commit(tx).await.expect("commits");
+        }
+    };
+    // Without the checkpointer, the rows stay in the log.
+    let before = size();
+    written(0).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(size(), before, "nothing copied the log into the database");
+    // With it, they reach the database file.
+    store.checkpoint_in_background();
+    written(2_000).await;
+    store.wrote_much();
+    let grown = async {
+        while size() == before {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), grown).await.expect("the checkpointer copied the log");
+    store.close().await;
+}

@@ -136,6 +136,9 @@ async fn bench(arguments: &Arguments, database_url: &str) -> Result<()> {
         report.sent, report.seconds, report.approved, report.declined, report.errors
     );
     println!("  approved per second: {:.0}", report.approved_per_s);
+    if report.ran_out_of_cards {
+        println!("  the cards ran out before the end: the run stopped early; give more --cards for a full run");
+    }
     println!(
         "  latency µs: p50 {}  p99 {}  p99.9 {}  max {}",
         report.latency_us_p50, report.latency_us_p99, report.latency_us_p999, report.latency_us_max
@@ -178,6 +181,7 @@ async fn bench(arguments: &Arguments, database_url: &str) -> Result<()> {
             "pipeline": arguments.pipeline,
             "rate": arguments.rate,
             "warmup_s": arguments.warmup,
+            "ran_out_of_cards": report.ran_out_of_cards,
             "server_peak_rss_mib": server_rss,
             "batches": batches.get("batches"),
             "batch_ms": {

@@ -22,7 +22,7 @@ fn main() {
         };
         let app = App::start(config).await.expect("starts");
         let options = BenchOptions {
-            cards: 100_000,
+            cards: 200_000,
             connections: 32,
             pipeline: 64,
             duration: Duration::from_secs(5),
@@ -46,6 +46,9 @@ fn main() {
             report.errors,
             if ledger.ok { "verified" } else { "NOT verified" }
         );
+        if report.ran_out_of_cards {
+            println!("  (the cards ran out before the end: the run stopped early)");
+        }
         let _ = std::fs::remove_dir_all(&directory);
     });
 }

@@ -197,6 +197,8 @@ pub struct LoadReport {
     pub latency_us_p99: u64,
     pub latency_us_p999: u64,
     pub latency_us_max: u64,
+    /// Every card was used before the end: the run stopped early, and its figures cover less than `duration`.
+    pub ran_out_of_cards: bool,
 }
 
 /// Drives `address` with 0100s for `cards` (each used once) on `options.connections` connections: `warmup`, then
@@ -225,6 +227,7 @@ pub async fn drive(address: SocketAddr, cards: Arc<Vec<ProvisionedCard>>, option
         latency_us_p99: 0,
         latency_us_p999: 0,
         latency_us_max: 0,
+        ran_out_of_cards: false,
     };
     for worker in workers {
         match worker.await {
@@ -232,6 +235,7 @@ pub async fn drive(address: SocketAddr, cards: Arc<Vec<ProvisionedCard>>, option
                 report.sent += outcome.sent;
                 report.approved += outcome.approved;
                 report.errors += outcome.errors;
+                report.ran_out_of_cards |= outcome.ran_out_of_cards;
                 for (code, count) in outcome.declined {
                     *report.declined.entry(code).or_default() += count;
                 }
@@ -264,6 +268,7 @@ struct ConnectionOutcome {
     declined: HashMap<String, u64>,
     errors: u64,
     latencies_us: Vec<u32>,
+    ran_out_of_cards: bool,
 }
 
 /// One connection's load: keeps `pipeline` requests in flight (closed loop) or sends on a fixed schedule (open
@@ -294,7 +299,8 @@ async fn connection_load(
     let mut next_due = Instant::now();
     loop {
         let now = Instant::now();
-        let sending = now < deadline;
+        // Sending stops at the deadline, or when the cards run out (then the answers due are still awaited).
+        let sending = now < deadline && !outcome.ran_out_of_cards;
         // Fill the window (closed loop) or send what is due (open loop).
         let mut batch = Vec::new();
         if sending {
@@ -312,7 +318,10 @@ async fn connection_load(
                     None => Instant::now(),
                 };
                 let index = next.fetch_add(1, Ordering::Relaxed);
-                let Some(card) = cards.get(index) else { break };
+                let Some(card) = cards.get(index) else {
+                    outcome.ran_out_of_cards = true;
+                    break;
+                };
                 sequence += 1;
                 let stan = format!("{:06}", sequence % 1_000_000);
                 let transmission = format!("{:010}", 1_126_000_000 + sequence / 1_000_000);

@@ -203,15 +203,21 @@ async fn bench(arguments: &Arguments, database_url: &str) -> Result<()> {
 
 /// Runs PostgreSQL's TPC-B benchmark on the bench database and returns its TPS: `pgbench -i -s 10`, then
 /// `pgbench -c 8 -j 2 -T 30`, then drops its tables. ghostcard's PostgreSQL driver speaks without TLS, so pgbench
-/// does too unless the URL names an `sslmode` (TLS costs both ends CPU on a machine the two share).
+/// does too unless the URL names an `sslmode` (TLS costs both ends CPU on a machine the two share). A password
+/// goes to pgbench in its environment, not on its command line, where other users of the machine could read it.
 fn run_pgbench(database_url: &str) -> Result<f64> {
+    let (database_url, password) = crate::serve::without_password(database_url);
     let url = if database_url.contains("sslmode=") {
         database_url.to_owned()
     } else {
         format!("{database_url}{}sslmode=disable", if database_url.contains('?') { '&' } else { '?' })
     };
     let pgbench = |arguments: &[&str]| -> Result<String> {
-        let output = Command::new("pgbench").args(arguments).arg(&url).output().context(
+        let mut command = Command::new("pgbench");
+        if let Some(password) = &password {
+            command.env("PGPASSWORD", password);
+        }
+        let output = command.args(arguments).arg(&url).output().context(
             "cannot run pgbench: install PostgreSQL's client tools (Debian: postgresql-client) or leave out --pgbench",
         )?;
         let text = String::from_utf8_lossy(&output.stdout).into_owned();

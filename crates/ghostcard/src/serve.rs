@@ -61,7 +61,7 @@ pub fn run(arguments: Arguments) -> Result<()> {
             env!("CARGO_PKG_VERSION"),
             network.local_addr()?,
             app.config.mode.as_str(),
-            redact(&database)
+            without_password(&database).0
         );
         if app.sandbox() {
             first_run_key(&app, address).await?;
@@ -105,16 +105,41 @@ async fn first_run_key(app: &App, address: SocketAddr) -> Result<()> {
     Ok(())
 }
 
-/// A database URL without its password.
-fn redact(url: &str) -> String {
+/// A database URL without its password, and the password (percent-decoded, as libpq reads it), if it had one.
+pub fn without_password(url: &str) -> (String, Option<String>) {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            let user = credentials.split(':').next().unwrap_or("");
-            format!("{}{user}@{}", &url[..scheme + 3], &url[at + 1..])
+            let (user, password) = match url[scheme + 3..at].split_once(':') {
+                Some((user, password)) => (user, Some(percent_decoded(password))),
+                None => (&url[scheme + 3..at], None),
+            };
+            (format!("{}{user}@{}", &url[..scheme + 3], &url[at + 1..]), password)
         }
-        _ => url.to_owned(),
+        _ => (url.to_owned(), None),
     }
+}
+
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let escaped = (bytes[index] == b'%')
+            .then(|| text.get(index + 1..index + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                index += 3;
+            }
+            None => {
+                out.push(bytes[index]);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 async fn wait_for(mut stopped: tokio::sync::watch::Receiver<bool>) {
@@ -147,7 +172,11 @@ async fn shutdown_signal() {
 mod tests {
     #[test]
     fn database_passwords_are_not_printed() {
-        assert_eq!(super::redact("postgres://ghost:secret@db:5432/g"), "postgres://ghost@db:5432/g");
-        assert_eq!(super::redact("sqlite://ghostcard.db"), "sqlite://ghostcard.db");
+        assert_eq!(
+            super::without_password("postgres://ghost:s%40cret@db:5432/g"),
+            ("postgres://ghost@db:5432/g".to_owned(), Some("s@cret".to_owned()))
+        );
+        assert_eq!(super::without_password("postgres://ghost@db/g"), ("postgres://ghost@db/g".to_owned(), None));
+        assert_eq!(super::without_password("sqlite://ghostcard.db"), ("sqlite://ghostcard.db".to_owned(), None));
     }
 }

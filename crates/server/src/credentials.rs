@@ -38,19 +38,7 @@ pub async fn create_api_key(
         },
     )
     .await?;
-    audit::append(
-        &mut tx,
-        &AuditEntry {
-            at: now,
-            actor: actor.to_owned(),
-            action: "api_key.create".to_owned(),
-            resource: Some(id.clone()),
-            outcome: "success".to_owned(),
-            origin: None,
-            detail: Some(format!("name {name:?}")),
-        },
-    )
-    .await?;
+    audit::append(&mut tx, &created(actor, "api_key.create", &id, format!("name {name:?}"), now)).await?;
     ghostcard_store::commit(tx).await?;
     Ok((id, key))
 }
@@ -88,19 +76,20 @@ pub async fn create_operator(
         },
     )
     .await?;
-    audit::append(
-        &mut tx,
-        &AuditEntry {
-            at: now,
-            actor: actor.to_owned(),
-            action: "operator.create".to_owned(),
-            resource: Some(id.clone()),
-            outcome: "success".to_owned(),
-            origin: None,
-            detail: Some(format!("role {role}")),
-        },
-    )
-    .await?;
+    audit::append(&mut tx, &created(actor, "operator.create", &id, format!("role {role}"), now)).await?;
     ghostcard_store::commit(tx).await?;
     Ok((id, password))
+}
+
+/// The audit entry of a credential `actor` created.
+fn created(actor: &str, action: &str, id: &str, detail: String, now: DateTime<Utc>) -> AuditEntry {
+    AuditEntry {
+        at: now,
+        actor: actor.to_owned(),
+        action: action.to_owned(),
+        resource: Some(id.to_owned()),
+        outcome: "success".to_owned(),
+        origin: None,
+        detail: Some(detail),
+    }
 }

@@ -4,8 +4,8 @@
 //! takes up to `authorization_batch_max` jobs, or what arrives within `authorization_batch_wait_us` of the first,
 //! and for the whole batch: loads every card, duplicate key, earlier reversal and cardholder standing with a few
 //! multi-row queries; decides each job **in order** against the batch's in-memory state (two requests for one
-//! card see each other, so the result is the one-at-a-time result); writes holds, authorizations, card changes
-//! and transitions with multi-row statements; commits; and only then answers. On PostgreSQL the batch's card rows
+//! card see each other, so the result is the one-at-a-time result); writes holds, authorizations, card changes,
+//! transitions and events with multi-row statements, sent together ([`Writes`]); commits; and only then answers. On PostgreSQL the batch's card rows
 //! are locked in id order and every card update is version-checked; if another process got in between, the batch
 //! is rolled back and its jobs are processed one at a time.
 
@@ -20,7 +20,7 @@ use ghostcard_domain::fraud::FraudAction;
 use ghostcard_domain::ledger::{AccountId, AccountKind};
 use ghostcard_store::authorizations::{self, AuthorizationRecord};
 use ghostcard_store::cards::{self, CardRecord};
-use ghostcard_store::{StoreError, Tx, cardholders, ledger, plans, reversals};
+use ghostcard_store::{StoreError, Tx, Writes, cardholders, ledger, plans, reversals};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::App;
@@ -101,25 +101,7 @@ async fn run(app: Arc<App>, jobs: Arc<tokio::sync::Mutex<mpsc::Receiver<(Job, Re
     let max = app.config.authorization_batch_max.max(1);
     let wait = Duration::from_micros(app.config.authorization_batch_wait_us);
     loop {
-        let batch = {
-            let mut jobs = jobs.lock().await;
-            let Some(first) = jobs.recv().await else { return };
-            let mut batch = vec![first];
-            let gathering = tokio::time::Instant::now() + wait;
-            while batch.len() < max {
-                match jobs.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(mpsc::error::TryRecvError::Disconnected) => break,
-                    Err(mpsc::error::TryRecvError::Empty) => {
-                        match tokio::time::timeout_at(gathering, jobs.recv()).await {
-                            Ok(Some(job)) => batch.push(job),
-                            _ => break,
-                        }
-                    }
-                }
-            }
-            batch
-        };
+        let Some(batch) = gather(&mut *jobs.lock().await, max, wait).await else { return };
         let (work, replies): (Vec<Job>, Vec<Reply>) = batch.into_iter().unzip();
         let outcomes = match decide_batch(&app, &work).await {
             Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
@@ -136,6 +118,28 @@ async fn run(app: Arc<App>, jobs: Arc<tokio::sync::Mutex<mpsc::Receiver<(Job, Re
             let _ = reply.send(outcome);
         }
     }
+}
+
+/// The next batch: the first job to come, then up to `max` in all of those waiting or arriving within `wait` of it.
+/// `None` when every sender is gone.
+async fn gather<T>(jobs: &mut mpsc::Receiver<T>, max: usize, wait: Duration) -> Option<Vec<T>> {
+    let first = jobs.recv().await?;
+    let mut batch = vec![first];
+    let gathering = tokio::time::Instant::now() + wait;
+    while batch.len() < max {
+        match jobs.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(mpsc::error::TryRecvError::Disconnected) => break,
+            // No wait configured: the batch is what was waiting. (A timeout already due would still wait for the
+            // timer's next tick, up to a millisecond: tokio rounds deadlines up to whole milliseconds.)
+            Err(mpsc::error::TryRecvError::Empty) if wait.is_zero() => break,
+            Err(mpsc::error::TryRecvError::Empty) => match tokio::time::timeout_at(gathering, jobs.recv()).await {
+                Ok(Some(job)) => batch.push(job),
+                _ => break,
+            },
+        }
+    }
+    Some(batch)
 }
 
 #[derive(Debug)]
@@ -420,12 +424,14 @@ async fn decide_in(app: &App, tx: &mut Tx, jobs: &[Job], now: DateTime<Utc>) -> 
             hold.amount,
         ));
     }
-    ledger::insert_holds(tx, &hold_rows, now).await?;
-    authorizations::insert_many(tx, &records).await?;
-    let mut changed: Vec<CardRecord> =
+    // One round trip on SQLite (`Writes`).
+    let mut writes = Writes::new(tx);
+    ledger::add_holds(&mut writes, &hold_rows, now)?;
+    authorizations::add_many(&mut writes, &records);
+    let changed: Vec<CardRecord> =
         cards.into_values().filter(|entry| entry.changed).map(|entry| entry.record).collect();
-    cards::update_many(tx, &mut changed).await?;
-    cards::record_transitions(tx, &transitions).await?;
+    cards::add_updates(&mut writes, &changed);
+    cards::add_transitions(&mut writes, &transitions);
     // The batch's events: one per authorization, and the cards it used or froze.
     let mut batch_events: Vec<ghostcard_store::events::Event> =
         records.iter().map(|record| crate::events::authorization(record, now)).collect();
@@ -437,7 +443,8 @@ async fn decide_in(app: &App, tx: &mut Tx, jobs: &[Job], now: DateTime<Utc>) -> 
         };
         batch_events.push(crate::events::thin(kind, card_id, now));
     }
-    ghostcard_store::events::insert_many(tx, &batch_events).await?;
+    ghostcard_store::events::add_many(&mut writes, &batch_events);
+    writes.run(tx).await?;
     app.metrics.observe_batch_stages(loaded, decided, writing.elapsed());
     Ok(outcomes
         .into_iter()
@@ -500,4 +507,37 @@ async fn freeze_cardholder(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_wait_a_batch_is_what_was_waiting() {
+        // The clock is paused and moves only to a timer something waits for: it stays put if nothing waited. It is
+        // set off a millisecond boundary, where a timeout due now would wait for the next one.
+        tokio::time::advance(Duration::from_micros(300)).await;
+        let (sender, mut jobs) = mpsc::channel(8);
+        for job in 1..=3 {
+            sender.send(job).await.expect("queued");
+        }
+        let start = tokio::time::Instant::now();
+        assert_eq!(gather(&mut jobs, 2, Duration::ZERO).await, Some(vec![1, 2]));
+        assert_eq!(gather(&mut jobs, 8, Duration::ZERO).await, Some(vec![3]));
+        assert_eq!(tokio::time::Instant::now(), start, "no batch waited for more");
+
+        // With a wait, a batch takes what arrives within it of its first job.
+        sender.send(4).await.expect("queued");
+        let later = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_micros(500)).await;
+            sender.send(5).await.expect("queued");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            sender.send(6).await.expect("queued");
+        });
+        assert_eq!(gather(&mut jobs, 8, Duration::from_millis(2)).await, Some(vec![4, 5]));
+        assert_eq!(gather(&mut jobs, 8, Duration::ZERO).await, Some(vec![6]));
+        later.await.expect("sent");
+        assert_eq!(gather(&mut jobs, 8, Duration::ZERO).await, None, "every sender is gone");
+    }
 }

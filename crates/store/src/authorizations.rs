@@ -5,7 +5,8 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::{Page, Result, StoreError, Tx, for_update, from_micros, to_micros};
+use crate::writes::Value;
+use crate::{Page, Result, Tx, Writes, for_update, from_micros, to_micros};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthorizationRecord {
@@ -50,53 +51,58 @@ pub struct AuthorizationRecord {
 
 /// [`insert`] for many authorizations in one statement; [`StoreError::Conflict`] if any network key was taken.
 pub async fn insert_many(tx: &mut Tx, authorizations: &[AuthorizationRecord]) -> Result<()> {
+    let mut writes = Writes::new(tx);
+    add_many(&mut writes, authorizations);
+    writes.run(tx).await
+}
+
+/// [`insert_many`], added to `writes`.
+pub fn add_many(writes: &mut Writes, authorizations: &[AuthorizationRecord]) {
     const COLUMNS: usize = 28;
     for chunk in authorizations.chunks(crate::rows_per_statement(COLUMNS)) {
-        let (rows, nulls) = crate::insert_rows(tx, chunk.len(), COLUMNS);
+        let (rows, nulls) = crate::insert_rows(writes, chunk.len(), COLUMNS);
         let sql = format!(
             "INSERT INTO authorizations (id, card_id, cardholder_id, kind, amount, currency, status, response_code, \
              decline_reason, rule, cvv_result, flag, acquirer_id, merchant_id, merchant_name, merchant_city, \
              merchant_country, mcc, stan, rrn, auth_code, transmission_time, hold_transfer_id, held, captured, number_hash, \
              stand_in, created_at) {rows}"
         );
-        let mut query = sqlx::query(&sql);
+        let mut values = Vec::with_capacity(chunk.len() * COLUMNS + nulls);
         for authorization in chunk {
-            query = query
-                .bind(&authorization.id)
-                .bind(&authorization.card_id)
-                .bind(&authorization.cardholder_id)
-                .bind(&authorization.kind)
-                .bind(authorization.amount)
-                .bind(&authorization.currency)
-                .bind(&authorization.status)
-                .bind(&authorization.response_code)
-                .bind(&authorization.decline_reason)
-                .bind(&authorization.rule)
-                .bind(&authorization.cvv_result)
-                .bind(&authorization.flag)
-                .bind(&authorization.acquirer_id)
-                .bind(&authorization.merchant_id)
-                .bind(&authorization.merchant_name)
-                .bind(&authorization.merchant_city)
-                .bind(&authorization.merchant_country)
-                .bind(&authorization.mcc)
-                .bind(&authorization.stan)
-                .bind(&authorization.rrn)
-                .bind(&authorization.auth_code)
-                .bind(&authorization.transmission_time)
-                .bind(authorization.hold_transfer_id)
-                .bind(authorization.held)
-                .bind(authorization.captured)
-                .bind(&authorization.number_hash)
-                .bind(i64::from(authorization.stand_in))
-                .bind(to_micros(authorization.created_at));
+            values.extend([
+                Value::from(&authorization.id),
+                (&authorization.card_id).into(),
+                (&authorization.cardholder_id).into(),
+                (&authorization.kind).into(),
+                authorization.amount.into(),
+                (&authorization.currency).into(),
+                (&authorization.status).into(),
+                (&authorization.response_code).into(),
+                (&authorization.decline_reason).into(),
+                (&authorization.rule).into(),
+                (&authorization.cvv_result).into(),
+                (&authorization.flag).into(),
+                (&authorization.acquirer_id).into(),
+                (&authorization.merchant_id).into(),
+                (&authorization.merchant_name).into(),
+                (&authorization.merchant_city).into(),
+                (&authorization.merchant_country).into(),
+                (&authorization.mcc).into(),
+                (&authorization.stan).into(),
+                (&authorization.rrn).into(),
+                (&authorization.auth_code).into(),
+                (&authorization.transmission_time).into(),
+                authorization.hold_transfer_id.into(),
+                authorization.held.into(),
+                authorization.captured.into(),
+                (&authorization.number_hash).into(),
+                i64::from(authorization.stand_in).into(),
+                to_micros(authorization.created_at).into(),
+            ]);
         }
-        for _ in 0..nulls {
-            query = query.bind(None::<i64>);
-        }
-        query.execute(&mut **tx).await.map_err(StoreError::from_insert)?;
+        values.extend((0..nulls).map(|_| Value::Int(None)));
+        writes.push(sql, values, chunk.len());
     }
-    Ok(())
 }
 
 /// The authorizations recorded under any of these network keys (acquirer, STAN, transmission time).

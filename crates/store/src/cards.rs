@@ -10,7 +10,8 @@ use ghostcard_domain::money::{Currency, Money};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::{Page, Result, StoreError, Tx, for_update, from_micros, to_micros};
+use crate::writes::Value;
+use crate::{Page, Result, StoreError, Tx, Writes, for_update, from_micros, to_micros};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CardRecord {
@@ -445,9 +446,19 @@ pub async fn next_window_end(tx: &mut Tx, after: DateTime<Utc>) -> Result<Option
 
 /// [`update`] for many cards in one statement; [`StoreError::Stale`] if any changed since it was read.
 pub async fn update_many(tx: &mut Tx, cards: &mut [CardRecord]) -> Result<()> {
+    let mut writes = Writes::new(tx);
+    add_updates(&mut writes, cards);
+    writes.run(tx).await?;
+    cards.iter_mut().for_each(|card| card.version += 1);
+    Ok(())
+}
+
+/// [`update_many`], added to `writes`: running them is [`StoreError::Stale`] if any card changed since it was read,
+/// and each card's stored version is then one more than `card.version`.
+pub fn add_updates(writes: &mut Writes, cards: &[CardRecord]) {
     const COLUMNS: usize = 10;
-    for chunk in cards.chunks_mut(crate::rows_per_statement(COLUMNS)) {
-        let (rows, nulls) = crate::joined_rows(tx, chunk.len(), COLUMNS);
+    for chunk in cards.chunks(crate::rows_per_statement(COLUMNS)) {
+        let (rows, nulls) = crate::joined_rows(writes, chunk.len(), COLUMNS);
         let sql = format!(
             "WITH changed (id, version, amount, held, captured, status, frozen_from, merchant_acquirer_id, merchant_id, \
              merchant_name) AS (VALUES {rows}) \
@@ -457,53 +468,52 @@ pub async fn update_many(tx: &mut Tx, cards: &mut [CardRecord]) -> Result<()> {
              merchant_name = changed.merchant_name, version = cards.version + 1 \
              FROM changed WHERE cards.id = changed.id AND cards.version = changed.version"
         );
-        let mut query = sqlx::query(&sql);
-        for card in chunk.iter() {
-            query = query
-                .bind(&card.id)
-                .bind(card.version)
-                .bind(card.amount)
-                .bind(card.held)
-                .bind(card.captured)
-                .bind(&card.status)
-                .bind(&card.frozen_from)
-                .bind(&card.merchant_acquirer_id)
-                .bind(&card.merchant_id)
-                .bind(&card.merchant_name);
+        let mut values = Vec::with_capacity(chunk.len() * COLUMNS + nulls);
+        for card in chunk {
+            values.extend([
+                Value::from(&card.id),
+                card.version.into(),
+                card.amount.into(),
+                card.held.into(),
+                card.captured.into(),
+                (&card.status).into(),
+                (&card.frozen_from).into(),
+                (&card.merchant_acquirer_id).into(),
+                (&card.merchant_id).into(),
+                (&card.merchant_name).into(),
+            ]);
         }
-        for _ in 0..nulls {
-            query = query.bind(None::<i64>);
-        }
-        let result = query.execute(&mut **tx).await?;
-        if result.rows_affected() != chunk.len() as u64 {
-            return Err(StoreError::Stale);
-        }
-        chunk.iter_mut().for_each(|card| card.version += 1);
+        values.extend((0..nulls).map(|_| Value::Int(None)));
+        writes.push(sql, values, chunk.len());
     }
-    Ok(())
 }
 
 /// [`record_transition`] for many cards in one statement.
 pub async fn record_transitions(tx: &mut Tx, transitions: &[(String, Transition)]) -> Result<()> {
+    let mut writes = Writes::new(tx);
+    add_transitions(&mut writes, transitions);
+    writes.run(tx).await
+}
+
+/// [`record_transitions`], added to `writes`.
+pub fn add_transitions(writes: &mut Writes, transitions: &[(String, Transition)]) {
     const COLUMNS: usize = 5;
     for chunk in transitions.chunks(crate::rows_per_statement(COLUMNS)) {
-        let (rows, nulls) = crate::insert_rows(tx, chunk.len(), COLUMNS);
+        let (rows, nulls) = crate::insert_rows(writes, chunk.len(), COLUMNS);
         let sql = format!("INSERT INTO card_transitions (card_id, from_status, to_status, reason, at) {rows}");
-        let mut query = sqlx::query(&sql);
+        let mut values = Vec::with_capacity(chunk.len() * COLUMNS + nulls);
         for (card_id, transition) in chunk {
-            query = query
-                .bind(card_id)
-                .bind(transition.from.as_str())
-                .bind(transition.to.as_str())
-                .bind(&transition.reason)
-                .bind(to_micros(transition.at));
+            values.extend([
+                Value::from(card_id),
+                transition.from.as_str().into(),
+                transition.to.as_str().into(),
+                (&transition.reason).into(),
+                to_micros(transition.at).into(),
+            ]);
         }
-        for _ in 0..nulls {
-            query = query.bind(None::<i64>);
-        }
-        query.execute(&mut **tx).await?;
+        values.extend((0..nulls).map(|_| Value::Int(None)));
+        writes.push(sql, values, chunk.len());
     }
-    Ok(())
 }
 
 /// Writes the card's mutable fields if nobody changed it since `card.version` was read; bumps the version.

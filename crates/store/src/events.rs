@@ -5,7 +5,8 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::{Page, Result, Tx, from_micros, to_micros};
+use crate::writes::Value;
+use crate::{Page, Result, Tx, Writes, from_micros, to_micros};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
@@ -22,25 +23,30 @@ pub struct Event {
 
 /// Writes events with multi-row statements.
 pub async fn insert_many(tx: &mut Tx, events: &[Event]) -> Result<()> {
+    let mut writes = Writes::new(tx);
+    add_many(&mut writes, events);
+    writes.run(tx).await
+}
+
+/// [`insert_many`], added to `writes`.
+pub fn add_many(writes: &mut Writes, events: &[Event]) {
     const COLUMNS: usize = 5;
     for chunk in events.chunks(crate::rows_per_statement(COLUMNS)) {
-        let (rows, nulls) = crate::insert_rows(tx, chunk.len(), COLUMNS);
+        let (rows, nulls) = crate::insert_rows(writes, chunk.len(), COLUMNS);
         let sql = format!("INSERT INTO events (id, type, subject, data, created_at) {rows}");
-        let mut query = sqlx::query(&sql);
+        let mut values = Vec::with_capacity(chunk.len() * COLUMNS + nulls);
         for event in chunk {
-            query = query
-                .bind(&event.id)
-                .bind(&event.kind)
-                .bind(&event.subject)
-                .bind(&event.data)
-                .bind(to_micros(event.created_at));
+            values.extend([
+                Value::from(&event.id),
+                (&event.kind).into(),
+                (&event.subject).into(),
+                (&event.data).into(),
+                to_micros(event.created_at).into(),
+            ]);
         }
-        for _ in 0..nulls {
-            query = query.bind(None::<i64>);
-        }
-        query.execute(&mut **tx).await?;
+        values.extend((0..nulls).map(|_| Value::Int(None)));
+        writes.push(sql, values, chunk.len());
     }
-    Ok(())
 }
 
 pub async fn get(tx: &mut Tx, id: &str) -> Result<Option<Event>> {

@@ -13,7 +13,8 @@ use ghostcard_domain::money::{Currency, Money};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::{Result, StoreError, Tx, to_micros};
+use crate::writes::Value;
+use crate::{Result, StoreError, Tx, Writes, to_micros};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
@@ -161,37 +162,36 @@ pub async fn reserve_ids(tx: &mut Tx, count: usize) -> Result<Vec<TransferId>> {
     Ok(ids.into_iter().map(|id| TransferId(id as u64)).collect())
 }
 
-/// Writes new holds with ids from [`reserve_ids`]: (id, debit, credit, amount).
-pub async fn insert_holds(
-    tx: &mut Tx,
+/// Adds new holds with ids from [`reserve_ids`] to `writes`: (id, debit, credit, amount).
+pub fn add_holds(
+    writes: &mut Writes,
     holds: &[(TransferId, AccountId, AccountId, Money)],
     at: DateTime<Utc>,
 ) -> Result<()> {
     const COLUMNS: usize = 8;
     for chunk in holds.chunks(crate::rows_per_statement(COLUMNS)) {
-        let (rows, nulls) = crate::insert_rows(tx, chunk.len(), COLUMNS);
+        let (rows, nulls) = crate::insert_rows(writes, chunk.len(), COLUMNS);
         let sql = format!(
             "INSERT INTO ledger_transfers (id, debit, credit, amount, currency, kind, code, created_at) {rows}"
         );
-        let mut query = sqlx::query(&sql);
+        let mut values = Vec::with_capacity(chunk.len() * COLUMNS + nulls);
         for (id, debit, credit, amount) in chunk {
             if !amount.is_positive() || debit == credit {
                 return Err(StoreError::Corrupt(format!("hold {} is not a valid transfer", id.0)));
             }
-            query = query
-                .bind(id.0 as i64)
-                .bind(debit.to_string())
-                .bind(credit.to_string())
-                .bind(amount.minor())
-                .bind(amount.currency().code())
-                .bind("pending")
-                .bind("authorization_hold")
-                .bind(to_micros(at));
+            values.extend([
+                Value::from(id.0 as i64),
+                debit.to_string().into(),
+                credit.to_string().into(),
+                amount.minor().into(),
+                amount.currency().code().into(),
+                "pending".into(),
+                "authorization_hold".into(),
+                to_micros(at).into(),
+            ]);
         }
-        for _ in 0..nulls {
-            query = query.bind(None::<i64>);
-        }
-        query.execute(&mut **tx).await?;
+        values.extend((0..nulls).map(|_| Value::Int(None)));
+        writes.push(sql, values, chunk.len());
     }
     Ok(())
 }

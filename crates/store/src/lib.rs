@@ -27,6 +27,9 @@ pub mod reversals;
 pub mod settings;
 pub mod web_sessions;
 pub mod webhooks;
+mod writes;
+
+pub use writes::Writes;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -170,6 +173,7 @@ impl Store {
                             let busy_timeout_ms = busy_timeout.as_millis();
                             connection.execute(format!("PRAGMA busy_timeout = {busy_timeout_ms}").as_str()).await?;
                             connection.execute("PRAGMA cache_size = -65536").await?;
+                            connection.execute("PRAGMA temp_store = MEMORY").await?;
                             if let Some(pages) = autocheckpoint {
                                 connection.execute(format!("PRAGMA wal_autocheckpoint = {pages}").as_str()).await?;
                             }
@@ -295,11 +299,22 @@ pub fn from_micros(micros: i64) -> Result<DateTime<Utc>> {
     DateTime::from_timestamp_micros(micros).ok_or_else(|| StoreError::Corrupt(format!("timestamp {micros}")))
 }
 
+/// Where a statement goes, as far as its text differs: PostgreSQL numbers parameters and takes rows unpadded.
+trait Target {
+    fn is_postgres(&self) -> bool;
+}
+
+impl Target for Tx {
+    fn is_postgres(&self) -> bool {
+        self.backend_name() == "PostgreSQL"
+    }
+}
+
 /// `($1, $2, $3), ($4, $5, $6)` for `rows` rows of `columns` parameters (PostgreSQL), or the same with `?`
 /// (SQLite: its driver resolves numbered parameters by name, which costs quadratic time in a long statement).
 /// Built in one buffer: a batch's statements have tens of thousands of parameters.
-fn placeholders(tx: &Tx, rows: usize, columns: usize) -> String {
-    placeholder_text(tx.backend_name() == "PostgreSQL", rows, columns)
+fn placeholders(tx: &impl Target, rows: usize, columns: usize) -> String {
+    placeholder_text(tx.is_postgres(), rows, columns)
 }
 
 fn placeholder_text(numbered: bool, rows: usize, columns: usize) -> String {
@@ -326,8 +341,8 @@ fn placeholder_text(numbered: bool, rows: usize, columns: usize) -> String {
 }
 
 /// `$1, $2, …` (PostgreSQL) or `?, ?, …` (SQLite) for an `IN` list of `count` parameters starting at `first`.
-fn list_placeholders(tx: &Tx, first: usize, count: usize) -> String {
-    list_placeholder_text(tx.backend_name() == "PostgreSQL", first, count)
+fn list_placeholders(tx: &impl Target, first: usize, count: usize) -> String {
+    list_placeholder_text(tx.is_postgres(), first, count)
 }
 
 fn list_placeholder_text(numbered: bool, first: usize, count: usize) -> String {
@@ -351,8 +366,8 @@ fn list_placeholder_text(numbered: bool, first: usize, count: usize) -> String {
 /// long as running it (BENCHMARKS.md, session 4). So on SQLite the batch path's statements carry their rows padded
 /// up to a power of two (within the parameter limit) with rows of NULLs, which join, match and insert nothing; the
 /// texts repeat and stay compiled. PostgreSQL gets the rows as they are.
-fn padded_rows(tx: &Tx, rows: usize, columns: usize) -> usize {
-    if tx.backend_name() == "PostgreSQL" || rows == 0 {
+fn padded_rows(tx: &impl Target, rows: usize, columns: usize) -> usize {
+    if tx.is_postgres() || rows == 0 {
         rows
     } else {
         rows.next_power_of_two().min(rows_per_statement(columns)).max(rows)
@@ -361,11 +376,11 @@ fn padded_rows(tx: &Tx, rows: usize, columns: usize) -> usize {
 
 /// The rows of a multi-row `INSERT`: `VALUES (…), …`, or on SQLite the rows and their padding selected from a
 /// `VALUES` list without the NULL rows. With the number of NULL parameters to bind after the rows.
-fn insert_rows(tx: &Tx, rows: usize, columns: usize) -> (String, usize) {
+fn insert_rows(tx: &impl Target, rows: usize, columns: usize) -> (String, usize) {
     let padded = padded_rows(tx, rows, columns);
     let values = placeholders(tx, padded, columns);
     let nulls = (padded - rows) * columns;
-    if tx.backend_name() == "PostgreSQL" {
+    if tx.is_postgres() {
         (format!("VALUES {values}"), nulls)
     } else {
         (format!("SELECT * FROM (VALUES {values}) WHERE column1 IS NOT NULL"), nulls)
@@ -374,14 +389,14 @@ fn insert_rows(tx: &Tx, rows: usize, columns: usize) -> (String, usize) {
 
 /// The placeholders of a `VALUES` list that is joined (lookups, updates), padded on SQLite; with the number of NULL
 /// parameters to bind after the rows.
-fn joined_rows(tx: &Tx, rows: usize, columns: usize) -> (String, usize) {
+fn joined_rows(tx: &impl Target, rows: usize, columns: usize) -> (String, usize) {
     let padded = padded_rows(tx, rows, columns);
     (placeholders(tx, padded, columns), (padded - rows) * columns)
 }
 
 /// The placeholders of an `IN` list of `count` values from parameter 1, padded on SQLite; with the number of NULL
 /// parameters to bind after the values.
-fn in_list(tx: &Tx, count: usize) -> (String, usize) {
+fn in_list(tx: &impl Target, count: usize) -> (String, usize) {
     let padded = padded_rows(tx, count, 1);
     (list_placeholders(tx, 1, padded), padded - count)
 }

@@ -313,6 +313,89 @@ async fn multi_row_statements_write_and_find_exactly_their_rows() {
 }
 
 #[tokio::test]
+async fn writes_run_in_order_and_report_a_stale_card_or_a_taken_key() {
+    // A batch's writes go together (on SQLite as one multi-statement query). They must all land, in order; a card
+    // changed since it was read must be reported as stale, and a taken key as a conflict, whichever statement it is.
+    for store in stores("writes").await {
+        let event = |n: u32| ghostcard_store::events::Event {
+            id: format!("evt_{n}"),
+            kind: "card.used".to_owned(),
+            subject: Some("card_1".to_owned()),
+            data: None,
+            created_at: now(),
+        };
+        let used = |mut card: CardRecord| {
+            card.status = "used".to_owned();
+            card.held = 1_000;
+            card
+        };
+        let transition = |card: &str| {
+            let transition = ghostcard_domain::card::Transition {
+                from: ghostcard_domain::card::CardStatus::Active,
+                to: ghostcard_domain::card::CardStatus::Used,
+                reason: "test".to_owned(),
+                at: now(),
+            };
+            (card.to_owned(), transition)
+        };
+        let mut tx = store.begin().await.expect("begins");
+        insert_cardholder_with_cards(&mut tx, "ch_1", &[card("card_1", "ch_1", 1), card("card_2", "ch_1", 2)]).await;
+        ghostcard_store::commit(tx).await.expect("commits");
+
+        // All of them land.
+        let mut tx = store.begin().await.expect("begins");
+        let mut writes = ghostcard_store::Writes::new(&tx);
+        cards::add_updates(&mut writes, &[used(card("card_1", "ch_1", 1))]);
+        cards::add_transitions(&mut writes, &[transition("card_1")]);
+        ghostcard_store::events::add_many(&mut writes, &[event(1), event(2)]);
+        writes.run(&mut tx).await.expect("writes");
+        ghostcard_store::commit(tx).await.expect("commits");
+        let mut tx = store.read().await.expect("begins");
+        let stored = cards::get(&mut tx, "card_1").await.expect("reads").expect("the card");
+        assert_eq!((stored.status.as_str(), stored.held, stored.version), ("used", 1_000, 1));
+        let page = ghostcard_store::events::list(&mut tx, None, 10, None).await.expect("lists");
+        assert_eq!(page.rows.len(), 2);
+        drop(tx);
+
+        // A card read at version 0 is stale now, though another statement comes after its update.
+        let mut tx = store.begin().await.expect("begins");
+        let mut writes = ghostcard_store::Writes::new(&tx);
+        cards::add_updates(&mut writes, &[used(card("card_2", "ch_1", 2)), used(card("card_1", "ch_1", 1))]);
+        ghostcard_store::events::add_many(&mut writes, &[event(3)]);
+        assert!(matches!(writes.run(&mut tx).await, Err(StoreError::Stale)));
+        drop(tx);
+
+        // A taken key, in the last statement, is a conflict.
+        let mut tx = store.begin().await.expect("begins");
+        let mut writes = ghostcard_store::Writes::new(&tx);
+        cards::add_updates(&mut writes, &[used(card("card_2", "ch_1", 2))]);
+        ghostcard_store::events::add_many(&mut writes, &[event(4), event(1)]);
+        assert!(matches!(writes.run(&mut tx).await, Err(StoreError::Conflict)));
+        drop(tx);
+
+        // Nothing of the two that failed was kept.
+        let mut tx = store.read().await.expect("begins");
+        let untouched = cards::get(&mut tx, "card_2").await.expect("reads").expect("the card");
+        assert_eq!((untouched.status.as_str(), untouched.version), ("active", 0));
+        let page = ghostcard_store::events::list(&mut tx, None, 10, None).await.expect("lists");
+        assert_eq!(page.rows.len(), 2);
+    }
+}
+
+#[tokio::test]
+async fn sqlite_keeps_temporary_data_in_memory() {
+    // A multi-row insert's statement journal spilled to a temporary file at every batch (BENCHMARKS.md, session 5).
+    let store = stores("temp_store").await.remove(0);
+    assert_eq!(store.dialect(), Dialect::Sqlite);
+    let mut tx = store.begin().await.expect("begins");
+    let writer: i64 = sqlx::query_scalar("PRAGMA temp_store").fetch_one(&mut *tx).await.expect("reads");
+    drop(tx);
+    let mut tx = store.read().await.expect("begins");
+    let reader: i64 = sqlx::query_scalar("PRAGMA temp_store").fetch_one(&mut *tx).await.expect("reads");
+    assert_eq!((writer, reader), (2, 2), "2 is MEMORY");
+}
+
+#[tokio::test]
 async fn a_background_checkpointer_copies_the_log_into_the_database() {
     // The writer leaves the write-ahead log to the background checkpointer (up to 40 MiB): what commits reaches the
     // database file only when the checkpointer runs, told by `wrote_much` (or its 100 ms timer).

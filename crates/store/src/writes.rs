@@ -1,0 +1,125 @@
+//! Statements that write, collected and then run together.
+
+use crate::{Result, StoreError, Target, Tx};
+
+/// A value for a statement of [`Writes`], owned, so statements can be collected before they run.
+#[derive(Debug, Clone)]
+pub(crate) enum Value {
+    Int(Option<i64>),
+    Text(Option<String>),
+    Bytes(Option<Vec<u8>>),
+}
+
+impl From<i64> for Value {
+    fn from(value: i64) -> Value {
+        Value::Int(Some(value))
+    }
+}
+
+impl From<Option<i64>> for Value {
+    fn from(value: Option<i64>) -> Value {
+        Value::Int(value)
+    }
+}
+
+impl From<&str> for Value {
+    fn from(value: &str) -> Value {
+        Value::Text(Some(value.to_owned()))
+    }
+}
+
+impl From<&String> for Value {
+    fn from(value: &String) -> Value {
+        Value::Text(Some(value.clone()))
+    }
+}
+
+impl From<String> for Value {
+    fn from(value: String) -> Value {
+        Value::Text(Some(value))
+    }
+}
+
+impl From<&Option<String>> for Value {
+    fn from(value: &Option<String>) -> Value {
+        Value::Text(value.clone())
+    }
+}
+
+impl From<&Option<Vec<u8>>> for Value {
+    fn from(value: &Option<Vec<u8>>) -> Value {
+        Value::Bytes(value.clone())
+    }
+}
+
+/// Statements that write, collected and then run by [`Writes::run`]. On SQLite they go to the connection's
+/// thread as one multi-statement query: one round trip instead of one each, and at low load each round trip cost
+/// 100–200 µs on the bench machine (BENCHMARKS.md, session 5). PostgreSQL's protocol takes one statement with
+/// parameters at a time, so there they run one after another.
+///
+/// Every statement writes an exact number of rows: an insert all of its rows or fails, a version-checked update
+/// each of its rows unless a row changed since it was read. `run` checks the total, so a stale row is
+/// [`StoreError::Stale`]; a unique violation is [`StoreError::Conflict`]. Either way the transaction must be rolled
+/// back: statements before the failing one have run.
+pub struct Writes {
+    postgres: bool,
+    statements: Vec<(String, Vec<Value>)>,
+    rows: u64,
+}
+
+impl Target for Writes {
+    fn is_postgres(&self) -> bool {
+        self.postgres
+    }
+}
+
+impl Writes {
+    /// Writes for this transaction's database.
+    pub fn new(tx: &Tx) -> Writes {
+        Writes { postgres: tx.is_postgres(), statements: Vec::new(), rows: 0 }
+    }
+
+    /// Adds a statement that writes exactly `rows` rows.
+    pub(crate) fn push(&mut self, sql: String, values: Vec<Value>, rows: usize) {
+        self.statements.push((sql, values));
+        self.rows += rows as u64;
+    }
+
+    /// Runs the statements in the order they were added.
+    pub async fn run(self, tx: &mut Tx) -> Result<()> {
+        let written = if self.postgres {
+            let mut written = 0;
+            for (sql, values) in &self.statements {
+                written += bind(sqlx::query(sql), values)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(StoreError::from_insert)?
+                    .rows_affected();
+            }
+            written
+        } else if self.statements.is_empty() {
+            0
+        } else {
+            let sql = self.statements.iter().map(|(sql, _)| sql.as_str()).collect::<Vec<_>>().join(";\n");
+            let mut query = sqlx::query(&sql);
+            for (_, values) in &self.statements {
+                query = bind(query, values);
+            }
+            query.execute(&mut **tx).await.map_err(StoreError::from_insert)?.rows_affected()
+        };
+        if written == self.rows { Ok(()) } else { Err(StoreError::Stale) }
+    }
+}
+
+type Query<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+fn bind<'q>(mut query: Query<'q>, values: &'q [Value]) -> Query<'q> {
+    for value in values {
+        query = match value {
+            Value::Int(value) => query.bind(*value),
+            Value::Text(value) => query.bind(value.as_deref()),
+            Value::Bytes(value) => query.bind(value.as_deref()),
+        };
+    }
+    query
+}

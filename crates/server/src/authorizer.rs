@@ -3,7 +3,7 @@
 //! Connection tasks submit jobs to a bounded queue (a full queue is backpressure). One authorizer per process
 //! takes up to `authorization_batch_max` jobs, or what arrives within `authorization_batch_wait_us` of the first,
 //! and for the whole batch: loads every card, duplicate key, earlier reversal and cardholder standing with a few
-//! multi-row queries; decides each job **in order** against the batch's in-memory state (two requests for one
+//! multi-row queries, sent together after the cards ([`Reads`]); decides each job **in order** against the batch's in-memory state (two requests for one
 //! card see each other, so the result is the one-at-a-time result); writes holds, authorizations, card changes,
 //! transitions and events with multi-row statements, sent together ([`Writes`]); commits; and only then answers. On PostgreSQL the batch's card rows
 //! are locked in id order and every card update is version-checked; if another process got in between, the batch
@@ -20,7 +20,7 @@ use ghostcard_domain::fraud::FraudAction;
 use ghostcard_domain::ledger::{AccountId, AccountKind};
 use ghostcard_store::authorizations::{self, AuthorizationRecord};
 use ghostcard_store::cards::{self, CardRecord};
-use ghostcard_store::{StoreError, Tx, Writes, cardholders, ledger, plans, reversals};
+use ghostcard_store::{Reads, StoreError, Tx, Writes, cardholders, ledger, plans, reversals};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::App;
@@ -257,27 +257,35 @@ async fn decide_in(app: &App, tx: &mut Tx, jobs: &[Job], now: DateTime<Utc>) -> 
         let card = record.to_card()?;
         cards.insert(record.number_hash.clone(), BatchCard { record, card, changed: false });
     }
+    // The rest in one round trip on SQLite (`Reads`).
     let keys: Vec<Key> = jobs.iter().filter_map(network_key).collect();
+    let mut holders: Vec<String> = cards.values().map(|entry| entry.record.cardholder_id.clone()).collect();
+    holders.sort();
+    holders.dedup();
+    let mut reads = Reads::new(tx);
+    let originals = authorizations::add_find_by_network_keys(&mut reads, &keys);
+    let reversed_first = reversals::add_reversed_before_arrival_many(&mut reads, &keys);
+    let standings = cardholders::add_statuses(&mut reads, &holders);
+    let active_plans = plans::add_active_for_cardholders(&mut reads, &holders);
+    let approval_times =
+        authorizations::add_approval_times_for(&mut reads, &holders, now - window(&fraud.authorization));
+    let found = reads.run(tx).await?;
     let mut recorded: HashMap<Key, AuthorizationRecord> = HashMap::new();
-    for original in authorizations::find_by_network_keys(tx, &keys).await? {
+    for original in authorizations::find_by_network_keys_in(&found, &originals)? {
         if let (Some(stan), Some(transmission)) = (original.stan.clone(), original.transmission_time.clone()) {
             recorded.insert((original.acquirer_id.clone(), stan, transmission), original);
         }
     }
-    let reversed: HashSet<Key> = reversals::reversed_before_arrival_many(tx, &keys).await?.into_iter().collect();
-    let mut holders: Vec<String> = cards.values().map(|entry| entry.record.cardholder_id.clone()).collect();
-    holders.sort();
-    holders.dedup();
-    let statuses = cardholders::statuses(tx, &holders).await?;
+    let reversed: HashSet<Key> = reversals::reversed_before_arrival_in(&found, &reversed_first)?.into_iter().collect();
+    let statuses = cardholders::statuses_in(&found, &standings)?;
     let today = app.today(now);
-    let overdue: HashSet<String> = plans::active_for_cardholders(tx, &holders)
-        .await?
+    let overdue: HashSet<String> = plans::active_for_cardholders_in(&found, &active_plans)?
         .into_iter()
         .filter(|plan| plan.plan.has_arrears(today))
         .map(|plan| plan.cardholder_id)
         .collect();
     let mut approvals: HashMap<String, Vec<DateTime<Utc>>> = HashMap::new();
-    for (holder, at) in authorizations::approval_times_for(tx, &holders, now - window(&fraud.authorization)).await? {
+    for (holder, at) in authorizations::approval_times_in(&found, &approval_times)? {
         approvals.entry(holder).or_default().push(at);
     }
 

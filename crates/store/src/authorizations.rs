@@ -5,8 +5,8 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::writes::Value;
-use crate::{Page, Result, Tx, Writes, for_update, from_micros, to_micros};
+use crate::together::Value;
+use crate::{Found, Page, Pending, Reads, Result, Target, Tx, Writes, for_update, from_micros, to_micros};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthorizationRecord {
@@ -107,27 +107,35 @@ pub fn add_many(writes: &mut Writes, authorizations: &[AuthorizationRecord]) {
 
 /// The authorizations recorded under any of these network keys (acquirer, STAN, transmission time).
 pub async fn find_by_network_keys(tx: &mut Tx, keys: &[(String, String, String)]) -> Result<Vec<AuthorizationRecord>> {
-    let mut found = Vec::new();
+    let mut reads = Reads::new(tx);
+    let pending = add_find_by_network_keys(&mut reads, keys);
+    find_by_network_keys_in(&reads.run(tx).await?, &pending)
+}
+
+/// [`find_by_network_keys`], added to `reads`.
+pub fn add_find_by_network_keys(reads: &mut Reads, keys: &[(String, String, String)]) -> Pending {
+    let mut statements = Vec::new();
     for chunk in keys.chunks(crate::rows_per_statement(3)) {
         // A join with the keys, not a row-value IN: SQLite would scan the whole table for the latter.
-        let (rows, nulls) = crate::joined_rows(tx, chunk.len(), 3);
+        let (rows, nulls) = crate::joined_rows(reads, chunk.len(), 3);
         let sql = format!(
             "WITH wanted (acquirer_id, stan, transmission_time) AS (VALUES {rows}) SELECT a.* FROM wanted \
              JOIN authorizations a ON a.acquirer_id = wanted.acquirer_id AND a.stan = wanted.stan \
              AND a.transmission_time = wanted.transmission_time"
         );
-        let mut query = sqlx::query(&sql);
+        let mut values = Vec::with_capacity(chunk.len() * 3 + nulls);
         for (acquirer, stan, transmission) in chunk {
-            query = query.bind(acquirer).bind(stan).bind(transmission);
+            values.extend([Value::from(acquirer), stan.into(), transmission.into()]);
         }
-        for _ in 0..nulls {
-            query = query.bind(None::<i64>);
-        }
-        for row in query.fetch_all(&mut **tx).await? {
-            found.push(from_row(&row)?);
-        }
+        values.extend((0..nulls).map(|_| Value::Text(None)));
+        statements.push((sql, values));
     }
-    Ok(found)
+    reads.push(statements)
+}
+
+/// What [`add_find_by_network_keys`] found.
+pub fn find_by_network_keys_in(found: &Found, pending: &Pending) -> Result<Vec<AuthorizationRecord>> {
+    found.rows(pending).map(from_row).collect()
 }
 
 /// Times of spending approvals since `since`, for each of these cardholders.
@@ -136,27 +144,32 @@ pub async fn approval_times_for(
     cardholder_ids: &[String],
     since: DateTime<Utc>,
 ) -> Result<Vec<(String, DateTime<Utc>)>> {
-    let mut times = Vec::new();
+    let mut reads = Reads::new(tx);
+    let pending = add_approval_times_for(&mut reads, cardholder_ids, since);
+    approval_times_in(&reads.run(tx).await?, &pending)
+}
+
+/// [`approval_times_for`], added to `reads`.
+pub fn add_approval_times_for(reads: &mut Reads, cardholder_ids: &[String], since: DateTime<Utc>) -> Pending {
+    let mut statements = Vec::new();
     for chunk in cardholder_ids.chunks(crate::rows_per_statement(1)) {
-        let numbered = tx.backend_name() == "PostgreSQL";
-        let (list, nulls) = crate::in_list(tx, chunk.len());
+        let (list, nulls) = crate::in_list(reads, chunk.len());
         let sql = format!(
             "SELECT cardholder_id, created_at FROM authorizations WHERE cardholder_id IN ({list}) AND response_code = '00' \
              AND kind IN ('purchase', 'incremental', 'advice') AND created_at > {}",
-            if numbered { format!("${}", chunk.len() + nulls + 1) } else { "?".to_owned() }
+            if reads.is_postgres() { format!("${}", chunk.len() + nulls + 1) } else { "?".to_owned() }
         );
-        let mut query = sqlx::query_as::<_, (String, i64)>(&sql);
-        for id in chunk {
-            query = query.bind(id);
-        }
-        for _ in 0..nulls {
-            query = query.bind(None::<String>);
-        }
-        for (cardholder, at) in query.bind(to_micros(since)).fetch_all(&mut **tx).await? {
-            times.push((cardholder, from_micros(at)?));
-        }
+        let mut values: Vec<Value> = chunk.iter().map(Value::from).collect();
+        values.extend((0..nulls).map(|_| Value::Text(None)));
+        values.push(to_micros(since).into());
+        statements.push((sql, values));
     }
-    Ok(times)
+    reads.push(statements)
+}
+
+/// What [`add_approval_times_for`] found.
+pub fn approval_times_in(found: &Found, pending: &Pending) -> Result<Vec<(String, DateTime<Utc>)>> {
+    found.rows(pending).map(|row| Ok((row.try_get(0)?, from_micros(row.try_get(1)?)?))).collect()
 }
 
 /// The newest authorizations of all cards, optionally only those with this response code, decline reason or

@@ -4,7 +4,8 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::{Result, StoreError, Tx, from_micros, to_micros};
+use crate::together::Value;
+use crate::{Found, Pending, Reads, Result, StoreError, Tx, from_micros, to_micros};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cardholder {
@@ -53,20 +54,27 @@ pub async fn insert_many(tx: &mut Tx, cardholders: &[Cardholder]) -> Result<()> 
 
 /// The status of each of these cardholders.
 pub async fn statuses(tx: &mut Tx, ids: &[String]) -> Result<std::collections::HashMap<String, String>> {
-    let mut statuses = std::collections::HashMap::with_capacity(ids.len());
+    let mut reads = Reads::new(tx);
+    let pending = add_statuses(&mut reads, ids);
+    statuses_in(&reads.run(tx).await?, &pending)
+}
+
+/// [`statuses`], added to `reads`.
+pub fn add_statuses(reads: &mut Reads, ids: &[String]) -> Pending {
+    let mut statements = Vec::new();
     for chunk in ids.chunks(crate::rows_per_statement(1)) {
-        let (list, nulls) = crate::in_list(tx, chunk.len());
+        let (list, nulls) = crate::in_list(reads, chunk.len());
         let sql = format!("SELECT id, status FROM cardholders WHERE id IN ({list})");
-        let mut query = sqlx::query_as::<_, (String, String)>(&sql);
-        for id in chunk {
-            query = query.bind(id);
-        }
-        for _ in 0..nulls {
-            query = query.bind(None::<String>);
-        }
-        statuses.extend(query.fetch_all(&mut **tx).await?);
+        let mut values: Vec<Value> = chunk.iter().map(Value::from).collect();
+        values.extend((0..nulls).map(|_| Value::Text(None)));
+        statements.push((sql, values));
     }
-    Ok(statuses)
+    reads.push(statements)
+}
+
+/// What [`add_statuses`] found.
+pub fn statuses_in(found: &Found, pending: &Pending) -> Result<std::collections::HashMap<String, String>> {
+    found.rows(pending).map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
 }
 
 pub async fn get(tx: &mut Tx, id: &str) -> Result<Option<Cardholder>> {

@@ -10,7 +10,7 @@ use ghostcard_domain::money::{Currency, Money};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::writes::Value;
+use crate::together::Value;
 use crate::{Page, Result, StoreError, Tx, Writes, for_update, from_micros, to_micros};
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::writes::Value;
+use crate::together::Value;
 use crate::{Page, Result, Tx, Writes, from_micros, to_micros};
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use ghostcard_domain::money::{Currency, Money};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::writes::Value;
+use crate::together::Value;
 use crate::{Result, StoreError, Tx, Writes, to_micros};
 
 #[derive(Debug, thiserror::Error)]

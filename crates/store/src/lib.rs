@@ -25,11 +25,11 @@ pub mod operators;
 pub mod plans;
 pub mod reversals;
 pub mod settings;
+mod together;
 pub mod web_sessions;
 pub mod webhooks;
-mod writes;
 
-pub use writes::Writes;
+pub use together::{Found, Pending, Reads, Writes};
 
 use std::str::FromStr;
 use std::sync::Arc;

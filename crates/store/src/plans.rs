@@ -6,7 +6,8 @@ use ghostcard_domain::plan::Plan;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::{Result, StoreError, Tx, for_update, from_micros, to_micros};
+use crate::together::Value;
+use crate::{Found, Pending, Reads, Result, StoreError, Tx, for_update, from_micros, to_micros};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanRecord {
@@ -85,22 +86,27 @@ pub async fn active_for_cardholder(tx: &mut Tx, cardholder_id: &str) -> Result<V
 
 /// The active plans of these cardholders.
 pub async fn active_for_cardholders(tx: &mut Tx, cardholder_ids: &[String]) -> Result<Vec<PlanRecord>> {
-    let mut plans = Vec::new();
+    let mut reads = Reads::new(tx);
+    let pending = add_active_for_cardholders(&mut reads, cardholder_ids);
+    active_for_cardholders_in(&reads.run(tx).await?, &pending)
+}
+
+/// [`active_for_cardholders`], added to `reads`.
+pub fn add_active_for_cardholders(reads: &mut Reads, cardholder_ids: &[String]) -> Pending {
+    let mut statements = Vec::new();
     for chunk in cardholder_ids.chunks(crate::rows_per_statement(1)) {
-        let (list, nulls) = crate::in_list(tx, chunk.len());
+        let (list, nulls) = crate::in_list(reads, chunk.len());
         let sql = format!("SELECT * FROM plans WHERE status = 'active' AND cardholder_id IN ({list})");
-        let mut query = sqlx::query(&sql);
-        for id in chunk {
-            query = query.bind(id);
-        }
-        for _ in 0..nulls {
-            query = query.bind(None::<String>);
-        }
-        for row in query.fetch_all(&mut **tx).await? {
-            plans.push(from_row(&row)?);
-        }
+        let mut values: Vec<Value> = chunk.iter().map(Value::from).collect();
+        values.extend((0..nulls).map(|_| Value::Text(None)));
+        statements.push((sql, values));
     }
-    Ok(plans)
+    reads.push(statements)
+}
+
+/// What [`add_active_for_cardholders`] found.
+pub fn active_for_cardholders_in(found: &Found, pending: &Pending) -> Result<Vec<PlanRecord>> {
+    found.rows(pending).map(from_row).collect()
 }
 
 /// Ids of plans with work due at `now`, the earliest first.

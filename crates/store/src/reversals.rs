@@ -4,7 +4,8 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::{Result, StoreError, Tx, from_micros, to_micros};
+use crate::together::Value;
+use crate::{Found, Pending, Reads, Result, StoreError, Tx, from_micros, to_micros};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReversalRecord {
@@ -97,26 +98,36 @@ pub async fn reversed_before_arrival_many(
     tx: &mut Tx,
     keys: &[(String, String, String)],
 ) -> Result<Vec<(String, String, String)>> {
-    let mut found = Vec::new();
+    let mut reads = Reads::new(tx);
+    let pending = add_reversed_before_arrival_many(&mut reads, keys);
+    reversed_before_arrival_in(&reads.run(tx).await?, &pending)
+}
+
+/// [`reversed_before_arrival_many`], added to `reads`.
+pub fn add_reversed_before_arrival_many(reads: &mut Reads, keys: &[(String, String, String)]) -> Pending {
+    let mut statements = Vec::new();
     for chunk in keys.chunks(crate::rows_per_statement(3)) {
         // A join with the keys, not a row-value IN: SQLite would scan the whole table for the latter.
-        let (rows, nulls) = crate::joined_rows(tx, chunk.len(), 3);
+        let (rows, nulls) = crate::joined_rows(reads, chunk.len(), 3);
         let sql = format!(
             "WITH wanted (acquirer_id, stan, transmission_time) AS (VALUES {rows}) \
              SELECT r.original_acquirer_id, r.original_stan, r.original_transmission_time FROM wanted \
              JOIN reversals r ON r.original_acquirer_id = wanted.acquirer_id AND r.original_stan = wanted.stan \
              AND r.original_transmission_time = wanted.transmission_time WHERE r.authorization_id IS NULL"
         );
-        let mut query = sqlx::query_as::<_, (String, String, String)>(&sql);
+        let mut values = Vec::with_capacity(chunk.len() * 3 + nulls);
         for (acquirer, stan, transmission) in chunk {
-            query = query.bind(acquirer).bind(stan).bind(transmission);
+            values.extend([Value::from(acquirer), stan.into(), transmission.into()]);
         }
-        for _ in 0..nulls {
-            query = query.bind(None::<String>);
-        }
-        found.extend(query.fetch_all(&mut **tx).await?);
+        values.extend((0..nulls).map(|_| Value::Text(None)));
+        statements.push((sql, values));
     }
-    Ok(found)
+    reads.push(statements)
+}
+
+/// What [`add_reversed_before_arrival_many`] found.
+pub fn reversed_before_arrival_in(found: &Found, pending: &Pending) -> Result<Vec<(String, String, String)>> {
+    found.rows(pending).map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))).collect()
 }
 
 fn from_row(row: &AnyRow) -> Result<ReversalRecord> {

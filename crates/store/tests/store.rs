@@ -383,6 +383,33 @@ async fn writes_run_in_order_and_report_a_stale_card_or_a_taken_key() {
 }
 
 #[tokio::test]
+async fn reads_run_together_and_each_finds_its_own_rows() {
+    // On SQLite several queries go as one multi-statement query; each read must get its own statement's rows, an
+    // empty result in between included.
+    for store in stores("reads").await {
+        let mut tx = store.begin().await.expect("begins");
+        for n in 1..=3 {
+            cardholders::insert(&mut tx, &cardholder(&format!("ch_{n}"))).await.expect("inserts");
+        }
+        ghostcard_store::commit(tx).await.expect("commits");
+        let ids = |ids: &[&str]| ids.iter().map(|id| id.to_string()).collect::<Vec<_>>();
+        let mut tx = store.read().await.expect("begins");
+        let mut reads = ghostcard_store::Reads::new(&tx);
+        let first = cardholders::add_statuses(&mut reads, &ids(&["ch_1", "ch_3", "ch_9"]));
+        let keys = [("acq".to_owned(), "000001".to_owned(), "1126120000".to_owned())];
+        let none = ghostcard_store::authorizations::add_find_by_network_keys(&mut reads, &keys);
+        let second = cardholders::add_statuses(&mut reads, &ids(&["ch_2"]));
+        let found = reads.run(&mut tx).await.expect("reads");
+        let mut first = cardholders::statuses_in(&found, &first).expect("decodes").into_keys().collect::<Vec<_>>();
+        first.sort();
+        assert_eq!(first, ["ch_1", "ch_3"]);
+        assert!(ghostcard_store::authorizations::find_by_network_keys_in(&found, &none).expect("decodes").is_empty());
+        let second = cardholders::statuses_in(&found, &second).expect("decodes");
+        assert_eq!(second.keys().collect::<Vec<_>>(), ["ch_2"]);
+    }
+}
+
+#[tokio::test]
 async fn sqlite_keeps_temporary_data_in_memory() {
     // A multi-row insert's statement journal spilled to a temporary file at every batch (BENCHMARKS.md, session 5).
     let store = stores("temp_store").await.remove(0);

@@ -1,4 +1,11 @@
-//! Statements that write, collected and then run together.
+//! Statements collected and then run together: on SQLite as one multi-statement query, which is one round trip to
+//! the driver's connection thread instead of one each. At low load each round trip cost 100–200 µs on the bench
+//! machine (BENCHMARKS.md, session 5). PostgreSQL's protocol takes one statement with parameters at a time, so
+//! there they run one after another.
+
+use futures_util::TryStreamExt;
+use sqlx::Either;
+use sqlx::any::AnyRow;
 
 use crate::{Result, StoreError, Target, Tx};
 
@@ -52,10 +59,7 @@ impl From<&Option<Vec<u8>>> for Value {
     }
 }
 
-/// Statements that write, collected and then run by [`Writes::run`]. On SQLite they go to the connection's
-/// thread as one multi-statement query: one round trip instead of one each, and at low load each round trip cost
-/// 100–200 µs on the bench machine (BENCHMARKS.md, session 5). PostgreSQL's protocol takes one statement with
-/// parameters at a time, so there they run one after another.
+/// Statements that write, collected and then run together by [`Writes::run`].
 ///
 /// Every statement writes an exact number of rows: an insert all of its rows or fails, a version-checked update
 /// each of its rows unless a row changed since it was read. `run` checks the total, so a stale row is
@@ -108,6 +112,83 @@ impl Writes {
             query.execute(&mut **tx).await.map_err(StoreError::from_insert)?.rows_affected()
         };
         if written == self.rows { Ok(()) } else { Err(StoreError::Stale) }
+    }
+}
+
+/// Queries collected and then run together by [`Reads::run`]; each adder returns the [`Pending`] that finds its rows
+/// in the [`Found`].
+pub struct Reads {
+    postgres: bool,
+    statements: Vec<(String, Vec<Value>)>,
+}
+
+/// Where a read added to [`Reads`] finds its rows: its statements, by position.
+#[derive(Debug)]
+pub struct Pending(std::ops::Range<usize>);
+
+/// The rows of each statement of a [`Reads`], in order.
+pub struct Found(Vec<Vec<AnyRow>>);
+
+impl Target for Reads {
+    fn is_postgres(&self) -> bool {
+        self.postgres
+    }
+}
+
+impl Reads {
+    /// Reads for this transaction's database.
+    pub fn new(tx: &Tx) -> Reads {
+        Reads { postgres: tx.is_postgres(), statements: Vec::new() }
+    }
+
+    /// Adds the statements of one read.
+    pub(crate) fn push(&mut self, statements: impl IntoIterator<Item = (String, Vec<Value>)>) -> Pending {
+        let start = self.statements.len();
+        self.statements.extend(statements);
+        Pending(start..self.statements.len())
+    }
+
+    /// Runs the statements in the order they were added.
+    pub async fn run(self, tx: &mut Tx) -> Result<Found> {
+        let mut found = Vec::with_capacity(self.statements.len());
+        if self.postgres {
+            for (sql, values) in &self.statements {
+                found.push(bind(sqlx::query(sql), values).fetch_all(&mut **tx).await?);
+            }
+        } else if !self.statements.is_empty() {
+            let sql = self.statements.iter().map(|(sql, _)| sql.as_str()).collect::<Vec<_>>().join(";\n");
+            let mut query = sqlx::query(&sql);
+            for (_, values) in &self.statements {
+                query = bind(query, values);
+            }
+            // Each statement's rows, then its result. sqlx 0.8 deprecates several statements in one prepared query
+            // (launchbadge/sqlx#3108; its `raw_sql` takes no parameters) but supports it on SQLite, where this and
+            // `Writes` rely on it; the store's tests fail if an upgrade drops it.
+            #[allow(deprecated)]
+            let mut results = query.fetch_many(&mut **tx);
+            let mut rows = Vec::new();
+            while let Some(step) = results.try_next().await? {
+                match step {
+                    Either::Right(row) => rows.push(row),
+                    Either::Left(_) => found.push(std::mem::take(&mut rows)),
+                }
+            }
+        }
+        if found.len() != self.statements.len() {
+            return Err(StoreError::Corrupt(format!(
+                "{} statements gave {} results",
+                self.statements.len(),
+                found.len()
+            )));
+        }
+        Ok(Found(found))
+    }
+}
+
+impl Found {
+    /// The rows of a read (none for a [`Pending`] of other reads).
+    pub(crate) fn rows(&self, pending: &Pending) -> impl Iterator<Item = &AnyRow> {
+        self.0.get(pending.0.clone()).unwrap_or_default().iter().flatten()
     }
 }
 

@@ -1,13 +1,13 @@
 //! The batching authorizer: network authorizations are decided and committed together (group commit).
 //!
-//! Connection tasks submit jobs to a bounded queue (a full queue is backpressure). One authorizer per process
-//! takes up to `authorization_batch_max` jobs, or what arrives within `authorization_batch_wait_us` of the first,
-//! and for the whole batch: loads every card, duplicate key, earlier reversal and cardholder standing with a few
-//! multi-row queries, sent together after the cards ([`Reads`]); decides each job **in order** against the batch's in-memory state (two requests for one
-//! card see each other, so the result is the one-at-a-time result); writes holds, authorizations, card changes,
-//! transitions and events with multi-row statements, sent together ([`Writes`]); commits; and only then answers. On PostgreSQL the batch's card rows
-//! are locked in id order and every card update is version-checked; if another process got in between, the batch
-//! is rolled back and its jobs are processed one at a time.
+//! Connection tasks submit jobs to a bounded queue (a full queue is backpressure). One authorizer per process takes up
+//! to `authorization_batch_max` jobs, or what arrives within `authorization_batch_wait_us` of the first, and for the
+//! whole batch: loads every card, duplicate key, earlier reversal and cardholder standing with a few multi-row queries,
+//! sent together after the cards ([`Reads`]); decides each job **in order** against the batch's in-memory state (two
+//! requests for one card see each other, so the result is the one-at-a-time result); writes holds, authorizations, card
+//! changes, transitions and events with multi-row statements, sent together ([`Writes`]); commits; and only then
+//! answers. On PostgreSQL the batch's card rows are locked in id order and every card update is version-checked; if
+//! another process got in between, the batch is rolled back and its jobs are processed one at a time.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

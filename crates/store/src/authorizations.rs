@@ -151,20 +151,13 @@ pub async fn approval_times_for(
 
 /// [`approval_times_for`], added to `reads`.
 pub fn add_approval_times_for(reads: &mut Reads, cardholder_ids: &[String], since: DateTime<Utc>) -> Pending {
-    let mut statements = Vec::new();
-    for chunk in cardholder_ids.chunks(crate::rows_per_statement(1)) {
-        let (list, nulls) = crate::in_list(reads, chunk.len());
-        let sql = format!(
-            "SELECT cardholder_id, created_at FROM authorizations WHERE cardholder_id IN ({list}) AND response_code = '00' \
-             AND kind IN ('purchase', 'incremental', 'advice') AND created_at > {}",
-            if reads.is_postgres() { format!("${}", chunk.len() + nulls + 1) } else { "?".to_owned() }
-        );
-        let mut values: Vec<Value> = chunk.iter().map(Value::from).collect();
-        values.extend((0..nulls).map(|_| Value::Text(None)));
-        values.push(to_micros(since).into());
-        statements.push((sql, values));
-    }
-    reads.push(statements)
+    let after = if reads.is_postgres() { "$1" } else { "?" };
+    reads.push_in_lists(&[Value::from(to_micros(since))], cardholder_ids, |list| {
+        format!(
+            "SELECT cardholder_id, created_at FROM authorizations WHERE created_at > {after} AND cardholder_id IN ({list}) \
+             AND response_code = '00' AND kind IN ('purchase', 'incremental', 'advice')"
+        )
+    })
 }
 
 /// What [`add_approval_times_for`] found.

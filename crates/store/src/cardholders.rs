@@ -4,7 +4,6 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::together::Value;
 use crate::{Found, Pending, Reads, Result, StoreError, Tx, from_micros, to_micros};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,15 +60,7 @@ pub async fn statuses(tx: &mut Tx, ids: &[String]) -> Result<std::collections::H
 
 /// [`statuses`], added to `reads`.
 pub fn add_statuses(reads: &mut Reads, ids: &[String]) -> Pending {
-    let mut statements = Vec::new();
-    for chunk in ids.chunks(crate::rows_per_statement(1)) {
-        let (list, nulls) = crate::in_list(reads, chunk.len());
-        let sql = format!("SELECT id, status FROM cardholders WHERE id IN ({list})");
-        let mut values: Vec<Value> = chunk.iter().map(Value::from).collect();
-        values.extend((0..nulls).map(|_| Value::Text(None)));
-        statements.push((sql, values));
-    }
-    reads.push(statements)
+    reads.push_in_lists(&[], ids, |list| format!("SELECT id, status FROM cardholders WHERE id IN ({list})"))
 }
 
 /// What [`add_statuses`] found.

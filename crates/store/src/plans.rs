@@ -6,7 +6,6 @@ use ghostcard_domain::plan::Plan;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::together::Value;
 use crate::{Found, Pending, Reads, Result, StoreError, Tx, for_update, from_micros, to_micros};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,15 +92,9 @@ pub async fn active_for_cardholders(tx: &mut Tx, cardholder_ids: &[String]) -> R
 
 /// [`active_for_cardholders`], added to `reads`.
 pub fn add_active_for_cardholders(reads: &mut Reads, cardholder_ids: &[String]) -> Pending {
-    let mut statements = Vec::new();
-    for chunk in cardholder_ids.chunks(crate::rows_per_statement(1)) {
-        let (list, nulls) = crate::in_list(reads, chunk.len());
-        let sql = format!("SELECT * FROM plans WHERE status = 'active' AND cardholder_id IN ({list})");
-        let mut values: Vec<Value> = chunk.iter().map(Value::from).collect();
-        values.extend((0..nulls).map(|_| Value::Text(None)));
-        statements.push((sql, values));
-    }
-    reads.push(statements)
+    reads.push_in_lists(&[], cardholder_ids, |list| {
+        format!("SELECT * FROM plans WHERE status = 'active' AND cardholder_id IN ({list})")
+    })
 }
 
 /// What [`add_active_for_cardholders`] found.

@@ -148,6 +148,21 @@ impl Reads {
         Pending(start..self.statements.len())
     }
 
+    /// Adds a read of rows matching a list of ids: a statement per chunk of `ids`, its text `sql(list)` where `list`
+    /// is the placeholders of the chunk's `IN` list (padded on SQLite), numbered after the `leading` parameters.
+    pub(crate) fn push_in_lists(&mut self, leading: &[Value], ids: &[String], sql: impl Fn(&str) -> String) -> Pending {
+        let mut statements = Vec::new();
+        for chunk in ids.chunks(crate::rows_per_statement(1)) {
+            let padded = crate::padded_rows(self, chunk.len(), 1);
+            let list = crate::list_placeholders(self, leading.len() + 1, padded);
+            let mut values = leading.to_vec();
+            values.extend(chunk.iter().map(Value::from));
+            values.extend((chunk.len()..padded).map(|_| Value::Text(None)));
+            statements.push((sql(&list), values));
+        }
+        self.push(statements)
+    }
+
     /// Runs the statements in the order they were added.
     pub async fn run(self, tx: &mut Tx) -> Result<Found> {
         let mut found = Vec::with_capacity(self.statements.len());

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use ghostcard_domain::ledger::{Entry, LedgerError, entries};
 use ghostcard_domain::money::{Currency, Money};
+use ghostcard_store::authorizations::AuthorizationRecord;
 use ghostcard_store::cardholders::{self, Cardholder};
 use ghostcard_store::cards::{self, CardRecord};
 use ghostcard_store::idempotency::{self, Claim};
@@ -406,6 +407,69 @@ async fn reads_run_together_and_each_finds_its_own_rows() {
         assert!(ghostcard_store::authorizations::find_by_network_keys_in(&found, &none).expect("decodes").is_empty());
         let second = cardholders::statuses_in(&found, &second).expect("decodes");
         assert_eq!(second.keys().collect::<Vec<_>>(), ["ch_2"]);
+    }
+}
+
+#[tokio::test]
+async fn a_cardholder_s_recent_approvals_are_read_for_the_velocity_rule() {
+    // The batch reads, for its cardholders at once, the times of their approved spending since the window began.
+    for store in stores("approval_times").await {
+        let authorization = |id: &str, holder: &str, kind: &str, code: &str, minutes_ago: i64| AuthorizationRecord {
+            id: id.to_owned(),
+            card_id: Some(format!("card_{holder}")),
+            cardholder_id: Some(holder.to_owned()),
+            kind: kind.to_owned(),
+            amount: 1_000,
+            currency: "USD".to_owned(),
+            status: if code == "00" { "approved" } else { "declined" }.to_owned(),
+            response_code: code.to_owned(),
+            decline_reason: None,
+            rule: "test".to_owned(),
+            cvv_result: None,
+            flag: None,
+            acquirer_id: "123456".to_owned(),
+            merchant_id: "M1".to_owned(),
+            merchant_name: None,
+            merchant_city: None,
+            merchant_country: None,
+            mcc: "5732".to_owned(),
+            stan: None,
+            rrn: None,
+            auth_code: None,
+            transmission_time: None,
+            hold_transfer_id: None,
+            held: 0,
+            captured: 0,
+            number_hash: None,
+            stand_in: false,
+            created_at: now() - Duration::minutes(minutes_ago),
+        };
+        let mut tx = store.begin().await.expect("begins");
+        insert_cardholder_with_cards(&mut tx, "ch_1", &[card("card_ch_1", "ch_1", 1)]).await;
+        insert_cardholder_with_cards(&mut tx, "ch_2", &[card("card_ch_2", "ch_2", 2)]).await;
+        insert_cardholder_with_cards(&mut tx, "ch_3", &[card("card_ch_3", "ch_3", 3)]).await;
+        let records = [
+            authorization("auth_1", "ch_1", "purchase", "00", 10),
+            authorization("auth_2", "ch_1", "purchase", "51", 5),
+            authorization("auth_3", "ch_1", "verification", "00", 5),
+            authorization("auth_4", "ch_1", "purchase", "00", 90),
+            authorization("auth_5", "ch_2", "advice", "00", 1),
+            authorization("auth_6", "ch_3", "purchase", "00", 1),
+        ];
+        ghostcard_store::authorizations::insert_many(&mut tx, &records).await.expect("inserts");
+        ghostcard_store::commit(tx).await.expect("commits");
+        let mut tx = store.read().await.expect("begins");
+        let holders = ["ch_1", "ch_2", "ch_9"].map(str::to_owned);
+        let mut times =
+            ghostcard_store::authorizations::approval_times_for(&mut tx, &holders, now() - Duration::hours(1))
+                .await
+                .expect("reads");
+        times.sort();
+        assert_eq!(
+            times,
+            [("ch_1".to_owned(), now() - Duration::minutes(10)), ("ch_2".to_owned(), now() - Duration::minutes(1))],
+            "approved spending within the hour, of these cardholders only"
+        );
     }
 }
 

@@ -60,14 +60,7 @@ pub async fn insert_many(tx: &mut Tx, authorizations: &[AuthorizationRecord]) ->
 pub fn add_many(writes: &mut Writes, authorizations: &[AuthorizationRecord]) {
     const COLUMNS: usize = 28;
     for chunk in authorizations.chunks(crate::rows_per_statement(COLUMNS)) {
-        let (rows, nulls) = crate::insert_rows(writes, chunk.len(), COLUMNS);
-        let sql = format!(
-            "INSERT INTO authorizations (id, card_id, cardholder_id, kind, amount, currency, status, response_code, \
-             decline_reason, rule, cvv_result, flag, acquirer_id, merchant_id, merchant_name, merchant_city, \
-             merchant_country, mcc, stan, rrn, auth_code, transmission_time, hold_transfer_id, held, captured, number_hash, \
-             stand_in, created_at) {rows}"
-        );
-        let mut values = Vec::with_capacity(chunk.len() * COLUMNS + nulls);
+        let mut values = Vec::with_capacity(chunk.len() * COLUMNS);
         for authorization in chunk {
             values.extend([
                 Value::from(&authorization.id),
@@ -100,7 +93,13 @@ pub fn add_many(writes: &mut Writes, authorizations: &[AuthorizationRecord]) {
                 to_micros(authorization.created_at).into(),
             ]);
         }
-        values.extend((0..nulls).map(|_| Value::Int(None)));
+        let (rows, values) = crate::insert_rows(writes, values, COLUMNS);
+        let sql = format!(
+            "INSERT INTO authorizations (id, card_id, cardholder_id, kind, amount, currency, status, response_code, \
+             decline_reason, rule, cvv_result, flag, acquirer_id, merchant_id, merchant_name, merchant_city, \
+             merchant_country, mcc, stan, rrn, auth_code, transmission_time, hold_transfer_id, held, captured, number_hash, \
+             stand_in, created_at) {rows}"
+        );
         writes.push(sql, values, chunk.len());
     }
 }
@@ -117,17 +116,16 @@ pub fn add_find_by_network_keys(reads: &mut Reads, keys: &[(String, String, Stri
     let mut statements = Vec::new();
     for chunk in keys.chunks(crate::rows_per_statement(3)) {
         // A join with the keys, not a row-value IN: SQLite would scan the whole table for the latter.
-        let (rows, nulls) = crate::joined_rows(reads, chunk.len(), 3);
-        let sql = format!(
-            "WITH wanted (acquirer_id, stan, transmission_time) AS (VALUES {rows}) SELECT a.* FROM wanted \
-             JOIN authorizations a ON a.acquirer_id = wanted.acquirer_id AND a.stan = wanted.stan \
-             AND a.transmission_time = wanted.transmission_time"
-        );
-        let mut values = Vec::with_capacity(chunk.len() * 3 + nulls);
+        let mut values = Vec::with_capacity(chunk.len() * 3);
         for (acquirer, stan, transmission) in chunk {
             values.extend([Value::from(acquirer), stan.into(), transmission.into()]);
         }
-        values.extend((0..nulls).map(|_| Value::Text(None)));
+        let (rows, values) = crate::joined_rows(reads, values, 3);
+        let sql = format!(
+            "WITH wanted (acquirer_id, stan, transmission_time) AS ({rows}) SELECT a.* FROM wanted \
+             JOIN authorizations a ON a.acquirer_id = wanted.acquirer_id AND a.stan = wanted.stan \
+             AND a.transmission_time = wanted.transmission_time"
+        );
         statements.push((sql, values));
     }
     reads.push(statements)
@@ -152,9 +150,9 @@ pub async fn approval_times_for(
 /// [`approval_times_for`], added to `reads`.
 pub fn add_approval_times_for(reads: &mut Reads, cardholder_ids: &[String], since: DateTime<Utc>) -> Pending {
     let after = if reads.is_postgres() { "$1" } else { "?" };
-    reads.push_in_lists(&[Value::from(to_micros(since))], cardholder_ids, |list| {
+    reads.push_in_lists(&[Value::from(to_micros(since))], cardholder_ids, |member| {
         format!(
-            "SELECT cardholder_id, created_at FROM authorizations WHERE created_at > {after} AND cardholder_id IN ({list}) \
+            "SELECT cardholder_id, created_at FROM authorizations WHERE created_at > {after} AND cardholder_id{member} \
              AND response_code = '00' AND kind IN ('purchase', 'incremental', 'advice')"
         )
     })

@@ -60,7 +60,7 @@ pub async fn statuses(tx: &mut Tx, ids: &[String]) -> Result<std::collections::H
 
 /// [`statuses`], added to `reads`.
 pub fn add_statuses(reads: &mut Reads, ids: &[String]) -> Pending {
-    reads.push_in_lists(&[], ids, |list| format!("SELECT id, status FROM cardholders WHERE id IN ({list})"))
+    reads.push_in_lists(&[], ids, |member| format!("SELECT id, status FROM cardholders WHERE id{member}"))
 }
 
 /// What [`add_statuses`] found.

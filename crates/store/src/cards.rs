@@ -177,25 +177,16 @@ pub async fn find_by_number_hashes(tx: &mut Tx, hashes: &[Vec<u8>]) -> Result<Ve
     if tx.backend_name() != "PostgreSQL" {
         return find_by_number_hashes_packed(tx, hashes).await;
     }
-    let mut found = Vec::with_capacity(hashes.len());
-    for chunk in hashes.chunks(crate::rows_per_statement(1)) {
-        // The lock order matters only where there are row locks; on SQLite an ORDER BY id would make the planner
-        // walk the whole table in id order instead of looking each hash up.
-        let order = if for_update(tx).is_empty() { "" } else { " ORDER BY id" };
-        let sql = format!(
-            "SELECT * FROM cards WHERE number_hash IN ({}){order}{}",
-            crate::list_placeholders(tx, 1, chunk.len()),
-            for_update(tx)
-        );
-        let mut query = sqlx::query(&sql);
-        for hash in chunk {
-            query = query.bind(hash);
-        }
-        for row in query.fetch_all(&mut **tx).await? {
-            found.push(from_row(&row)?);
-        }
-    }
-    Ok(found)
+    // Locked in id order, so that two batches never wait for each other in a circle; the hashes as one array
+    // (`rows_as_arrays`).
+    let sql = "SELECT * FROM cards WHERE number_hash = ANY($1::bytea[]) ORDER BY id FOR UPDATE";
+    let rows = sqlx::query(sql).bind(bytea_array(hashes)).fetch_all(&mut **tx).await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// The text form of a PostgreSQL `bytea[]` of these values, to bind as one parameter.
+fn bytea_array(values: &[Vec<u8>]) -> String {
+    crate::array_literal(values.iter().map(|value| crate::Value::Bytes(Some(value.clone()))).collect::<Vec<_>>().iter())
 }
 
 /// Makes deciders of one cardholder's authorizations take turns (PostgreSQL; SQLite's one writer already does):
@@ -206,18 +197,11 @@ pub async fn lock_cardholders_of(tx: &mut Tx, hashes: &[Vec<u8>]) -> Result<()> 
     if tx.backend_name() != "PostgreSQL" || hashes.is_empty() {
         return Ok(());
     }
-    for chunk in hashes.chunks(crate::rows_per_statement(1)) {
-        let sql = format!(
-            "SELECT COUNT(pg_advisory_xact_lock(k)) FROM (SELECT DISTINCT hashtextextended(cardholder_id, {CARDHOLDER_LOCKS}) \
-             AS k FROM cards WHERE number_hash IN ({}) ORDER BY k) AS keys",
-            crate::list_placeholders(tx, 1, chunk.len())
-        );
-        let mut query = sqlx::query_scalar::<_, i64>(&sql);
-        for hash in chunk {
-            query = query.bind(hash);
-        }
-        query.fetch_one(&mut **tx).await?;
-    }
+    let sql = format!(
+        "SELECT COUNT(pg_advisory_xact_lock(k)) FROM (SELECT DISTINCT hashtextextended(cardholder_id, {CARDHOLDER_LOCKS}) \
+         AS k FROM cards WHERE number_hash = ANY($1::bytea[]) ORDER BY k) AS keys"
+    );
+    sqlx::query_scalar::<_, i64>(&sql).bind(bytea_array(hashes)).fetch_one(&mut **tx).await?;
     Ok(())
 }
 
@@ -458,17 +442,7 @@ pub async fn update_many(tx: &mut Tx, cards: &mut [CardRecord]) -> Result<()> {
 pub fn add_updates(writes: &mut Writes, cards: &[CardRecord]) {
     const COLUMNS: usize = 10;
     for chunk in cards.chunks(crate::rows_per_statement(COLUMNS)) {
-        let (rows, nulls) = crate::joined_rows(writes, chunk.len(), COLUMNS);
-        let sql = format!(
-            "WITH changed (id, version, amount, held, captured, status, frozen_from, merchant_acquirer_id, merchant_id, \
-             merchant_name) AS (VALUES {rows}) \
-             UPDATE cards SET amount = changed.amount, held = changed.held, captured = changed.captured, \
-             status = changed.status, frozen_from = changed.frozen_from, \
-             merchant_acquirer_id = changed.merchant_acquirer_id, merchant_id = changed.merchant_id, \
-             merchant_name = changed.merchant_name, version = cards.version + 1 \
-             FROM changed WHERE cards.id = changed.id AND cards.version = changed.version"
-        );
-        let mut values = Vec::with_capacity(chunk.len() * COLUMNS + nulls);
+        let mut values = Vec::with_capacity(chunk.len() * COLUMNS);
         for card in chunk {
             values.extend([
                 Value::from(&card.id),
@@ -483,7 +457,16 @@ pub fn add_updates(writes: &mut Writes, cards: &[CardRecord]) {
                 (&card.merchant_name).into(),
             ]);
         }
-        values.extend((0..nulls).map(|_| Value::Int(None)));
+        let (rows, values) = crate::joined_rows(writes, values, COLUMNS);
+        let sql = format!(
+            "WITH changed (id, version, amount, held, captured, status, frozen_from, merchant_acquirer_id, merchant_id, \
+             merchant_name) AS ({rows}) \
+             UPDATE cards SET amount = changed.amount, held = changed.held, captured = changed.captured, \
+             status = changed.status, frozen_from = changed.frozen_from, \
+             merchant_acquirer_id = changed.merchant_acquirer_id, merchant_id = changed.merchant_id, \
+             merchant_name = changed.merchant_name, version = cards.version + 1 \
+             FROM changed WHERE cards.id = changed.id AND cards.version = changed.version"
+        );
         writes.push(sql, values, chunk.len());
     }
 }
@@ -499,9 +482,7 @@ pub async fn record_transitions(tx: &mut Tx, transitions: &[(String, Transition)
 pub fn add_transitions(writes: &mut Writes, transitions: &[(String, Transition)]) {
     const COLUMNS: usize = 5;
     for chunk in transitions.chunks(crate::rows_per_statement(COLUMNS)) {
-        let (rows, nulls) = crate::insert_rows(writes, chunk.len(), COLUMNS);
-        let sql = format!("INSERT INTO card_transitions (card_id, from_status, to_status, reason, at) {rows}");
-        let mut values = Vec::with_capacity(chunk.len() * COLUMNS + nulls);
+        let mut values = Vec::with_capacity(chunk.len() * COLUMNS);
         for (card_id, transition) in chunk {
             values.extend([
                 Value::from(card_id),
@@ -511,7 +492,8 @@ pub fn add_transitions(writes: &mut Writes, transitions: &[(String, Transition)]
                 to_micros(transition.at).into(),
             ]);
         }
-        values.extend((0..nulls).map(|_| Value::Int(None)));
+        let (rows, values) = crate::insert_rows(writes, values, COLUMNS);
+        let sql = format!("INSERT INTO card_transitions (card_id, from_status, to_status, reason, at) {rows}");
         writes.push(sql, values, chunk.len());
     }
 }

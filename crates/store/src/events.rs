@@ -32,9 +32,7 @@ pub async fn insert_many(tx: &mut Tx, events: &[Event]) -> Result<()> {
 pub fn add_many(writes: &mut Writes, events: &[Event]) {
     const COLUMNS: usize = 5;
     for chunk in events.chunks(crate::rows_per_statement(COLUMNS)) {
-        let (rows, nulls) = crate::insert_rows(writes, chunk.len(), COLUMNS);
-        let sql = format!("INSERT INTO events (id, type, subject, data, created_at) {rows}");
-        let mut values = Vec::with_capacity(chunk.len() * COLUMNS + nulls);
+        let mut values = Vec::with_capacity(chunk.len() * COLUMNS);
         for event in chunk {
             values.extend([
                 Value::from(&event.id),
@@ -44,7 +42,8 @@ pub fn add_many(writes: &mut Writes, events: &[Event]) {
                 to_micros(event.created_at).into(),
             ]);
         }
-        values.extend((0..nulls).map(|_| Value::Int(None)));
+        let (rows, values) = crate::insert_rows(writes, values, COLUMNS);
+        let sql = format!("INSERT INTO events (id, type, subject, data, created_at) {rows}");
         writes.push(sql, values, chunk.len());
     }
 }

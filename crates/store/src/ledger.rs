@@ -170,11 +170,7 @@ pub fn add_holds(
 ) -> Result<()> {
     const COLUMNS: usize = 8;
     for chunk in holds.chunks(crate::rows_per_statement(COLUMNS)) {
-        let (rows, nulls) = crate::insert_rows(writes, chunk.len(), COLUMNS);
-        let sql = format!(
-            "INSERT INTO ledger_transfers (id, debit, credit, amount, currency, kind, code, created_at) {rows}"
-        );
-        let mut values = Vec::with_capacity(chunk.len() * COLUMNS + nulls);
+        let mut values = Vec::with_capacity(chunk.len() * COLUMNS);
         for (id, debit, credit, amount) in chunk {
             if !amount.is_positive() || debit == credit {
                 return Err(StoreError::Corrupt(format!("hold {} is not a valid transfer", id.0)));
@@ -190,7 +186,10 @@ pub fn add_holds(
                 to_micros(at).into(),
             ]);
         }
-        values.extend((0..nulls).map(|_| Value::Int(None)));
+        let (rows, values) = crate::insert_rows(writes, values, COLUMNS);
+        let sql = format!(
+            "INSERT INTO ledger_transfers (id, debit, credit, amount, currency, kind, code, created_at) {rows}"
+        );
         writes.push(sql, values, chunk.len());
     }
     Ok(())

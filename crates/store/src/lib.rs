@@ -29,6 +29,7 @@ mod together;
 pub mod web_sessions;
 pub mod webhooks;
 
+use together::Value;
 pub use together::{Found, Pending, Reads, Writes};
 
 use std::str::FromStr;
@@ -365,7 +366,7 @@ fn list_placeholder_text(numbered: bool, first: usize, count: usize) -> String {
 /// batch's multi-row statements would have a new text at every batch size, and compiling a 171-row insert took as
 /// long as running it (BENCHMARKS.md, session 4). So on SQLite the batch path's statements carry their rows padded
 /// up to a power of two (within the parameter limit) with rows of NULLs, which join, match and insert nothing; the
-/// texts repeat and stay compiled. PostgreSQL gets the rows as they are.
+/// texts repeat and stay compiled. PostgreSQL takes the rows as arrays instead ([`rows_as_arrays`]).
 fn padded_rows(tx: &impl Target, rows: usize, columns: usize) -> usize {
     if tx.is_postgres() || rows == 0 {
         rows
@@ -374,24 +375,94 @@ fn padded_rows(tx: &impl Target, rows: usize, columns: usize) -> usize {
     }
 }
 
-/// The rows of a multi-row `INSERT`: `VALUES (…), …`, or on SQLite the rows and their padding selected from a
-/// `VALUES` list without the NULL rows. With the number of NULL parameters to bind after the rows.
-fn insert_rows(tx: &impl Target, rows: usize, columns: usize) -> (String, usize) {
-    let padded = padded_rows(tx, rows, columns);
-    let values = placeholders(tx, padded, columns);
-    let nulls = (padded - rows) * columns;
+/// The rows of a multi-row `INSERT`, `values` row-major with `columns` to a row: the text to follow the column list,
+/// and what to bind. SQLite: the rows and their padding selected from a `VALUES` list without the NULL rows.
+/// PostgreSQL: [`rows_as_arrays`].
+fn insert_rows(tx: &impl Target, values: Vec<Value>, columns: usize) -> (String, Vec<Value>) {
     if tx.is_postgres() {
-        (format!("VALUES {values}"), nulls)
-    } else {
-        (format!("SELECT * FROM (VALUES {values}) WHERE column1 IS NOT NULL"), nulls)
+        return rows_as_arrays(values, columns, 1);
     }
+    let (rows, values) = padded_values(tx, values, columns);
+    (format!("SELECT * FROM (VALUES {rows}) WHERE column1 IS NOT NULL"), values)
 }
 
-/// The placeholders of a `VALUES` list that is joined (lookups, updates), padded on SQLite; with the number of NULL
-/// parameters to bind after the rows.
-fn joined_rows(tx: &impl Target, rows: usize, columns: usize) -> (String, usize) {
+/// The rows of a table expression that is joined (lookups, updates): `WITH wanted (…) AS ({rows})`. SQLite: a
+/// `VALUES` list, padded. PostgreSQL: [`rows_as_arrays`].
+fn joined_rows(tx: &impl Target, values: Vec<Value>, columns: usize) -> (String, Vec<Value>) {
+    if tx.is_postgres() {
+        return rows_as_arrays(values, columns, 1);
+    }
+    let (rows, values) = padded_values(tx, values, columns);
+    (format!("VALUES {rows}"), values)
+}
+
+/// SQLite's placeholders for `values` padded with rows of NULLs ([`padded_rows`]), and the values with the padding.
+fn padded_values(tx: &impl Target, mut values: Vec<Value>, columns: usize) -> (String, Vec<Value>) {
+    let rows = values.len() / columns.max(1);
     let padded = padded_rows(tx, rows, columns);
-    (placeholders(tx, padded, columns), (padded - rows) * columns)
+    values.resize((padded * columns).max(values.len()), Value::Int(None));
+    (placeholders(tx, padded, columns), values)
+}
+
+/// PostgreSQL: rows as one array a column, `SELECT * FROM unnest($1::bigint[], $2::text[], …)` from parameter
+/// `first`, each array bound as its text form. The statement's text is the same at every row count, so PostgreSQL
+/// parses and plans it once per connection; a `VALUES` list has a new text at every batch size, and a 1,000-row,
+/// 15-column one took 6 ms to parse and 20 ms to plan, against under 1 ms for the arrays (BENCHMARKS.md, session
+/// 6). Each column's type is its values' kind.
+fn rows_as_arrays(values: Vec<Value>, columns: usize, first: usize) -> (String, Vec<Value>) {
+    use std::fmt::Write;
+    let columns = columns.max(1);
+    let mut sql = String::from("SELECT * FROM unnest(");
+    let mut arrays = Vec::with_capacity(columns);
+    for column in 0..columns {
+        let cells = values.iter().skip(column).step_by(columns);
+        let kind = match values.get(column) {
+            Some(Value::Int(_)) | None => "bigint",
+            Some(Value::Text(_)) => "text",
+            Some(Value::Bytes(_)) => "bytea",
+        };
+        let _ = write!(sql, "{}${}::{kind}[]", if column > 0 { ", " } else { "" }, first + column);
+        arrays.push(Value::Text(Some(array_literal(cells))));
+    }
+    sql.push(')');
+    (sql, arrays)
+}
+
+/// A PostgreSQL array's text form: `{1,NULL}`, `{"a \"b\"",NULL}`, `{"\\x00ff"}`. Every non-NULL element is quoted,
+/// so no text needs more than its backslashes and double quotes escaped.
+fn array_literal<'v>(cells: impl Iterator<Item = &'v Value>) -> String {
+    use std::fmt::Write;
+    let mut out = String::from("{");
+    for (index, cell) in cells.enumerate() {
+        if index > 0 {
+            out.push(',');
+        }
+        match cell {
+            Value::Int(Some(number)) => {
+                let _ = write!(out, "{number}");
+            }
+            Value::Text(Some(text)) => {
+                out.push('"');
+                for character in text.chars() {
+                    if matches!(character, '"' | '\\') {
+                        out.push('\\');
+                    }
+                    out.push(character);
+                }
+                out.push('"');
+            }
+            Value::Bytes(Some(bytes)) => {
+                out.push_str("\"\\\\x");
+                for byte in bytes {
+                    let _ = write!(out, "{byte:02x}");
+                }
+                out.push('"');
+            }
+            Value::Int(None) | Value::Text(None) | Value::Bytes(None) => out.push_str("NULL"),
+        }
+    }
+    out.push('}');
+    out
 }
 
 /// The placeholders of an `IN` list of `count` values from parameter 1, padded on SQLite; with the number of NULL

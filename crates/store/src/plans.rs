@@ -92,8 +92,8 @@ pub async fn active_for_cardholders(tx: &mut Tx, cardholder_ids: &[String]) -> R
 
 /// [`active_for_cardholders`], added to `reads`.
 pub fn add_active_for_cardholders(reads: &mut Reads, cardholder_ids: &[String]) -> Pending {
-    reads.push_in_lists(&[], cardholder_ids, |list| {
-        format!("SELECT * FROM plans WHERE status = 'active' AND cardholder_id IN ({list})")
+    reads.push_in_lists(&[], cardholder_ids, |member| {
+        format!("SELECT * FROM plans WHERE status = 'active' AND cardholder_id{member}")
     })
 }
 

@@ -108,18 +108,17 @@ pub fn add_reversed_before_arrival_many(reads: &mut Reads, keys: &[(String, Stri
     let mut statements = Vec::new();
     for chunk in keys.chunks(crate::rows_per_statement(3)) {
         // A join with the keys, not a row-value IN: SQLite would scan the whole table for the latter.
-        let (rows, nulls) = crate::joined_rows(reads, chunk.len(), 3);
+        let mut values = Vec::with_capacity(chunk.len() * 3);
+        for (acquirer, stan, transmission) in chunk {
+            values.extend([Value::from(acquirer), stan.into(), transmission.into()]);
+        }
+        let (rows, values) = crate::joined_rows(reads, values, 3);
         let sql = format!(
-            "WITH wanted (acquirer_id, stan, transmission_time) AS (VALUES {rows}) \
+            "WITH wanted (acquirer_id, stan, transmission_time) AS ({rows}) \
              SELECT r.original_acquirer_id, r.original_stan, r.original_transmission_time FROM wanted \
              JOIN reversals r ON r.original_acquirer_id = wanted.acquirer_id AND r.original_stan = wanted.stan \
              AND r.original_transmission_time = wanted.transmission_time WHERE r.authorization_id IS NULL"
         );
-        let mut values = Vec::with_capacity(chunk.len() * 3 + nulls);
-        for (acquirer, stan, transmission) in chunk {
-            values.extend([Value::from(acquirer), stan.into(), transmission.into()]);
-        }
-        values.extend((0..nulls).map(|_| Value::Text(None)));
         statements.push((sql, values));
     }
     reads.push(statements)

@@ -148,17 +148,24 @@ impl Reads {
         Pending(start..self.statements.len())
     }
 
-    /// Adds a read of rows matching a list of ids: a statement per chunk of `ids`, its text `sql(list)` where `list`
-    /// is the placeholders of the chunk's `IN` list (padded on SQLite), numbered after the `leading` parameters.
+    /// Adds a read of rows matching a list of ids: a statement per chunk of `ids`, its text `sql(member)` where
+    /// `member` completes a column's test of membership in the chunk, numbered after the `leading` parameters:
+    /// ` IN (?, …)` on SQLite (padded), ` = ANY($n::text[])` on PostgreSQL (one array, see `rows_as_arrays`).
     pub(crate) fn push_in_lists(&mut self, leading: &[Value], ids: &[String], sql: impl Fn(&str) -> String) -> Pending {
         let mut statements = Vec::new();
         for chunk in ids.chunks(crate::rows_per_statement(1)) {
-            let padded = crate::padded_rows(self, chunk.len(), 1);
-            let list = crate::list_placeholders(self, leading.len() + 1, padded);
             let mut values = leading.to_vec();
-            values.extend(chunk.iter().map(Value::from));
-            values.extend((chunk.len()..padded).map(|_| Value::Text(None)));
-            statements.push((sql(&list), values));
+            let ids = chunk.iter().map(Value::from).collect();
+            let member = if self.postgres {
+                let (_, array) = crate::rows_as_arrays(ids, 1, leading.len() + 1);
+                values.extend(array);
+                format!(" = ANY(${}::text[])", leading.len() + 1)
+            } else {
+                let (list, padded) = crate::padded_values(self, ids, 1);
+                values.extend(padded);
+                format!(" IN ({list})")
+            };
+            statements.push((sql(&member), values));
         }
         self.push(statements)
     }

@@ -474,6 +474,65 @@ async fn a_cardholder_s_recent_approvals_are_read_for_the_velocity_rule() {
 }
 
 #[tokio::test]
+async fn every_value_of_a_multi_row_statement_is_stored_as_written() {
+    // PostgreSQL takes a batch's rows as one array a column, in the arrays' text form: quotes, backslashes, commas,
+    // braces, the word NULL, empty and non-ASCII text, NULLs and any bytes must all arrive as they were.
+    let awkward = ["say \"hi\", {all}", "C:\\dir\\", "NULL", "", "Zoë's café, 東京", " padded ", "\\\""];
+    for store in stores("awkward_values").await {
+        let mut tx = store.begin().await.expect("begins");
+        insert_cardholder_with_cards(&mut tx, "ch_1", &[card("card_1", "ch_1", 1)]).await;
+        let records: Vec<AuthorizationRecord> = awkward
+            .iter()
+            .enumerate()
+            .map(|(n, text)| AuthorizationRecord {
+                id: format!("auth_{n}"),
+                card_id: Some("card_1".to_owned()),
+                cardholder_id: Some("ch_1".to_owned()),
+                kind: "purchase".to_owned(),
+                amount: -(n as i64) * 1_000_000_007,
+                currency: "USD".to_owned(),
+                status: "approved".to_owned(),
+                response_code: "00".to_owned(),
+                decline_reason: (n % 2 == 0).then(|| text.to_string()),
+                rule: text.to_string(),
+                cvv_result: None,
+                flag: (n % 2 == 1).then(|| "NULL".to_owned()),
+                acquirer_id: "123456".to_owned(),
+                merchant_id: text.to_string(),
+                merchant_name: Some(text.to_string()),
+                merchant_city: None,
+                merchant_country: Some("US".to_owned()),
+                mcc: "5732".to_owned(),
+                stan: Some(format!("{n:06}")),
+                rrn: None,
+                auth_code: None,
+                transmission_time: Some("1126120000".to_owned()),
+                hold_transfer_id: (n % 3 == 0).then_some(i64::MAX - n as i64),
+                held: 0,
+                captured: 0,
+                number_hash: (n % 3 != 1).then(|| vec![0x00, 0xff, b'"', b'\\', b',', n as u8]),
+                stand_in: n % 2 == 0,
+                created_at: now(),
+            })
+            .collect();
+        ghostcard_store::authorizations::insert_many(&mut tx, &records).await.expect("inserts");
+        ghostcard_store::commit(tx).await.expect("commits");
+
+        let mut tx = store.read().await.expect("begins");
+        let keys: Vec<_> = records
+            .iter()
+            .map(|record| {
+                let stan = record.stan.clone().expect("a STAN");
+                ("123456".to_owned(), stan, "1126120000".to_owned())
+            })
+            .collect();
+        let mut found = ghostcard_store::authorizations::find_by_network_keys(&mut tx, &keys).await.expect("finds");
+        found.sort_by(|a, b| a.id.cmp(&b.id));
+        assert_eq!(found, records);
+    }
+}
+
+#[tokio::test]
 async fn sqlite_keeps_temporary_data_in_memory() {
     // A multi-row insert's statement journal spilled to a temporary file at every batch (BENCHMARKS.md, session 5).
     let store = stores("temp_store").await.remove(0);

@@ -26,7 +26,10 @@ use tokio::net::TcpStream;
 
 use crate::App;
 
-/// Cards per cardholder in a provisioned deployment.
+/// Cards per cardholder in a provisioned deployment. Card `i` belongs to cardholder `i mod (cards / 10)`, and the
+/// load uses the cards in order: consecutive requests come from different cardholders and a cardholder's next one
+/// comes a tenth of the run later, as in a card network's stream (until session 5 a cardholder's ten cards came
+/// one after another, which no cardholder does and which read a tenth of the cardholders a real batch reads).
 const CARDS_PER_CARDHOLDER: usize = 10;
 /// Cards written per provisioning transaction.
 const CARDS_PER_TRANSACTION: usize = 10_000;
@@ -96,6 +99,7 @@ pub async fn provision(app: &App, count: usize, progress: impl Fn(usize)) -> Res
     let cvk = app.vault.cvk(app.vault.current_cvk_version()).map_err(|error| BenchError::Setup(error.to_string()))?;
     let mut provisioned = Vec::with_capacity(count);
     let mut rng = rand::rng();
+    let holder_count = count.div_ceil(CARDS_PER_CARDHOLDER);
     for start in (0..count).step_by(CARDS_PER_TRANSACTION) {
         let end = (start + CARDS_PER_TRANSACTION).min(count);
         let mut holders = Vec::new();
@@ -103,7 +107,7 @@ pub async fn provision(app: &App, count: usize, progress: impl Fn(usize)) -> Res
         let mut records = Vec::with_capacity(end - start);
         let mut issues = Vec::with_capacity(end - start);
         for index in start..end {
-            if index % CARDS_PER_CARDHOLDER == 0 {
+            if index < holder_count {
                 let holder = format!("ch_bench{index:018}");
                 holders.push(Cardholder {
                     id: holder.clone(),
@@ -127,7 +131,7 @@ pub async fn provision(app: &App, count: usize, progress: impl Fn(usize)) -> Res
                     created_at: now,
                 });
             }
-            let owner = index - index % CARDS_PER_CARDHOLDER;
+            let owner = index % holder_count;
             let account_digits =
                 format!("{index:0width$}", width = app.config.card_number_length - app.bin.as_str().len() - 1);
             let number = CardNumber::from_account_digits(&app.bin, &account_digits)

@@ -17,6 +17,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (6, "web sessions and sign-in lockout", include_str!("migrations/0006_web.sql")),
     (7, "operators", include_str!("migrations/0007_operators.sql")),
     (8, "cardholder authorizations by time", include_str!("migrations/0008_cardholder_time_index.sql")),
+    (9, "cardholder approvals, covering", include_str!("migrations/0009_cardholder_approvals_covering.sql")),
 ];
 
 pub(crate) async fn run(store: &Store, now: chrono::DateTime<chrono::Utc>) -> Result<Vec<i64>> {

@@ -186,7 +186,8 @@ pub async fn find_by_number_hashes(tx: &mut Tx, hashes: &[Vec<u8>]) -> Result<Ve
 
 /// The text form of a PostgreSQL `bytea[]` of these values, to bind as one parameter.
 fn bytea_array(values: &[Vec<u8>]) -> String {
-    crate::array_literal(values.iter().map(|value| crate::Value::Bytes(Some(value.clone()))).collect::<Vec<_>>().iter())
+    let cells: Vec<crate::Value> = values.iter().map(|value| crate::Value::Bytes(Some(value.clone()))).collect();
+    crate::array_literal(cells.iter())
 }
 
 /// Makes deciders of one cardholder's authorizations take turns (PostgreSQL; SQLite's one writer already does):

@@ -155,15 +155,16 @@ impl Reads {
         let mut statements = Vec::new();
         for chunk in ids.chunks(crate::rows_per_statement(1)) {
             let mut values = leading.to_vec();
-            let ids = chunk.iter().map(Value::from).collect();
+            let ids: Vec<Value> = chunk.iter().map(Value::from).collect();
             let member = if self.postgres {
                 let (_, array) = crate::rows_as_arrays(ids, 1, leading.len() + 1);
                 values.extend(array);
                 format!(" = ANY(${}::text[])", leading.len() + 1)
             } else {
-                let (list, padded) = crate::padded_values(self, ids, 1);
-                values.extend(padded);
-                format!(" IN ({list})")
+                let padded = crate::padded_rows(self, chunk.len(), 1);
+                values.extend(ids);
+                values.resize(leading.len() + padded, Value::Text(None));
+                format!(" IN ({})", crate::list_placeholders(self, leading.len() + 1, padded))
             };
             statements.push((sql(&member), values));
         }

@@ -5,9 +5,11 @@
 //! whole batch: loads every card, duplicate key, earlier reversal and cardholder standing with a few multi-row queries,
 //! sent together after the cards ([`Reads`]); decides each job **in order** against the batch's in-memory state (two
 //! requests for one card see each other, so the result is the one-at-a-time result); writes holds, authorizations, card
-//! changes, transitions and events with multi-row statements, sent together ([`Writes`]); commits; and only then
-//! answers. On PostgreSQL the batch's card rows are locked in id order and every card update is version-checked; if
-//! another process got in between, the batch is rolled back and its jobs are processed one at a time.
+//! changes, transitions and events with multi-row statements, sent together ([`Writes`]); commits; and only once the
+//! commit is durable answers (on SQLite the commit does not wait for the disk: a thread of its own flushes the log
+//! and then answers, while the next batch is decided). On PostgreSQL the batch's card rows are locked in id order
+//! and every card update is version-checked; if another process got in between, the batch is rolled back and its
+//! jobs are processed one at a time.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -66,7 +68,9 @@ impl Authorizer {
     pub fn spawn(app: Arc<App>) -> std::io::Result<Authorizer> {
         let (queue, jobs) = mpsc::channel(app.config.authorization_queue_capacity.max(1));
         let jobs = Arc::new(tokio::sync::Mutex::new(jobs));
-        let loops: Vec<_> = (0..batches_in_flight(&app)).map(|_| run(app.clone(), jobs.clone())).collect();
+        let durable = if app.store.defers_sync() { Some(spawn_log_sync(app.store.clone())?) } else { None };
+        let loops: Vec<_> =
+            (0..batches_in_flight(&app)).map(|_| run(app.clone(), jobs.clone(), durable.clone())).collect();
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         std::thread::Builder::new().name("authorizer".to_owned()).spawn(move || {
             runtime.block_on(async {
@@ -97,13 +101,57 @@ fn batches_in_flight(app: &App) -> usize {
     }
 }
 
-async fn run(app: Arc<App>, jobs: Arc<tokio::sync::Mutex<mpsc::Receiver<(Job, Reply)>>>) {
+/// Answers waiting for the write-ahead log to reach the disk.
+type Answers = Vec<(Reply, Result<Outcome, String>)>;
+
+/// SQLite: the thread that makes batches durable and then answers them (`Store::begin_deferred`). The batch
+/// thread hands over a committed batch's answers and goes on to the next batch while the disk writes; one flush
+/// covers every batch committed before it began. Ends when the batch loops end.
+fn spawn_log_sync(store: ghostcard_store::Store) -> std::io::Result<std::sync::mpsc::Sender<Answers>> {
+    let (sender, receiver) = std::sync::mpsc::channel::<Answers>();
+    std::thread::Builder::new().name("log-sync".to_owned()).spawn(move || {
+        while let Ok(first) = receiver.recv() {
+            let mut waiting = vec![first];
+            waiting.extend(receiver.try_iter());
+            answer_when_durable(&store, waiting.into_iter().flatten());
+        }
+    })?;
+    Ok(sender)
+}
+
+/// Flushes the log, then answers; if the flush failed, the decisions may not survive a crash, so every answer is
+/// an error (`96`).
+fn answer_when_durable(
+    store: &ghostcard_store::Store,
+    answers: impl Iterator<Item = (Reply, Result<Outcome, String>)>,
+) {
+    let synced = store.sync_log();
+    if let Err(error) = &synced {
+        tracing::error!(%error, "flushing the SQLite write-ahead log failed; answering 96");
+    }
+    for (reply, outcome) in answers {
+        let outcome = match &synced {
+            Ok(()) => outcome,
+            Err(error) => Err(format!("flushing the write-ahead log: {error}")),
+        };
+        let _ = reply.send(outcome);
+    }
+}
+
+async fn run(
+    app: Arc<App>,
+    jobs: Arc<tokio::sync::Mutex<mpsc::Receiver<(Job, Reply)>>>,
+    durable: Option<std::sync::mpsc::Sender<Answers>>,
+) {
     let max = app.config.authorization_batch_max.max(1);
     let wait = Duration::from_micros(app.config.authorization_batch_wait_us);
     loop {
         let Some(batch) = gather(&mut *jobs.lock().await, max, wait).await else { return };
         let (work, replies): (Vec<Job>, Vec<Reply>) = batch.into_iter().unzip();
-        let outcomes = match decide_batch(&app, &work).await {
+        let decided = decide_batch(&app, &work).await;
+        // A batch committed with `begin_deferred` is durable only after the next flush of the log.
+        let deferred = decided.is_ok();
+        let outcomes = match decided {
             Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
             Err(BatchError::Retry(reason)) => {
                 tracing::info!(%reason, jobs = work.len(), "batch conflicted with another writer; deciding its jobs one at a time");
@@ -114,8 +162,18 @@ async fn run(app: Arc<App>, jobs: Arc<tokio::sync::Mutex<mpsc::Receiver<(Job, Re
                 vec![Err(error); work.len()]
             }
         };
-        for (reply, outcome) in replies.into_iter().zip(outcomes) {
-            let _ = reply.send(outcome);
+        let answers: Answers = replies.into_iter().zip(outcomes).collect();
+        match &durable {
+            Some(durable) if deferred => {
+                if let Err(std::sync::mpsc::SendError(answers)) = durable.send(answers) {
+                    answer_when_durable(&app.store, answers.into_iter());
+                }
+            }
+            _ => {
+                for (reply, outcome) in answers {
+                    let _ = reply.send(outcome);
+                }
+            }
         }
     }
 }
@@ -221,7 +279,7 @@ struct PendingHold {
 
 async fn decide_batch(app: &App, jobs: &[Job]) -> Result<Vec<Outcome>, BatchError> {
     let now = app.clock.now();
-    let mut tx = app.store.begin().await?;
+    let mut tx = app.store.begin_deferred().await?;
     let outcomes = decide_in(app, &mut tx, jobs, now).await?;
     let committing = std::time::Instant::now();
     ghostcard_store::commit(tx).await?;

@@ -169,6 +169,8 @@ async fn the_authorization_lifecycle_over_tcp() {
         assert!(!approved.has(2) || approved.get(2) == original.get(2));
         let code = approved.get(38).expect("an authorization code").to_owned();
         assert_eq!(code.len(), 6);
+        // On SQLite the batch committed without waiting for the disk; it was answered after the log was flushed.
+        assert_eq!(app.app.store.log_syncs() > 0, app.app.store.defers_sync(), "answered after a flush of the log");
         let mut repeat = original.clone();
         repeat.set_mti("0101");
         let repeated = network.exchange(&repeat).await;

@@ -127,7 +127,21 @@ pub struct Store {
     writer: Option<AnyPool>,
     /// SQLite: wakes the background checkpointer, if one runs ([`Store::checkpoint_in_background`]).
     checkpoints: Arc<tokio::sync::Notify>,
+    /// SQLite: what [`Store::begin`] and [`Store::begin_deferred`] set `synchronous` to.
+    synchronous: Synchronous,
     dialect: Dialect,
+}
+
+/// SQLite: the durability of commits, and the write-ahead log that [`Store::sync_log`] flushes.
+#[derive(Debug, Clone)]
+struct Synchronous {
+    /// `synchronous` for ordinary write transactions (the configured level).
+    level: String,
+    /// The write-ahead log's path, when transactions may defer their flush to [`Store::sync_log`]: only when the
+    /// configured level is `FULL`, whose promise the explicit flush keeps.
+    deferrable: Option<Arc<std::path::PathBuf>>,
+    /// Flushes done by [`Store::sync_log`].
+    syncs: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// SQLite: the write connection copies the write-ahead log into the database itself (in the committing
@@ -212,7 +226,18 @@ impl Store {
                 (readers, Some(writer))
             }
         };
-        Ok(Store { pool, writer, checkpoints: Arc::new(tokio::sync::Notify::new()), dialect })
+        let deferrable = match dialect {
+            Dialect::Sqlite if options.sqlite_synchronous.eq_ignore_ascii_case("FULL") => {
+                let file = sqlx::sqlite::SqliteConnectOptions::from_str(&url)?.get_filename().to_owned();
+                let mut log = file.into_os_string();
+                log.push("-wal");
+                Some(Arc::new(std::path::PathBuf::from(log)))
+            }
+            _ => None,
+        };
+        let synchronous =
+            Synchronous { level: options.sqlite_synchronous.clone(), deferrable, syncs: Arc::new(Default::default()) };
+        Ok(Store { pool, writer, checkpoints: Arc::new(tokio::sync::Notify::new()), synchronous, dialect })
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -247,12 +272,59 @@ impl Store {
         migrations::run(self, now).await
     }
 
-    /// A transaction that will write. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`).
+    /// A transaction that will write. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`), and its commit
+    /// is durable when it returns (the configured `synchronous`).
     pub async fn begin(&self) -> Result<Tx> {
+        self.begin_at(&self.synchronous.level).await
+    }
+
+    /// A write transaction whose commit may return before it is durable: on SQLite with `synchronous = FULL`
+    /// configured, its commit writes the write-ahead log without waiting for the disk (`NORMAL`), and it is durable
+    /// once a [`Store::sync_log`] that began after the commit returned has returned. Meanwhile other transactions
+    /// may begin and see it; a crash loses it and everything committed after it together, never a part (the log is
+    /// replayed up to its first incomplete frame). For group commit: the authorizer answers a batch only after the
+    /// flush, and decides the next batch during it. Anywhere else it is [`Store::begin`].
+    pub async fn begin_deferred(&self) -> Result<Tx> {
+        match self.synchronous.deferrable {
+            Some(_) => self.begin_at("NORMAL").await,
+            None => self.begin().await,
+        }
+    }
+
+    async fn begin_at(&self, level: &str) -> Result<Tx> {
         Ok(match self.dialect {
-            Dialect::Sqlite => self.writer.as_ref().unwrap_or(&self.pool).begin_with("BEGIN IMMEDIATE").await?,
+            // `synchronous` cannot change inside a transaction; set in the same call as `BEGIN`, every transaction
+            // has its own level whatever the one before it on this connection had.
+            Dialect::Sqlite => {
+                let begin = format!("PRAGMA synchronous = {level}; BEGIN IMMEDIATE");
+                self.writer.as_ref().unwrap_or(&self.pool).begin_with(begin).await?
+            }
             Dialect::Postgres => self.pool.begin().await?,
         })
+    }
+
+    /// Makes every transaction of [`Store::begin_deferred`] committed so far durable: flushes SQLite's write-ahead
+    /// log to the disk (`fdatasync`). Blocks; nothing to do on PostgreSQL or where transactions never defer.
+    pub fn sync_log(&self) -> std::io::Result<()> {
+        let Some(log) = &self.synchronous.deferrable else { return Ok(()) };
+        match std::fs::File::open(log.as_path()) {
+            Ok(file) => file.sync_data()?,
+            // No log: everything is in the database file, which a checkpoint flushed before removing the log.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error),
+        }
+        self.synchronous.syncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// How many times [`Store::sync_log`] flushed the log.
+    pub fn log_syncs(&self) -> u64 {
+        self.synchronous.syncs.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether transactions of [`Store::begin_deferred`] need a [`Store::sync_log`] before they are durable.
+    pub fn defers_sync(&self) -> bool {
+        self.synchronous.deferrable.is_some()
     }
 
     /// A transaction for reading a consistent view.

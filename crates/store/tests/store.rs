@@ -532,6 +532,41 @@ async fn every_value_of_a_multi_row_statement_is_stored_as_written() {
     }
 }
 
+/// SQLite's `synchronous` in this transaction: 1 NORMAL, 2 FULL.
+async fn level(tx: &mut ghostcard_store::Tx) -> i64 {
+    sqlx::query_scalar::<_, i64>("PRAGMA synchronous").fetch_one(&mut **tx).await.expect("reads the level")
+}
+
+#[tokio::test]
+async fn a_deferred_commit_waits_for_the_flush_and_leaves_the_next_transaction_durable() {
+    // SQLite: a transaction of `begin_deferred` commits without waiting for the disk (`synchronous` NORMAL = 1) and
+    // `sync_log` flushes the log; the next ordinary write transaction on the same connection is FULL (2) again.
+    // PostgreSQL commits durably either way.
+    for store in stores("deferred").await {
+        let sqlite = store.dialect() == Dialect::Sqlite;
+        assert_eq!(store.defers_sync(), sqlite);
+        let mut tx = store.begin_deferred().await.expect("begins");
+        if sqlite {
+            assert_eq!(level(&mut tx).await, 1);
+        }
+        cardholders::insert(&mut tx, &cardholder("ch_1")).await.expect("inserts");
+        ghostcard_store::commit(tx).await.expect("commits");
+        let before = store.log_syncs();
+        store.sync_log().expect("flushes");
+        assert_eq!(store.log_syncs(), before + u64::from(sqlite));
+
+        let mut tx = store.begin().await.expect("begins");
+        if sqlite {
+            assert_eq!(level(&mut tx).await, 2);
+        }
+        cardholders::insert(&mut tx, &cardholder("ch_2")).await.expect("inserts");
+        ghostcard_store::commit(tx).await.expect("commits");
+        let mut tx = store.read().await.expect("begins");
+        let both = ["ch_1", "ch_2"].map(str::to_owned);
+        assert_eq!(cardholders::statuses(&mut tx, &both).await.expect("reads").len(), 2);
+    }
+}
+
 #[tokio::test]
 async fn sqlite_keeps_temporary_data_in_memory() {
     // A multi-row insert's statement journal spilled to a temporary file at every batch (BENCHMARKS.md, session 5).

@@ -307,7 +307,8 @@ impl Store {
     /// log to the disk (`fdatasync`). Blocks; nothing to do on PostgreSQL or where transactions never defer.
     pub fn sync_log(&self) -> std::io::Result<()> {
         let Some(log) = &self.synchronous.deferrable else { return Ok(()) };
-        match std::fs::File::open(log.as_path()) {
+        // Opened for writing (nothing is written): some systems flush only files open for writing.
+        match std::fs::OpenOptions::new().write(true).open(log.as_path()) {
             Ok(file) => file.sync_data()?,
             // No log: everything is in the database file, which a checkpoint flushed before removing the log.
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}

@@ -149,18 +149,23 @@ pub async fn approval_times_for(
 
 /// [`approval_times_for`], added to `reads`.
 pub fn add_approval_times_for(reads: &mut Reads, cardholder_ids: &[String], since: DateTime<Utc>) -> Pending {
-    let after = if reads.is_postgres() { "$1" } else { "?" };
+    let postgres = reads.is_postgres();
+    let after = if postgres { "$1" } else { "?" };
     reads.push_in_lists(&[Value::from(to_micros(since))], cardholder_ids, |member| {
-        format!(
+        let query = format!(
             "SELECT cardholder_id, created_at FROM authorizations WHERE created_at > {after} AND cardholder_id{member} \
              AND response_code = '00' AND kind IN ('purchase', 'incremental', 'advice')"
-        )
+        );
+        crate::packed(postgres, "cardholder_id, created_at", query)
     })
 }
 
 /// What [`add_approval_times_for`] found.
 pub fn approval_times_in(found: &Found, pending: &Pending) -> Result<Vec<(String, DateTime<Utc>)>> {
-    found.rows(pending).map(|row| Ok((row.try_get(0)?, from_micros(row.try_get(1)?)?))).collect()
+    match found.packed::<(String, i64)>(pending) {
+        Some(rows) => rows?.into_iter().map(|(holder, at)| Ok((holder, from_micros(at)?))).collect(),
+        None => found.rows(pending).map(|row| Ok((row.try_get(0)?, from_micros(row.try_get(1)?)?))).collect(),
+    }
 }
 
 /// The newest authorizations of all cards, optionally only those with this response code, decline reason or

@@ -60,12 +60,18 @@ pub async fn statuses(tx: &mut Tx, ids: &[String]) -> Result<std::collections::H
 
 /// [`statuses`], added to `reads`.
 pub fn add_statuses(reads: &mut Reads, ids: &[String]) -> Pending {
-    reads.push_in_lists(&[], ids, |member| format!("SELECT id, status FROM cardholders WHERE id{member}"))
+    let postgres = crate::Target::is_postgres(reads);
+    reads.push_in_lists(&[], ids, |member| {
+        crate::packed(postgres, "id, status", format!("SELECT id, status FROM cardholders WHERE id{member}"))
+    })
 }
 
 /// What [`add_statuses`] found.
 pub fn statuses_in(found: &Found, pending: &Pending) -> Result<std::collections::HashMap<String, String>> {
-    found.rows(pending).map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
+    match found.packed::<(String, String)>(pending) {
+        Some(rows) => Ok(rows?.into_iter().collect()),
+        None => found.rows(pending).map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect(),
+    }
 }
 
 pub async fn get(tx: &mut Tx, id: &str) -> Result<Option<Cardholder>> {

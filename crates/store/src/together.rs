@@ -5,6 +5,7 @@
 
 use futures_util::TryStreamExt;
 use sqlx::Either;
+use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::{Result, StoreError, Target, Tx};
@@ -127,7 +128,10 @@ pub struct Reads {
 pub struct Pending(std::ops::Range<usize>);
 
 /// The rows of each statement of a [`Reads`], in order.
-pub struct Found(Vec<Vec<AnyRow>>);
+pub struct Found {
+    postgres: bool,
+    rows: Vec<Vec<AnyRow>>,
+}
 
 impl Target for Reads {
     fn is_postgres(&self) -> bool {
@@ -204,14 +208,34 @@ impl Reads {
                 found.len()
             )));
         }
-        Ok(Found(found))
+        Ok(Found { postgres: self.postgres, rows: found })
     }
 }
 
 impl Found {
     /// The rows of a read (none for a [`Pending`] of other reads).
     pub(crate) fn rows(&self, pending: &Pending) -> impl Iterator<Item = &AnyRow> {
-        self.0.get(pending.0.clone()).unwrap_or_default().iter().flatten()
+        self.rows.get(pending.0.clone()).unwrap_or_default().iter().flatten()
+    }
+
+    /// The rows of a read whose statements [`crate::packed`] packed on SQLite, each decoded from its JSON array;
+    /// `None` on PostgreSQL, where the rows are as they came ([`Found::rows`]).
+    pub(crate) fn packed<T: serde::de::DeserializeOwned>(&self, pending: &Pending) -> Option<Result<Vec<T>>> {
+        if self.postgres {
+            return None;
+        }
+        let mut all = Vec::new();
+        for row in self.rows(pending) {
+            let text: String = match row.try_get(0) {
+                Ok(text) => text,
+                Err(error) => return Some(Err(error.into())),
+            };
+            match serde_json::from_str::<Vec<T>>(&text) {
+                Ok(rows) => all.extend(rows),
+                Err(error) => return Some(Err(StoreError::Corrupt(format!("packed rows: {error}")))),
+            }
+        }
+        Some(Ok(all))
     }
 }
 

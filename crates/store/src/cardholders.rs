@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::{Found, Pending, Reads, Result, StoreError, Tx, from_micros, to_micros};
+use crate::{Found, Pending, Reads, Result, StoreError, Target, Tx, from_micros, to_micros};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cardholder {
@@ -60,7 +60,7 @@ pub async fn statuses(tx: &mut Tx, ids: &[String]) -> Result<std::collections::H
 
 /// [`statuses`], added to `reads`.
 pub fn add_statuses(reads: &mut Reads, ids: &[String]) -> Pending {
-    let postgres = crate::Target::is_postgres(reads);
+    let postgres = reads.is_postgres();
     reads.push_in_lists(&[], ids, |member| {
         crate::packed(postgres, "id, status", format!("SELECT id, status FROM cardholders WHERE id{member}"))
     })

@@ -154,15 +154,14 @@ impl Reads {
 
     /// Adds a read of rows matching a list of ids: a statement per chunk of `ids`, its text `sql(member)` where
     /// `member` completes a column's test of membership in the chunk, numbered after the `leading` parameters:
-    /// ` IN (?, …)` on SQLite (padded), ` = ANY($n::text[])` on PostgreSQL (one array, see `rows_as_arrays`).
+    /// ` IN (?, …)` on SQLite (padded), ` = ANY($n::text[])` on PostgreSQL (one array in its text form, `array_literal`).
     pub(crate) fn push_in_lists(&mut self, leading: &[Value], ids: &[String], sql: impl Fn(&str) -> String) -> Pending {
         let mut statements = Vec::new();
         for chunk in ids.chunks(crate::rows_per_statement(1)) {
             let mut values = leading.to_vec();
             let ids: Vec<Value> = chunk.iter().map(Value::from).collect();
             let member = if self.postgres {
-                let (_, array) = crate::rows_as_arrays(ids, 1, leading.len() + 1);
-                values.extend(array);
+                values.push(Value::Text(Some(crate::array_literal(ids.iter()))));
                 format!(" = ANY(${}::text[])", leading.len() + 1)
             } else {
                 let padded = crate::padded_rows(self, chunk.len(), 1);

@@ -33,7 +33,8 @@ pub struct Arguments {
     /// statements warm up in them (errors in them still count; the ledger check covers them).
     #[arg(long, default_value_t = 2)]
     warmup: u64,
-    /// Open loop: offer this many requests per second in total, whatever the answers (latency at a given load).
+    /// Open loop: offer this many requests per second in total, evenly spaced, whatever the answers (latency at a
+    /// given load). Each latency counts from when its request was due, so a late send counts against it.
     #[arg(long)]
     rate: Option<u64>,
     /// An empty database to use (default: a new SQLite file in a temporary directory, deleted afterwards).

@@ -3,7 +3,7 @@
 //! or open loop at a fixed rate), then verify the ledger. It reports throughput and latency percentiles; it never
 //! asserts a time.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,6 +23,7 @@ use ghostcard_store::{StoreError, ledger};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 
 use crate::App;
 
@@ -212,11 +213,22 @@ pub async fn drive(address: SocketAddr, cards: Arc<Vec<ProvisionedCard>>, option
     let next = Arc::new(AtomicUsize::new(0));
     let measured = Instant::now() + options.warmup;
     let deadline = measured + options.duration;
+    // Open loop: each connection is handed its requests' due times by the pacer.
+    let mut schedules: Vec<Option<mpsc::UnboundedReceiver<Vec<Instant>>>> =
+        (0..options.connections).map(|_| None).collect();
+    if let Some(rate) = options.rate {
+        let (senders, receivers): (Vec<_>, Vec<_>) = schedules.iter().map(|_| mpsc::unbounded_channel()).unzip();
+        schedules = receivers.into_iter().map(Some).collect();
+        if pace(senders, rate, deadline).is_err() {
+            // Without a pacer no request is due: every connection ends at once, and the run reports nothing sent.
+            schedules = schedules.iter().map(|_| None).collect();
+        }
+    }
     let mut workers = Vec::new();
-    for connection in 0..options.connections {
+    for (connection, schedule) in schedules.into_iter().enumerate() {
         let (cards, next, options) = (cards.clone(), next.clone(), options.clone());
         workers.push(tokio::spawn(async move {
-            connection_load(address, connection, cards, next, &options, measured..deadline).await
+            connection_load(address, connection, cards, next, &options, schedule, measured..deadline).await
         }));
     }
     let mut latencies = Vec::new();
@@ -275,14 +287,51 @@ struct ConnectionOutcome {
     ran_out_of_cards: bool,
 }
 
-/// One connection's load: keeps `pipeline` requests in flight (closed loop) or sends on a fixed schedule (open
-/// loop), until the end of `measured`; then waits for the answers still due. Counts what was sent within `measured`.
+/// How often, at most, the open loop's pacer hands out what has come due.
+const PACER_TICK: Duration = Duration::from_micros(250);
+
+/// Open loop: the due time of each request, one every `1 / rate` seconds until `until`. A thread of its own wakes
+/// when the next is due, but at most every [`PACER_TICK`], and hands what has come due to the next connection in
+/// turn, which sends it in one write: at 10,000/s, two or three requests every 250 µs. Tokio's timers round up to
+/// whole milliseconds: when each connection kept its own schedule on them, every connection's request came due at
+/// the same instant and was sent up to a millisecond late (bursts of 32 every 3.2 ms at 10,000/s); a wake for every
+/// request took the load generator from 0.3 to 0.5 of the machine's two cores (BENCHMARKS.md, session 7).
+fn pace(connections: Vec<mpsc::UnboundedSender<Vec<Instant>>>, rate: u64, until: Instant) -> std::io::Result<()> {
+    let start = Instant::now();
+    let rate = u128::from(rate.max(1));
+    let due = move |request: u128| {
+        start + Duration::from_nanos(u64::try_from(request * 1_000_000_000 / rate).unwrap_or(u64::MAX))
+    };
+    std::thread::Builder::new().name("bench-pacer".to_owned()).spawn(move || {
+        let (mut next, mut turn) = (0u128, 0usize);
+        while due(next) < until {
+            let now = Instant::now();
+            let mut dealt = Vec::new();
+            while due(next) <= now && due(next) < until {
+                dealt.push(due(next));
+                next += 1;
+            }
+            if !dealt.is_empty() {
+                // A connection that ended has stopped counting; its share of the load is not sent.
+                let _ = connections[turn % connections.len()].send(dealt);
+                turn += 1;
+            }
+            std::thread::sleep(due(next).max(now + PACER_TICK).saturating_duration_since(Instant::now()));
+        }
+    })?;
+    Ok(())
+}
+
+/// One connection's load: keeps `pipeline` requests in flight (closed loop) or sends each request of `schedule` when
+/// it is due (open loop), until the end of `measured`; then waits for the answers still due. Counts what was sent
+/// (closed loop) or due (open loop) within `measured`.
 async fn connection_load(
     address: SocketAddr,
     connection: usize,
     cards: Arc<Vec<ProvisionedCard>>,
     next: Arc<AtomicUsize>,
     options: &BenchOptions,
+    mut schedule: Option<mpsc::UnboundedReceiver<Vec<Instant>>>,
     measured: std::ops::Range<Instant>,
 ) -> ConnectionOutcome {
     let deadline = measured.end;
@@ -299,27 +348,34 @@ async fn connection_load(
     let mut buffer = Vec::with_capacity(16 * 1024);
     let mut chunk = vec![0u8; 16 * 1024];
     let mut sequence: u64 = 0;
-    let interval = options.rate.map(|rate| Duration::from_secs_f64(options.connections as f64 / rate.max(1) as f64));
-    let mut next_due = Instant::now();
+    let open_loop = options.rate.is_some();
+    // Due times the pacer handed over while this connection waited for answers.
+    let mut due_now: VecDeque<Instant> = VecDeque::new();
     loop {
-        let now = Instant::now();
-        // Sending stops at the deadline, or when the cards run out (then the answers due are still awaited).
-        let sending = now < deadline && !outcome.ran_out_of_cards;
+        // Sending stops at the deadline (open loop: when the pacer has handed over every due time), or when the
+        // cards run out (then the answers due are still awaited).
+        let sending = if open_loop { schedule.is_some() || !due_now.is_empty() } else { Instant::now() < deadline }
+            && !outcome.ran_out_of_cards;
         // Fill the window (closed loop) or send what is due (open loop).
         let mut batch = Vec::new();
         if sending {
             loop {
-                let due = match interval {
-                    Some(interval) => {
-                        if next_due > Instant::now() {
+                let due = match (due_now.pop_front(), &mut schedule) {
+                    (Some(due), _) => due,
+                    (None, Some(pacer)) => match pacer.try_recv() {
+                        Ok(dealt) => {
+                            due_now.extend(dealt);
+                            continue;
+                        }
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => {
+                            schedule = None;
                             break;
                         }
-                        let due = next_due;
-                        next_due += interval;
-                        due
-                    }
-                    None if in_flight.len() >= options.pipeline => break,
-                    None => Instant::now(),
+                    },
+                    (None, None) if open_loop => break,
+                    (None, None) if in_flight.len() >= options.pipeline => break,
+                    (None, None) => Instant::now(),
                 };
                 let index = next.fetch_add(1, Ordering::Relaxed);
                 let Some(card) = cards.get(index) else {
@@ -344,15 +400,27 @@ async fn connection_load(
             outcome.errors += in_flight.len() as u64;
             return outcome;
         }
+        // The schedule may have ended, or the cards run out, while sending.
+        let sending = sending && !outcome.ran_out_of_cards && (!open_loop || schedule.is_some());
         if !sending && in_flight.is_empty() {
             break;
         }
-        let wait = match (sending, interval) {
-            (true, Some(_)) => next_due.saturating_duration_since(Instant::now()).max(Duration::from_micros(50)),
-            (true, None) => Duration::from_secs(5),
-            (false, _) => Duration::from_secs(10),
+        let wait = if sending { Duration::from_secs(5) } else { Duration::from_secs(10) };
+        let read = match &mut schedule {
+            // Open loop: wake for whichever comes first, the next due time or an answer.
+            Some(pacer) if sending => tokio::select! {
+                due = pacer.recv() => {
+                    match due {
+                        Some(dealt) => due_now.extend(dealt),
+                        None => schedule = None,
+                    }
+                    continue;
+                }
+                read = tokio::time::timeout(wait, reader.read(&mut chunk)) => read,
+            },
+            _ => tokio::time::timeout(wait, reader.read(&mut chunk)).await,
         };
-        match tokio::time::timeout(wait, reader.read(&mut chunk)).await {
+        match read {
             Ok(Ok(0)) | Ok(Err(_)) => {
                 outcome.errors += in_flight.len() as u64;
                 return outcome;
@@ -413,4 +481,32 @@ fn request(card: &ProvisionedCard, acquirer: &str, stan: &str, transmission: &st
 /// A timestamp for reports.
 pub fn now_text() -> String {
     Utc::now().format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_pacer_spaces_requests_evenly_and_deals_them_to_the_connections_in_turn() {
+        let (senders, mut receivers): (Vec<_>, Vec<_>) = (0..4).map(|_| mpsc::unbounded_channel()).unzip();
+        let until = Instant::now() + Duration::from_millis(50);
+        pace(senders, 1_000, until).expect("the pacer starts");
+        // (connection, what it was dealt at once)
+        let mut dealt: Vec<(usize, Vec<Instant>)> = Vec::new();
+        for (connection, receiver) in receivers.iter_mut().enumerate() {
+            while let Some(group) = receiver.recv().await {
+                dealt.push((connection, group));
+            }
+        }
+        dealt.sort_by_key(|(_, group)| group[0]);
+        // One request a millisecond for 50 ms, each once, in order; each hand-out to the next connection in turn.
+        let start = dealt[0].1[0];
+        let times: Vec<Duration> = dealt.iter().flat_map(|(_, group)| group.iter().map(|due| *due - start)).collect();
+        assert_eq!(times, (0..50).map(|k| Duration::from_millis(1) * k).collect::<Vec<_>>());
+        for (turn, (connection, _)) in dealt.iter().enumerate() {
+            assert_eq!(*connection, turn % 4, "hand-out {turn} went to connection {}", turn % 4);
+        }
+        assert!(dealt.iter().flat_map(|(_, group)| group).all(|due| *due < until), "nothing is due after the end");
+    }
 }

@@ -409,8 +409,13 @@ async fn no_card_number_or_cvv_reaches_the_log_and_the_reveal_is_audited() {
     assert!(log.contains("authorization decided"), "the scenario was logged at all");
     assert!(!log.contains(&number), "a full card number reached the log");
     assert!(!log.contains("4242424242424242"), "a funding card number reached the log");
+    // The CVV as a value of its own: `elapsed=132.6ms`, which sqlx logs for a slow statement, is no CVV.
+    let leaked = |pattern: &str| {
+        log.match_indices(pattern)
+            .any(|(at, _)| !log[at + pattern.len()..].starts_with(|next: char| next.is_ascii_digit() || next == '.'))
+    };
     for pattern in [format!("={cvv}"), format!("\"{cvv}\""), format!(": {cvv}"), format!("cvv {cvv}")] {
-        assert!(!log.contains(&pattern), "the CVV reached the log as {pattern:?}");
+        assert!(!leaked(&pattern), "the CVV reached the log as {pattern:?}");
     }
     let mut tx = app.app.store.read().await.expect("reads");
     let reveals = ghostcard_store::audit::list(&mut tx, Some("card.reveal"), 10).await.expect("audit");

@@ -64,8 +64,9 @@ pub struct Config {
     /// lengthen every cycle (measured: p50 at 10,000/s offered fell from 18 ms to 12.6 ms without it).
     pub authorization_batch_wait_us: u64,
     /// Batches decided at the same time on PostgreSQL (SQLite has one writer: always one). A batch's statements
-    /// run one after another in one server process, so a second batch in flight puts the second core to work
-    /// (BENCHMARKS.md, session 6: 9,000 → 12,000/s). Batches that share a cardholder take turns.
+    /// run one after another in one server process, so another batch in flight puts the second core to work
+    /// (BENCHMARKS.md: one → two 9,000 → 12,000/s in session 6; two → three 13,928 → 14,430/s in session 7, four
+    /// 14,057/s). Batches that share a cardholder take turns.
     pub authorization_batches_in_flight: usize,
     /// Authorizations waiting for a batch, at most (a full queue makes connections wait).
     pub authorization_queue_capacity: usize,
@@ -123,7 +124,7 @@ impl Default for Config {
             stand_in_response_code: "91".to_owned(),
             authorization_batch_max: 1024,
             authorization_batch_wait_us: 0,
-            authorization_batches_in_flight: 2,
+            authorization_batches_in_flight: 3,
             authorization_queue_capacity: 8192,
             hold_expiry_days: 7,
             hold_expiry_long_days: 31,

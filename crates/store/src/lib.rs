@@ -152,6 +152,18 @@ struct Synchronous {
 /// transaction before the background copy is done.
 const WRITER_AUTOCHECKPOINT_PAGES: u32 = 10_000;
 
+/// SQLite: the page cache of the write connection, in KiB (`cache_size`). It holds what every batch touches (the
+/// indexes' inner pages, their last leaves, the hot spots of the network-key indexes: a few MiB); rows read once come
+/// from the operating system's cache. Paired against 64 MiB, the readers' size: 16,942–20,043 approved/s against
+/// 15,672–18,877 at 300,000 cards (5 of 6 pairs faster), 20,449 against 17,200 at 1,000,000, and p50 at 10,000/s
+/// 3.2–5.1 ms against 6.0–7.5 (BENCHMARKS.md, session 8). One cost of a larger cache, measured: at the end of
+/// every write transaction on a database under 1 GiB, SQLite scans the whole cache's hash table for pages past the
+/// database's end (`pcache1TruncateUnsafe`, 5.1% of the server's time at 10,000/s, 1.0% with 8 MiB).
+const WRITER_CACHE_KIB: u32 = 8 * 1024;
+
+/// SQLite: the page cache of each reader connection, in KiB.
+const READER_CACHE_KIB: u32 = 64 * 1024;
+
 /// SQLite: the background checkpointer's least time between two copies of the log. Copying after every batch, as
 /// until session 6, the disk took 27,000 write requests a second at 10,000 authorizations a second; about 10,400
 /// with this gap (and [`EVERY_BATCH_FROM_PAGES`]).
@@ -182,7 +194,8 @@ impl Store {
         let connect_options = AnyConnectOptions::from_str(&url)?.disable_statement_logging();
         let synchronous = options.sqlite_synchronous.clone();
         let busy_timeout = options.sqlite_busy_timeout;
-        let pool_options = |autocheckpoint: Option<u32>| {
+        // `autocheckpoint` is set for the write connection only.
+        let pool_options = |autocheckpoint: Option<u32>, cache_kib: u32| {
             let synchronous = synchronous.clone();
             AnyPoolOptions::new()
                 // A broken connection shows itself on use; a ping before every acquire costs a round trip each time.
@@ -196,7 +209,7 @@ impl Store {
                             connection.execute("PRAGMA foreign_keys = ON").await?;
                             let busy_timeout_ms = busy_timeout.as_millis();
                             connection.execute(format!("PRAGMA busy_timeout = {busy_timeout_ms}").as_str()).await?;
-                            connection.execute("PRAGMA cache_size = -65536").await?;
+                            connection.execute(format!("PRAGMA cache_size = -{cache_kib}").as_str()).await?;
                             connection.execute("PRAGMA temp_store = MEMORY").await?;
                             if let Some(pages) = autocheckpoint {
                                 connection.execute(format!("PRAGMA wal_autocheckpoint = {pages}").as_str()).await?;
@@ -215,7 +228,8 @@ impl Store {
         };
         let (pool, writer) = match dialect {
             Dialect::Postgres => {
-                (pool_options(None).max_connections(options.max_connections).connect_with(connect_options).await?, None)
+                let pool = pool_options(None, READER_CACHE_KIB).max_connections(options.max_connections);
+                (pool.connect_with(connect_options).await?, None)
             }
             // SQLite has one writer at a time, so write transactions share one connection: its page cache stays
             // warm from one transaction to the next (a connection that finds the database changed by another drops
@@ -223,12 +237,12 @@ impl Store {
             // polling in SQLite's busy handler, which sleeps up to 25 ms between tries. Waiting is bounded by the
             // busy timeout, as before.
             Dialect::Sqlite => {
-                let writer = pool_options(Some(WRITER_AUTOCHECKPOINT_PAGES))
+                let writer = pool_options(Some(WRITER_AUTOCHECKPOINT_PAGES), WRITER_CACHE_KIB)
                     .max_connections(1)
                     .acquire_timeout(busy_timeout)
                     .connect_with(connect_options.clone())
                     .await?;
-                let readers = pool_options(None)
+                let readers = pool_options(None, READER_CACHE_KIB)
                     .max_connections(options.max_connections.min(8))
                     .connect_with(connect_options)
                     .await?;

@@ -263,7 +263,7 @@ async fn drive_server(
         "driving the server's ISO 8583 listener on {network} for {} s of warm-up and {} s measured…",
         arguments.warmup, arguments.duration
     );
-    let report = drive(network, Arc::new(cards), &options).await;
+    let report = drive(network, Arc::new(cards), &options).await.context("cannot run the load generator")?;
     let metrics = reqwest::get(format!("http://{http}/metrics")).await?.text().await?;
     let mut batches = HashMap::new();
     for line in metrics.lines().filter(|line| !line.starts_with('#')) {

@@ -33,7 +33,7 @@ fn main() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("port");
         let address = listener.local_addr().expect("address");
         tokio::spawn(ghostcard_server::network::run(app.clone(), listener, std::future::pending()));
-        let report = drive(address, Arc::new(cards), &options).await;
+        let report = drive(address, Arc::new(cards), &options).await.expect("the load generator runs");
         let mut tx = app.store.read().await.expect("reads");
         let ledger = ghostcard_store::ledger::verify(&mut tx).await.expect("verifies");
         println!(

@@ -209,7 +209,25 @@ pub struct LoadReport {
 /// Drives `address` with 0100s for `cards` (each used once) on `options.connections` connections: `warmup`, then
 /// `duration` measured. Only requests sent (closed loop) or due (open loop) in the measured part are counted, except
 /// errors, which count whenever they happen.
-pub async fn drive(address: SocketAddr, cards: Arc<Vec<ProvisionedCard>>, options: &BenchOptions) -> LoadReport {
+///
+/// The connections run on a thread of their own with a single-threaded runtime. On the caller's runtime, the pacer's
+/// hand-overs and the answers woke its worker threads in turn: at 10,000/s the load generator took 0.21–0.22 of the
+/// two cores it shares with the server, against 0.19 now (BENCHMARKS.md, session 8).
+pub async fn drive(
+    address: SocketAddr,
+    cards: Arc<Vec<ProvisionedCard>>,
+    options: &BenchOptions,
+) -> std::io::Result<LoadReport> {
+    let options = options.clone();
+    let (report, reported) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new().name("load".to_owned()).spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+        let _ = report.send(runtime.map(|runtime| runtime.block_on(drive_here(address, cards, &options))));
+    })?;
+    reported.await.map_err(|_| std::io::Error::other("the load generator's thread stopped"))?
+}
+
+async fn drive_here(address: SocketAddr, cards: Arc<Vec<ProvisionedCard>>, options: &BenchOptions) -> LoadReport {
     let next = Arc::new(AtomicUsize::new(0));
     let measured = Instant::now() + options.warmup;
     let deadline = measured + options.duration;

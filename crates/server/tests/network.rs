@@ -490,6 +490,25 @@ async fn bad_bytes_close_only_their_connection() {
     // Keep-alives are ignored.
     broken.stream.write_all(&[0, 0, 0, 0]).await.expect("sends");
     assert_eq!(broken.exchange(&purchase(&card, 0, 82, "SHOP1")).await.get(39), Some("85"));
+    // Thousands of keep-alives and requests in one write, the last request cut in two across writes: each
+    // request is answered once.
+    let mut bytes = Vec::new();
+    for stan in 90..94u32 {
+        bytes.extend_from_slice(&[0, 0].repeat(1_000));
+        bytes.extend_from_slice(&frame(&encode(&purchase(&card, 0, stan, "SHOP1")).expect("encodes")).expect("small"));
+    }
+    let cut = bytes.len() - 10;
+    broken.stream.write_all(&bytes[..cut]).await.expect("sends");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    broken.stream.write_all(&bytes[cut..]).await.expect("sends");
+    let mut answered = Vec::new();
+    for _ in 90..94u32 {
+        let answer = broken.receive().await;
+        answered.push((answer.get(11).expect("stan").to_owned(), answer.get(39).expect("code").to_owned()));
+    }
+    answered.sort();
+    let expected: Vec<_> = (90..94u32).map(|stan| (format!("{stan:06}"), "85".to_owned())).collect();
+    assert_eq!(answered, expected);
 
     // Everyone else is served throughout.
     assert_eq!(healthy.exchange(&purchase(&card, 0, 83, "SHOP1")).await.get(39), Some("85"));

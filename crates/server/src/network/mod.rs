@@ -86,19 +86,21 @@ async fn serve_connection(app: Arc<App>, authorizer: Authorizer, socket: TcpStre
             }
         };
         buffer.extend_from_slice(&chunk[..read]);
+        // Frames are taken from `start` on, and what they used is dropped once per read. Dropping each frame as it
+        // was taken moved the rest of the read every time: quadratic in the frames of a read, up to 4,096 two-byte
+        // keep-alives in 8 KiB, each moving up to 8 KiB.
+        let mut start = 0;
         loop {
-            match next_frame(&buffer, max) {
+            match next_frame(&buffer[start..], max) {
                 Frame::Incomplete => break,
-                Frame::KeepAlive { consumed } => {
-                    buffer.drain(..consumed);
-                }
+                Frame::KeepAlive { consumed } => start += consumed,
                 Frame::TooLarge { length } => {
                     tracing::warn!(length, max, "network message over the size limit; closing the connection");
                     break 'reading;
                 }
                 Frame::Message { body, consumed } => {
                     let decoded = decode(body);
-                    buffer.drain(..consumed);
+                    start += consumed;
                     let request = match decoded {
                         Ok(message) => message,
                         Err(failure) => match messages::format_error(&failure.partial) {
@@ -124,6 +126,7 @@ async fn serve_connection(app: Arc<App>, authorizer: Authorizer, socket: TcpStre
                 }
             }
         }
+        buffer.drain(..start);
     }
     drop(responses);
     // Let the answers of requests already read go out before the connection closes.

@@ -26,6 +26,21 @@ pub struct Arguments {
     mode: Option<String>,
 }
 
+/// The runtime of connections, HTTP requests and jobs: one worker thread fewer than the machine has cores, at least
+/// one, unless `TOKIO_WORKER_THREADS` says otherwise. Network authorizations are decided on threads of their own (the
+/// authorizer and, on SQLite, the write connection's, which take turns), and that one path sets the throughput. With
+/// a worker on every core, answering one batch's requests took both cores from under the next batch; on two cores,
+/// paired, one worker made 20,735 / 20,789 approved/s against 18,917 / 19,268 (SQLite), 13,008 / 12,849 against
+/// 11,829 / 12,084 (PostgreSQL), and p50 at 10,000/s 2.3–2.4 ms against 2.6–3.2 (BENCHMARKS.md, session 8).
+fn server_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        builder.worker_threads(cores.saturating_sub(1).max(1));
+    }
+    builder.enable_all().build()
+}
+
 pub fn run(arguments: Arguments) -> Result<()> {
     let mut config = arguments.config.load()?;
     if let Some(address) = arguments.http_addr {
@@ -43,7 +58,7 @@ pub fn run(arguments: Arguments) -> Result<()> {
         )
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
-    let runtime = tokio::runtime::Runtime::new()?;
+    let runtime = server_runtime()?;
     runtime.block_on(async move {
         let address = config.http_addr;
         let network_address = config.iso8583_addr;

@@ -630,9 +630,41 @@ mod tests {
 
 /// Fresh, empty databases for tests: a temporary SQLite file, or a new database on a PostgreSQL server.
 pub mod scratch {
+    use std::path::{Path, PathBuf};
+
     use sqlx::Connection;
 
     use crate::Result;
+
+    /// A new, empty directory under the system's temporary one, named `ghostcard-{name}-{process id}`, removed with
+    /// everything in it when dropped. Keep it until the databases in it are closed: SQLite creates its log beside
+    /// the database when it needs one.
+    #[derive(Debug)]
+    pub struct Directory(PathBuf);
+
+    impl Directory {
+        pub fn new(name: &str) -> std::io::Result<Directory> {
+            let path = std::env::temp_dir().join(format!("ghostcard-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&path);
+            std::fs::create_dir_all(&path)?;
+            Ok(Directory(path))
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+
+        /// The URL of an SQLite database named `file` in this directory.
+        pub fn sqlite_url(&self, file: &str) -> String {
+            format!("sqlite://{}", self.0.join(file).display())
+        }
+    }
+
+    impl Drop for Directory {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 
     /// The PostgreSQL server tests use: `GHOSTCARD_TEST_POSTGRES_URL`, or the local default that `scripts/test`
     /// starts.

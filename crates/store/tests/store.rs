@@ -14,11 +14,10 @@ fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0).single().expect("valid")
 }
 
-async fn stores(test: &str) -> Vec<Store> {
-    let directory = std::env::temp_dir().join(format!("ghostcard-store-{test}-{}", std::process::id()));
-    std::fs::create_dir_all(&directory).expect("temp dir");
-    let sqlite_url = format!("sqlite://{}", directory.join("test.db").display());
-    let _ = std::fs::remove_file(directory.join("test.db"));
+/// The same empty store on SQLite, then on PostgreSQL; the SQLite file's directory goes when the iteration ends.
+async fn stores(test: &str) -> Stores {
+    let directory = scratch::Directory::new(&format!("store-{test}")).expect("temp dir");
+    let sqlite_url = directory.sqlite_url("test.db");
     let postgres_url = scratch::postgres_database(&format!("ghostcard_store_{test}")).await.expect("PostgreSQL");
     let mut stores = Vec::new();
     for url in [sqlite_url, postgres_url] {
@@ -27,7 +26,20 @@ async fn stores(test: &str) -> Vec<Store> {
         assert!(store.migrate(now()).await.expect("migrates again").is_empty(), "migrations apply once");
         stores.push(store);
     }
-    stores
+    Stores { stores: stores.into_iter(), _directory: directory }
+}
+
+struct Stores {
+    stores: std::vec::IntoIter<Store>,
+    _directory: scratch::Directory,
+}
+
+impl Iterator for Stores {
+    type Item = Store;
+
+    fn next(&mut self) -> Option<Store> {
+        self.stores.next()
+    }
 }
 
 #[tokio::test]
@@ -243,10 +255,8 @@ async fn idempotency_claims_replay_and_refuse() {
 
 #[tokio::test]
 async fn sqlite_writers_take_turns_while_readers_go_on() {
-    let directory = std::env::temp_dir().join(format!("ghostcard-store-writer-{}", std::process::id()));
-    std::fs::create_dir_all(&directory).expect("temp dir");
-    let _ = std::fs::remove_file(directory.join("test.db"));
-    let url = format!("sqlite://{}", directory.join("test.db").display());
+    let directory = scratch::Directory::new("store-writer").expect("temp dir");
+    let url = directory.sqlite_url("test.db");
     let options =
         StoreOptions { sqlite_busy_timeout: std::time::Duration::from_millis(300), ..StoreOptions::default() };
     let store = Store::connect(&url, &options).await.expect("connects");
@@ -570,7 +580,8 @@ async fn a_deferred_commit_waits_for_the_flush_and_leaves_the_next_transaction_d
 #[tokio::test]
 async fn sqlite_keeps_temporary_data_in_memory() {
     // A multi-row insert's statement journal spilled to a temporary file at every batch (BENCHMARKS.md, session 5).
-    let store = stores("temp_store").await.remove(0);
+    let mut stores = stores("temp_store").await;
+    let store = stores.next().expect("SQLite");
     assert_eq!(store.dialect(), Dialect::Sqlite);
     let mut tx = store.begin().await.expect("begins");
     let writer: i64 = sqlx::query_scalar("PRAGMA temp_store").fetch_one(&mut *tx).await.expect("reads");
@@ -584,10 +595,8 @@ async fn sqlite_keeps_temporary_data_in_memory() {
 async fn a_background_checkpointer_copies_the_log_into_the_database() {
     // The writer leaves the write-ahead log to the background checkpointer (up to 40 MiB): what commits reaches the
     // database file only when the checkpointer runs, told by `wrote_much` (or its 100 ms timer).
-    let directory = std::env::temp_dir().join(format!("ghostcard-store-checkpoint-{}", std::process::id()));
-    std::fs::create_dir_all(&directory).expect("temp dir");
-    let path = directory.join("test.db");
-    let _ = std::fs::remove_file(&path);
+    let directory = scratch::Directory::new("store-checkpoint").expect("temp dir");
+    let path = directory.path().join("test.db");
     let store =
         Store::connect(&format!("sqlite://{}", path.display()), &StoreOptions::default()).await.expect("connects");
     store.migrate(now()).await.expect("migrates");

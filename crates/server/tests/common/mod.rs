@@ -60,6 +60,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub app: Arc<App>,
     _shutdown: tokio::sync::watch::Sender<bool>,
+    /// SQLite: the database's directory, removed with the test app.
+    _directory: Option<scratch::Directory>,
 }
 
 impl TestApp {
@@ -70,15 +72,15 @@ impl TestApp {
     /// A server whose configuration `adjust` may change first.
     pub async fn spawn_with(backend: Backend, name: &str, adjust: impl FnOnce(&mut Config)) -> TestApp {
         log_buffer();
-        let database_url = match backend {
+        let (database_url, directory) = match backend {
             Backend::Sqlite => {
-                let directory = std::env::temp_dir().join(format!("ghostcard-api-{}-{name}", std::process::id()));
-                let _ = std::fs::remove_dir_all(&directory);
-                std::fs::create_dir_all(&directory).expect("temp dir");
-                format!("sqlite://{}", directory.join("ghostcard.db").display())
+                let directory = scratch::Directory::new(&format!("api-{name}")).expect("temp dir");
+                (directory.sqlite_url("ghostcard.db"), Some(directory))
             }
             Backend::Postgres => {
-                scratch::postgres_database(&format!("ghostcard_api_{name}")).await.expect("PostgreSQL is running")
+                let url =
+                    scratch::postgres_database(&format!("ghostcard_api_{name}")).await.expect("PostgreSQL is running");
+                (url, None)
             }
         };
         let mut config = Config {
@@ -104,7 +106,7 @@ impl TestApp {
         tokio::spawn(ghostcard_server::network::run(app.clone(), network_listener, async move {
             let _ = network_stopped.wait_for(|stopped| *stopped).await;
         }));
-        TestApp { base, network, key, client: reqwest::Client::new(), app, _shutdown: shutdown }
+        TestApp { base, network, key, client: reqwest::Client::new(), app, _shutdown: shutdown, _directory: directory }
     }
 
     pub async fn request(

@@ -258,11 +258,21 @@ async fn attempt_sign_in(
 ) -> Result<Result<Response, String>, PageError> {
     const WRONG: &str = "The email or the password is not right.";
     let now = app.clock.now();
-    let mut tx = app.store.begin().await?;
-    let Some((id, hash)) = web_sessions::account_by_email(&mut tx, realm.kind, email).await? else {
-        let _ = verify_password(None, password);
+    // The password is checked first, off the runtime's threads and outside the write transaction: Argon2id takes
+    // tens of milliseconds of CPU, and SQLite's one write connection, which network authorizations use too, must not
+    // wait for it.
+    let mut tx = app.store.read().await?;
+    let account = web_sessions::account_by_email(&mut tx, realm.kind, email).await?;
+    drop(tx);
+    let Some((id, hash)) = account else {
+        password_matches(None, password).await;
         return Ok(Err(WRONG.to_owned()));
     };
+    let matches = password_matches(hash.clone(), password).await;
+    let mut tx = app.store.begin().await?;
+    // A password changed in between: the attempt checked the old one, so it fails.
+    let unchanged =
+        web_sessions::account_by_email(&mut tx, realm.kind, email).await? == Some((id.clone(), hash.clone()));
     let action = format!("{}.sign_in", realm.audit);
     let actor = realm.actor(&id);
     if let Some(until) = web_sessions::locked_until(&mut tx, realm.kind, &id).await?.filter(|until| *until > now) {
@@ -273,7 +283,7 @@ async fn attempt_sign_in(
             until.format("%H:%M")
         )));
     }
-    if !verify_password(hash.as_deref(), password) {
+    if !(matches && unchanged) {
         web_sessions::record_sign_in(&mut tx, realm.kind, &id, false, LOCK_AFTER, now + LOCK_FOR).await?;
         audit::append(&mut tx, &audit_entry(&actor, &action, "failure", headers, now)).await?;
         ghostcard_store::commit(tx).await?;
@@ -435,7 +445,7 @@ async fn sign_up(State(app): State<Arc<App>>, headers: HeaderMap, Form(form): Fo
         password: Some(form.password.clone()),
         country: form.country.trim().to_uppercase(),
     };
-    let cardholder = match new_cardholder(&body, now) {
+    let cardholder = match new_cardholder(&body, now).await {
         Ok(cardholder) => cardholder,
         Err(error) => return again(error.message),
     };
@@ -532,6 +542,12 @@ async fn sign_in_page(
 
 async fn sign_in(State(app): State<Arc<App>>, headers: HeaderMap, Form(form): Form<SignInForm>) -> PageResult {
     submit_sign_in(&app, &headers, CARDHOLDERS, form).await
+}
+
+/// [`verify_password`] on a thread for blocking work, so the runtime's threads go on serving meanwhile.
+async fn password_matches(hash: Option<String>, password: &str) -> bool {
+    let password = password.to_owned();
+    tokio::task::spawn_blocking(move || verify_password(hash.as_deref(), &password)).await.unwrap_or(false)
 }
 
 /// Checks a password against its Argon2id hash; with no hash, does comparable work and fails.

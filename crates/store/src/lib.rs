@@ -194,8 +194,10 @@ impl Store {
         let connect_options = AnyConnectOptions::from_str(&url)?.disable_statement_logging();
         let synchronous = options.sqlite_synchronous.clone();
         let busy_timeout = options.sqlite_busy_timeout;
-        // `autocheckpoint` is set for the write connection only.
-        let pool_options = |autocheckpoint: Option<u32>, cache_kib: u32| {
+        // SQLite: the write connection checkpoints at its own limit and has a smaller cache than the readers.
+        let pool_options = |writer: bool| {
+            let (autocheckpoint, cache_kib) =
+                if writer { (Some(WRITER_AUTOCHECKPOINT_PAGES), WRITER_CACHE_KIB) } else { (None, READER_CACHE_KIB) };
             let synchronous = synchronous.clone();
             AnyPoolOptions::new()
                 // A broken connection shows itself on use; a ping before every acquire costs a round trip each time.
@@ -227,22 +229,22 @@ impl Store {
                 })
         };
         let (pool, writer) = match dialect {
-            Dialect::Postgres => {
-                let pool = pool_options(None, READER_CACHE_KIB).max_connections(options.max_connections);
-                (pool.connect_with(connect_options).await?, None)
-            }
+            Dialect::Postgres => (
+                pool_options(false).max_connections(options.max_connections).connect_with(connect_options).await?,
+                None,
+            ),
             // SQLite has one writer at a time, so write transactions share one connection: its page cache stays
             // warm from one transaction to the next (a connection that finds the database changed by another drops
             // its whole cache when its next transaction begins), and writers queue for it in order instead of
             // polling in SQLite's busy handler, which sleeps up to 25 ms between tries. Waiting is bounded by the
             // busy timeout, as before.
             Dialect::Sqlite => {
-                let writer = pool_options(Some(WRITER_AUTOCHECKPOINT_PAGES), WRITER_CACHE_KIB)
+                let writer = pool_options(true)
                     .max_connections(1)
                     .acquire_timeout(busy_timeout)
                     .connect_with(connect_options.clone())
                     .await?;
-                let readers = pool_options(None, READER_CACHE_KIB)
+                let readers = pool_options(false)
                     .max_connections(options.max_connections.min(8))
                     .connect_with(connect_options)
                     .await?;

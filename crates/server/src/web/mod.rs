@@ -271,8 +271,9 @@ async fn attempt_sign_in(
     let matches = password_matches(hash.clone(), password).await;
     let mut tx = app.store.begin().await?;
     // A password changed in between: the attempt checked the old one, so it fails.
-    let unchanged =
-        web_sessions::account_by_email(&mut tx, realm.kind, email).await? == Some((id.clone(), hash.clone()));
+    let unchanged = web_sessions::account_by_email(&mut tx, realm.kind, email)
+        .await?
+        .is_some_and(|(current_id, current_hash)| current_id == id && current_hash == hash);
     let action = format!("{}.sign_in", realm.audit);
     let actor = realm.actor(&id);
     if let Some(until) = web_sessions::locked_until(&mut tx, realm.kind, &id).await?.filter(|until| *until > now) {

@@ -296,6 +296,24 @@ async fn sqlite_writers_take_turns_while_readers_go_on() {
 }
 
 #[tokio::test]
+async fn sqlite_is_built_with_the_workspace_flags() {
+    // `.cargo/config.toml` adds them to the bundled SQLite's build (LIBSQLITE3_FLAGS); without that file, a build
+    // would silently fall back to libsqlite3-sys's defaults.
+    let directory = scratch::Directory::new("store-flags").expect("temp dir");
+    let store = Store::connect(&directory.sqlite_url("test.db"), &StoreOptions::default()).await.expect("connects");
+    let mut tx = store.read().await.expect("reads");
+    let options: Vec<String> =
+        sqlx::query_scalar("PRAGMA compile_options").fetch_all(&mut *tx).await.expect("lists its options");
+    assert!(options.iter().any(|option| option == "DEFAULT_MEMSTATUS=0"), "no memory statistics: {options:?}");
+    assert!(
+        !options.iter().any(|option| option == "ENABLE_MEMORY_MANAGEMENT"),
+        "one page cache a connection: {options:?}"
+    );
+    drop(tx);
+    store.close().await;
+}
+
+#[tokio::test]
 async fn multi_row_statements_write_and_find_exactly_their_rows() {
     // On SQLite the batch path's statements are padded with rows of NULLs up to a power of two (so their texts
     // repeat); the padding must write and match nothing. Three rows pad to four.

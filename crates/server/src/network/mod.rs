@@ -61,6 +61,10 @@ async fn serve_connection(app: Arc<App>, authorizer: Authorizer, socket: TcpStre
     let writer_task = tokio::spawn(async move {
         // Answers that are ready together go out in one write: a batch decides many requests at once.
         while let Some(mut bytes) = outgoing.recv().await {
+            // The answer that woke this task ran just before it: tokio runs a task woken by another right after it
+            // (its LIFO slot). Yielding lets the other answers already due run first, so that they join this write
+            // instead of each taking a write of its own.
+            tokio::task::yield_now().await;
             while bytes.len() < 64 * 1024 {
                 match outgoing.try_recv() {
                     Ok(more) => bytes.extend_from_slice(&more),

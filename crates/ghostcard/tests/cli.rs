@@ -68,10 +68,8 @@ fn bad_input_is_refused_with_a_hint() {
 
 #[test]
 fn jobs_are_listed_and_only_dead_ones_retried() {
-    let directory = std::env::temp_dir().join(format!("ghostcard-cli-jobs-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&directory);
-    std::fs::create_dir_all(&directory).expect("temp dir");
-    let url = format!("sqlite://{}", directory.join("ghostcard.db").display());
+    let directory = ghostcard_store::scratch::Directory::new("cli-jobs").expect("temp dir");
+    let url = directory.sqlite_url("ghostcard.db");
     let output = ghostcard(&["jobs", "list", "--status", "dead", "--database-url", &url]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "No jobs dead.");
@@ -83,5 +81,4 @@ fn jobs_are_listed_and_only_dead_ones_retried() {
     assert_eq!(output.status.code(), Some(1));
     let error = String::from_utf8_lossy(&output.stderr);
     assert!(error.contains("no dead job") && error.contains("ghostcard jobs list --status dead"), "{error}");
-    let _ = std::fs::remove_dir_all(&directory);
 }

@@ -104,10 +104,8 @@ async fn send_all(address: SocketAddr, messages: Vec<Message>) -> Vec<Message> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approvals_survive_sigkill_exactly_once() {
-    let directory = std::env::temp_dir().join(format!("ghostcard-crash-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&directory);
-    std::fs::create_dir_all(&directory).expect("temp dir");
-    let database_url = format!("sqlite://{}", directory.join("crash.db").display());
+    let directory = ghostcard_store::scratch::Directory::new("crash").expect("temp dir");
+    let database_url = directory.sqlite_url("crash.db");
     let config = Config {
         database_url: database_url.clone(),
         kek: Some(KEK.to_owned()),
@@ -231,7 +229,6 @@ async fn approvals_survive_sigkill_exactly_once() {
         page = ghostcard_store::cards::list(&mut tx, None, None, 100, last.as_deref()).await.expect("lists");
     }
     assert_eq!(held, authorized_held, "the ledger holds exactly what the cards say is held");
-    let _ = std::fs::remove_dir_all(&directory);
 }
 
 fn card_purchase(card: &ghostcard_server::bench::ProvisionedCard, acquirer: &str, stan: u32) -> Message {

@@ -12,10 +12,9 @@ use ghostcard_server::config::Config;
 fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
     runtime.block_on(async {
-        let directory = std::env::temp_dir().join(format!("ghostcard-cargo-bench-{}", std::process::id()));
-        std::fs::create_dir_all(&directory).expect("temp dir");
+        let directory = ghostcard_store::scratch::Directory::new("cargo-bench").expect("temp dir");
         let config = Config {
-            database_url: format!("sqlite://{}", directory.join("bench.db").display()),
+            database_url: directory.sqlite_url("bench.db"),
             kek: Some("ab".repeat(32)),
             cvk: Some("0123456789ABCDEFFEDCBA9876543210".to_owned()),
             ..Config::default()
@@ -49,6 +48,5 @@ fn main() {
         if report.ran_out_of_cards {
             println!("  (the cards ran out before the end: the run stopped early)");
         }
-        let _ = std::fs::remove_dir_all(&directory);
     });
 }

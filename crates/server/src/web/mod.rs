@@ -263,12 +263,17 @@ async fn attempt_sign_in(
     // wait for it.
     let mut tx = app.store.read().await?;
     let account = web_sessions::account_by_email(&mut tx, realm.kind, email).await?;
+    let locked = match &account {
+        Some((id, _)) => web_sessions::locked_until(&mut tx, realm.kind, id).await?.is_some_and(|until| until > now),
+        None => false,
+    };
     drop(tx);
     let Some((id, hash)) = account else {
         password_matches(None, password).await;
         return Ok(Err(WRONG.to_owned()));
     };
-    let matches = password_matches(hash.clone(), password).await;
+    // A locked account is refused below whatever the password, so its attempts cost no hashing.
+    let matches = !locked && password_matches(hash.clone(), password).await;
     let mut tx = app.store.begin().await?;
     // A password changed in between: the attempt checked the old one, so it fails.
     let unchanged = web_sessions::account_by_email(&mut tx, realm.kind, email)

@@ -22,7 +22,7 @@ use ghostcard_domain::fraud::FraudAction;
 use ghostcard_domain::ledger::{AccountId, AccountKind};
 use ghostcard_store::authorizations::{self, AuthorizationRecord};
 use ghostcard_store::cards::{self, CardRecord};
-use ghostcard_store::{Reads, StoreError, Tx, Writes, cardholders, ledger, plans, reversals};
+use ghostcard_store::{Conn, HeldWriter, Reads, StoreError, TxOn, Writes, cardholders, ledger, plans, reversals};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::App;
@@ -145,20 +145,29 @@ async fn run(
 ) {
     let max = app.config.authorization_batch_max.max(1);
     let wait = Duration::from_micros(app.config.authorization_batch_wait_us);
+    let mut writer = Writer::default();
     loop {
-        let Some(batch) = gather(&mut *jobs.lock().await, max, wait).await else { return };
+        let batch = {
+            let mut queue = jobs.lock().await;
+            writer.hand_back_unless_busy(queue.is_empty());
+            gather(&mut queue, max, wait).await
+        };
+        let Some(batch) = batch else { return };
         let (work, replies): (Vec<Job>, Vec<Reply>) = batch.into_iter().unzip();
-        let decided = decide_batch(&app, &work).await;
+        let decided = decide_batch(&app, &work, &mut writer).await;
         // A batch committed with `begin_deferred` is durable only after the next flush of the log.
         let deferred = decided.is_ok();
         let outcomes = match decided {
             Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
             Err(BatchError::Retry(reason)) => {
                 tracing::info!(%reason, jobs = work.len(), "batch conflicted with another writer; deciding its jobs one at a time");
+                // Each job begins a transaction of its own, on the write connection.
+                writer.hand_back();
                 one_at_a_time(&app, work).await
             }
             Err(BatchError::Failed(error)) => {
                 tracing::error!(%error, jobs = work.len(), "authorization batch failed");
+                writer.hand_back();
                 vec![Err(error); work.len()]
             }
         };
@@ -175,6 +184,41 @@ async fn run(
                 }
             }
         }
+    }
+}
+
+/// SQLite: the write connection, held across batches while they come one after another ([`Store::hold_writer`]):
+/// handing it back after every batch cost a round trip to the driver's thread that the next batch waited for.
+/// It goes back when no job is waiting, and at least every [`WRITER_TURN`], so that other writers (the API, the
+/// jobs) wait at most that long and a batch.
+///
+/// [`Store::hold_writer`]: ghostcard_store::Store::hold_writer
+#[derive(Default)]
+struct Writer {
+    held: Option<(HeldWriter, std::time::Instant)>,
+}
+
+/// How long the authorizer keeps the SQLite write connection from other writers at most.
+const WRITER_TURN: Duration = Duration::from_millis(50);
+
+impl Writer {
+    /// The held connection, taken first if need be; `None` on PostgreSQL.
+    async fn connection(&mut self, app: &App) -> Result<Option<&mut ghostcard_store::Conn>, StoreError> {
+        if self.held.is_none() {
+            self.held = app.store.hold_writer().await?.map(|connection| (connection, std::time::Instant::now()));
+        }
+        Ok(self.held.as_mut().map(|(connection, _)| &mut **connection))
+    }
+
+    /// Hands the connection back if no job is waiting or its turn is over.
+    fn hand_back_unless_busy(&mut self, idle: bool) {
+        if idle || self.held.as_ref().is_some_and(|(_, since)| since.elapsed() >= WRITER_TURN) {
+            self.hand_back();
+        }
+    }
+
+    fn hand_back(&mut self) {
+        self.held = None;
     }
 }
 
@@ -277,14 +321,11 @@ struct PendingHold {
     amount: ghostcard_domain::money::Money,
 }
 
-async fn decide_batch(app: &App, jobs: &[Job]) -> Result<Vec<Outcome>, BatchError> {
-    let now = app.clock.now();
-    let mut tx = app.store.begin_deferred().await?;
-    let outcomes = decide_in(app, &mut tx, jobs, now).await?;
-    let committing = std::time::Instant::now();
-    ghostcard_store::commit(tx).await?;
-    app.store.wrote_much();
-    app.metrics.observe_batch(jobs.len(), committing.elapsed());
+async fn decide_batch(app: &App, jobs: &[Job], writer: &mut Writer) -> Result<Vec<Outcome>, BatchError> {
+    let outcomes = match writer.connection(app).await? {
+        Some(connection) => decide_and_commit(app, app.store.begin_deferred_on(connection).await?, jobs).await?,
+        None => decide_and_commit(app, app.store.begin_deferred().await?, jobs).await?,
+    };
     for outcome in &outcomes {
         if let Outcome::Decided(record, decision) = outcome {
             app.metrics.observe_authorization(decision.response_code);
@@ -294,7 +335,17 @@ async fn decide_batch(app: &App, jobs: &[Job]) -> Result<Vec<Outcome>, BatchErro
     Ok(outcomes)
 }
 
-async fn decide_in(app: &App, tx: &mut Tx, jobs: &[Job], now: DateTime<Utc>) -> Result<Vec<Outcome>, BatchError> {
+async fn decide_and_commit(app: &App, mut tx: TxOn<'_>, jobs: &[Job]) -> Result<Vec<Outcome>, BatchError> {
+    let now = app.clock.now();
+    let outcomes = decide_in(app, &mut tx, jobs, now).await?;
+    let committing = std::time::Instant::now();
+    ghostcard_store::commit(tx).await?;
+    app.store.wrote_much();
+    app.metrics.observe_batch(jobs.len(), committing.elapsed());
+    Ok(outcomes)
+}
+
+async fn decide_in(app: &App, tx: &mut Conn, jobs: &[Job], now: DateTime<Utc>) -> Result<Vec<Outcome>, BatchError> {
     let fraud = &app.rules.fraud;
     let loading = std::time::Instant::now();
     let window = |limits: &[ghostcard_domain::fraud::VelocityLimit]| {
@@ -327,6 +378,8 @@ async fn decide_in(app: &App, tx: &mut Tx, jobs: &[Job], now: DateTime<Utc>) -> 
     let active_plans = plans::add_active_for_cardholders(&mut reads, &holders);
     let approval_times =
         authorizations::add_approval_times_for(&mut reads, &holders, now - window(&fraud.authorization));
+    // The holds' ids are reserved from it once decided: nothing below writes a transfer before the holds.
+    let last_transfer = ledger::add_last_id(&mut reads);
     let found = reads.run(tx).await?;
     let mut recorded: HashMap<Key, AuthorizationRecord> = HashMap::new();
     for original in authorizations::find_by_network_keys_in(&found, &originals)? {
@@ -479,7 +532,7 @@ async fn decide_in(app: &App, tx: &mut Tx, jobs: &[Job], now: DateTime<Utc>) -> 
 
     // Write it all.
     let writing = std::time::Instant::now();
-    let ids = ledger::reserve_ids(tx, holds.len()).await?;
+    let ids = ledger::reserve_ids_after(tx, &found, &last_transfer, holds.len()).await?;
     let mut hold_rows = Vec::with_capacity(holds.len());
     for (hold, id) in holds.iter().zip(ids) {
         records[hold.authorization].hold_transfer_id = Some(id.0 as i64);
@@ -545,7 +598,7 @@ fn freeze(
 
 /// Freezes every open card of the cardholder: those in the batch in memory, the others in the database now.
 async fn freeze_cardholder(
-    tx: &mut Tx,
+    tx: &mut Conn,
     cards: &mut HashMap<Vec<u8>, BatchCard>,
     transitions: &mut Vec<(String, Transition)>,
     holder: &str,

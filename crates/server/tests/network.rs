@@ -67,6 +67,7 @@ impl Network {
 }
 
 /// A revealed card: number, expiry YYMM, CVV2, and its id.
+#[derive(Clone)]
 struct Card {
     id: String,
     number: String,
@@ -431,6 +432,60 @@ async fn financial_requests_refunds_and_pipelining() {
             answers.insert(answer.get(11).expect("stan").to_owned(), answer.get(39).expect("code").to_owned());
         }
         assert!(stans.iter().all(|stan| answers.get(stan).map(String::as_str) == Some("85")), "{answers:?}");
+        app.assert_ledger_verifies().await;
+    }
+}
+
+#[tokio::test]
+async fn api_writes_are_served_while_the_network_keeps_the_authorizer_busy() {
+    for backend in BACKENDS {
+        // Batches of 4 and 64 verifications in flight: jobs are always waiting when a batch ends, so on SQLite the
+        // authorizer keeps the write connection from one batch to the next for as long as the load lasts.
+        let app = TestApp::spawn_with(backend, "network_busy", |config| config.authorization_batch_max = 4).await;
+        let (_, card) = new_card(&app, "busy@example.com", 1_000, "pay_now").await;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let load = tokio::spawn({
+            let (stop, address, card) = (stop.clone(), app.network, card.clone());
+            async move {
+                let stream = TcpStream::connect(address).await.expect("connects");
+                let mut network = Network { stream, buffer: Vec::new() };
+                let (mut stan, mut in_flight, mut answered) = (0u32, 0, 0);
+                while in_flight > 0 || !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    while in_flight < 64 && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        stan += 1;
+                        let mut message = purchase(&card, 0, stan % 1_000_000, "SHOP1");
+                        message.set(7, format!("{:010}", 1_126_000_000 + stan / 1_000_000));
+                        network.send(&message).await;
+                        in_flight += 1;
+                    }
+                    assert_eq!(network.receive().await.get(39), Some("85"), "a verification is approved");
+                    in_flight -= 1;
+                    answered += 1;
+                }
+                answered
+            }
+        });
+        // Wait until the load runs.
+        let (_, views) = loop {
+            let found = app.get(&format!("/v1/authorizations?card_id={}&limit=1", card.id)).await;
+            if found.1["data"].as_array().is_some_and(|data| !data.is_empty()) {
+                break found;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(views["data"][0]["response_code"], "85");
+        // Writers other than the authorizer get their turn: each of these waits for the write connection.
+        for number in 0..5 {
+            let (status, _) = app
+                .post(
+                    "/v1/cardholders",
+                    json!({"email": format!("w{number}@example.com"), "name": "W", "country": "US"}),
+                )
+                .await;
+            assert_eq!(status, 201, "an API write is served under network load");
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(load.await.expect("the load ran") > 0);
         app.assert_ledger_verifies().await;
     }
 }

@@ -6,7 +6,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::together::Value;
-use crate::{Found, Page, Pending, Reads, Result, Target, Tx, Writes, for_update, from_micros, to_micros};
+use crate::{Conn, Found, Page, Pending, Reads, Result, Target, Tx, Writes, for_update, from_micros, to_micros};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthorizationRecord {
@@ -317,12 +317,12 @@ pub async fn approval_times(tx: &mut Tx, cardholder_id: &str, since: DateTime<Ut
 }
 
 /// Times of CVV2 failures on the cardholder's cards since `since`.
-pub async fn cvv_failure_times(tx: &mut Tx, cardholder_id: &str, since: DateTime<Utc>) -> Result<Vec<DateTime<Utc>>> {
+pub async fn cvv_failure_times(tx: &mut Conn, cardholder_id: &str, since: DateTime<Utc>) -> Result<Vec<DateTime<Utc>>> {
     times(tx, "cardholder_id = $1 AND decline_reason = 'cvv_mismatch' AND created_at > $2", cardholder_id, since).await
 }
 
 /// Times of declines on the card since `since`.
-pub async fn decline_times(tx: &mut Tx, card_id: &str, since: DateTime<Utc>) -> Result<Vec<DateTime<Utc>>> {
+pub async fn decline_times(tx: &mut Conn, card_id: &str, since: DateTime<Utc>) -> Result<Vec<DateTime<Utc>>> {
     times(tx, "card_id = $1 AND status = 'declined' AND created_at > $2", card_id, since).await
 }
 
@@ -373,9 +373,9 @@ pub async fn holding_for_card(tx: &mut Tx, card_id: &str) -> Result<Vec<String>>
         .await?)
 }
 
-async fn times(tx: &mut Tx, condition: &str, owner: &str, since: DateTime<Utc>) -> Result<Vec<DateTime<Utc>>> {
+async fn times(tx: &mut Conn, condition: &str, owner: &str, since: DateTime<Utc>) -> Result<Vec<DateTime<Utc>>> {
     let sql = format!("SELECT created_at FROM authorizations WHERE {condition}");
-    let times: Vec<i64> = sqlx::query_scalar(&sql).bind(owner).bind(to_micros(since)).fetch_all(&mut **tx).await?;
+    let times: Vec<i64> = sqlx::query_scalar(&sql).bind(owner).bind(to_micros(since)).fetch_all(&mut *tx).await?;
     times.into_iter().map(from_micros).collect()
 }
 

@@ -11,7 +11,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::together::Value;
-use crate::{Page, Result, StoreError, Tx, Writes, for_update, from_micros, to_micros};
+use crate::{Conn, Page, Result, StoreError, Tx, Writes, for_update, from_micros, to_micros};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CardRecord {
@@ -158,9 +158,9 @@ pub async fn get(tx: &mut Tx, id: &str) -> Result<Option<CardRecord>> {
 
 /// The card, locked against other writers until the transaction ends (PostgreSQL row lock; SQLite's write
 /// transaction already excludes other writers).
-pub async fn get_for_update(tx: &mut Tx, id: &str) -> Result<Option<CardRecord>> {
+pub async fn get_for_update(tx: &mut Conn, id: &str) -> Result<Option<CardRecord>> {
     let sql = format!("SELECT * FROM cards WHERE id = $1{}", for_update(tx));
-    let row = sqlx::query(&sql).bind(id).fetch_optional(&mut **tx).await?;
+    let row = sqlx::query(&sql).bind(id).fetch_optional(&mut *tx).await?;
     row.map(|row| from_row(&row)).transpose()
 }
 
@@ -173,14 +173,14 @@ pub async fn find_by_number_hash(tx: &mut Tx, number_hash: &[u8]) -> Result<Opti
 
 /// The cards with these keyed hashes, locked for writing on PostgreSQL (in id order, so that two batches never
 /// wait for each other in a circle).
-pub async fn find_by_number_hashes(tx: &mut Tx, hashes: &[Vec<u8>]) -> Result<Vec<CardRecord>> {
+pub async fn find_by_number_hashes(tx: &mut Conn, hashes: &[Vec<u8>]) -> Result<Vec<CardRecord>> {
     if tx.backend_name() != "PostgreSQL" {
         return find_by_number_hashes_packed(tx, hashes).await;
     }
     // Locked in id order, so that two batches never wait for each other in a circle; the hashes as one array
     // (`rows_as_arrays`).
     let sql = "SELECT * FROM cards WHERE number_hash = ANY($1::bytea[]) ORDER BY id FOR UPDATE";
-    let rows = sqlx::query(sql).bind(bytea_array(hashes)).fetch_all(&mut **tx).await?;
+    let rows = sqlx::query(sql).bind(bytea_array(hashes)).fetch_all(&mut *tx).await?;
     rows.iter().map(from_row).collect()
 }
 
@@ -194,7 +194,7 @@ fn bytea_array(values: &[Vec<u8>]) -> String {
 /// a transaction-scoped advisory lock per cardholder of these cards (by number hash), taken in one global order.
 /// A decision reads the cardholder's approvals, CVV2 failures and standing, which no card row lock covers; call
 /// this before locking the cards themselves, so that two batches never wait for each other in a circle.
-pub async fn lock_cardholders_of(tx: &mut Tx, hashes: &[Vec<u8>]) -> Result<()> {
+pub async fn lock_cardholders_of(tx: &mut Conn, hashes: &[Vec<u8>]) -> Result<()> {
     if tx.backend_name() != "PostgreSQL" || hashes.is_empty() {
         return Ok(());
     }
@@ -202,7 +202,7 @@ pub async fn lock_cardholders_of(tx: &mut Tx, hashes: &[Vec<u8>]) -> Result<()> 
         "SELECT COUNT(pg_advisory_xact_lock(k)) FROM (SELECT DISTINCT hashtextextended(cardholder_id, {CARDHOLDER_LOCKS}) \
          AS k FROM cards WHERE number_hash = ANY($1::bytea[]) ORDER BY k) AS keys"
     );
-    sqlx::query_scalar::<_, i64>(&sql).bind(bytea_array(hashes)).fetch_one(&mut **tx).await?;
+    sqlx::query_scalar::<_, i64>(&sql).bind(bytea_array(hashes)).fetch_one(&mut *tx).await?;
     Ok(())
 }
 
@@ -224,7 +224,7 @@ const CARDHOLDER_LOCKS: i64 = 7_311_002;
 /// [`find_by_number_hashes`] on SQLite: the rows come back packed into one JSON value. sqlx's SQLite driver hands
 /// each row from its worker thread to the caller separately, which costs more than SQLite's own lookup; one row
 /// of JSON makes it a single hand-over (per 1,000 cards, measured in BENCHMARKS.md).
-async fn find_by_number_hashes_packed(tx: &mut Tx, hashes: &[Vec<u8>]) -> Result<Vec<CardRecord>> {
+async fn find_by_number_hashes_packed(tx: &mut Conn, hashes: &[Vec<u8>]) -> Result<Vec<CardRecord>> {
     let mut found = Vec::with_capacity(hashes.len());
     for chunk in hashes.chunks(crate::rows_per_statement(1)) {
         let (list, nulls) = crate::in_list(tx, chunk.len());
@@ -241,7 +241,7 @@ async fn find_by_number_hashes_packed(tx: &mut Tx, hashes: &[Vec<u8>]) -> Result
         for _ in 0..nulls {
             query = query.bind(None::<Vec<u8>>);
         }
-        let packed = query.fetch_one(&mut **tx).await?;
+        let packed = query.fetch_one(&mut *tx).await?;
         let rows: Vec<Packed> =
             serde_json::from_str(&packed).map_err(|error| StoreError::Corrupt(format!("packed card rows: {error}")))?;
         for row in rows {
@@ -500,7 +500,7 @@ pub fn add_transitions(writes: &mut Writes, transitions: &[(String, Transition)]
 }
 
 /// Writes the card's mutable fields if nobody changed it since `card.version` was read; bumps the version.
-pub async fn update(tx: &mut Tx, card: &mut CardRecord) -> Result<()> {
+pub async fn update(tx: &mut Conn, card: &mut CardRecord) -> Result<()> {
     let result = sqlx::query(
         "UPDATE cards SET amount = $1, held = $2, captured = $3, status = $4, frozen_from = $5, \
          merchant_acquirer_id = $6, merchant_id = $7, merchant_name = $8, plan_id = $9, funding_hold_id = $10, \
@@ -518,7 +518,7 @@ pub async fn update(tx: &mut Tx, card: &mut CardRecord) -> Result<()> {
     .bind(&card.funding_hold_id)
     .bind(&card.id)
     .bind(card.version)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     if result.rows_affected() != 1 {
         return Err(StoreError::Stale);
@@ -584,11 +584,11 @@ pub async fn window_passed(tx: &mut Tx, now: DateTime<Utc>, limit: u32) -> Resul
 }
 
 /// The cardholder's cards in these states (to freeze them all, for instance).
-pub async fn ids_in_states(tx: &mut Tx, cardholder_id: &str, states: &[&str]) -> Result<Vec<String>> {
+pub async fn ids_in_states(tx: &mut Conn, cardholder_id: &str, states: &[&str]) -> Result<Vec<String>> {
     let all: Vec<(String, String)> =
         sqlx::query_as("SELECT id, status FROM cards WHERE cardholder_id = $1 ORDER BY id")
             .bind(cardholder_id)
-            .fetch_all(&mut **tx)
+            .fetch_all(&mut *tx)
             .await?;
     Ok(all.into_iter().filter(|(_, status)| states.contains(&status.as_str())).map(|(id, _)| id).collect())
 }
@@ -603,7 +603,7 @@ pub async fn transitions(tx: &mut Tx, card_id: &str) -> Result<Vec<(String, Stri
     rows.into_iter().map(|(to, reason, at)| Ok((to, reason, from_micros(at)?))).collect()
 }
 
-pub async fn record_transition(tx: &mut Tx, card_id: &str, transition: &Transition) -> Result<()> {
+pub async fn record_transition(tx: &mut Conn, card_id: &str, transition: &Transition) -> Result<()> {
     sqlx::query(
         "INSERT INTO card_transitions (card_id, from_status, to_status, reason, at) VALUES ($1, $2, $3, $4, $5)",
     )
@@ -612,7 +612,7 @@ pub async fn record_transition(tx: &mut Tx, card_id: &str, transition: &Transiti
     .bind(transition.to.as_str())
     .bind(&transition.reason)
     .bind(to_micros(transition.at))
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }

@@ -14,7 +14,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::together::Value;
-use crate::{Result, StoreError, Tx, Writes, to_micros};
+use crate::{Conn, Found, Pending, Reads, Result, StoreError, Target, Tx, Writes, to_micros};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
@@ -139,7 +139,7 @@ async fn load_pending(tx: &mut Tx, id: TransferId) -> std::result::Result<Transf
 
 /// Ids for `count` new transfers, reserved inside this transaction (so a batch can name its holds before writing
 /// them). SQLite: the transaction holds the write lock, so the next ids are free; PostgreSQL: from the sequence.
-pub async fn reserve_ids(tx: &mut Tx, count: usize) -> Result<Vec<TransferId>> {
+pub async fn reserve_ids(tx: &mut Conn, count: usize) -> Result<Vec<TransferId>> {
     if count == 0 {
         return Ok(Vec::new());
     }
@@ -148,18 +148,35 @@ pub async fn reserve_ids(tx: &mut Tx, count: usize) -> Result<Vec<TransferId>> {
             "SELECT CAST(nextval(pg_get_serial_sequence('ledger_transfers', 'id')) AS BIGINT) FROM generate_series(1, $1)",
         )
         .bind(count as i64)
-        .fetch_all(&mut **tx)
+        .fetch_all(&mut *tx)
         .await?
     } else {
-        let last: i64 = sqlx::query_scalar(
-            "SELECT CAST(MAX(COALESCE((SELECT MAX(id) FROM ledger_transfers), 0), \
-             COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'ledger_transfers'), 0)) AS BIGINT)",
-        )
-        .fetch_one(&mut **tx)
-        .await?;
+        let last: i64 = sqlx::query_scalar(LAST_ID).fetch_one(&mut *tx).await?;
         (last + 1..=last + count as i64).collect()
     };
     Ok(ids.into_iter().map(|id| TransferId(id as u64)).collect())
+}
+
+/// SQLite: the last transfer id given out (an `AUTOINCREMENT` id is never given out twice).
+const LAST_ID: &str = "SELECT CAST(MAX(COALESCE((SELECT MAX(id) FROM ledger_transfers), 0), \
+                       COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'ledger_transfers'), 0)) AS BIGINT)";
+
+/// [`reserve_ids`] in two steps, so that SQLite needs no round trip of its own: this adds the read of the last id to
+/// `reads` (nothing on PostgreSQL), and [`reserve_ids_after`] reserves from it.
+pub fn add_last_id(reads: &mut Reads) -> Pending {
+    let statements = if reads.is_postgres() { Vec::new() } else { vec![(LAST_ID.to_owned(), Vec::new())] };
+    reads.push(statements)
+}
+
+/// [`reserve_ids`], from the last id that [`add_last_id`] read in this transaction; nothing may have written a
+/// transfer in this transaction since. PostgreSQL: from the sequence, as [`reserve_ids`].
+pub async fn reserve_ids_after(tx: &mut Conn, found: &Found, last: &Pending, count: usize) -> Result<Vec<TransferId>> {
+    if count == 0 || tx.is_postgres() {
+        return reserve_ids(tx, count).await;
+    }
+    let row = found.rows(last).next().ok_or_else(|| StoreError::Corrupt("no last transfer id read".to_owned()))?;
+    let last: i64 = row.try_get(0)?;
+    Ok((last + 1..=last + count as i64).map(|id| TransferId(id as u64)).collect())
 }
 
 /// Adds new holds with ids from [`reserve_ids`] to `writes`: (id, debit, credit, amount).

@@ -45,6 +45,17 @@ pub use migrations::MIGRATIONS;
 /// A transaction on either database.
 pub type Tx = sqlx::Transaction<'static, Any>;
 
+/// A connection, inside a transaction: what the authorizer's batch functions take, so that a transaction on a
+/// connection the authorizer holds across batches ([`Store::hold_writer`]) serves as well as a [`Tx`] (which
+/// dereferences to one).
+pub type Conn = sqlx::AnyConnection;
+
+/// A transaction on a connection it borrows ([`Store::begin_deferred_on`]); a [`Tx`] owns its connection.
+pub type TxOn<'c> = sqlx::Transaction<'c, Any>;
+
+/// SQLite: the write connection, held ([`Store::hold_writer`]).
+pub type HeldWriter = sqlx::pool::PoolConnection<Any>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("unsupported database URL: use sqlite://PATH or postgres://USER@HOST/DB")]
@@ -330,6 +341,24 @@ impl Store {
         }
     }
 
+    /// SQLite: the write connection, taken from the other writers until it is dropped, so that transactions can
+    /// begin on it one after another ([`Store::begin_deferred_on`]) without handing it back between them. Each hand-back
+    /// costs a round trip to the driver's thread (sqlx checks a connection it takes back with a query), and the
+    /// next transaction waits for it. Whoever holds it must drop it before anything else begins a write transaction,
+    /// and soon: every other writer waits. `None` on PostgreSQL, which has a connection per transaction.
+    pub async fn hold_writer(&self) -> Result<Option<HeldWriter>> {
+        match &self.writer {
+            Some(writer) => Ok(Some(writer.acquire().await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// [`Store::begin_deferred`] on the write connection from [`Store::hold_writer`].
+    pub async fn begin_deferred_on<'c>(&self, writer: &'c mut Conn) -> Result<TxOn<'c>> {
+        let level = if self.synchronous.deferrable.is_some() { "NORMAL" } else { &self.synchronous.level };
+        Ok(sqlx::Connection::begin_with(writer, format!("PRAGMA synchronous = {level}; BEGIN IMMEDIATE")).await?)
+    }
+
     async fn begin_at(&self, level: &str) -> Result<Tx> {
         Ok(match self.dialect {
             // `synchronous` cannot change inside a transaction; set in the same call as `BEGIN`, every transaction
@@ -399,7 +428,7 @@ impl Store {
 }
 
 /// Commits a transaction.
-pub async fn commit(tx: Tx) -> Result<()> {
+pub async fn commit(tx: TxOn<'_>) -> Result<()> {
     Ok(tx.commit().await?)
 }
 
@@ -418,6 +447,12 @@ trait Target {
 }
 
 impl Target for Tx {
+    fn is_postgres(&self) -> bool {
+        self.backend_name() == "PostgreSQL"
+    }
+}
+
+impl Target for Conn {
     fn is_postgres(&self) -> bool {
         self.backend_name() == "PostgreSQL"
     }
@@ -613,8 +648,8 @@ impl<T> Page<T> {
 }
 
 /// ` FOR UPDATE` on PostgreSQL, nothing on SQLite (see [`Dialect`]).
-fn for_update(tx: &Tx) -> &'static str {
-    let dialect = if tx.backend_name() == "PostgreSQL" { Dialect::Postgres } else { Dialect::Sqlite };
+fn for_update(tx: &Conn) -> &'static str {
+    let dialect = if tx.is_postgres() { Dialect::Postgres } else { Dialect::Sqlite };
     dialect.for_update()
 }
 

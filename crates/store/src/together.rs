@@ -8,7 +8,7 @@ use sqlx::Either;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::{Result, StoreError, Target, Tx};
+use crate::{Conn, Result, StoreError, Target};
 
 /// A value for a statement of [`Writes`], owned, so statements can be collected before they run.
 #[derive(Debug, Clone)]
@@ -80,7 +80,7 @@ impl Target for Writes {
 
 impl Writes {
     /// Writes for this transaction's database.
-    pub fn new(tx: &Tx) -> Writes {
+    pub fn new(tx: &Conn) -> Writes {
         Writes { postgres: tx.is_postgres(), statements: Vec::new(), rows: 0 }
     }
 
@@ -91,12 +91,12 @@ impl Writes {
     }
 
     /// Runs the statements in the order they were added.
-    pub async fn run(self, tx: &mut Tx) -> Result<()> {
+    pub async fn run(self, tx: &mut Conn) -> Result<()> {
         let written = if self.postgres {
             let mut written = 0;
             for (sql, values) in &self.statements {
                 written += bind(sqlx::query(sql), values)
-                    .execute(&mut **tx)
+                    .execute(&mut *tx)
                     .await
                     .map_err(StoreError::from_insert)?
                     .rows_affected();
@@ -110,7 +110,7 @@ impl Writes {
             for (_, values) in &self.statements {
                 query = bind(query, values);
             }
-            query.execute(&mut **tx).await.map_err(StoreError::from_insert)?.rows_affected()
+            query.execute(&mut *tx).await.map_err(StoreError::from_insert)?.rows_affected()
         };
         if written == self.rows { Ok(()) } else { Err(StoreError::Stale) }
     }
@@ -141,7 +141,7 @@ impl Target for Reads {
 
 impl Reads {
     /// Reads for this transaction's database.
-    pub fn new(tx: &Tx) -> Reads {
+    pub fn new(tx: &Conn) -> Reads {
         Reads { postgres: tx.is_postgres(), statements: Vec::new() }
     }
 
@@ -175,11 +175,11 @@ impl Reads {
     }
 
     /// Runs the statements in the order they were added.
-    pub async fn run(self, tx: &mut Tx) -> Result<Found> {
+    pub async fn run(self, tx: &mut Conn) -> Result<Found> {
         let mut found = Vec::with_capacity(self.statements.len());
         if self.postgres {
             for (sql, values) in &self.statements {
-                found.push(bind(sqlx::query(sql), values).fetch_all(&mut **tx).await?);
+                found.push(bind(sqlx::query(sql), values).fetch_all(&mut *tx).await?);
             }
         } else if !self.statements.is_empty() {
             let sql = self.statements.iter().map(|(sql, _)| sql.as_str()).collect::<Vec<_>>().join(";\n");
@@ -191,7 +191,7 @@ impl Reads {
             // (launchbadge/sqlx#3108; its `raw_sql` takes no parameters) but supports it on SQLite, where this and
             // `Writes` rely on it; the store's tests fail if an upgrade drops it.
             #[allow(deprecated)]
-            let mut results = query.fetch_many(&mut **tx);
+            let mut results = query.fetch_many(&mut *tx);
             let mut rows = Vec::new();
             while let Some(step) = results.try_next().await? {
                 match step {

@@ -22,7 +22,7 @@ use ghostcard_domain::fraud::FraudAction;
 use ghostcard_domain::ledger::{AccountId, AccountKind};
 use ghostcard_store::authorizations::{self, AuthorizationRecord};
 use ghostcard_store::cards::{self, CardRecord};
-use ghostcard_store::{Conn, HeldWriter, Reads, StoreError, TxOn, Writes, cardholders, ledger, plans, reversals};
+use ghostcard_store::{Conn, HeldWriter, Reads, StoreError, Tx, Writes, cardholders, ledger, plans, reversals};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::App;
@@ -195,7 +195,14 @@ async fn run(
 /// [`Store::hold_writer`]: ghostcard_store::Store::hold_writer
 #[derive(Default)]
 struct Writer {
-    held: Option<(HeldWriter, std::time::Instant)>,
+    held: Option<Held>,
+}
+
+struct Held {
+    connection: HeldWriter,
+    since: std::time::Instant,
+    /// A transaction may be open on it (between its `BEGIN` and the end of its `COMMIT` or `ROLLBACK`).
+    open: bool,
 }
 
 /// How long the authorizer keeps the SQLite write connection from other writers at most.
@@ -203,22 +210,38 @@ const WRITER_TURN: Duration = Duration::from_millis(50);
 
 impl Writer {
     /// The held connection, taken first if need be; `None` on PostgreSQL.
-    async fn connection(&mut self, app: &App) -> Result<Option<&mut ghostcard_store::Conn>, StoreError> {
+    async fn connection(&mut self, app: &App) -> Result<Option<&mut Held>, StoreError> {
         if self.held.is_none() {
-            self.held = app.store.hold_writer().await?.map(|connection| (connection, std::time::Instant::now()));
+            self.held = app.store.hold_writer().await?.map(|connection| Held {
+                connection,
+                since: std::time::Instant::now(),
+                open: false,
+            });
         }
-        Ok(self.held.as_mut().map(|(connection, _)| &mut **connection))
+        Ok(self.held.as_mut())
     }
 
     /// Hands the connection back if no job is waiting or its turn is over.
     fn hand_back_unless_busy(&mut self, idle: bool) {
-        if idle || self.held.as_ref().is_some_and(|(_, since)| since.elapsed() >= WRITER_TURN) {
+        if idle || self.held.as_ref().is_some_and(|held| held.since.elapsed() >= WRITER_TURN) {
             self.hand_back();
         }
     }
 
     fn hand_back(&mut self) {
-        self.held = None;
+        if let Some(mut held) = self.held.take()
+            && held.open
+        {
+            // Back in the pool with a transaction open, the next writer's `BEGIN` would fail; closed, the
+            // connection's transaction is rolled back (the pool opens a new one).
+            held.connection.close_on_drop();
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.hand_back();
     }
 }
 
@@ -323,7 +346,7 @@ struct PendingHold {
 
 async fn decide_batch(app: &App, jobs: &[Job], writer: &mut Writer) -> Result<Vec<Outcome>, BatchError> {
     let outcomes = match writer.connection(app).await? {
-        Some(connection) => decide_and_commit(app, app.store.begin_deferred_on(connection).await?, jobs).await?,
+        Some(held) => decide_on_held(app, held, jobs).await?,
         None => decide_and_commit(app, app.store.begin_deferred().await?, jobs).await?,
     };
     for outcome in &outcomes {
@@ -335,17 +358,53 @@ async fn decide_batch(app: &App, jobs: &[Job], writer: &mut Writer) -> Result<Ve
     Ok(outcomes)
 }
 
-async fn decide_and_commit(app: &App, mut tx: TxOn<'_>, jobs: &[Job]) -> Result<Vec<Outcome>, BatchError> {
+/// PostgreSQL: the batch in a transaction of its own.
+async fn decide_and_commit(app: &App, mut tx: Tx, jobs: &[Job]) -> Result<Vec<Outcome>, BatchError> {
     let now = app.clock.now();
-    let outcomes = decide_in(app, &mut tx, jobs, now).await?;
+    let outcomes = decide_in(app, &mut tx, jobs, now, None).await?;
     let committing = std::time::Instant::now();
     ghostcard_store::commit(tx).await?;
-    app.store.wrote_much();
-    app.metrics.observe_batch(jobs.len(), committing.elapsed());
+    committed(app, jobs, committing);
     Ok(outcomes)
 }
 
-async fn decide_in(app: &App, tx: &mut Conn, jobs: &[Job], now: DateTime<Utc>) -> Result<Vec<Outcome>, BatchError> {
+/// SQLite, on the held write connection: the transaction's `BEGIN` goes to the database with the batch's first
+/// read (one round trip less), and its `COMMIT` or `ROLLBACK` is sent by hand.
+async fn decide_on_held(app: &App, held: &mut Held, jobs: &[Job]) -> Result<Vec<Outcome>, BatchError> {
+    let now = app.clock.now();
+    let begin = app.store.deferred_begin();
+    held.open = true;
+    let outcomes = match decide_in(app, &mut held.connection, jobs, now, Some(&begin)).await {
+        Ok(outcomes) => outcomes,
+        Err(error) => {
+            // If even the rollback fails, the connection is closed when it is handed back.
+            if ghostcard_store::rollback_on(&mut held.connection).await.is_ok() {
+                held.open = false;
+            }
+            return Err(error);
+        }
+    };
+    let committing = std::time::Instant::now();
+    ghostcard_store::commit_on(&mut held.connection).await?;
+    held.open = false;
+    committed(app, jobs, committing);
+    Ok(outcomes)
+}
+
+fn committed(app: &App, jobs: &[Job], committing: std::time::Instant) {
+    app.store.wrote_much();
+    app.metrics.observe_batch(jobs.len(), committing.elapsed());
+}
+
+/// Decides and writes the batch in the transaction on `tx`; `begin`: the statements that begin it, to send with the
+/// first read (SQLite, [`decide_on_held`]).
+async fn decide_in(
+    app: &App,
+    tx: &mut Conn,
+    jobs: &[Job],
+    now: DateTime<Utc>,
+    begin: Option<&str>,
+) -> Result<Vec<Outcome>, BatchError> {
     let fraud = &app.rules.fraud;
     let loading = std::time::Instant::now();
     let window = |limits: &[ghostcard_domain::fraud::VelocityLimit]| {
@@ -362,7 +421,7 @@ async fn decide_in(app: &App, tx: &mut Conn, jobs: &[Job], now: DateTime<Utc>) -
     hashes.dedup();
     let mut cards: HashMap<Vec<u8>, BatchCard> = HashMap::new();
     cards::lock_cardholders_of(tx, &hashes).await?;
-    for record in cards::find_by_number_hashes(tx, &hashes).await? {
+    for record in cards::find_by_number_hashes(tx, &hashes, begin).await? {
         let card = record.to_card()?;
         cards.insert(record.number_hash.clone(), BatchCard { record, card, changed: false });
     }

@@ -172,10 +172,11 @@ pub async fn find_by_number_hash(tx: &mut Tx, number_hash: &[u8]) -> Result<Opti
 }
 
 /// The cards with these keyed hashes, locked for writing on PostgreSQL (in id order, so that two batches never
-/// wait for each other in a circle).
-pub async fn find_by_number_hashes(tx: &mut Conn, hashes: &[Vec<u8>]) -> Result<Vec<CardRecord>> {
+/// wait for each other in a circle). SQLite: `begin`, if given, is sent first in the same round trip (the
+/// statements of [`crate::Store::deferred_begin`]).
+pub async fn find_by_number_hashes(tx: &mut Conn, hashes: &[Vec<u8>], begin: Option<&str>) -> Result<Vec<CardRecord>> {
     if tx.backend_name() != "PostgreSQL" {
-        return find_by_number_hashes_packed(tx, hashes).await;
+        return find_by_number_hashes_packed(tx, hashes, begin).await;
     }
     // Locked in id order, so that two batches never wait for each other in a circle; the hashes as one array
     // (`rows_as_arrays`).
@@ -224,15 +225,26 @@ const CARDHOLDER_LOCKS: i64 = 7_311_002;
 /// [`find_by_number_hashes`] on SQLite: the rows come back packed into one JSON value. sqlx's SQLite driver hands
 /// each row from its worker thread to the caller separately, which costs more than SQLite's own lookup; one row
 /// of JSON makes it a single hand-over (per 1,000 cards, measured in BENCHMARKS.md).
-async fn find_by_number_hashes_packed(tx: &mut Conn, hashes: &[Vec<u8>]) -> Result<Vec<CardRecord>> {
+async fn find_by_number_hashes_packed(
+    tx: &mut Conn,
+    hashes: &[Vec<u8>],
+    mut begin: Option<&str>,
+) -> Result<Vec<CardRecord>> {
     let mut found = Vec::with_capacity(hashes.len());
-    for chunk in hashes.chunks(crate::rows_per_statement(1)) {
-        let (list, nulls) = crate::in_list(tx, chunk.len());
+    let mut chunks: Vec<&[Vec<u8>]> = hashes.chunks(crate::rows_per_statement(1)).collect();
+    if chunks.is_empty() && begin.is_some() {
+        // A statement all the same, to carry `begin`.
+        chunks.push(&[]);
+    }
+    for chunk in chunks {
+        let (list, nulls) = crate::in_list(tx, chunk.len().max(1));
+        let nulls = nulls + usize::from(chunk.is_empty());
         let sql = format!(
-            "SELECT json_group_array(json_array(id, cardholder_id, funding_source_id, hex(number_hash), \
+            "{}SELECT json_group_array(json_array(id, cardholder_id, funding_source_id, hex(number_hash), \
              hex(number_ciphertext), data_key_version, cvk_version, bin, last4, exp_month, exp_year, currency, amount, \
              held, captured, status, frozen_from, merchant_acquirer_id, merchant_id, merchant_name, plan_kind, plan_id, \
-             funding_hold_id, valid_until, created_at, version)) FROM cards WHERE number_hash IN ({list})"
+             funding_hold_id, valid_until, created_at, version)) FROM cards WHERE number_hash IN ({list})",
+            begin.take().map(|begin| format!("{begin}; ")).unwrap_or_default()
         );
         let mut query = sqlx::query_scalar::<_, String>(&sql);
         for hash in chunk {
@@ -241,7 +253,8 @@ async fn find_by_number_hashes_packed(tx: &mut Conn, hashes: &[Vec<u8>]) -> Resu
         for _ in 0..nulls {
             query = query.bind(None::<Vec<u8>>);
         }
-        let packed = query.fetch_one(&mut *tx).await?;
+        // Not `fetch_one`: with `begin` first, sqlx's SQLite driver stops at the first statement's result.
+        let packed = query.fetch_all(&mut *tx).await?.pop().ok_or(StoreError::Database(sqlx::Error::RowNotFound))?;
         let rows: Vec<Packed> =
             serde_json::from_str(&packed).map_err(|error| StoreError::Corrupt(format!("packed card rows: {error}")))?;
         for row in rows {

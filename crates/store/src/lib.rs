@@ -45,13 +45,10 @@ pub use migrations::MIGRATIONS;
 /// A transaction on either database.
 pub type Tx = sqlx::Transaction<'static, Any>;
 
-/// A connection, inside a transaction: what the authorizer's batch functions take, so that a transaction on a
-/// connection the authorizer holds across batches ([`Store::hold_writer`]) serves as well as a [`Tx`] (which
-/// dereferences to one).
+/// A connection, inside a transaction: what the authorizer's batch functions take, so that a transaction begun by
+/// hand on the connection the authorizer holds across batches ([`Store::hold_writer`]) serves as well as a [`Tx`]
+/// (which dereferences to one).
 pub type Conn = sqlx::AnyConnection;
-
-/// A transaction on a connection it borrows ([`Store::begin_deferred_on`]); a [`Tx`] owns its connection.
-pub type TxOn<'c> = sqlx::Transaction<'c, Any>;
 
 /// SQLite: the write connection, held ([`Store::hold_writer`]).
 pub type HeldWriter = sqlx::pool::PoolConnection<Any>;
@@ -342,10 +339,11 @@ impl Store {
     }
 
     /// SQLite: the write connection, taken from the other writers until it is dropped, so that transactions can
-    /// begin on it one after another ([`Store::begin_deferred_on`]) without handing it back between them. Each hand-back
+    /// run on it one after another ([`Store::deferred_begin`]) without handing it back between them. Each hand-back
     /// costs a round trip to the driver's thread (sqlx checks a connection it takes back with a query), and the
     /// next transaction waits for it. Whoever holds it must drop it before anything else begins a write transaction,
-    /// and soon: every other writer waits. `None` on PostgreSQL, which has a connection per transaction.
+    /// and soon: every other writer waits; and must not drop it with a transaction open. `None` on PostgreSQL,
+    /// which has a connection per transaction.
     pub async fn hold_writer(&self) -> Result<Option<HeldWriter>> {
         match &self.writer {
             Some(writer) => Ok(Some(writer.acquire().await?)),
@@ -353,10 +351,12 @@ impl Store {
         }
     }
 
-    /// [`Store::begin_deferred`] on the write connection from [`Store::hold_writer`].
-    pub async fn begin_deferred_on<'c>(&self, writer: &'c mut Conn) -> Result<TxOn<'c>> {
+    /// SQLite: the statements that begin a [`Store::begin_deferred`] transaction, for a caller that sends them
+    /// itself, together with its first reads (one round trip instead of two: [`cards::find_by_number_hashes`]
+    /// takes them), and ends the transaction with [`commit_on`] or [`rollback_on`].
+    pub fn deferred_begin(&self) -> String {
         let level = if self.synchronous.deferrable.is_some() { "NORMAL" } else { &self.synchronous.level };
-        Ok(sqlx::Connection::begin_with(writer, format!("PRAGMA synchronous = {level}; BEGIN IMMEDIATE")).await?)
+        format!("PRAGMA synchronous = {level}; BEGIN IMMEDIATE")
     }
 
     async fn begin_at(&self, level: &str) -> Result<Tx> {
@@ -428,8 +428,24 @@ impl Store {
 }
 
 /// Commits a transaction.
-pub async fn commit(tx: TxOn<'_>) -> Result<()> {
+pub async fn commit(tx: Tx) -> Result<()> {
     Ok(tx.commit().await?)
+}
+
+/// Commits the transaction that [`Store::deferred_begin`] began on this connection.
+pub async fn commit_on(connection: &mut Conn) -> Result<()> {
+    sqlx::query("COMMIT").execute(&mut *connection).await?;
+    Ok(())
+}
+
+/// Rolls back the transaction that [`Store::deferred_begin`] began on this connection, if it began.
+pub async fn rollback_on(connection: &mut Conn) -> Result<()> {
+    match sqlx::query("ROLLBACK").execute(&mut *connection).await {
+        Ok(_) => Ok(()),
+        // Its `BEGIN` failed: nothing to roll back.
+        Err(sqlx::Error::Database(error)) if error.message().contains("no transaction is active") => Ok(()),
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// Microseconds since the Unix epoch, the stored form of an instant.

@@ -109,7 +109,7 @@ async fn verify_finds_a_card_that_disagrees_with_its_ledger_account() {
         assert!(report.ok, "{:?}", report.problems);
         assert_eq!(report.currencies["USD"].open_holds, 2_500);
         // The batch lookup by number hash returns the row as written (SQLite packs the rows; PostgreSQL does not).
-        let found = cards::find_by_number_hashes(&mut tx, &[vec![9; 32], vec![1; 32]]).await.expect("finds");
+        let found = cards::find_by_number_hashes(&mut tx, &[vec![9; 32], vec![1; 32]], None).await.expect("finds");
         assert_eq!(found, vec![card.clone()]);
         drop(tx);
 

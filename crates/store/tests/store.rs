@@ -645,3 +645,62 @@ async fn a_background_checkpointer_copies_the_log_into_the_database() {
     tokio::time::timeout(std::time::Duration::from_secs(5), grown).await.expect("the checkpointer copied the log");
     store.close().await;
 }
+
+#[tokio::test]
+async fn a_held_write_connection_runs_transactions_begun_by_hand() {
+    // SQLite: the authorizer holds the write connection across batches and begins each batch's transaction with its
+    // first read (`deferred_begin`), then commits or rolls back by hand.
+    let directory = scratch::Directory::new("store-held").expect("temp dir");
+    let options =
+        StoreOptions { sqlite_busy_timeout: std::time::Duration::from_millis(300), ..StoreOptions::default() };
+    let store = Store::connect(&directory.sqlite_url("test.db"), &options).await.expect("connects");
+    store.migrate(now()).await.expect("migrates");
+    let begin = store.deferred_begin();
+    let event = |id: &str| ghostcard_store::events::Event {
+        id: id.to_owned(),
+        kind: "test.event".to_owned(),
+        subject: None,
+        data: None,
+        created_at: now(),
+    };
+    let write = |writer: &mut ghostcard_store::HeldWriter, id: &str| {
+        let mut writes = ghostcard_store::Writes::new(writer);
+        ghostcard_store::events::add_many(&mut writes, &[event(id)]);
+        writes
+    };
+    let stored = |id: &'static str| {
+        let store = store.clone();
+        async move {
+            let mut tx = store.read().await.expect("reads");
+            ghostcard_store::events::get(&mut tx, id).await.expect("reads").is_some()
+        }
+    };
+
+    let mut writer = store.hold_writer().await.expect("takes it").expect("SQLite has one");
+    assert!(store.begin().await.is_err(), "no other writer begins while it is held");
+    // Committed: the write stays.
+    assert!(cards::find_by_number_hashes(&mut writer, &[vec![1; 32]], Some(&begin)).await.expect("reads").is_empty());
+    write(&mut writer, "evt_1").run(&mut writer).await.expect("writes");
+    ghostcard_store::commit_on(&mut writer).await.expect("commits");
+    assert!(stored("evt_1").await);
+    // Rolled back: it is gone. A rollback with no transaction begun is no error.
+    cards::find_by_number_hashes(&mut writer, &[], Some(&begin)).await.expect("begins with no cards to read");
+    write(&mut writer, "evt_2").run(&mut writer).await.expect("writes");
+    ghostcard_store::rollback_on(&mut writer).await.expect("rolls back");
+    assert!(!stored("evt_2").await);
+    ghostcard_store::rollback_on(&mut writer).await.expect("nothing to roll back");
+    // Handed back, it serves the other writers.
+    drop(writer);
+    let tx = store.begin().await.expect("begins once it is handed back");
+    ghostcard_store::commit(tx).await.expect("commits");
+    // Handed back with a transaction open, it is closed instead, and the transaction with it.
+    let mut writer = store.hold_writer().await.expect("takes it").expect("SQLite has one");
+    cards::find_by_number_hashes(&mut writer, &[], Some(&begin)).await.expect("begins");
+    write(&mut writer, "evt_3").run(&mut writer).await.expect("writes");
+    writer.close_on_drop();
+    drop(writer);
+    let tx = store.begin().await.expect("a new write connection begins");
+    ghostcard_store::commit(tx).await.expect("commits");
+    assert!(!stored("evt_3").await);
+    store.close().await;
+}

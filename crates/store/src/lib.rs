@@ -464,7 +464,7 @@ trait Target {
 
 impl Target for Tx {
     fn is_postgres(&self) -> bool {
-        self.backend_name() == "PostgreSQL"
+        (**self).is_postgres()
     }
 }
 

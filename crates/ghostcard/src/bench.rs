@@ -1,6 +1,7 @@
 //! `ghostcard bench`: provision cards in a fresh database, start `ghostcard serve` on it as its own process,
-//! drive its ISO 8583 listener, verify the ledger, and print throughput, latency, the server's batch stages and
-//! its peak memory (the last line is one JSON object for scripts).
+//! drive its ISO 8583 listener, verify the ledger, and print throughput, latency, the server's batch stages, its
+//! flushes of SQLite's write-ahead log (how long answers waited for the disk) and its peak memory (the last line is
+//! one JSON object for scripts).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -153,6 +154,28 @@ async fn bench(arguments: &Arguments, database_url: &str) -> Result<()> {
         per_batch("write"),
         per_batch("commit")
     );
+    // Where a slow answer waited: a batch that took long (the next batch waited for it), or, on SQLite, a flush of
+    // the write-ahead log (its batches' answers waited for it). Counts are of the measured run.
+    let timed_batches = batches.get("timed_batches").copied().unwrap_or(0.0);
+    let batches_over_10ms = timed_batches - batches.get("batches_within_10ms").copied().unwrap_or(timed_batches);
+    println!("  batches over 10 ms: {batches_over_10ms:.0}");
+    let log_flush = batches.get("log_flushes").map(|&count| {
+        let seconds = batches.get("log_flush_seconds").copied().unwrap_or(0.0);
+        let within_10ms = batches.get("log_flushes_within_10ms").copied().unwrap_or(count);
+        let max_seconds = batches.get("log_flush_max_seconds").copied().unwrap_or(0.0);
+        println!(
+            "  write-ahead log flushes: {count:.0}, mean {:.2} ms, {:.0} over 10 ms, longest {:.1} ms (warm-up included)",
+            seconds * 1e3 / count.max(1.0),
+            count - within_10ms,
+            max_seconds * 1e3
+        );
+        json!({
+            "count": count,
+            "mean_ms": (seconds * 1e6 / count.max(1.0)).round() / 1e3,
+            "over_10ms": count - within_10ms,
+            "max_ms": (max_seconds * 1e6).round() / 1e3,
+        })
+    });
     let pgbench_ratio = pgbench.map(|tps| report.approved_per_s / tps);
     if let (Some(tps), Some(ratio)) = (pgbench, pgbench_ratio) {
         println!("  pgbench -c 8 -j 2 -T 30 (TPC-B) on the same server: {tps:.0} TPS; ghostcard = {ratio:.2}× pgbench");
@@ -191,6 +214,8 @@ async fn bench(arguments: &Arguments, database_url: &str) -> Result<()> {
                 "write": per_batch("write"),
                 "commit": per_batch("commit"),
             },
+            "batches_over_10ms": batches_over_10ms,
+            "log_flush": log_flush,
             "ledger_ok": ledger.ok,
             "pgbench_tps": pgbench.map(f64::round),
             "pgbench_ratio": pgbench_ratio.map(|ratio| (ratio * 100.0).round() / 100.0),
@@ -263,23 +288,50 @@ async fn drive_server(
         "driving the server's ISO 8583 listener on {network} for {} s of warm-up and {} s measured…",
         arguments.warmup, arguments.duration
     );
+    // The server's counters as the measured run begins, so that what is reported covers that run only.
+    let at_start = tokio::spawn({
+        let warmup = options.warmup;
+        async move {
+            tokio::time::sleep(warmup).await;
+            server_metrics(http).await
+        }
+    });
     let report = drive(network, Arc::new(cards), &options).await.context("cannot run the load generator")?;
+    let at_start = at_start.await.context("reading the server's metrics")??;
+    let mut batches = server_metrics(http).await?;
+    for (key, value) in batches.iter_mut() {
+        // A longest-ever figure cannot be split; it stays the whole run's, warm-up included.
+        if !key.ends_with("max_seconds") {
+            *value -= at_start.get(key).copied().unwrap_or(0.0);
+        }
+    }
+    Ok((report, batches, peak_resident_mib(pid)))
+}
+
+/// The server's batch and log-flush counters from its `/metrics`, by short name.
+async fn server_metrics(http: SocketAddr) -> Result<HashMap<String, f64>> {
     let metrics = reqwest::get(format!("http://{http}/metrics")).await?.text().await?;
-    let mut batches = HashMap::new();
+    let mut counters = HashMap::new();
     for line in metrics.lines().filter(|line| !line.starts_with('#')) {
         let Some((name, value)) = line.rsplit_once(' ') else { continue };
         let Ok(value) = value.parse::<f64>() else { continue };
         let key = match name {
             "ghostcard_authorization_batches_total" => "batches",
             "ghostcard_authorization_batched_total" => "authorizations",
+            "ghostcard_authorization_batch_duration_seconds_count" => "timed_batches",
+            "ghostcard_authorization_batch_duration_seconds_bucket{le=\"0.01\"}" => "batches_within_10ms",
+            "ghostcard_sqlite_log_flush_seconds_count" => "log_flushes",
+            "ghostcard_sqlite_log_flush_seconds_sum" => "log_flush_seconds",
+            "ghostcard_sqlite_log_flush_seconds_bucket{le=\"0.01\"}" => "log_flushes_within_10ms",
+            "ghostcard_sqlite_log_flush_seconds_max" => "log_flush_max_seconds",
             _ => match name.strip_prefix("ghostcard_authorization_batch_seconds_total{stage=\"") {
                 Some(stage) => stage.trim_end_matches("\"}"),
                 None => continue,
             },
         };
-        batches.insert(key.to_owned(), value);
+        counters.insert(key.to_owned(), value);
     }
-    Ok((report, batches, peak_resident_mib(pid)))
+    Ok(counters)
 }
 
 /// The peak resident memory of process `pid`, in MiB (Linux's VmHWM).

@@ -59,7 +59,8 @@ enum Command {
     /// Provisions --cards cards straight into a fresh database (SQLite by default, or --database-url), starts
     /// `ghostcard serve` on it as its own process, drives its network listener with pipelined 0100s on
     /// --connections connections for --warmup seconds (not counted) and then --duration seconds (measured), then
-    /// verifies the ledger. Prints a summary (with the server's peak memory) and, as its last line, one JSON object.
+    /// verifies the ledger. Prints a summary (with the server's peak memory and, on SQLite, how long its flushes of
+    /// the write-ahead log took: every answer waits for one) and, as its last line, one JSON object.
     #[command(
         after_long_help = "Examples:\n  cargo run --release -- bench\n  cargo run --release -- bench --cards 200000 --rate 10000\n  \
 cargo run --release -- bench --database-url postgres://postgres@127.0.0.1:5432/ghostcard_bench --pgbench"

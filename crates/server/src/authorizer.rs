@@ -68,7 +68,7 @@ impl Authorizer {
     pub fn spawn(app: Arc<App>) -> std::io::Result<Authorizer> {
         let (queue, jobs) = mpsc::channel(app.config.authorization_queue_capacity.max(1));
         let jobs = Arc::new(tokio::sync::Mutex::new(jobs));
-        let durable = if app.store.defers_sync() { Some(spawn_log_sync(app.store.clone())?) } else { None };
+        let durable = if app.store.defers_sync() { Some(spawn_log_sync(app.clone())?) } else { None };
         let loops: Vec<_> =
             (0..batches_in_flight(&app)).map(|_| run(app.clone(), jobs.clone(), durable.clone())).collect();
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -107,25 +107,24 @@ type Answers = Vec<(Reply, Result<Outcome, String>)>;
 /// SQLite: the thread that makes batches durable and then answers them (`Store::begin_deferred`). The batch
 /// thread hands over a committed batch's answers and goes on to the next batch while the disk writes; one flush
 /// covers every batch committed before it began. Ends when the batch loops end.
-fn spawn_log_sync(store: ghostcard_store::Store) -> std::io::Result<std::sync::mpsc::Sender<Answers>> {
+fn spawn_log_sync(app: Arc<App>) -> std::io::Result<std::sync::mpsc::Sender<Answers>> {
     let (sender, receiver) = std::sync::mpsc::channel::<Answers>();
     std::thread::Builder::new().name("log-sync".to_owned()).spawn(move || {
         while let Ok(first) = receiver.recv() {
             let mut waiting = vec![first];
             waiting.extend(receiver.try_iter());
-            answer_when_durable(&store, waiting.into_iter().flatten());
+            answer_when_durable(&app, waiting.into_iter().flatten());
         }
     })?;
     Ok(sender)
 }
 
 /// Flushes the log, then answers; if the flush failed, the decisions may not survive a crash, so every answer is
-/// an error (`96`).
-fn answer_when_durable(
-    store: &ghostcard_store::Store,
-    answers: impl Iterator<Item = (Reply, Result<Outcome, String>)>,
-) {
-    let synced = store.sync_log();
+/// an error (`96`). The flush's duration goes to the metrics: the answers waited for all of it.
+fn answer_when_durable(app: &App, answers: impl Iterator<Item = (Reply, Result<Outcome, String>)>) {
+    let flushing = std::time::Instant::now();
+    let synced = app.store.sync_log();
+    app.metrics.observe_log_flush(flushing.elapsed());
     if let Err(error) = &synced {
         tracing::error!(%error, "flushing the SQLite write-ahead log failed; answering 96");
     }
@@ -154,7 +153,9 @@ async fn run(
         };
         let Some(batch) = batch else { return };
         let (work, replies): (Vec<Job>, Vec<Reply>) = batch.into_iter().unzip();
+        let started = std::time::Instant::now();
         let decided = decide_batch(&app, &work, &mut writer).await;
+        app.metrics.observe_batch_duration(started.elapsed());
         // A batch committed with `begin_deferred` is durable only after the next flush of the log.
         let deferred = decided.is_ok();
         let outcomes = match decided {
@@ -175,7 +176,7 @@ async fn run(
         match &durable {
             Some(durable) if deferred => {
                 if let Err(std::sync::mpsc::SendError(answers)) = durable.send(answers) {
-                    answer_when_durable(&app.store, answers.into_iter());
+                    answer_when_durable(&app, answers.into_iter());
                 }
             }
             _ => {

@@ -1,5 +1,6 @@
-//! Prometheus metrics, rendered as text at `/metrics`: HTTP request counts and latency histograms by route, and
-//! authorizations by response code. A handful of maps behind a mutex: cheap next to a database round trip.
+//! Prometheus metrics, rendered as text at `/metrics`: HTTP request counts and latency histograms by route,
+//! authorizations by response code, the authorizer's batches (stage totals, durations), and (SQLite) the flushes of the
+//! write-ahead log that network answers wait for. A handful of maps behind a mutex: cheap next to a database round trip.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -14,6 +15,34 @@ struct Histogram {
     buckets: [u64; BUCKETS_SECONDS.len()],
     count: u64,
     sum_micros: u128,
+    max: Duration,
+}
+
+impl Histogram {
+    fn observe(&mut self, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        for (bucket, bound) in self.buckets.iter_mut().zip(BUCKETS_SECONDS) {
+            if seconds <= bound {
+                *bucket += 1;
+            }
+        }
+        self.count += 1;
+        self.sum_micros += elapsed.as_micros();
+        self.max = self.max.max(elapsed);
+    }
+
+    /// The `_bucket`, `_sum` and `_count` lines of metric `name`; `labels`: the series' other labels, each followed
+    /// by a comma (`route="/v1/cards",`), or empty.
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        for (bucket, bound) in self.buckets.iter().zip(BUCKETS_SECONDS) {
+            let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{bound}\"}} {bucket}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {}", self.count);
+        let labels = labels.trim_end_matches(',');
+        let labels = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+        let _ = writeln!(out, "{name}_sum{labels} {}", self.sum_micros as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count{labels} {}", self.count);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -26,6 +55,10 @@ pub struct Metrics {
     authorizations: Mutex<BTreeMap<String, u64>>,
     /// Group-commit batches: how many, how many authorizations, and time spent per stage.
     batches: Mutex<BatchTotals>,
+    /// Group-commit batches by duration, from their first read to their commit.
+    batch_durations: Mutex<Histogram>,
+    /// SQLite: flushes of the write-ahead log after batches (`Store::sync_log`), by duration.
+    log_flushes: Mutex<Histogram>,
 }
 
 /// Totals of the authorizer's batches, to see where a batch's time goes.
@@ -45,15 +78,21 @@ impl Metrics {
             *requests.entry((method.to_owned(), route.to_owned(), status)).or_default() += 1;
         }
         if let Ok(mut latency) = self.latency.lock() {
-            let histogram = latency.entry(route.to_owned()).or_default();
-            let seconds = elapsed.as_secs_f64();
-            for (bucket, bound) in histogram.buckets.iter_mut().zip(BUCKETS_SECONDS) {
-                if seconds <= bound {
-                    *bucket += 1;
-                }
-            }
-            histogram.count += 1;
-            histogram.sum_micros += elapsed.as_micros();
+            latency.entry(route.to_owned()).or_default().observe(elapsed);
+        }
+    }
+
+    /// A batch decided and committed (or failed): the next batch waited for all of it.
+    pub fn observe_batch_duration(&self, elapsed: Duration) {
+        if let Ok(mut durations) = self.batch_durations.lock() {
+            durations.observe(elapsed);
+        }
+    }
+
+    /// A flush of SQLite's write-ahead log: every network answer of the batches before it waited for it.
+    pub fn observe_log_flush(&self, elapsed: Duration) {
+        if let Ok(mut flushes) = self.log_flushes.lock() {
+            flushes.observe(elapsed);
         }
     }
 
@@ -100,27 +139,7 @@ impl Metrics {
         out.push_str("# TYPE ghostcard_http_request_duration_seconds histogram\n");
         if let Ok(latency) = self.latency.lock() {
             for (route, histogram) in latency.iter() {
-                for (bucket, bound) in histogram.buckets.iter().zip(BUCKETS_SECONDS) {
-                    let _ = writeln!(
-                        out,
-                        "ghostcard_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {bucket}"
-                    );
-                }
-                let _ = writeln!(
-                    out,
-                    "ghostcard_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
-                    histogram.count
-                );
-                let _ = writeln!(
-                    out,
-                    "ghostcard_http_request_duration_seconds_sum{{route=\"{route}\"}} {}",
-                    histogram.sum_micros as f64 / 1e6
-                );
-                let _ = writeln!(
-                    out,
-                    "ghostcard_http_request_duration_seconds_count{{route=\"{route}\"}} {}",
-                    histogram.count
-                );
+                histogram.render(&mut out, "ghostcard_http_request_duration_seconds", &format!("route=\"{route}\","));
             }
         }
         let totals = self.batch_totals();
@@ -141,6 +160,29 @@ impl Metrics {
                 time.as_secs_f64()
             );
         }
+        for (histogram, name, help) in [
+            (
+                &self.batch_durations,
+                "ghostcard_authorization_batch_duration_seconds",
+                "Group-commit batches by duration, from their first read to their commit",
+            ),
+            (
+                &self.log_flushes,
+                "ghostcard_sqlite_log_flush_seconds",
+                "Flushes of the SQLite write-ahead log that network answers waited for",
+            ),
+        ] {
+            if let Ok(histogram) = histogram.lock()
+                && histogram.count > 0
+            {
+                let _ = writeln!(out, "# HELP {name} {help}.");
+                let _ = writeln!(out, "# TYPE {name} histogram");
+                histogram.render(&mut out, name, "");
+                let _ = writeln!(out, "# HELP {name}_max The longest of them, in seconds.");
+                let _ = writeln!(out, "# TYPE {name}_max gauge");
+                let _ = writeln!(out, "{name}_max {}", histogram.max.as_secs_f64());
+            }
+        }
         out.push_str("# HELP ghostcard_authorizations_total Authorization decisions by response code.\n");
         out.push_str("# TYPE ghostcard_authorizations_total counter\n");
         if let Ok(authorizations) = self.authorizations.lock() {
@@ -149,5 +191,64 @@ impl Metrics {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_flushes_render_as_a_cumulative_histogram_with_their_longest() {
+        let metrics = Metrics::default();
+        assert!(!metrics.render().contains("ghostcard_sqlite_log_flush"), "no series before the first flush");
+        for micros in [300, 4_000, 30_000] {
+            metrics.observe_log_flush(Duration::from_micros(micros));
+        }
+        let text = metrics.render();
+        for line in [
+            "ghostcard_sqlite_log_flush_seconds_bucket{le=\"0.0005\"} 1",
+            "ghostcard_sqlite_log_flush_seconds_bucket{le=\"0.005\"} 2",
+            "ghostcard_sqlite_log_flush_seconds_bucket{le=\"0.01\"} 2",
+            "ghostcard_sqlite_log_flush_seconds_bucket{le=\"0.05\"} 3",
+            "ghostcard_sqlite_log_flush_seconds_bucket{le=\"+Inf\"} 3",
+            "ghostcard_sqlite_log_flush_seconds_sum 0.0343",
+            "ghostcard_sqlite_log_flush_seconds_count 3",
+            "ghostcard_sqlite_log_flush_seconds_max 0.03",
+        ] {
+            assert!(text.lines().any(|rendered| rendered == line), "missing {line:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn batch_durations_render_with_their_longest() {
+        let metrics = Metrics::default();
+        metrics.observe_batch_duration(Duration::from_millis(12));
+        let text = metrics.render();
+        for line in [
+            "ghostcard_authorization_batch_duration_seconds_bucket{le=\"0.01\"} 0",
+            "ghostcard_authorization_batch_duration_seconds_bucket{le=\"0.025\"} 1",
+            "ghostcard_authorization_batch_duration_seconds_count 1",
+            "ghostcard_authorization_batch_duration_seconds_max 0.012",
+        ] {
+            assert!(text.lines().any(|rendered| rendered == line), "missing {line:?} in:\n{text}");
+        }
+        assert!(!text.contains("ghostcard_sqlite_log_flush"), "no flush series without a flush:\n{text}");
+    }
+
+    #[test]
+    fn request_latency_keeps_its_route_label_on_every_line() {
+        let metrics = Metrics::default();
+        metrics.observe_request("GET", "/v1/cards", 200, Duration::from_millis(2));
+        let text = metrics.render();
+        for line in [
+            "ghostcard_http_request_duration_seconds_bucket{route=\"/v1/cards\",le=\"0.001\"} 0",
+            "ghostcard_http_request_duration_seconds_bucket{route=\"/v1/cards\",le=\"0.0025\"} 1",
+            "ghostcard_http_request_duration_seconds_bucket{route=\"/v1/cards\",le=\"+Inf\"} 1",
+            "ghostcard_http_request_duration_seconds_sum{route=\"/v1/cards\"} 0.002",
+            "ghostcard_http_request_duration_seconds_count{route=\"/v1/cards\"} 1",
+        ] {
+            assert!(text.lines().any(|rendered| rendered == line), "missing {line:?} in:\n{text}");
+        }
     }
 }

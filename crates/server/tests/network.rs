@@ -172,6 +172,14 @@ async fn the_authorization_lifecycle_over_tcp() {
         assert_eq!(code.len(), 6);
         // On SQLite the batch committed without waiting for the disk; it was answered after the log was flushed.
         assert_eq!(app.app.store.log_syncs() > 0, app.app.store.defers_sync(), "answered after a flush of the log");
+        // The flush's duration is in the metrics (PostgreSQL has none: its commit waits for its own log).
+        let metrics =
+            app.client.get(format!("{}/metrics", app.base)).send().await.expect("sent").text().await.expect("text");
+        let flushes = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("ghostcard_sqlite_log_flush_seconds_count "))
+            .and_then(|count| count.parse::<u64>().ok());
+        assert_eq!(flushes.is_some_and(|count| count >= 1), app.app.store.defers_sync(), "{metrics}");
         let mut repeat = original.clone();
         repeat.set_mti("0101");
         let repeated = network.exchange(&repeat).await;

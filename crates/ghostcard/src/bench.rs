@@ -1,7 +1,7 @@
 //! `ghostcard bench`: provision cards in a fresh database, start `ghostcard serve` on it as its own process,
-//! drive its ISO 8583 listener, verify the ledger, and print throughput, latency, the server's batch stages, its
-//! flushes of SQLite's write-ahead log (how long answers waited for the disk) and its peak memory (the last line is
-//! one JSON object for scripts).
+//! drive its ISO 8583 listener, verify the ledger, and print throughput, latency, the server's batch stages and
+//! batches over 10 ms, its flushes of SQLite's write-ahead log (how long answers waited for the disk) and its peak
+//! memory (the last line is one JSON object for scripts).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -14,8 +14,9 @@ mod simulate;
 ///
 /// Built without its request for transparent huge pages (`no_thp`, Cargo.toml): where the kernel gives huge pages
 /// to memory that asks (`madvise`, a common default), the authorizer's first touch of fresh memory had the kernel
-/// zero a whole 2 MiB page, two thirds of its time in the batches that took over 10 ms. Paired at 10,000/s: p99 at
-/// most 10 ms in 6 of 6 runs against 0 of 6, and peak memory 37–42 MiB against 104–151 (BENCHMARKS.md, session 11).
+/// zero a whole 2 MiB page: two thirds of its samples inside the slowest batches' write stages. Paired at 10,000/s:
+/// p99 at most 10 ms in 6 of 6 runs against 0 of 6, and peak memory 37–42 MiB against 104–151 (BENCHMARKS.md,
+/// session 11).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -64,8 +65,9 @@ enum Command {
     /// Provisions --cards cards straight into a fresh database (SQLite by default, or --database-url), starts
     /// `ghostcard serve` on it as its own process, drives its network listener with pipelined 0100s on
     /// --connections connections for --warmup seconds (not counted) and then --duration seconds (measured), then
-    /// verifies the ledger. Prints a summary (with the server's peak memory and, on SQLite, how long its flushes of
-    /// the write-ahead log took: every answer waits for one) and, as its last line, one JSON object.
+    /// verifies the ledger. Prints a summary (with the server's peak memory, its batches over 10 ms and, on SQLite,
+    /// how long its flushes of the write-ahead log took: every answer waits for one) and, as its last line, one JSON
+    /// object.
     #[command(
         after_long_help = "Examples:\n  cargo run --release -- bench\n  cargo run --release -- bench --cards 200000 --rate 10000\n  \
 cargo run --release -- bench --database-url postgres://postgres@127.0.0.1:5432/ghostcard_bench --pgbench"

@@ -142,6 +142,53 @@ pub fn luhn_valid(digits: &str) -> bool {
     !body.is_empty() && check.as_bytes()[0].wrapping_sub(b'0') == luhn_check_digit(body)
 }
 
+/// Digits in a row (single spaces or dashes between them allowed, as card numbers are written) from which a run is
+/// treated as a possible card number: the shortest card numbers in use have 13 digits.
+pub const REDACTED_DIGIT_RUN: usize = 13;
+
+/// `text` with every run of [`REDACTED_DIGIT_RUN`] or more digits replaced by `[REDACTED]`: the last line of defence
+/// for text that may echo what a client sent (error messages, stored error bodies, log fields), so that a card
+/// number sent in the wrong place is never kept or shown.
+pub fn redact_digit_runs(text: &str) -> std::borrow::Cow<'_, str> {
+    let bytes = text.as_bytes();
+    let mut out = String::new();
+    // Where the text not yet copied to `out` begins.
+    let mut copied = 0;
+    let mut index = 0;
+    while index < bytes.len() {
+        if !bytes[index].is_ascii_digit() {
+            index += 1;
+            continue;
+        }
+        let start = index;
+        let mut end = index;
+        let mut digits = 0;
+        let mut at = index;
+        while at < bytes.len() {
+            if bytes[at].is_ascii_digit() {
+                digits += 1;
+                at += 1;
+                end = at;
+            } else if matches!(bytes[at], b' ' | b'-') && bytes.get(at + 1).is_some_and(u8::is_ascii_digit) {
+                at += 1;
+            } else {
+                break;
+            }
+        }
+        if digits >= REDACTED_DIGIT_RUN {
+            out.push_str(&text[copied..start]);
+            out.push_str("[REDACTED]");
+            copied = end;
+        }
+        index = end;
+    }
+    if copied == 0 && out.is_empty() {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    out.push_str(&text[copied..]);
+    std::borrow::Cow::Owned(out)
+}
+
 /// The digit to append to `body` so that the whole number passes the Luhn check.
 fn luhn_check_digit(body: &str) -> u8 {
     let sum: u32 = body
@@ -230,6 +277,40 @@ mod tests {
         assert!(!luhn_valid("4111111111111112"));
         assert!(!luhn_valid("0"));
         assert!(!luhn_valid(""));
+    }
+
+    #[test]
+    fn digit_runs_that_could_be_card_numbers_are_redacted() {
+        for (text, redacted) in [
+            ("invalid type: integer `4111111111111111`", "invalid type: integer `[REDACTED]`"),
+            ("4111 1111 1111 1111 and 5555-5555-5555-4444.", "[REDACTED] and [REDACTED]."),
+            ("x4111111111111x", "x[REDACTED]x"),
+            ("12 digits 411111111111 stay", "12 digits 411111111111 stay"),
+            (
+                "2026-12-07 16:34:27, stan 000042, rrn 123456789012",
+                "2026-12-07 16:34:27, stan 000042, rrn 123456789012",
+            ),
+            ("1 2 3 4 5 6 7 8 9 0 1 2 3", "[REDACTED]"),
+            ("12  3456789012345", "12  [REDACTED]"),
+            ("", ""),
+        ] {
+            assert_eq!(redact_digit_runs(text), redacted, "{text}");
+        }
+        assert!(matches!(redact_digit_runs("nothing here 123"), std::borrow::Cow::Borrowed(_)));
+    }
+
+    proptest! {
+        #[test]
+        fn no_run_of_thirteen_digits_survives_redaction(text in "[0-9 a-]{0,60}") {
+            let redacted = redact_digit_runs(&text);
+            prop_assert_eq!(redact_digit_runs(&redacted), redacted.clone(), "nothing left to redact");
+            prop_assert!(!redacted.split(|c: char| !c.is_ascii_digit()).any(|run| run.len() >= REDACTED_DIGIT_RUN));
+            let unchanged = !text.split(|c: char| !c.is_ascii_digit() && c != ' ' && c != '-')
+                .any(|run| run.bytes().filter(u8::is_ascii_digit).count() >= REDACTED_DIGIT_RUN);
+            if unchanged {
+                prop_assert_eq!(redacted, text.as_str());
+            }
+        }
     }
 
     #[test]

@@ -39,6 +39,7 @@ pub struct JobReport {
     pub funding_true_ups: u64,
     pub events_dispatched: u64,
     pub jobs_run: u64,
+    pub idempotency_records_purged: u64,
 }
 
 impl std::ops::AddAssign for JobReport {
@@ -50,6 +51,7 @@ impl std::ops::AddAssign for JobReport {
         self.funding_true_ups += other.funding_true_ups;
         self.events_dispatched += other.events_dispatched;
         self.jobs_run += other.jobs_run;
+        self.idempotency_records_purged += other.idempotency_records_purged;
     }
 }
 
@@ -90,8 +92,24 @@ pub async fn sweep(app: &App, now: DateTime<Utc>) -> Result<JobReport, Lifecycle
         cards_adjusted: adjust_cards(app, now).await?,
         plans_swept: sweep_plans(app, now).await?,
         funding_true_ups: true_up_pay_now(app, now).await?,
+        idempotency_records_purged: purge_idempotency_records(app, now).await?,
         ..JobReport::default()
     })
+}
+
+/// Idempotency records (with the responses they replay) are kept 24 hours, then deleted, a bounded batch at a time.
+async fn purge_idempotency_records(app: &App, now: DateTime<Utc>) -> Result<u64, LifecycleError> {
+    let mut purged = 0;
+    loop {
+        let mut tx = app.store.begin().await?;
+        let deleted =
+            ghostcard_store::idempotency::purge(&mut tx, now - crate::api::IDEMPOTENCY_RETENTION, SWEEP_BATCH).await?;
+        ghostcard_store::commit(tx).await?;
+        purged += deleted;
+        if deleted < u64::from(SWEEP_BATCH) {
+            return Ok(purged);
+        }
+    }
 }
 
 /// Runs everything that falls due from `from` to `to`, in order: at each instant something falls due (a card's

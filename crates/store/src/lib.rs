@@ -726,6 +726,50 @@ pub mod scratch {
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
     }
 
+    /// The tables of `store` in which some row holds `needle` anywhere in its text (every column, blobs read as
+    /// text): tests use it to show that a card number sent in the wrong place is kept nowhere.
+    pub async fn tables_containing(store: &crate::Store, needle: &str) -> Result<Vec<String>> {
+        let mut tx = store.read().await?;
+        let pattern = format!("%{needle}%");
+        let mut found = Vec::new();
+        let tables: Vec<String> = match store.dialect() {
+            crate::Dialect::Sqlite => {
+                sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+                    .fetch_all(&mut *tx)
+                    .await?
+            }
+            crate::Dialect::Postgres => {
+                sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'")
+                    .fetch_all(&mut *tx)
+                    .await?
+            }
+        };
+        for table in tables {
+            let matches = match store.dialect() {
+                crate::Dialect::Sqlite => {
+                    let columns: Vec<String> =
+                        sqlx::query_scalar(&format!("SELECT name FROM pragma_table_info('{table}')"))
+                            .fetch_all(&mut *tx)
+                            .await?;
+                    let test = columns
+                        .iter()
+                        .map(|column| format!("CAST(\"{column}\" AS TEXT) LIKE $1"))
+                        .collect::<Vec<_>>()
+                        .join(" OR ");
+                    format!("SELECT count(*) FROM \"{table}\" WHERE {test}")
+                }
+                crate::Dialect::Postgres => {
+                    format!("SELECT count(*) FROM \"{table}\" AS t WHERE t::text LIKE $1")
+                }
+            };
+            let count: i64 = sqlx::query_scalar(&matches).bind(&pattern).fetch_one(&mut *tx).await?;
+            if count > 0 {
+                found.push(table);
+            }
+        }
+        Ok(found)
+    }
+
     /// Creates a new database named `name` on the test PostgreSQL server and returns its URL.
     pub async fn postgres_database(name: &str) -> Result<String> {
         sqlx::any::install_default_drivers();

@@ -3,6 +3,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use ghostcard_domain::card_number::redact_digit_runs;
 use ghostcard_store::StoreError;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -51,14 +52,17 @@ impl ApiError {
     }
 
     /// 404 for a resource kind and id.
+    /// 404 for a resource kind and id. The id is named only when it has the shape of one of ours (a prefix, `_`,
+    /// letters and digits): a path may carry anything, a card number included.
     pub fn not_found(resource: &str, id: &str) -> ApiError {
-        let shown: String = id.chars().take(64).collect();
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "invalid_request_error",
-            "resource_missing",
-            format!("no {resource} {shown:?}"),
-        )
+        let looks_like_an_id = id.len() <= 64
+            && id.split_once('_').is_some_and(|(prefix, rest)| {
+                !prefix.is_empty()
+                    && prefix.bytes().all(|byte| byte.is_ascii_lowercase())
+                    && rest.bytes().all(|byte| byte.is_ascii_alphanumeric())
+            });
+        let message = if looks_like_an_id { format!("no {resource} {id:?}") } else { format!("no such {resource}") };
+        ApiError::new(StatusCode::NOT_FOUND, "invalid_request_error", "resource_missing", message)
     }
 
     /// 422: understood, but refused by a rule.
@@ -94,13 +98,15 @@ impl ApiError {
         )
     }
 
+    /// The body of API.md. Message and param pass [`redact_digit_runs`] on the way out: whatever a message quotes
+    /// from a request, a card number in it is never shown or stored.
     pub fn body(&self) -> ErrorBody {
         ErrorBody {
             error: ErrorDetail {
                 kind: self.kind.to_owned(),
                 code: self.code.clone(),
-                message: self.message.clone(),
-                param: self.param.clone(),
+                message: redact_digit_runs(&self.message).into_owned(),
+                param: self.param.as_deref().map(|param| redact_digit_runs(param).into_owned()),
             },
         }
     }

@@ -6,6 +6,7 @@ pub mod cardholders;
 pub mod cards;
 pub mod error;
 pub mod events;
+pub mod input;
 pub mod jobs;
 pub mod ledger;
 pub mod network;
@@ -55,6 +56,9 @@ pub struct IdempotencyClaim {
     pub scope: String,
     pub key: String,
 }
+
+/// How long an idempotency record (and the response it replays) is kept (API.md).
+pub const IDEMPOTENCY_RETENTION: Duration = Duration::hours(24);
 
 /// Marks a response whose idempotency record the handler already wrote.
 const STORED_HEADER: &str = "x-ghostcard-idempotency-stored";
@@ -124,6 +128,7 @@ pub fn router(app: Arc<App>) -> axum::Router {
         .fallback(|| async {
             ApiError::invalid("route_not_found", "no such endpoint; see /openapi.json").into_response()
         })
+        .layer(middleware::from_fn_with_state(app.clone(), input::reject_control_characters))
         .layer(middleware::from_fn_with_state(app.clone(), measure))
         .with_state(app)
 }
@@ -223,7 +228,7 @@ async fn idempotent(State(app): State<Arc<App>>, request: Request, next: Next) -
             &key,
             &request_hash,
             app.clock.now(),
-            Duration::hours(24),
+            IDEMPOTENCY_RETENTION,
             Duration::minutes(5),
         )
         .await?;
@@ -268,6 +273,15 @@ async fn idempotent(State(app): State<Arc<App>>, request: Request, next: Next) -
     let status = response.status();
     let (parts, body) = response.into_parts();
     let body = to_bytes(body, usize::MAX).await.unwrap_or_default();
+    // The last line of defence: an error body that quotes a card number from the request is neither kept nor sent.
+    let redacted = match ghostcard_domain::card_number::redact_digit_runs(&String::from_utf8_lossy(&body)) {
+        std::borrow::Cow::Owned(redacted) if status.is_client_error() => Some(redacted),
+        _ => None,
+    };
+    if redacted.is_some() {
+        tracing::warn!(status = status.as_u16(), "an error body quoted a digit run; redacted before it was stored");
+    }
+    let body = redacted.map_or(body, Bytes::from);
     let settle = async {
         let mut tx = app.store.begin().await?;
         if status.is_server_error() {
@@ -309,7 +323,7 @@ pub async fn finish<T: serde::Serialize>(
 /// The optional claim extension, as handlers receive it.
 pub type Claimed = Option<Extension<IdempotencyClaim>>;
 
-fn body_too_large(limit: usize) -> ApiError {
+pub(crate) fn body_too_large(limit: usize) -> ApiError {
     ApiError {
         status: StatusCode::PAYLOAD_TOO_LARGE,
         kind: "invalid_request_error",
@@ -346,26 +360,60 @@ impl<T: DeserializeOwned> FromRequest<Arc<App>> for ApiJson<T> {
     }
 }
 
-/// Parses a JSON body into `T`, mapping serde's errors to API errors.
+/// Parses a JSON body into `T`, mapping serde's errors to API errors. The messages name the field at fault and what
+/// was expected, never the value that was sent: a card number sent as a JSON number, say, must not come back in an
+/// error (nor be kept with an idempotency record).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    if let Err(error) = serde_json::from_slice::<serde_json::Value>(bytes) {
-        return Err(ApiError::invalid("invalid_json", format!("the body is not valid JSON: {error}")));
+    let value = serde_json::from_slice::<serde_json::Value>(bytes)
+        .map_err(|error| ApiError::invalid("invalid_json", format!("the body is not valid JSON: {error}")))?;
+    if let Some(path) = input::control_character_in(&value) {
+        return Err(input::control_characters(Some(path).filter(|path| is_field_name(path))));
     }
     let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(deserializer).map_err(|error| {
         let path = error.path().to_string();
         let message = error.inner().to_string();
-        let (code, param) = if let Some(field) = between_backticks(&message, "unknown field `") {
-            ("unknown_field", field)
-        } else if let Some(field) = between_backticks(&message, "missing field `") {
-            ("missing_field", field)
+        let message = message.split(" at line ").next().unwrap_or(&message);
+        let (code, param) = if let Some(field) = between_backticks(message, "unknown field `") {
+            ("unknown_field", Some(field))
+        } else if let Some(field) = between_backticks(message, "missing field `") {
+            ("missing_field", Some(field))
         } else {
-            ("invalid_field", path.clone())
+            ("invalid_field", (path != ".").then_some(path))
         };
-        let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
-        let param = if param == "." { None } else { Some(param) };
-        ApiError { param, ..ApiError::invalid(code, message) }
+        let param = param.filter(|param| is_field_name(param));
+        ApiError { param, ..ApiError::invalid(code, without_values(message)) }
     })
+}
+
+/// serde's message with the request's own values left out: "invalid type: integer `4111…`, expected a string"
+/// becomes "invalid type: integer, expected a string". Field names are kept when they look like field names.
+fn without_values(message: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = message.strip_prefix(prefix)
+            && let Some((unexpected, expected)) = rest.rsplit_once(", expected ")
+        {
+            let kind = unexpected.split(['`', '"']).next().unwrap_or_default().trim_end();
+            return format!("{prefix}{kind}, expected {expected}");
+        }
+    }
+    for (prefix, what) in [("unknown variant `", "unknown value"), ("unknown field `", "unknown field")] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            let (name, expected) = rest.split_once("`, ").unwrap_or((rest, ""));
+            let shown =
+                if what == "unknown field" && is_field_name(name) { format!(" `{name}`") } else { String::new() };
+            return format!("{what}{shown}{}{expected}", if expected.is_empty() { "" } else { ", " });
+        }
+    }
+    message.to_owned()
+}
+
+/// A JSON path or field name as a request may name one: short, letters, digits, `_`, `.` and `[]` only.
+fn is_field_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'.' | b'[' | b']'))
+        && ghostcard_domain::card_number::redact_digit_runs(name) == name
 }
 
 fn between_backticks(message: &str, prefix: &str) -> Option<String> {

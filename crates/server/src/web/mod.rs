@@ -104,6 +104,11 @@ impl IntoResponse for PageError {
     }
 }
 
+/// A 400 page for a request refused before any page handled it (e.g. control characters in a form).
+pub fn bad_request(message: &str) -> Response {
+    PageError(StatusCode::BAD_REQUEST, message.to_owned()).into_response()
+}
+
 type PageResult = Result<Response, PageError>;
 
 /// Pages are personal: never cached. They load nothing from elsewhere, cannot be framed (clickjacking), and

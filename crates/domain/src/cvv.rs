@@ -41,6 +41,25 @@ impl Cvk {
         Ok(Cvk::from_bytes(bytes))
     }
 
+    /// The key's 16 bytes, to be wrapped under a key-encryption key. Callers must treat them as a secret.
+    pub fn expose(&self) -> &[u8; 16] {
+        self.0.expose()
+    }
+
+    /// Why this key must not protect live cards, if it must not: every byte the same, or two equal halves (2-key
+    /// triple DES with key A = key B is single DES). DES ignores the lowest bit of each byte (parity), so the
+    /// comparisons do too.
+    pub fn weakness(&self) -> Option<&'static str> {
+        let key = self.0.expose().map(|byte| byte & 0xfe);
+        if key.iter().all(|byte| *byte == key[0]) {
+            Some("every byte of it is the same")
+        } else if key[..8] == key[8..] {
+            Some("its two halves are equal, which makes it single DES")
+        } else {
+            None
+        }
+    }
+
     /// The key as 32 upper-case hex digits, for a key file. Callers must treat the result as a secret.
     pub fn to_hex(&self) -> Secret<String> {
         Secret::new(self.0.expose().iter().map(|byte| format!("{byte:02X}")).collect())
@@ -136,6 +155,18 @@ mod tests {
         assert_eq!(Cvk::from_hex("0123456789ABCDEFFEDCBA987654321G"), Err(CvvError::InvalidKey));
         assert!(!format!("{:?}", published_key()).contains("01"));
         assert_eq!(published_key().to_hex().expose(), "0123456789ABCDEFFEDCBA9876543210");
+    }
+
+    #[test]
+    fn weak_keys_are_named() {
+        assert_eq!(published_key().weakness(), None);
+        assert!(Cvk::from_bytes([0; 16]).weakness().is_some_and(|why| why.contains("every byte")));
+        assert!(Cvk::from_hex(&"01".repeat(16)).expect("valid").weakness().is_some());
+        let single_des = Cvk::from_hex("0123456789ABCDEF0123456789ABCDEF").expect("valid");
+        assert!(single_des.weakness().is_some_and(|why| why.contains("single DES")));
+        // Equal but for the parity bits: still single DES.
+        let parity_only = Cvk::from_hex("0123456789ABCDEF0022446688AACCEE").expect("valid");
+        assert!(parity_only.weakness().is_some_and(|why| why.contains("single DES")));
     }
 
     #[test]

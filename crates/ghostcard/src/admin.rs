@@ -43,17 +43,29 @@ pub enum ApiKeyCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// Add a new card-number encryption key, or re-wrap every data key under a new KEK
+    /// Add a new card-number encryption key or CVK version, or re-wrap every key under a new KEK
     ///
-    /// Without --new-kek: new cards are encrypted under a new data key from now on; existing cards keep theirs.
-    /// Running servers pick the new key up when restarted.
+    /// Without options: new cards are encrypted under a new data key from now on; existing cards keep theirs.
     ///
-    /// With --new-kek: every data key is wrapped under the new key-encryption key as well. Servers still running
-    /// with the old KEK keep working; restart each with the new KEK (GHOSTCARD_KEK), one at a time.
+    /// With --cvk: a new card verification key version (random, or --new-cvk). New cards get their CVV2 from it;
+    /// every card keeps the version it was issued under, so older versions go on verifying their cards.
+    ///
+    /// With --new-kek: every key (data keys and CVKs) is wrapped under the new key-encryption key as well. Servers
+    /// still running with the old KEK keep working; restart each with the new KEK (GHOSTCARD_KEK), one at a time.
+    ///
+    /// Running servers pick new keys up when restarted: restart every server after a rotation.
+    #[command(after_long_help = "Examples:\n  ghostcard keys rotate\n  ghostcard keys rotate --cvk\n  \
+        ghostcard keys rotate --new-kek \"$(openssl rand -hex 32)\"")]
     Rotate {
         /// The new key-encryption key, 64 hex digits (e.g. from `openssl rand -hex 32`).
-        #[arg(long, value_name = "HEX")]
+        #[arg(long, value_name = "HEX", conflicts_with = "cvk")]
         new_kek: Option<String>,
+        /// Add a card verification key (CVK) version instead of a card-number key.
+        #[arg(long)]
+        cvk: bool,
+        /// The new CVK, 32 hex digits (two DES keys, from your key ceremony); random when left out.
+        #[arg(long, value_name = "HEX", requires = "cvk")]
+        new_cvk: Option<String>,
         #[command(flatten)]
         config: ConfigArguments,
     },
@@ -280,24 +292,35 @@ pub fn api_key(command: ApiKeyCommand) -> Result<()> {
 }
 
 pub fn keys(command: KeysCommand) -> Result<()> {
-    let KeysCommand::Rotate { new_kek, config } = command;
+    let KeysCommand::Rotate { new_kek, cvk, new_cvk, config } = command;
     let loaded = config.load()?;
     runtime()?.block_on(async {
         let store = open(&loaded).await?;
-        let current = match &loaded.kek {
-            Some(hex) => Kek::from_hex(hex)?,
-            None => vault::sandbox_keys(&loaded.key_file_path(), &mut rand::rng())?.kek,
-        };
+        let (current, configured_cvk) = ghostcard_server::configured_keys(&loaded)?;
         let now = Utc::now();
+        // Opening the vault checks that the keys are this database's (and gives a new database its first keys).
+        vault::Vault::open(&store, &current, configured_cvk, now, &mut rand::rng()).await?;
         let (action, detail, message) = match new_kek {
             Some(hex) => {
                 let new = Kek::from_hex(&hex)?;
+                if let Some(reason) = new.weakness() {
+                    bail!("the new KEK is a weak key: {reason}; use a random one (e.g. `openssl rand -hex 32`)");
+                }
                 let count = vault::rewrap(&store, &current, &new, now, &mut rand::rng()).await?;
                 let message = format!(
                     "Re-wrapped {count} data keys under the new KEK {}. Restart each server with GHOSTCARD_KEK set to the new key.",
                     new.id()
                 );
                 ("keys.rewrap", format!("from {} to {}", current.id(), new.id()), message)
+            }
+            None if cvk => {
+                let new = new_cvk.as_deref().map(vault::cvk_from_hex).transpose()?;
+                let version = vault::add_cvk(&store, &current, new, now, &mut rand::rng()).await?;
+                let message = format!(
+                    "Added CVK version {version}. Restart every server: new cards are then issued under it, and \
+                     cards of older versions keep verifying."
+                );
+                ("keys.rotate_cvk", format!("CVK version {version}"), message)
             }
             None => {
                 let version = vault::add_encryption_key(&store, &current, now, &mut rand::rng()).await?;

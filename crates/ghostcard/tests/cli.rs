@@ -82,3 +82,32 @@ fn jobs_are_listed_and_only_dead_ones_retried() {
     let error = String::from_utf8_lossy(&output.stderr);
     assert!(error.contains("no dead job") && error.contains("ghostcard jobs list --status dead"), "{error}");
 }
+
+#[test]
+fn keys_rotate_adds_card_number_keys_and_cvk_versions_and_refuses_weak_ones() {
+    let directory = ghostcard_store::scratch::Directory::new("cli-keys").expect("temp dir");
+    let url = directory.sqlite_url("ghostcard.db");
+    let output = ghostcard(&["keys", "rotate", "--cvk", "--json", "--database-url", &url]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let rotated: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(rotated["detail"], "CVK version 2");
+    let output = ghostcard(&[
+        "keys",
+        "rotate",
+        "--cvk",
+        "--new-cvk",
+        "0123456789ABCDEF0123456789ABCDEF",
+        "--database-url",
+        &url,
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(error.contains("single DES"), "{error}");
+    let output = ghostcard(&["keys", "rotate", "--new-kek", &"00".repeat(32), "--database-url", &url]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("weak"));
+    let output = ghostcard(&["keys", "rotate", "--database-url", &url]);
+    assert!(String::from_utf8_lossy(&output.stdout).contains("card-number key version 2"));
+    let help = String::from_utf8(ghostcard(&["keys", "rotate", "--help"]).stdout).expect("utf-8");
+    assert!(help.contains("--cvk") && help.contains("Examples:"), "{help}");
+}

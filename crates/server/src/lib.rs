@@ -102,7 +102,7 @@ impl App {
                 config.time_zone
             ))
         })?;
-        let (kek, cvk) = keys(&config)?;
+        let (kek, cvk) = configured_keys(&config)?;
         let store = Store::connect(
             &config.database_url,
             &StoreOptions { max_connections: config.database_max_connections, ..StoreOptions::default() },
@@ -173,13 +173,17 @@ impl App {
     }
 }
 
-/// The KEK and CVK from the configuration; in sandbox mode, missing ones come from (or go to) the key file.
-fn keys(config: &Config) -> Result<(Kek, Cvk), StartError> {
+/// The KEK and CVK from the configuration; in sandbox mode, missing ones come from (or go to) the key file. Live
+/// mode refuses weak keys.
+pub fn configured_keys(config: &Config) -> Result<(Kek, Cvk), StartError> {
     let configured_kek = config.kek.as_deref().map(Kek::from_hex).transpose()?;
-    let configured_cvk =
-        config.cvk.as_deref().map(|hex| Cvk::from_hex(hex).map_err(|_| VaultError::InvalidCvk)).transpose()?;
+    let configured_cvk = config.cvk.as_deref().map(vault::cvk_from_hex).transpose()?;
     match (configured_kek, configured_cvk, config.mode) {
-        (Some(kek), Some(cvk), _) => Ok((kek, cvk)),
+        (Some(kek), Some(cvk), Mode::Live) => {
+            refuse_weak_keys(config, &kek, &cvk)?;
+            Ok((kek, cvk))
+        }
+        (Some(kek), Some(cvk), Mode::Sandbox) => Ok((kek, cvk)),
         (None, _, Mode::Live) => Err(StartError::MissingKey("GHOSTCARD_KEK (64 hex digits)")),
         (_, None, Mode::Live) => Err(StartError::MissingKey("GHOSTCARD_CVK (32 hex digits)")),
         (kek, cvk, Mode::Sandbox) => {
@@ -187,6 +191,28 @@ fn keys(config: &Config) -> Result<(Kek, Cvk), StartError> {
             Ok((kek.unwrap_or(file.kek), cvk.unwrap_or(file.cvk)))
         }
     }
+}
+
+/// Live cards are protected by keys nobody can guess: not a key with every byte the same, not a single-DES CVK, and
+/// not a key from this database's sandbox key file (written in the clear, next to the database).
+fn refuse_weak_keys(config: &Config, kek: &Kek, cvk: &Cvk) -> Result<(), StartError> {
+    if let Some(reason) = kek.weakness() {
+        return Err(VaultError::WeakKey { name: "GHOSTCARD_KEK", reason, bytes: 32 }.into());
+    }
+    if let Some(reason) = cvk.weakness() {
+        return Err(VaultError::WeakKey { name: "GHOSTCARD_CVK", reason, bytes: 16 }.into());
+    }
+    let path = config.key_file_path();
+    if let Ok(sandbox) = vault::read_sandbox_keys(&path) {
+        let reason = "it is a sandbox key of this database's key file, kept in the clear";
+        if sandbox.kek.id() == kek.id() {
+            return Err(VaultError::WeakKey { name: "GHOSTCARD_KEK", reason, bytes: 32 }.into());
+        }
+        if sandbox.cvk == *cvk {
+            return Err(VaultError::WeakKey { name: "GHOSTCARD_CVK", reason, bytes: 16 }.into());
+        }
+    }
+    Ok(())
 }
 
 /// Serves the HTTP API on `listener` until `shutdown` completes; requests in flight finish first.

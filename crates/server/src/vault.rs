@@ -23,6 +23,8 @@ use sha2::{Digest, Sha256};
 
 const PURPOSE_CARD_NUMBER: &str = "card_number";
 const PURPOSE_LOOKUP: &str = "lookup";
+/// Card verification keys, versioned: each card records the version it was issued under.
+const PURPOSE_CVK: &str = "cvk";
 const NONCE_BYTES: usize = 12;
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +42,15 @@ pub enum VaultError {
     Decryption,
     #[error("data key version {0} is unknown to this server; restart it to load new keys")]
     UnknownVersion(i64),
+    #[error(
+        "the configured CVK is not one of this database's CVKs (versions {versions}); configure the CVK it was \
+         started with first (later versions are added with `ghostcard keys rotate --cvk` and kept in the database)"
+    )]
+    UnknownCvk { versions: String },
+    #[error("that CVK is already version {0} of this database; give a new one")]
+    CvkInUse(i64),
+    #[error("{name} is a weak key: {reason}; use random keys (e.g. `openssl rand -hex {bytes}`)")]
+    WeakKey { name: &'static str, reason: &'static str, bytes: usize },
     #[error("cannot use the key file {path}: {message}")]
     KeyFile { path: String, message: String },
     #[error(transparent)]
@@ -83,14 +94,32 @@ impl Kek {
         Secret::new(self.key.expose().iter().map(|byte| format!("{byte:02x}")).collect())
     }
 
-    fn wrap(&self, key: &[u8; 32], label: &str, rng: &mut impl Rng) -> Vec<u8> {
+    /// Why this key must not protect live cards, if it must not: every byte the same (all zeros, say).
+    pub fn weakness(&self) -> Option<&'static str> {
+        let key = self.key.expose();
+        key.iter().all(|byte| *byte == key[0]).then_some("every byte of it is the same")
+    }
+
+    fn wrap(&self, key: &[u8], label: &str, rng: &mut impl Rng) -> Vec<u8> {
         seal(self.key.expose(), key, label.as_bytes(), rng)
     }
 
-    fn unwrap(&self, wrapped: &[u8], label: &str) -> Result<Secret<[u8; 32]>, VaultError> {
-        let plain = Secret::new(open(self.key.expose(), wrapped, label.as_bytes())?);
+    fn unwrap(&self, wrapped: &[u8], label: &str) -> Result<Secret<Vec<u8>>, VaultError> {
+        Ok(Secret::new(open(self.key.expose(), wrapped, label.as_bytes())?))
+    }
+
+    /// A wrapped data or lookup key: 32 bytes.
+    fn unwrap_key(&self, wrapped: &[u8], label: &str) -> Result<Secret<[u8; 32]>, VaultError> {
+        let plain = self.unwrap(wrapped, label)?;
         let key: [u8; 32] = plain.expose().as_slice().try_into().map_err(|_| VaultError::Decryption)?;
         Ok(Secret::new(key))
+    }
+
+    /// A wrapped CVK: 16 bytes.
+    fn unwrap_cvk(&self, wrapped: &[u8], label: &str) -> Result<Cvk, VaultError> {
+        let plain = self.unwrap(wrapped, label)?;
+        let key: [u8; 16] = plain.expose().as_slice().try_into().map_err(|_| VaultError::Decryption)?;
+        Ok(Cvk::from_bytes(key))
     }
 }
 
@@ -111,7 +140,9 @@ impl std::fmt::Debug for Vault {
 }
 
 impl Vault {
-    /// Loads the keys wrapped by `kek`, creating the first ones on a new database.
+    /// Loads the keys wrapped by `kek`, creating the first ones on a new database. The configured `cvk` becomes
+    /// CVK version 1 of a database that has none; from then on the CVKs live in the database (wrapped by the KEK),
+    /// and `cvk` must be one of them: a check that this server was given the keys of this database.
     pub async fn open(
         store: &Store,
         kek: &Kek,
@@ -123,35 +154,46 @@ impl Vault {
         if data_keys::count(&mut tx).await? == 0 {
             for purpose in [PURPOSE_CARD_NUMBER, PURPOSE_LOOKUP] {
                 let key: [u8; 32] = rng.random();
-                let wrapped = kek.wrap(&key, &label(purpose, 1), rng);
-                data_keys::insert(
-                    &mut tx,
-                    &WrappedKey { purpose: purpose.to_owned(), version: 1, kek_id: kek.id.clone(), wrapped },
-                    now,
-                )
-                .await?;
+                insert_wrapped(&mut tx, kek, purpose, 1, &key, now, rng).await?;
             }
         }
-        let wrapped = data_keys::wrapped_by(&mut tx, kek.id()).await?;
+        let mut wrapped = data_keys::wrapped_by(&mut tx, kek.id()).await?;
         if wrapped.is_empty() {
             let known = data_keys::kek_ids(&mut tx).await?.join(", ");
             return Err(VaultError::WrongKek { known });
         }
+        if !wrapped.iter().any(|key| key.purpose == PURPOSE_CVK) {
+            insert_wrapped(&mut tx, kek, PURPOSE_CVK, 1, cvk.expose(), now, rng).await?;
+            wrapped = data_keys::wrapped_by(&mut tx, kek.id()).await?;
+        }
         ghostcard_store::commit(tx).await?;
         let mut encryption_keys = BTreeMap::new();
         let mut lookup_key = None;
+        let mut cvks = BTreeMap::new();
         for key in wrapped {
-            let unwrapped = kek.unwrap(&key.wrapped, &label(&key.purpose, key.version))?;
+            let label = label(&key.purpose, key.version);
             match key.purpose.as_str() {
                 PURPOSE_CARD_NUMBER => {
-                    encryption_keys.insert(key.version, unwrapped);
+                    encryption_keys.insert(key.version, kek.unwrap_key(&key.wrapped, &label)?);
                 }
-                PURPOSE_LOOKUP => lookup_key = Some(unwrapped),
+                PURPOSE_LOOKUP => lookup_key = Some(kek.unwrap_key(&key.wrapped, &label)?),
+                PURPOSE_CVK => {
+                    cvks.insert(key.version, kek.unwrap_cvk(&key.wrapped, &label)?);
+                }
                 _ => {}
             }
         }
         let lookup_key = lookup_key.ok_or_else(|| VaultError::WrongKek { known: kek.id.clone() })?;
-        Ok(Vault { encryption_keys, lookup_key, cvks: BTreeMap::from([(1, cvk)]) })
+        if !cvks.values().any(|known| *known == cvk) {
+            let versions = cvks.keys().map(i64::to_string).collect::<Vec<_>>().join(", ");
+            return Err(VaultError::UnknownCvk { versions });
+        }
+        Ok(Vault { encryption_keys, lookup_key, cvks })
+    }
+
+    /// The CVK versions this server holds.
+    pub fn cvk_versions(&self) -> Vec<i64> {
+        self.cvks.keys().copied().collect()
     }
 
     /// The version new card numbers are encrypted under.
@@ -228,15 +270,62 @@ pub async fn add_encryption_key(
     let version =
         wrapped.iter().filter(|key| key.purpose == PURPOSE_CARD_NUMBER).map(|key| key.version).max().unwrap_or(0) + 1;
     let key: [u8; 32] = rng.random();
-    let wrapped = kek.wrap(&key, &label(PURPOSE_CARD_NUMBER, version), rng);
-    data_keys::insert(
-        &mut tx,
-        &WrappedKey { purpose: PURPOSE_CARD_NUMBER.to_owned(), version, kek_id: kek.id.clone(), wrapped },
-        now,
-    )
-    .await?;
+    insert_wrapped(&mut tx, kek, PURPOSE_CARD_NUMBER, version, &key, now, rng).await?;
     ghostcard_store::commit(tx).await?;
     Ok(version)
+}
+
+/// A CVK from 32 hex digits.
+pub fn cvk_from_hex(hex: &str) -> Result<Cvk, VaultError> {
+    Cvk::from_hex(hex).map_err(|_| VaultError::InvalidCvk)
+}
+
+/// Adds a new CVK version wrapped by `kek`: `cvk`, or a random one. New cards are issued under it (after a restart
+/// of each server); older versions stay and keep verifying the cards issued under them. A weak key is refused.
+pub async fn add_cvk(
+    store: &Store,
+    kek: &Kek,
+    cvk: Option<Cvk>,
+    now: DateTime<Utc>,
+    rng: &mut impl Rng,
+) -> Result<i64, VaultError> {
+    let cvk = cvk.unwrap_or_else(|| Cvk::from_bytes(rng.random()));
+    if let Some(reason) = cvk.weakness() {
+        return Err(VaultError::WeakKey { name: "the new CVK", reason, bytes: 16 });
+    }
+    let mut tx = store.begin().await?;
+    let wrapped = data_keys::wrapped_by(&mut tx, kek.id()).await?;
+    if wrapped.is_empty() {
+        return Err(VaultError::WrongKek { known: data_keys::kek_ids(&mut tx).await?.join(", ") });
+    }
+    let versions: Vec<i64> = wrapped.iter().filter(|key| key.purpose == PURPOSE_CVK).map(|key| key.version).collect();
+    if versions.is_empty() {
+        return Err(VaultError::UnknownCvk { versions: "none yet: start a server once first".to_owned() });
+    }
+    for key in wrapped.iter().filter(|key| key.purpose == PURPOSE_CVK) {
+        if kek.unwrap_cvk(&key.wrapped, &label(PURPOSE_CVK, key.version))? == cvk {
+            return Err(VaultError::CvkInUse(key.version));
+        }
+    }
+    let version = versions.iter().max().copied().unwrap_or(0) + 1;
+    insert_wrapped(&mut tx, kek, PURPOSE_CVK, version, cvk.expose(), now, rng).await?;
+    ghostcard_store::commit(tx).await?;
+    Ok(version)
+}
+
+async fn insert_wrapped(
+    tx: &mut ghostcard_store::Tx,
+    kek: &Kek,
+    purpose: &str,
+    version: i64,
+    key: &[u8],
+    now: DateTime<Utc>,
+    rng: &mut impl Rng,
+) -> Result<(), VaultError> {
+    let wrapped = kek.wrap(key, &label(purpose, version), rng);
+    data_keys::insert(tx, &WrappedKey { purpose: purpose.to_owned(), version, kek_id: kek.id.clone(), wrapped }, now)
+        .await?;
+    Ok(())
 }
 
 /// Wraps every key that `old` wraps under `new` as well. Servers with either KEK keep working; restart them with
@@ -276,22 +365,27 @@ pub struct SandboxKeys {
     pub cvk: Cvk,
 }
 
+/// Reads an existing key file.
+pub fn read_sandbox_keys(path: &Path) -> Result<SandboxKeys, VaultError> {
+    let error = |message: String| VaultError::KeyFile { path: path.display().to_string(), message };
+    let text = std::fs::read_to_string(path).map_err(|read_error| error(read_error.to_string()))?;
+    let value = |name: &str| {
+        text.lines()
+            .filter_map(|line| line.split_once('='))
+            .find(|(key, _)| key.trim() == name)
+            .map(|(_, value)| value.trim().trim_matches('"').to_owned())
+            .ok_or_else(|| error(format!("it has no {name}")))
+    };
+    let kek = Kek::from_hex(&value("kek")?)?;
+    let cvk = Cvk::from_hex(&value("cvk")?).map_err(|_| VaultError::InvalidCvk)?;
+    Ok(SandboxKeys { kek, cvk })
+}
+
 /// Reads the key file, or creates it (mode 0600) with new keys when it does not exist.
 pub fn sandbox_keys(path: &Path, rng: &mut impl Rng) -> Result<SandboxKeys, VaultError> {
     let error = |message: String| VaultError::KeyFile { path: path.display().to_string(), message };
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let value = |name: &str| {
-                text.lines()
-                    .filter_map(|line| line.split_once('='))
-                    .find(|(key, _)| key.trim() == name)
-                    .map(|(_, value)| value.trim().trim_matches('"').to_owned())
-                    .ok_or_else(|| error(format!("it has no {name}")))
-            };
-            let kek = Kek::from_hex(&value("kek")?)?;
-            let cvk = Cvk::from_hex(&value("cvk")?).map_err(|_| VaultError::InvalidCvk)?;
-            Ok(SandboxKeys { kek, cvk })
-        }
+    match std::fs::metadata(path) {
+        Ok(_) => read_sandbox_keys(path),
         Err(read_error) if read_error.kind() == std::io::ErrorKind::NotFound => {
             let kek = Kek::generate(rng);
             let cvk = Cvk::from_bytes(rng.random());

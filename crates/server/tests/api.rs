@@ -584,7 +584,8 @@ async fn rotated_keys_keep_old_cards_readable_and_new_cards_use_the_new_key() {
     let new_kek = Kek::from_hex(&new_kek_hex).expect("valid");
     let now = app.app.clock.now();
     assert_eq!(vault::add_encryption_key(&app.app.store, &old_kek, now, &mut rand::rng()).await.expect("rotates"), 2);
-    assert_eq!(vault::rewrap(&app.app.store, &old_kek, &new_kek, now, &mut rand::rng()).await.expect("re-wraps"), 3);
+    // Two card-number keys, the lookup key and the CVK.
+    assert_eq!(vault::rewrap(&app.app.store, &old_kek, &new_kek, now, &mut rand::rng()).await.expect("re-wraps"), 4);
 
     // A server restarted with only the new KEK.
     let config = Config { kek: Some(new_kek_hex), ..app.app.config.clone() };

@@ -195,3 +195,89 @@ async fn control_characters_are_a_clear_400_on_both_databases() {
         assert_eq!(list["data"].as_array().map(Vec::len), Some(0));
     }
 }
+
+#[tokio::test]
+async fn live_mode_refuses_weak_keys_and_the_sandbox_key_files_keys() {
+    use ghostcard_server::App;
+    use ghostcard_server::config::{Config, Mode};
+    let directory = ghostcard_store::scratch::Directory::new("hostile-weak-keys").expect("directory");
+    let database_url = directory.sqlite_url("program.db");
+    // A sandbox start writes this database's key file.
+    let sandbox = App::start(Config { database_url: database_url.clone(), ..Config::default() }).await.expect("starts");
+    drop(sandbox);
+    let file = ghostcard_server::vault::read_sandbox_keys(&directory.path().join("program.db.keys")).expect("key file");
+    let live = Config {
+        database_url,
+        mode: Mode::Live,
+        kek: Some(common::TEST_KEK.to_owned()),
+        cvk: Some(common::TEST_CVK.to_owned()),
+        ..Config::default()
+    };
+    let cases = [
+        (Some("00".repeat(32)), None, "GHOSTCARD_KEK", "every byte"),
+        (Some("a5".repeat(32)), None, "GHOSTCARD_KEK", "every byte"),
+        (None, Some("0123456789ABCDEF0123456789ABCDEF".to_owned()), "GHOSTCARD_CVK", "single DES"),
+        (None, Some("0123456789ABCDEF0022446688AACCEE".to_owned()), "GHOSTCARD_CVK", "single DES"),
+        (None, Some("00".repeat(16)), "GHOSTCARD_CVK", "every byte"),
+        (Some(file.kek.to_hex().expose().clone()), None, "GHOSTCARD_KEK", "sandbox"),
+        (None, Some(file.cvk.to_hex().expose().clone()), "GHOSTCARD_CVK", "sandbox"),
+    ];
+    for (kek, cvk, variable, reason) in cases {
+        let config = Config { kek: kek.or(live.kek.clone()), cvk: cvk.or(live.cvk.clone()), ..live.clone() };
+        let error = App::start(config).await.expect_err("a weak key is refused").to_string();
+        assert!(error.contains(variable) && error.contains(reason), "{variable} {reason}: {error}");
+        assert!(error.contains("openssl rand"), "says what to do: {error}");
+    }
+    // Good keys on a database of their own start.
+    let fresh = Config { database_url: directory.sqlite_url("live.db"), ..live };
+    assert!(App::start(fresh).await.is_ok());
+}
+
+#[tokio::test]
+async fn cvk_versions_new_cards_use_the_newest_and_old_cards_keep_verifying() {
+    use common::iso::{Network, new_card, purchase};
+    use ghostcard_domain::card_number::{CardNumber, Expiry};
+    use ghostcard_domain::cvv::Cvk;
+    use ghostcard_server::vault::{self, Kek};
+    const NEW_CVK: &str = "89ABCDEF01234567FEDCBA9876543210";
+    for backend in BACKENDS {
+        let app = TestApp::spawn(backend, "hostile_cvk").await;
+        let (_, old_card) = new_card(&app, "old@example.com", 2_000, "pay_now").await;
+        let kek = Kek::from_hex(common::TEST_KEK).expect("valid");
+        let now = app.app.clock.now();
+        let rng = &mut rand::rng();
+        let weak = Cvk::from_hex("0123456789ABCDEF0123456789ABCDEF").expect("valid");
+        let error = vault::add_cvk(&app.app.store, &kek, Some(weak), now, rng).await.expect_err("weak");
+        assert!(error.to_string().contains("single DES"), "{error}");
+        let same = Cvk::from_hex(common::TEST_CVK).expect("valid");
+        assert!(vault::add_cvk(&app.app.store, &kek, Some(same.clone()), now, rng).await.is_err(), "already version 1");
+        let new = Cvk::from_hex(NEW_CVK).expect("valid");
+        assert_eq!(vault::add_cvk(&app.app.store, &kek, Some(new.clone()), now, rng).await.expect("adds"), 2);
+
+        let restarted = app.restarted().await;
+        assert_eq!(restarted.app.vault.cvk_versions(), vec![1, 2]);
+        let (_, new_card_) = new_card(&restarted, "new@example.com", 2_000, "pay_now").await;
+        let mut tx = restarted.app.store.read().await.expect("reads");
+        let record = ghostcard_store::cards::get(&mut tx, &new_card_.id).await.expect("reads").expect("exists");
+        assert_eq!(record.cvk_version, 2);
+        drop(tx);
+        // The revealed CVV2 is the new key's, by the algorithm computed here.
+        let number = CardNumber::parse(&new_card_.number).expect("valid");
+        let expiry = Expiry::parse_yymm(&new_card_.yymm).expect("valid");
+        assert!(new.verify_cvv2(&number, expiry, &new_card_.cvv));
+        let old_key_cvv = same.cvv2(&number, expiry);
+
+        let mut network = Network::connect(&restarted).await;
+        let answer = network.exchange(&purchase(&old_card, 1_500, 1, "SHOP1")).await;
+        assert_eq!(answer.get(39), Some("00"), "a version 1 card still verifies");
+        if old_key_cvv.expose() != &new_card_.cvv {
+            let mut wrong = new_card_.clone();
+            wrong.cvv = old_key_cvv.expose().clone();
+            let answer = network.exchange(&purchase(&wrong, 1_500, 2, "SHOP2")).await;
+            assert_eq!(answer.get(39), Some("N7"), "version 1's CVV2 is wrong for a version 2 card");
+        }
+        let answer = network.exchange(&purchase(&new_card_, 1_500, 3, "SHOP2")).await;
+        assert_eq!(answer.get(39), Some("00"), "a version 2 card verifies under version 2");
+        restarted.assert_ledger_verifies().await;
+    }
+}

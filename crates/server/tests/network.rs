@@ -10,110 +10,14 @@ mod python;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use common::iso::{Card, Network, new_card, purchase};
 use common::{BACKENDS, TestApp};
-use ghostcard_iso8583::framing::{Frame, frame, next_frame};
+use ghostcard_iso8583::framing::frame;
 use ghostcard_iso8583::subfields::{OriginalData, build_replacement_amount};
-use ghostcard_iso8583::{Message, decode, encode};
+use ghostcard_iso8583::{Message, encode};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// A network client: sends framed messages, reads framed answers.
-struct Network {
-    stream: TcpStream,
-    buffer: Vec<u8>,
-}
-
-impl Network {
-    async fn connect(app: &TestApp) -> Network {
-        Network { stream: TcpStream::connect(app.network).await.expect("connects"), buffer: Vec::new() }
-    }
-
-    async fn send(&mut self, message: &Message) {
-        let bytes = frame(&encode(message).expect("encodes")).expect("small");
-        self.stream.write_all(&bytes).await.expect("sends");
-    }
-
-    async fn receive(&mut self) -> Message {
-        loop {
-            if let Frame::Message { body, consumed } = next_frame(&self.buffer, 65_535) {
-                let message = decode(body).expect("a valid response");
-                self.buffer.drain(..consumed);
-                return message;
-            }
-            let mut chunk = [0u8; 4096];
-            let read = tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut chunk))
-                .await
-                .expect("answer in time")
-                .expect("reads");
-            assert!(read > 0, "the server closed the connection");
-            self.buffer.extend_from_slice(&chunk[..read]);
-        }
-    }
-
-    async fn exchange(&mut self, message: &Message) -> Message {
-        self.send(message).await;
-        self.receive().await
-    }
-
-    /// True when the server closed the connection (reading gives end of file).
-    async fn closed(&mut self) -> bool {
-        let mut chunk = [0u8; 64];
-        matches!(
-            tokio::time::timeout(Duration::from_secs(5), self.stream.read(&mut chunk)).await,
-            Ok(Ok(0)) | Ok(Err(_))
-        )
-    }
-}
-
-/// A revealed card: number, expiry YYMM, CVV2, and its id.
-#[derive(Clone)]
-struct Card {
-    id: String,
-    number: String,
-    yymm: String,
-    cvv: String,
-}
-
-async fn new_card(app: &TestApp, email: &str, amount: i64, plan: &str) -> (String, Card) {
-    let (cardholder, source) = app.cardholder_with_funding(email, "4242424242424242").await;
-    let (_, card) = app.card(&cardholder, &source, amount, plan).await;
-    let id = card["id"].as_str().expect("id").to_owned();
-    let (_, revealed) = app.post(&format!("/v1/cards/{id}/reveal"), json!({})).await;
-    let yymm = format!(
-        "{:02}{:02}",
-        revealed["exp_year"].as_i64().expect("year") % 100,
-        revealed["exp_month"].as_i64().expect("month")
-    );
-    let card = Card {
-        id,
-        number: revealed["number"].as_str().expect("number").to_owned(),
-        yymm,
-        cvv: revealed["cvv"].as_str().expect("cvv").to_owned(),
-    };
-    (cardholder, card)
-}
-
-/// A 0100 purchase of `amount` from merchant `merchant` with STAN `stan`.
-fn purchase(card: &Card, amount: i64, stan: u32, merchant: &str) -> Message {
-    let mut message = Message::new("0100");
-    message
-        .set(2, card.number.clone())
-        .set(3, "000000")
-        .set(4, format!("{amount:012}"))
-        .set(7, "1126120000")
-        .set(11, format!("{stan:06}"))
-        .set(14, card.yymm.clone())
-        .set(18, "5732")
-        .set(32, "123456")
-        .set(37, format!("RRN{stan:09}"))
-        .set(41, "TERM0001")
-        .set(42, format!("{merchant:<15}"))
-        .set(43, format!("{:<25}{:<13}US", "CORNER BOOKS", "SPRINGFIELD"))
-        .set(48, format!("9203{}", card.cvv))
-        .set(49, "840");
-    message
-}
 
 fn reversal(original: &Message, stan: u32, replacement: Option<i64>) -> Message {
     let mut message = Message::new("0400");

@@ -2,6 +2,8 @@
 //! fresh PostgreSQL database, and a log capture.
 #![allow(dead_code)]
 
+pub mod iso;
+
 use std::sync::{Arc, Mutex, OnceLock};
 
 use ghostcard_server::App;
@@ -93,6 +95,16 @@ impl TestApp {
         adjust(&mut config);
         let app = App::start(config).await.expect("server starts");
         let (_, key) = create_api_key(&app.store, "test", "test", app.clock.now()).await.expect("key");
+        TestApp::serve(app, key, directory).await
+    }
+
+    /// A second server on this one's database (its configuration as it is now), as after a restart; the API key
+    /// stays valid.
+    pub async fn restarted(&self) -> TestApp {
+        TestApp::serve(App::start(self.app.config.clone()).await.expect("restarts"), self.key.clone(), None).await
+    }
+
+    async fn serve(app: Arc<App>, key: String, directory: Option<scratch::Directory>) -> TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("port");
         let base = format!("http://{}", listener.local_addr().expect("address"));
         let network_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("port");

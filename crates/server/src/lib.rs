@@ -17,6 +17,7 @@ pub mod jobs;
 pub mod lifecycle;
 pub mod metrics;
 pub mod network;
+pub mod outbound;
 pub mod plans;
 pub mod runner;
 pub mod vault;
@@ -128,11 +129,11 @@ impl App {
             metrics: Metrics::default(),
             runner_id: crate::ids::new_id("runner", chrono::Utc::now(), &mut rand::rng()),
             wake_jobs: tokio::sync::Notify::new(),
-            webhook_client: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(config.webhook_timeout_seconds.max(1)))
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .map_err(|error| StartError::Config(format!("webhook client: {error}")))?,
+            webhook_client: outbound::client(
+                config.mode,
+                std::time::Duration::from_secs(config.webhook_timeout_seconds.max(1)),
+            )
+            .map_err(|error| StartError::Config(format!("webhook client: {error}")))?,
             config,
             store,
             vault,

@@ -70,6 +70,9 @@ pub async fn deliver(app: &App, delivery: &Delivery) -> Result<(), String> {
         .decrypt_secret(&secret_context(&endpoint.id), endpoint.secret_version, &endpoint.secret_ciphertext)
         .map_err(|error| error.to_string())?;
     let body = serde_json::to_string(&view).map_err(|error| error.to_string())?;
+    // Checked again at every delivery: the rules may be stricter now (a restart in live mode), and an address host
+    // is not resolved, so the client's resolver would not see it.
+    crate::outbound::check_url(&endpoint.url, app.config.mode).map_err(|error| error.to_string())?;
     let timestamp = Utc::now().timestamp();
     let answer = app
         .webhook_client

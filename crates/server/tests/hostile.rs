@@ -281,3 +281,66 @@ async fn cvk_versions_new_cards_use_the_newest_and_old_cards_keep_verifying() {
         restarted.assert_ledger_verifies().await;
     }
 }
+
+#[tokio::test]
+async fn webhook_urls_reach_only_where_the_mode_allows_at_registration_and_at_delivery() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn(common::Backend::Sqlite, "hostile_ssrf").await;
+    for url in [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[fd00:ec2::254]/",
+        "http://10.0.0.1/hooks",
+        "http://192.168.1.1/",
+        "http://0x0a.1/",
+        "http://[::ffff:169.254.169.254]/",
+        "http://user:secret@127.0.0.1/",
+        "gopher://127.0.0.1/",
+    ] {
+        let (status, answer) = app.post("/v1/webhook-endpoints", json!({"url": url, "events": ["*"]})).await;
+        assert_eq!((status, answer["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_url")), "{url}");
+        assert_eq!(answer["error"]["param"], "url");
+    }
+    // A receiver on loopback: sandbox mode allows it (tests and local trials need it).
+    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("port");
+    let url = format!("http://{}/hooks", receiver.local_addr().expect("address"));
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = receiver.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let _ = socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+            });
+        }
+    });
+    let (status, endpoint) = app.post("/v1/webhook-endpoints", json!({"url": url, "events": ["*"]})).await;
+    assert_eq!(status, StatusCode::CREATED, "{endpoint}");
+    let (cardholder, source) = app.cardholder_with_funding("one@example.com", "4242424242424242").await;
+    assert_eq!(app.card(&cardholder, &source, 1_000, "pay_now").await.0, StatusCode::CREATED);
+    let later = app.app.clock.now() + chrono::Duration::seconds(10);
+    ghostcard_server::jobs::run_due(&app.app, later).await.expect("runs");
+    assert_eq!(connections.load(Ordering::SeqCst), 1, "the sandbox delivered to loopback");
+
+    // The same database in live mode: loopback is refused at delivery too, before any connection.
+    let live = ghostcard_server::App::start(ghostcard_server::config::Config {
+        mode: ghostcard_server::config::Mode::Live,
+        ..app.app.config.clone()
+    })
+    .await
+    .expect("starts live");
+    assert_eq!(app.card(&cardholder, &source, 1_000, "pay_now").await.0, StatusCode::CREATED);
+    ghostcard_server::jobs::run_due(&live, chrono::Utc::now() + chrono::Duration::seconds(10)).await.expect("runs");
+    assert_eq!(connections.load(Ordering::SeqCst), 1, "live mode never connected");
+    let mut tx = live.store.read().await.expect("reads");
+    let jobs = ghostcard_store::jobs::list(&mut tx, None, Some("webhook"), 10, None).await.expect("lists");
+    assert!(
+        jobs.rows.iter().any(|job| job.last_error.as_deref().is_some_and(|error| error.contains("only to https"))),
+        "the refusal is recorded: {:?}",
+        jobs.rows.iter().map(|job| &job.last_error).collect::<Vec<_>>()
+    );
+    assert!(ghostcard_server::outbound::check_url(&url, ghostcard_server::config::Mode::Live).is_err());
+}

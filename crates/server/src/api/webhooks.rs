@@ -82,14 +82,12 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateEndpoint>,
 ) -> Result<Response, ApiError> {
     let url = body.url.trim();
-    let parsed = reqwest::Url::parse(url).map_err(|_| {
-        ApiError::invalid("invalid_url", "url must be an absolute http:// or https:// URL").with_param("url")
-    })?;
-    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-        return Err(
-            ApiError::invalid("invalid_url", "url must be an absolute http:// or https:// URL").with_param("url")
-        );
+    if url.len() > 2048 {
+        return Err(ApiError::invalid("invalid_url", "a URL is at most 2048 characters").with_param("url"));
     }
+    crate::outbound::check_url_now(url, app.config.mode)
+        .await
+        .map_err(|error| ApiError::invalid("invalid_url", error.to_string()).with_param("url"))?;
     let events = body.events.unwrap_or_else(|| vec!["*".to_owned()]);
     if events.is_empty() {
         return Err(

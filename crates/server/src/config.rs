@@ -42,14 +42,27 @@ pub struct Config {
     pub database_url: String,
     /// Where the REST API listens.
     pub http_addr: SocketAddr,
+    /// HTTP connections open at most (lowered at start to fit the process's descriptor limit). At the limit, a new
+    /// connection takes the place of the oldest one that has no request running.
+    pub http_max_connections: usize,
+    /// A connection that has not sent a complete request head this long after it opened (or after its last
+    /// answer) is closed, in seconds.
+    pub http_header_timeout_seconds: u64,
+    /// A request body must arrive within this many seconds.
+    pub http_body_timeout_seconds: u64,
     /// Where the ISO 8583 listener (the card network's connection) listens.
     pub iso8583_addr: SocketAddr,
     /// The largest ISO 8583 message accepted, in bytes.
     pub iso8583_max_message_bytes: usize,
     /// Open network connections at most; more are refused.
     pub iso8583_max_connections: usize,
-    /// A network connection silent this long is closed, in seconds.
+    /// Open network connections from one address at most, so that one peer cannot hold every slot.
+    pub iso8583_max_connections_per_peer: usize,
+    /// A network connection without traffic this long is closed, in seconds. Keep-alive frames are not traffic,
+    /// and network management messages (0800, echo tests) count at most once per
+    /// `iso8583_echo_interval_seconds`.
     pub iso8583_idle_timeout_seconds: u64,
+    pub iso8583_echo_interval_seconds: u64,
     /// Requests in flight on one network connection at most (backpressure for a client that does not read).
     pub iso8583_max_in_flight_per_connection: usize,
     /// Every authorization is answered within this many milliseconds; a decision not durable by then gets the
@@ -115,10 +128,15 @@ impl Default for Config {
         Config {
             database_url: "sqlite://ghostcard.db".to_owned(),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            http_max_connections: 1024,
+            http_header_timeout_seconds: 5,
+            http_body_timeout_seconds: 10,
             iso8583_addr: SocketAddr::from(([127, 0, 0, 1], 8583)),
             iso8583_max_message_bytes: 4096,
             iso8583_max_connections: 1024,
+            iso8583_max_connections_per_peer: 64,
             iso8583_idle_timeout_seconds: 300,
+            iso8583_echo_interval_seconds: 30,
             iso8583_max_in_flight_per_connection: 1024,
             authorization_deadline_ms: 2000,
             stand_in_response_code: "91".to_owned(),

@@ -12,9 +12,11 @@ pub mod config;
 pub mod credentials;
 pub mod events;
 pub mod gateway;
+pub mod http;
 pub mod ids;
 pub mod jobs;
 pub mod lifecycle;
+pub mod limits;
 pub mod metrics;
 pub mod network;
 pub mod outbound;
@@ -25,7 +27,6 @@ pub mod web;
 pub mod webhooks;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use ghostcard_domain::card_number::Bin;
@@ -76,6 +77,8 @@ pub struct App {
     /// The deployment's time zone: calendar dates (installment due dates) are its dates.
     pub time_zone: chrono_tz::Tz,
     pub metrics: Metrics,
+    /// How many connections each listener holds at most (the configured limits, fitted to the descriptor limit).
+    pub limits: limits::ConnectionLimits,
     /// This process's name on job leases.
     pub runner_id: String,
     /// Wakes the job runner (after a commit that enqueued work).
@@ -127,6 +130,7 @@ impl App {
             time_zone,
             gateway: Arc::new(SandboxGateway::default()),
             metrics: Metrics::default(),
+            limits: connection_limits(&config),
             runner_id: crate::ids::new_id("runner", chrono::Utc::now(), &mut rand::rng()),
             wake_jobs: tokio::sync::Notify::new(),
             webhook_client: outbound::client(
@@ -216,14 +220,25 @@ fn refuse_weak_keys(config: &Config, kek: &Kek, cvk: &Cvk) -> Result<(), StartEr
     Ok(())
 }
 
-/// Serves the HTTP API on `listener` until `shutdown` completes; requests in flight finish first.
+/// The listeners' connection limits for this process, said in the log when they had to be lowered.
+fn connection_limits(config: &Config) -> limits::ConnectionLimits {
+    let derived = limits::ConnectionLimits::derive(config, limits::open_files_limit());
+    if derived.http < config.http_max_connections || derived.iso8583 < config.iso8583_max_connections {
+        tracing::warn!(
+            open_files = derived.open_files,
+            http = derived.http,
+            iso8583 = derived.iso8583,
+            "connection limits lowered to fit the limit on open files; raise it (ulimit -n, LimitNOFILE=) for more"
+        );
+    }
+    derived
+}
+
+/// Serves the HTTP API on `listener` until `shutdown` completes; requests in flight finish first ([`http::serve`]).
 pub async fn serve(
     app: Arc<App>,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let router = api::router(app);
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    http::serve(app, listener, shutdown).await
 }

@@ -59,6 +59,8 @@ pub struct Metrics {
     batch_durations: Mutex<Histogram>,
     /// SQLite: flushes of the write-ahead log after batches (`Store::sync_log`), by duration.
     log_flushes: Mutex<Histogram>,
+    /// What a bound turned away (connections over a limit, rate-limited requests), by reason.
+    refusals: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 /// Totals of the authorizer's batches, to see where a batch's time goes.
@@ -73,6 +75,13 @@ pub struct BatchTotals {
 }
 
 impl Metrics {
+    /// Counts one refusal by a bound: `http_connection_limit`, `iso8583_connection_limit`, …
+    pub fn count_refusal(&self, reason: &'static str) {
+        if let Ok(mut refusals) = self.refusals.lock() {
+            *refusals.entry(reason).or_default() += 1;
+        }
+    }
+
     pub fn observe_request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
         if let Ok(mut requests) = self.requests.lock() {
             *requests.entry((method.to_owned(), route.to_owned(), status)).or_default() += 1;
@@ -140,6 +149,13 @@ impl Metrics {
         if let Ok(latency) = self.latency.lock() {
             for (route, histogram) in latency.iter() {
                 histogram.render(&mut out, "ghostcard_http_request_duration_seconds", &format!("route=\"{route}\","));
+            }
+        }
+        out.push_str("# HELP ghostcard_refused_total What a bound turned away, by reason.\n");
+        out.push_str("# TYPE ghostcard_refused_total counter\n");
+        if let Ok(refusals) = self.refusals.lock() {
+            for (reason, count) in refusals.iter() {
+                let _ = writeln!(out, "ghostcard_refused_total{{reason=\"{reason}\"}} {count}");
             }
         }
         let totals = self.batch_totals();

@@ -344,3 +344,109 @@ async fn webhook_urls_reach_only_where_the_mode_allows_at_registration_and_at_de
     );
     assert!(ghostcard_server::outbound::check_url(&url, ghostcard_server::config::Mode::Live).is_err());
 }
+
+/// Opens `count` TCP connections to `address` that send nothing.
+async fn idle_connections(address: std::net::SocketAddr, count: usize) -> Vec<tokio::net::TcpStream> {
+    let mut streams = Vec::with_capacity(count);
+    for _ in 0..count {
+        streams.push(tokio::net::TcpStream::connect(address).await.expect("connects"));
+    }
+    streams
+}
+
+/// True when the server closes `stream` within `limit`.
+async fn closed_within(stream: &mut tokio::net::TcpStream, limit: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut byte = [0u8; 1];
+    matches!(tokio::time::timeout(limit, stream.read(&mut byte)).await, Ok(Ok(0) | Err(_)))
+}
+
+#[tokio::test]
+async fn idle_and_slow_http_clients_cannot_lock_anyone_out() {
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+    let app = TestApp::spawn_with(common::Backend::Sqlite, "hostile_http_idle", |config| {
+        config.http_max_connections = 20;
+        config.http_header_timeout_seconds = 1;
+        config.http_body_timeout_seconds = 1;
+    })
+    .await;
+    let address: std::net::SocketAddr = app.base.trim_start_matches("http://").parse().expect("address");
+    // Far more idle connections than the limit: a new request is still answered, at once.
+    let mut idle = idle_connections(address, 60).await;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
+    let ready = client.get(format!("{}/readyz", app.base)).send().await.expect("answered within 10 s");
+    assert_eq!(ready.status(), StatusCode::OK);
+    // Silent connections are closed after the header timeout (or sooner, to make room).
+    assert!(closed_within(&mut idle[59], Duration::from_secs(5)).await, "a silent connection is closed");
+    // A request head sent a byte at a time never completes: closed too.
+    let mut slow = tokio::net::TcpStream::connect(address).await.expect("connects");
+    slow.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\n").await.expect("sends");
+    assert!(closed_within(&mut slow, Duration::from_secs(5)).await, "an unfinished head is closed");
+    // A body that does not arrive in time is refused 408.
+    let mut dripping = tokio::net::TcpStream::connect(address).await.expect("connects");
+    dripping
+        .write_all(b"POST /v1/cardholders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+        .await
+        .expect("sends");
+    let mut answer = Vec::new();
+    let _ =
+        tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read_to_end(&mut dripping, &mut answer))
+            .await;
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 408"), "{}", String::from_utf8_lossy(&answer));
+    let (_, metrics) = app.get("/metrics").await;
+    assert!(
+        metrics.as_str().is_some_and(|text| text.contains("ghostcard_refused_total{reason=\"http_body_timeout\"} 1"))
+    );
+    drop(idle);
+}
+
+#[tokio::test]
+async fn one_network_peer_cannot_hold_every_slot_and_keep_alives_do_not_keep_a_connection() {
+    use common::iso::Network;
+    use ghostcard_iso8583::Message;
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+    let app = TestApp::spawn_with(common::Backend::Sqlite, "hostile_iso_peer", |config| {
+        config.iso8583_max_connections = 50;
+        config.iso8583_max_connections_per_peer = 4;
+        config.iso8583_idle_timeout_seconds = 2;
+        config.iso8583_echo_interval_seconds = 60;
+    })
+    .await;
+    // A fifth connection from the same address is closed at once; the four keep working.
+    let mut held = idle_connections(app.network, 5).await;
+    assert!(closed_within(&mut held[4], Duration::from_secs(2)).await, "over the per-peer limit");
+    // Keep-alive frames (length 0) do not count as traffic: the connection still times out.
+    let keeper = tokio::spawn({
+        let mut stream = held.remove(0);
+        async move {
+            for _ in 0..40 {
+                if stream.write_all(&[0, 0]).await.is_err() {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            closed_within(&mut stream, Duration::from_millis(100)).await
+        }
+    });
+    assert!(keeper.await.expect("ran"), "a connection sending only keep-alives is closed after the idle timeout");
+    // Echo tests count once per interval: a connection that only echoes every 100 ms times out as well…
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut echoing = Network::connect(&app).await;
+    let mut echo = Message::new("0800");
+    echo.set(7, "1126120000").set(11, "000001").set(70, "301");
+    let started = std::time::Instant::now();
+    let mut answered = 0;
+    while started.elapsed() < Duration::from_secs(6) {
+        echoing.send(&echo).await;
+        let Ok(answer) = tokio::time::timeout(Duration::from_secs(1), echoing.receive_or_close()).await else { break };
+        let Some(answer) = answer else { break };
+        assert_eq!(answer.get(39), Some("00"));
+        answered += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(answered > 5, "echoes are answered");
+    assert!(started.elapsed() < Duration::from_secs(6), "…and is closed once the idle timeout passes");
+}

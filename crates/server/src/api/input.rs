@@ -1,9 +1,10 @@
-//! Text a request may carry, checked once at the edge: control characters (NUL, escape, the C1 range …) have no
-//! place in a name, an email, an id or a query, and PostgreSQL cannot store NUL at all. Every path, query string,
-//! form body and JSON string is checked before any handler runs, so such input is a clear 400 on both databases
-//! and changes nothing.
+//! What a request may carry, checked once at the edge: a body of bounded size that arrives in bounded time, and text
+//! without control characters (NUL, escape, the C1 range …): they have no place in a name, an email, an id or a
+//! query, and PostgreSQL cannot store NUL at all. Every path, query string, form body and JSON string is checked
+//! before any handler runs, so such input is a clear 400 on both databases and changes nothing.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
@@ -90,9 +91,12 @@ fn percent_decoded(text: &[u8], plus_is_space: bool) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Refuses a request whose path, query or form body carries control characters (JSON bodies are checked where
-/// they are parsed, [`super::parse_json`], which can name the field). Pages get a page, the API its JSON error.
-pub async fn reject_control_characters(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+/// Checks a request before anything else sees it: no control characters in its path, query or form body (JSON bodies
+/// are checked where they are parsed, [`super::parse_json`], which can name the field), and a body no larger than
+/// `max_body_bytes` that arrives within `http_body_timeout_seconds` (a client that sends it slowly holds a connection
+/// and a task). The body is read here, once, so every extractor after it reads from memory. Pages get a page, the
+/// API its JSON error.
+pub async fn check_request(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
     let uri = request.uri();
     let in_path = has_control_characters(&percent_decoded(uri.path().as_bytes(), false));
     let in_query = uri.query().is_some_and(|query| has_control_characters(&percent_decoded(query.as_bytes(), true)));
@@ -105,14 +109,25 @@ pub async fn reject_control_characters(State(app): State<Arc<App>>, request: Req
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.starts_with("application/x-www-form-urlencoded"));
-    if !form {
-        return next.run(request).await;
-    }
     let (parts, body) = request.into_parts();
-    let Ok(bytes) = to_bytes(body, app.config.max_body_bytes).await else {
-        return super::body_too_large(app.config.max_body_bytes).into_response();
+    let limit = app.config.max_body_bytes;
+    let timeout = Duration::from_secs(app.config.http_body_timeout_seconds.max(1));
+    let bytes = match tokio::time::timeout(timeout, to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => return super::body_too_large(limit).into_response(),
+        Err(_) => {
+            app.metrics.count_refusal("http_body_timeout");
+            let error = ApiError {
+                status: axum::http::StatusCode::REQUEST_TIMEOUT,
+                ..ApiError::invalid(
+                    "body_timeout",
+                    format!("the request body did not arrive within {} s", timeout.as_secs()),
+                )
+            };
+            return error.into_response();
+        }
     };
-    if has_control_characters(&percent_decoded(&bytes, true)) {
+    if form && has_control_characters(&percent_decoded(&bytes, true)) {
         return refusal(pages);
     }
     next.run(Request::from_parts(parts, Body::from(bytes))).await

@@ -128,7 +128,7 @@ pub fn router(app: Arc<App>) -> axum::Router {
         .fallback(|| async {
             ApiError::invalid("route_not_found", "no such endpoint; see /openapi.json").into_response()
         })
-        .layer(middleware::from_fn_with_state(app.clone(), input::reject_control_characters))
+        .layer(middleware::from_fn_with_state(app.clone(), input::check_request))
         .layer(middleware::from_fn_with_state(app.clone(), measure))
         .with_state(app)
 }

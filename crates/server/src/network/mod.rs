@@ -1,13 +1,17 @@
 //! The card network's side: the ISO 8583 listener (TCP, 2-byte length framing, pipelined requests answered in
 //! any order) and the handling of each message of the profile.
 //!
-//! Bounds: message size, connection count, idle time and requests in flight per connection are configuration.
-//! A frame that cannot be parsed at all, or is over the size limit, closes its connection and nothing else.
+//! Bounds: message size, connection count (fitted to the descriptor limit, [`crate::limits`]), connections per peer
+//! address, idle time (counting only real traffic) and requests in flight per connection are configuration. A frame
+//! that cannot be parsed at all, or is over the size limit, closes its connection and nothing else; a failed accept
+//! backs off instead of spinning.
 
 mod messages;
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use ghostcard_iso8583::framing::{Frame, frame, next_frame};
@@ -20,11 +24,15 @@ pub use messages::handle;
 
 use crate::App;
 use crate::authorizer::Authorizer;
+use crate::limits::{AcceptBackoff, LogLimiter};
 
 /// Accepts network connections on `listener` until `shutdown` completes.
 pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
-    let connections = Arc::new(Semaphore::new(app.config.iso8583_max_connections));
+    let connections = Arc::new(Semaphore::new(app.limits.iso8583));
+    let peers = Arc::new(Peers::default());
     let authorizer = Authorizer::spawn(app.clone())?;
+    let mut backoff = AcceptBackoff::new("iso8583");
+    let refusals = LogLimiter::new(Duration::from_secs(10));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -33,12 +41,26 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
                 let (socket, peer) = match accepted {
                     Ok(accepted) => accepted,
                     Err(error) => {
-                        tracing::warn!(%error, "accepting a network connection failed");
+                        backoff.failed(&error).await;
                         continue;
                     }
                 };
+                backoff.succeeded();
                 let Ok(permit) = connections.clone().try_acquire_owned() else {
-                    tracing::warn!(%peer, limit = app.config.iso8583_max_connections, "too many network connections; refusing one");
+                    app.metrics.count_refusal("iso8583_connection_limit");
+                    if let Some(suppressed) = refusals.allow() {
+                        tracing::warn!(%peer, limit = app.limits.iso8583, suppressed, "too many network connections; refusing one");
+                    }
+                    continue;
+                };
+                let Some(peer_slot) = peers.admit(peer.ip(), app.config.iso8583_max_connections_per_peer) else {
+                    app.metrics.count_refusal("iso8583_connections_per_peer");
+                    if let Some(suppressed) = refusals.allow() {
+                        tracing::warn!(
+                            %peer, limit = app.config.iso8583_max_connections_per_peer, suppressed,
+                            "too many network connections from one address; refusing one"
+                        );
+                    }
                     continue;
                 };
                 let (app, authorizer) = (app.clone(), authorizer.clone());
@@ -46,8 +68,39 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
                     if let Err(error) = serve_connection(app, authorizer, socket).await {
                         tracing::debug!(%peer, %error, "network connection ended");
                     }
-                    drop(permit);
+                    drop((permit, peer_slot));
                 });
+            }
+        }
+    }
+}
+
+/// Open connections by peer address, so that one peer cannot hold every slot.
+#[derive(Debug, Default)]
+struct Peers(Mutex<HashMap<IpAddr, usize>>);
+
+/// A peer's connection, counted until dropped.
+struct PeerSlot(Arc<Peers>, IpAddr);
+
+impl Peers {
+    fn admit(self: &Arc<Self>, peer: IpAddr, limit: usize) -> Option<PeerSlot> {
+        let mut open = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = open.entry(peer).or_default();
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(PeerSlot(self.clone(), peer))
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut open = self.0.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.1) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.1);
             }
         }
     }
@@ -76,11 +129,12 @@ async fn serve_connection(app: Arc<App>, authorizer: Authorizer, socket: TcpStre
         writer.shutdown().await
     });
     let idle = Duration::from_secs(app.config.iso8583_idle_timeout_seconds);
+    let mut traffic = Traffic::new(Duration::from_secs(app.config.iso8583_echo_interval_seconds));
     let max = app.config.iso8583_max_message_bytes;
     let mut buffer: Vec<u8> = Vec::with_capacity(8192);
     let mut chunk = vec![0u8; 8192];
     'reading: loop {
-        let read = match tokio::time::timeout(idle, reader.read(&mut chunk)).await {
+        let read = match tokio::time::timeout_at(traffic.last + idle, reader.read(&mut chunk)).await {
             Ok(Ok(0)) => break,
             Ok(Ok(read)) => read,
             Ok(Err(error)) => return Err(error),
@@ -106,7 +160,10 @@ async fn serve_connection(app: Arc<App>, authorizer: Authorizer, socket: TcpStre
                     let decoded = decode(body);
                     start += consumed;
                     let request = match decoded {
-                        Ok(message) => message,
+                        Ok(message) => {
+                            traffic.saw(&message);
+                            message
+                        }
                         Err(failure) => match messages::format_error(&failure.partial) {
                             Some(response) => {
                                 tracing::info!(error = %failure.error, "malformed network message answered 30");
@@ -136,6 +193,32 @@ async fn serve_connection(app: Arc<App>, authorizer: Authorizer, socket: TcpStre
     // Let the answers of requests already read go out before the connection closes.
     let _ = tokio::time::timeout(Duration::from_millis(app.config.authorization_deadline_ms + 1000), writer_task).await;
     Ok(())
+}
+
+/// What keeps a connection open: requests do; keep-alive frames do not (a peer could hold a slot forever with them);
+/// network management messages (echo tests) do at most once per `echo_interval`.
+struct Traffic {
+    /// When the connection last had traffic that counts.
+    last: tokio::time::Instant,
+    last_echo: Option<tokio::time::Instant>,
+    echo_interval: Duration,
+}
+
+impl Traffic {
+    fn new(echo_interval: Duration) -> Traffic {
+        Traffic { last: tokio::time::Instant::now(), last_echo: None, echo_interval }
+    }
+
+    fn saw(&mut self, message: &Message) {
+        let now = tokio::time::Instant::now();
+        if message.mti().starts_with("08") {
+            if self.last_echo.is_some_and(|last| now.duration_since(last) < self.echo_interval) {
+                return;
+            }
+            self.last_echo = Some(now);
+        }
+        self.last = now;
+    }
 }
 
 async fn send(responses: &mpsc::Sender<Vec<u8>>, response: &Message) {

@@ -43,6 +43,22 @@ impl Network {
         }
     }
 
+    /// The next answer, or `None` when the server closed the connection first.
+    pub async fn receive_or_close(&mut self) -> Option<Message> {
+        loop {
+            if let Frame::Message { body, consumed } = next_frame(&self.buffer, 65_535) {
+                let message = decode(body).expect("a valid response");
+                self.buffer.drain(..consumed);
+                return Some(message);
+            }
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(read) => self.buffer.extend_from_slice(&chunk[..read]),
+            }
+        }
+    }
+
     pub async fn exchange(&mut self, message: &Message) -> Message {
         self.send(message).await;
         self.receive().await

@@ -90,8 +90,10 @@ pub fn run(arguments: Arguments) -> Result<()> {
             shutdown_signal().await;
             let _ = stop.send(true);
         });
-        ghostcard_server::serve(app, listener, wait_for(stopped)).await?;
+        ghostcard_server::serve(app.clone(), listener, wait_for(stopped)).await?;
         network_task.await??;
+        // Failed authentications still being counted go to the audit log now.
+        ghostcard_server::clients::write_failed_authentications(&app, true).await?;
         println!("ghostcard stopped");
         Ok(())
     })

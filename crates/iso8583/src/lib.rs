@@ -306,14 +306,16 @@ impl Message {
     pub fn masked(&self) -> String {
         let mut out = format!("MTI={}", self.mti);
         for (&number, value) in &self.fields {
-            let shown = if field(number).is_some_and(|spec| spec.secret) {
-                mask(value)
+            let shown = if number == 2 {
+                mask_card_number(value)
+            } else if field(number).is_some_and(|spec| spec.secret) {
+                "*".repeat(value.chars().count())
             } else if number == 48 {
                 subfields::mask_tags(value, &[subfields::TAG_CVV2])
             } else {
                 value.clone()
             };
-            out.push_str(&format!(" {number}={shown}"));
+            out.push_str(&format!(" {number}={}", printable(&shown)));
         }
         out
     }
@@ -325,13 +327,31 @@ impl fmt::Debug for Message {
     }
 }
 
-/// First 6 and last 4 characters of a long value, the rest `*`; short values entirely `*`.
-fn mask(value: &str) -> String {
-    if value.len() >= 13 && value.is_ascii() {
+/// A card number as PCI DSS allows it shown: first 6 and last 4 digits of a long one, the rest `*`; a short or odd
+/// one entirely `*`. Other secret fields (track data, PIN blocks) are always entirely `*`.
+fn mask_card_number(value: &str) -> String {
+    if value.len() >= 13 && value.bytes().all(|byte| byte.is_ascii_digit()) {
         format!("{}{}{}", &value[..6], "*".repeat(value.len() - 10), &value[value.len() - 4..])
     } else {
-        "*".repeat(value.len())
+        "*".repeat(value.chars().count())
     }
+}
+
+/// `value` with everything but printable ASCII escaped (`\n`, `\u{1b}`): what a peer sent can never start a new
+/// log line or reach a terminal as a control sequence.
+fn printable(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.bytes().all(|byte| byte == b' ' || byte.is_ascii_graphic()) {
+        return std::borrow::Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len() + 8);
+    for character in value.chars() {
+        if character == ' ' || character.is_ascii_graphic() {
+            out.push(character);
+        } else {
+            out.extend(character.escape_default());
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Decodes one message (without its length prefix).

@@ -82,6 +82,20 @@ fn masked_dumps_hide_the_card_number_and_the_cvv2() {
     assert_eq!(format!("{:?}", authorization()), dump);
 }
 
+#[test]
+fn masked_dumps_hide_pin_blocks_and_track_data_whole_and_escape_what_could_forge_a_log_line() {
+    let mut message = authorization();
+    message
+        .set(52, "0123456789ABCDEF")
+        .set(35, "4111111111111111=30121011234")
+        .set(43, "SHOP\nlevel=ERROR forged\u{1b}[2J");
+    let dump = message.masked();
+    assert!(dump.contains(&format!("52={}", "*".repeat(16))), "{dump}");
+    assert!(dump.contains(&format!("35={}", "*".repeat(28))), "{dump}");
+    assert!(dump.contains("43=SHOP\\nlevel=ERROR forged\\u{1b}[2J"), "{dump}");
+    assert!(!dump.contains('\n') && !dump.contains('\u{1b}'), "{dump}");
+}
+
 /// A random valid value for field `number`.
 fn value(number: u8) -> impl Strategy<Value = String> {
     let spec = FIELDS[usize::from(number) - 1];

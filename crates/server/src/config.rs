@@ -121,6 +121,9 @@ pub struct Config {
     pub database_max_connections: u32,
     /// Log filter, as `RUST_LOG` (`info`, `ghostcard=debug`, …).
     pub log: String,
+    /// Proxies (addresses or ranges such as `10.0.0.0/8`) whose `X-Forwarded-For` is believed for a request's
+    /// origin; from anyone else the header is ignored.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for Config {
@@ -164,6 +167,7 @@ impl Default for Config {
             max_body_bytes: 64 * 1024,
             database_max_connections: 16,
             log: "info".to_owned(),
+            trusted_proxies: Vec::new(),
         }
     }
 }

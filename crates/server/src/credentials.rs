@@ -53,15 +53,10 @@ pub async fn create_operator(
     actor: &str,
     now: DateTime<Utc>,
 ) -> Result<(String, String), StoreError> {
-    use argon2::password_hash::{PasswordHasher, SaltString};
     let random: [u8; 18] = rand::rng().random();
     let password = random.iter().map(|byte| format!("{byte:02x}")).collect::<String>();
-    let salt = SaltString::encode_b64(&rand::rng().random::<[u8; 16]>())
-        .map_err(|error| StoreError::Corrupt(format!("salt: {error}")))?;
-    let password_hash = argon2::Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map_err(|error| StoreError::Corrupt(format!("password hash: {error}")))?
-        .to_string();
+    let password_hash =
+        hash_password(&password).ok_or_else(|| StoreError::Corrupt("the password could not be hashed".to_owned()))?;
     let id = new_id("op", now, &mut rand::rng());
     let mut tx = store.begin().await?;
     ghostcard_store::operators::insert(
@@ -92,4 +87,24 @@ fn created(actor: &str, action: &str, id: &str, detail: String, now: DateTime<Ut
         origin: None,
         detail: Some(detail),
     }
+}
+
+/// The Argon2id hash (PHC string) of `password` under a random salt. Blocking work: ~19 MiB and tens of
+/// milliseconds; requests go through [`crate::clients::Guards::hash_password`], which bounds how many run.
+pub fn hash_password(password: &str) -> Option<String> {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let salt = SaltString::encode_b64(&rand::rng().random::<[u8; 16]>()).ok()?;
+    argon2::Argon2::default().hash_password(password.as_bytes(), &salt).ok().map(|hash| hash.to_string())
+}
+
+/// Checks a password against its Argon2id hash; with no hash, does comparable work and fails (so an unknown account
+/// takes as long as a wrong password). Blocking work, like [`hash_password`].
+pub fn verify_password(hash: Option<&str>, password: &str) -> bool {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let dummy = DUMMY.get_or_init(|| hash_password("no account has this password").unwrap_or_default());
+    let parsed = PasswordHash::new(hash.unwrap_or(dummy));
+    let verified =
+        parsed.is_ok_and(|parsed| argon2::Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok());
+    verified && hash.is_some()
 }

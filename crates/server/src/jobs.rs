@@ -67,6 +67,7 @@ impl From<RunnerError> for LifecycleError {
 
 /// Runs everything due at `now`.
 pub async fn run_due(app: &App, now: DateTime<Utc>) -> Result<JobReport, LifecycleError> {
+    crate::clients::write_failed_authentications(app, false).await?;
     let mut report = sweep(app, now).await?;
     report.events_dispatched = dispatch_events(app, now).await?;
     report.jobs_run = runner::run_queue(app, now).await?;

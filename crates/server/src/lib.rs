@@ -7,6 +7,7 @@ pub mod authorize;
 pub mod authorizer;
 pub mod bench;
 pub mod clearing;
+pub mod clients;
 pub mod clock;
 pub mod config;
 pub mod credentials;
@@ -79,6 +80,10 @@ pub struct App {
     pub metrics: Metrics,
     /// How many connections each listener holds at most (the configured limits, fitted to the descriptor limit).
     pub limits: limits::ConnectionLimits,
+    /// Proxies whose `X-Forwarded-For` is believed ([`clients`]).
+    pub trusted_proxies: Vec<clients::Network>,
+    /// The bounds of unauthenticated work: password checks, sign-in and sign-up rates, failed authentications.
+    pub guards: clients::Guards,
     /// This process's name on job leases.
     pub runner_id: String,
     /// Wakes the job runner (after a commit that enqueued work).
@@ -107,6 +112,17 @@ impl App {
             ))
         })?;
         let (kek, cvk) = configured_keys(&config)?;
+        let trusted_proxies = config
+            .trusted_proxies
+            .iter()
+            .map(|text| {
+                clients::Network::parse(text).ok_or_else(|| {
+                    StartError::Config(format!(
+                        "trusted_proxies: {text:?} is not an address or a range such as 10.0.0.0/8"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let store = Store::connect(
             &config.database_url,
             &StoreOptions { max_connections: config.database_max_connections, ..StoreOptions::default() },
@@ -131,6 +147,8 @@ impl App {
             gateway: Arc::new(SandboxGateway::default()),
             metrics: Metrics::default(),
             limits: connection_limits(&config),
+            trusted_proxies,
+            guards: clients::Guards::default(),
             runner_id: crate::ids::new_id("runner", chrono::Utc::now(), &mut rand::rng()),
             wake_jobs: tokio::sync::Notify::new(),
             webhook_client: outbound::client(

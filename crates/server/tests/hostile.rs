@@ -450,3 +450,257 @@ async fn one_network_peer_cannot_hold_every_slot_and_keep_alives_do_not_keep_a_c
     assert!(answered > 5, "echoes are answered");
     assert!(started.elapsed() < Duration::from_secs(6), "…and is closed once the idle timeout passes");
 }
+
+async fn audit_entries(app: &TestApp, action: &str) -> Vec<ghostcard_store::audit::AuditEntry> {
+    let mut tx = app.app.store.read().await.expect("reads");
+    ghostcard_store::audit::list(&mut tx, Some(action), 100).await.expect("lists").rows
+}
+
+#[tokio::test]
+async fn failed_authentications_are_counted_per_origin_not_written_one_by_one() {
+    for backend in BACKENDS {
+        let app = TestApp::spawn(backend, "hostile_unauthenticated").await;
+        let long_path = format!("/v1/cards/{}", "x".repeat(8_000));
+        for attempt in 0..200 {
+            let mut request = app.client.get(format!("{}{long_path}", app.base));
+            if attempt % 2 == 0 {
+                request = request.bearer_auth("gc_sk_wrong");
+            }
+            assert_eq!(request.send().await.expect("answer").status(), StatusCode::UNAUTHORIZED);
+        }
+        assert!(audit_entries(&app, "authentication.failed").await.is_empty(), "no durable write per failure");
+        ghostcard_server::clients::write_failed_authentications(&app.app, true).await.expect("writes");
+        let entries = audit_entries(&app, "authentication.failed").await;
+        assert_eq!(entries.len(), 1, "one entry for the origin and minute");
+        assert_eq!((entries[0].origin.as_deref(), entries[0].resource.as_deref()), (Some("127.0.0.1"), None));
+        assert!(
+            entries[0].detail.as_deref().is_some_and(|detail| detail.starts_with("200 failed")),
+            "{:?}",
+            entries[0]
+        );
+    }
+}
+
+#[tokio::test]
+async fn x_forwarded_for_is_believed_only_from_a_trusted_proxy() {
+    for (trusted, expected) in [(vec![], "127.0.0.1"), (vec!["127.0.0.0/8".to_owned()], "203.0.113.7")] {
+        let app = TestApp::spawn_with(common::Backend::Sqlite, "hostile_forwarded", |config| {
+            config.trusted_proxies = trusted;
+        })
+        .await;
+        let (cardholder, source) = app.cardholder_with_funding("fwd@example.com", "4242424242424242").await;
+        let (_, card) = app.card(&cardholder, &source, 1_000, "pay_now").await;
+        let response = app
+            .client
+            .post(format!("{}/v1/cards/{}/reveal", app.base, card["id"].as_str().expect("id")))
+            .bearer_auth(&app.key)
+            .header("X-Forwarded-For", "203.0.113.7")
+            .header("X-Ghostcard-Origin", "198.51.100.1")
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(response.status(), StatusCode::OK);
+        let reveals = audit_entries(&app, "card.reveal").await;
+        assert_eq!(reveals[0].origin.as_deref(), Some(expected));
+    }
+}
+
+#[tokio::test]
+async fn password_work_is_rate_limited_per_origin_and_sign_up_reveals_no_account() {
+    use common::web::{cookies, hidden};
+    let app = TestApp::spawn(common::Backend::Sqlite, "hostile_passwords").await;
+    app.post(
+        "/v1/cardholders",
+        json!({"email": "taken@example.com", "name": "T", "country": "US", "password": "a long enough password"}),
+    )
+    .await;
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let page = client.get(format!("{}/app/sign-up", app.base)).send().await.expect("page");
+    let jar = cookies(&page, vec![]).join("; ");
+    let csrf = hidden(&page.text().await.expect("html"), "csrf");
+    let sign_up = |email: &'static str| {
+        let request = client.post(format!("{}/app/sign-up", app.base)).header("cookie", jar.clone()).form(&[
+            ("csrf", csrf.as_str()),
+            ("name", "Eve"),
+            ("email", email),
+            ("country", "US"),
+            ("password", "another long password"),
+        ]);
+        async move { request.send().await.expect("answer") }
+    };
+    let taken = sign_up("taken@example.com").await;
+    let text = taken.text().await.expect("page");
+    assert!(text.contains("could not create an account") && !text.contains("exists"), "{text}");
+    // Many sign-ins at once from one address: the first thirty are answered, the rest wait their turn (429).
+    let attempts = (0..40).map(|_| {
+        let request = client.post(format!("{}/app/sign-in", app.base)).header("cookie", jar.clone()).form(&[
+            ("csrf", csrf.as_str()),
+            ("email", "taken@example.com"),
+            ("password", "guess"),
+        ]);
+        async move { request.send().await.expect("answer") }
+    });
+    let answers = futures_util::future::join_all(attempts).await;
+    let limited: Vec<_> = answers.iter().filter(|answer| answer.status() == StatusCode::TOO_MANY_REQUESTS).collect();
+    assert!(!limited.is_empty(), "some attempts were limited");
+    assert!(limited.iter().all(|answer| answer.headers().contains_key("retry-after")));
+    assert!(
+        answers
+            .iter()
+            .all(|answer| [StatusCode::UNAUTHORIZED, StatusCode::TOO_MANY_REQUESTS].contains(&answer.status()))
+    );
+}
+
+#[tokio::test]
+async fn the_same_web_form_sent_twice_does_its_work_once() {
+    use common::web::{cookies, hidden};
+    for backend in BACKENDS {
+        let app = TestApp::spawn(backend, "hostile_forms").await;
+        let (_, holder) = app
+            .post("/v1/cardholders", json!({"email": "two@example.com", "name": "Two", "country": "US", "password": "a long enough password"}))
+            .await;
+        let holder_id = holder["id"].as_str().expect("id").to_owned();
+        let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+        let url = |path: &str| format!("{}{path}", app.base);
+        let page = client.get(url("/app/sign-in")).send().await.expect("page");
+        let jar = cookies(&page, vec![]);
+        let csrf = hidden(&page.text().await.expect("html"), "csrf");
+        let signed_in = client
+            .post(url("/app/sign-in"))
+            .header("cookie", jar.join("; "))
+            .form(&[("csrf", csrf.as_str()), ("email", "two@example.com"), ("password", "a long enough password")])
+            .send()
+            .await
+            .expect("answer");
+        let jar = cookies(&signed_in, jar).join("; ");
+        let get = |path: String| {
+            let request = client.get(url(&path)).header("cookie", jar.clone());
+            async move { request.send().await.expect("page").text().await.expect("html") }
+        };
+        // Sends `form` to `path` twice at once (a double click), then once more (a refresh), and returns the answers.
+        let thrice = |path: String, form: Vec<(&'static str, String)>| {
+            let send = |path: String, form: Vec<(&'static str, String)>| {
+                let request = client.post(url(&path)).header("cookie", jar.clone()).form(&form);
+                async move { request.send().await.expect("answer") }
+            };
+            async move {
+                let (first, second) = tokio::join!(send(path.clone(), form.clone()), send(path.clone(), form.clone()));
+                let third = send(path, form).await;
+                [first, second, third]
+            }
+        };
+        let location = |answer: &reqwest::Response| {
+            answer.headers().get("location").and_then(|value| value.to_str().ok()).unwrap_or("").to_owned()
+        };
+
+        let dashboard = get("/app/dashboard".to_owned()).await;
+        let (csrf, once) = (hidden(&dashboard, "csrf"), hidden(&dashboard, "once"));
+        let answers = thrice(
+            "/app/funding-sources".to_owned(),
+            vec![
+                ("csrf", csrf.clone()),
+                ("once", once),
+                ("number", "4242424242424242".to_owned()),
+                ("exp_month", "12".to_owned()),
+                ("exp_year", "2031".to_owned()),
+                ("cvc", "123".to_owned()),
+            ],
+        )
+        .await;
+        assert!(answers.iter().all(|answer| location(answer) == "/app/dashboard?linked=1"), "every answer leads on");
+        let mut tx = app.app.store.read().await.expect("reads");
+        let sources = ghostcard_store::funding_sources::for_cardholder(&mut tx, &holder_id).await.expect("reads");
+        drop(tx);
+        assert_eq!(sources.len(), 1, "one funding card");
+
+        let preview = client
+            .post(url("/app/cards/preview"))
+            .header("cookie", jar.clone())
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("amount", "20.00"),
+                ("plan", "pay_in_4"),
+                ("funding_source_id", sources[0].id.as_str()),
+            ])
+            .send()
+            .await
+            .expect("preview")
+            .text()
+            .await
+            .expect("html");
+        let once = hidden(&preview, "once");
+        let answers = thrice(
+            "/app/cards".to_owned(),
+            vec![
+                ("csrf", csrf.clone()),
+                ("once", once),
+                ("amount", "2000".to_owned()),
+                ("plan", "pay_in_4".to_owned()),
+                ("funding_source_id", sources[0].id.clone()),
+            ],
+        )
+        .await;
+        let card_location = location(&answers[0]);
+        assert!(card_location.starts_with("/app/cards/card_"), "{card_location}");
+        assert!(answers.iter().all(|answer| location(answer) == card_location), "the same card each time");
+        let (_, cards) = app.get(&format!("/v1/cards?cardholder_id={holder_id}")).await;
+        assert_eq!(cards["data"].as_array().map(Vec::len), Some(1), "one card");
+        let card_id = cards["data"][0]["id"].as_str().expect("id").to_owned();
+
+        let card_page = get(format!("/app/cards/{card_id}")).await;
+        let answers = thrice(
+            format!("/app/cards/{card_id}/reveal"),
+            vec![("csrf", csrf.clone()), ("once", hidden(&card_page, "once"))],
+        )
+        .await;
+        let shown = answers.iter().filter(|answer| answer.status() == StatusCode::OK).count();
+        assert_eq!(shown, 1, "the details are shown once");
+        assert_eq!(audit_entries(&app, "card.reveal").await.len(), 1, "one reveal log entry");
+        assert!(
+            answers
+                .iter()
+                .filter(|answer| answer.status() == StatusCode::SEE_OTHER)
+                .all(|answer| location(answer).ends_with("?done=reveal"))
+        );
+
+        let authorization = app.authorize(&card_id, 2_000, "SHOP1").await;
+        app.post("/v1/simulate/clear", json!({"authorization_id": authorization["id"], "amount": 2_000})).await;
+        let (_, card) = app.get(&format!("/v1/cards/{card_id}")).await;
+        let plan_id = card["plan_id"].as_str().expect("a plan").to_owned();
+        // The first installment is collected at capture, by the job runner.
+        ghostcard_server::jobs::run_due(&app.app, app.app.clock.now()).await.expect("the collection runs");
+        let plan_page = get(format!("/app/plans/{plan_id}")).await;
+        let answers = thrice(
+            format!("/app/plans/{plan_id}/pay"),
+            vec![("csrf", csrf.clone()), ("once", hidden(&plan_page, "once")), ("what", "next".to_owned())],
+        )
+        .await;
+        assert!(answers.iter().all(|answer| location(answer).ends_with("?paid=1")), "every answer leads to the plan");
+        ghostcard_server::jobs::run_due(&app.app, app.app.clock.now()).await.expect("the payment job runs");
+        let (_, plan) = app.get(&format!("/v1/plans/{plan_id}")).await;
+        let paid: Vec<&str> = plan["installments"]
+            .as_array()
+            .expect("installments")
+            .iter()
+            .map(|i| i["status"].as_str().unwrap_or(""))
+            .collect();
+        assert_eq!(
+            paid,
+            vec!["paid", "paid", "scheduled", "scheduled"],
+            "the first at capture, one early payment: {plan}"
+        );
+        app.assert_ledger_verifies().await;
+    }
+}
+
+#[tokio::test]
+async fn sqlite_database_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = TestApp::spawn(common::Backend::Sqlite, "hostile_files").await;
+    app.post("/v1/cardholders", json!({"email": "f@example.com", "name": "F", "country": "US"})).await;
+    let database = app.app.config.database_url.trim_start_matches("sqlite://").to_owned();
+    for suffix in ["", "-wal", "-shm"] {
+        let mode = std::fs::metadata(format!("{database}{suffix}")).expect("exists").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{database}{suffix}");
+    }
+}

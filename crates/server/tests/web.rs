@@ -7,6 +7,7 @@ mod common;
 #[path = "../../../tests/support/webdriver.rs"]
 mod webdriver;
 
+use common::web::{cookies, hidden};
 use common::{Backend, TestApp};
 use reqwest::StatusCode;
 use serde_json::json;
@@ -152,24 +153,8 @@ async fn a_cardholder_signs_up_links_a_funding_card_and_signs_out_in_a_real_brow
 }
 
 /// The cookies a response set, as a `Cookie` header value (plus the ones given).
-fn cookies(response: &reqwest::Response, mut jar: Vec<String>) -> Vec<String> {
-    for value in response.headers().get_all("set-cookie") {
-        let pair = value.to_str().expect("ascii").split(';').next().expect("pair").to_owned();
-        let name = pair.split('=').next().expect("name").to_owned();
-        jar.retain(|existing| !existing.starts_with(&format!("{name}=")));
-        jar.push(pair);
-    }
-    jar
-}
-
-fn hidden(page: &str, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = page.find(&marker).expect("hidden field") + marker.len();
-    page[start..].split('"').next().expect("value").to_owned()
-}
-
 #[tokio::test]
-async fn forged_posts_are_refused_sessions_time_out_and_repeated_failures_lock_the_account() {
+async fn forged_posts_are_refused_sessions_time_out_and_repeated_failures_slow_sign_ins_down() {
     let app = TestApp::spawn(Backend::Sqlite, "web_protections").await;
     let (status, _) = app
         .post(
@@ -249,38 +234,38 @@ async fn forged_posts_are_refused_sessions_time_out_and_repeated_failures_lock_t
     assert_eq!(expired.status(), StatusCode::SEE_OTHER);
     assert_eq!(expired.headers().get("location").and_then(|v| v.to_str().ok()), Some("/app/sign-in?expired=1"));
 
-    // Ten wrong passwords lock the account for 30 minutes, even against the right password.
+    // Ten wrong passwords in a row slow the account down (it is not locked): the next attempt, even with the right
+    // password, must wait its turn (429 with Retry-After), and an unknown email is treated exactly the same.
     let page = client.get(url("/app/sign-in")).send().await.expect("page");
     let jar = cookies(&page, vec![]);
     let csrf = hidden(&page.text().await.expect("html"), "csrf");
-    let attempt = |password: &'static str| {
+    let attempt = |email: &'static str, password: &'static str| {
         let request = client.post(url("/app/sign-in")).header("cookie", jar.join("; ")).form(&[
             ("csrf", csrf.as_str()),
-            ("email", "bo@example.com"),
+            ("email", email),
             ("password", password),
         ]);
         async move { request.send().await.expect("answer") }
     };
-    for _ in 0..10 {
-        let wrong = attempt("not the password at all").await;
-        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
-        assert!(wrong.text().await.expect("html").contains("not right"));
+    for email in ["bo@example.com", "nobody@example.com"] {
+        for _ in 0..10 {
+            let wrong = attempt(email, "not the password at all").await;
+            assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+            assert!(wrong.text().await.expect("html").contains("The email or the password is not right."));
+        }
+        let slowed = attempt(email, "a long enough password").await;
+        assert_eq!(slowed.status(), StatusCode::TOO_MANY_REQUESTS, "{email}");
+        let retry_after: u64 = slowed
+            .headers()
+            .get("retry-after")
+            .and_then(|value| value.to_str().ok()?.parse().ok())
+            .expect("Retry-After in seconds");
+        assert!((1..=30).contains(&retry_after), "{email}: {retry_after}");
+        assert!(slowed.text().await.expect("html").contains(&format!("Wait {retry_after} seconds")));
     }
-    let locked = attempt("a long enough password").await;
-    assert_eq!(locked.status(), StatusCode::UNAUTHORIZED);
-    assert!(locked.text().await.expect("html").contains("locked until"));
-    // An unknown email gets the same answer as a wrong password.
-    let unknown = client
-        .post(url("/app/sign-in"))
-        .header("cookie", jar.join("; "))
-        .form(&[("csrf", csrf.as_str()), ("email", "nobody@example.com"), ("password", "whatever it is")])
-        .send()
-        .await
-        .expect("answer");
-    assert!(unknown.text().await.expect("html").contains("The email or the password is not right."));
-    app.post("/v1/simulate/clock/advance", json!({"seconds": 31 * 60})).await;
-    let after = attempt("a long enough password").await;
-    assert_eq!(after.status(), StatusCode::SEE_OTHER, "the lock ends after 30 minutes");
+    app.post("/v1/simulate/clock/advance", json!({"seconds": 30})).await;
+    let after = attempt("bo@example.com", "a long enough password").await;
+    assert_eq!(after.status(), StatusCode::SEE_OTHER, "after the wait the owner signs in");
 }
 
 #[tokio::test]

@@ -67,6 +67,8 @@ pub enum StoreError {
     SchemaTooNew { found: i64, known: i64 },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("cannot prepare the database file {path}: {source}")]
+    File { path: String, source: std::io::Error },
 }
 
 impl StoreError {
@@ -181,6 +183,31 @@ const CHECKPOINT_GAP: Duration = Duration::from_millis(10);
 /// whose checkpoint at [`WRITER_AUTOCHECKPOINT_PAGES`] restarts the log, finds little left to copy and flush.
 const EVERY_BATCH_FROM_PAGES: i64 = 8_000;
 
+/// Makes an SQLite database file readable by its owner only (0600), creating it so when it is new: it holds card
+/// numbers (encrypted), hashes and the audit log. SQLite gives the log and its index the database file's permissions.
+fn private_database_file(path: &std::path::Path) -> Result<()> {
+    let error = |source: std::io::Error| StoreError::File { path: path.display().to_string(), source };
+    if path.as_os_str().is_empty() || path.to_string_lossy().starts_with(':') {
+        return Ok(());
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        match std::fs::metadata(path) {
+            Ok(metadata) if metadata.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(error)?;
+                tracing::info!(path = %path.display(), "the database file was readable by others; made it private (0600)");
+            }
+            Ok(_) => {}
+            Err(missing) if missing.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(error)?;
+            }
+            Err(other) => return Err(error(other)),
+        }
+    }
+    Ok(())
+}
+
 impl Store {
     /// Connects to `url` (`sqlite://PATH`, created if missing, or `postgres://…`). Does not migrate.
     pub async fn connect(url: &str, options: &StoreOptions) -> Result<Store> {
@@ -198,6 +225,10 @@ impl Store {
             }
             _ => url.to_owned(),
         };
+        if dialect == Dialect::Sqlite {
+            let file = sqlx::sqlite::SqliteConnectOptions::from_str(&url)?.get_filename().to_owned();
+            private_database_file(&file)?;
+        }
         // Statement logging would print SQL text at INFO; parameters are never logged, but keep it quiet.
         let connect_options = AnyConnectOptions::from_str(&url)?.disable_statement_logging();
         let synchronous = options.sqlite_synchronous.clone();

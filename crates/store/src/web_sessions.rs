@@ -96,33 +96,15 @@ pub async fn account_by_email(tx: &mut Tx, kind: SessionKind, email: &str) -> Re
     Ok(sqlx::query_as(&sql).bind(email.trim().to_lowercase()).fetch_optional(&mut **tx).await?)
 }
 
-/// Until when the account refuses sign-ins, if it is locked.
-pub async fn locked_until(tx: &mut Tx, kind: SessionKind, id: &str) -> Result<Option<DateTime<Utc>>> {
-    let sql = format!("SELECT locked_until FROM {} WHERE id = $1", kind.accounts());
-    let locked: Option<i64> = sqlx::query_scalar(&sql).bind(id).fetch_one(&mut **tx).await?;
-    locked.map(from_micros).transpose()
-}
-
-/// Records a sign-in's outcome: a success clears the count of failures in a row; a failure adds one, and locks
-/// the account until `lock_until` when the count reaches `lock_after`.
-pub async fn record_sign_in(
-    tx: &mut Tx,
-    kind: SessionKind,
-    id: &str,
-    succeeded: bool,
-    lock_after: i64,
-    lock_until: DateTime<Utc>,
-) -> Result<()> {
+/// Records a sign-in's outcome: a success clears the count of failures in a row; a failure adds one. (Accounts are
+/// not locked: the server slows guessing down by rate, which cannot be used to lock an owner out.)
+pub async fn record_sign_in(tx: &mut Tx, kind: SessionKind, id: &str, succeeded: bool) -> Result<()> {
     let table = kind.accounts();
-    if succeeded {
-        let sql = format!("UPDATE {table} SET failed_sign_ins = 0, locked_until = NULL WHERE id = $1");
-        sqlx::query(&sql).bind(id).execute(&mut **tx).await?;
+    let sql = if succeeded {
+        format!("UPDATE {table} SET failed_sign_ins = 0 WHERE id = $1")
     } else {
-        let sql = format!(
-            "UPDATE {table} SET failed_sign_ins = failed_sign_ins + 1, \
-             locked_until = CASE WHEN failed_sign_ins + 1 >= $1 THEN $2 ELSE locked_until END WHERE id = $3"
-        );
-        sqlx::query(&sql).bind(lock_after).bind(to_micros(lock_until)).bind(id).execute(&mut **tx).await?;
-    }
+        format!("UPDATE {table} SET failed_sign_ins = failed_sign_ins + 1 WHERE id = $1")
+    };
+    sqlx::query(&sql).bind(id).execute(&mut **tx).await?;
     Ok(())
 }

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use argon2::password_hash::{PasswordHasher, SaltString};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -65,7 +64,7 @@ pub async fn create(
     claim: Claimed,
     ApiJson(body): ApiJson<CreateCardholder>,
 ) -> Result<Response, ApiError> {
-    let cardholder = new_cardholder(&body, app.clock.now()).await?;
+    let cardholder = new_cardholder(&app, &body, app.clock.now()).await?;
     let mut tx = app.store.begin().await?;
     match cardholders::insert(&mut tx, &cardholder).await {
         Err(StoreError::Conflict) => {
@@ -78,9 +77,9 @@ pub async fn create(
     finish(tx, claim.as_deref(), StatusCode::CREATED, &CardholderView::from(&cardholder)).await
 }
 
-/// A new cardholder from a sign-up (API or web app), validated, its password hashed with Argon2id (on a thread for
-/// blocking work: it takes tens of milliseconds of CPU); not yet stored.
-pub async fn new_cardholder(body: &CreateCardholder, now: DateTime<Utc>) -> Result<Cardholder, ApiError> {
+/// A new cardholder from a sign-up (API or web app), validated, its password hashed with Argon2id (within the
+/// process's password workers, [`crate::clients::Guards`]); not yet stored.
+pub async fn new_cardholder(app: &App, body: &CreateCardholder, now: DateTime<Utc>) -> Result<Cardholder, ApiError> {
     let email = body.email.trim().to_lowercase();
     let valid_email = email.len() <= 254
         && email
@@ -105,14 +104,7 @@ pub async fn new_cardholder(body: &CreateCardholder, now: DateTime<Utc>) -> Resu
                 ApiError::invalid("weak_password", "a password is 10 to 1024 characters").with_param("password")
             );
         }
-        Some(password) => {
-            let salt = SaltString::from_b64(&base64_salt()).map_err(ApiError::internal)?;
-            let password = password.clone();
-            let hashed = tokio::task::spawn_blocking(move || {
-                argon2::Argon2::default().hash_password(password.as_bytes(), &salt).map(|hash| hash.to_string())
-            });
-            Some(hashed.await.map_err(ApiError::internal)?.map_err(ApiError::internal)?)
-        }
+        Some(password) => Some(app.guards.hash_password(password).await?),
         None => None,
     };
     let cardholder = Cardholder {
@@ -185,12 +177,6 @@ pub async fn link_funding_source(
         created_at: now,
     };
     Ok(source)
-}
-
-fn base64_salt() -> String {
-    use base64::Engine;
-    let bytes: [u8; 16] = rand::random();
-    base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes)
 }
 
 #[utoipa::path(get, path = "/v1/cardholders/{id}", operation_id = "get_cardholder", tag = "cardholders",

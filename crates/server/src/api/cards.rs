@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use axum::{Extension, Json};
 use chrono::{DateTime, Datelike, Duration, Utc};
@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::cardholders::{load as load_cardholder, purchase_power_of};
-use super::{ApiError, ApiJson, Caller, Claimed, List, PageQuery, finish, origin};
+use super::{ApiError, ApiJson, Caller, Claimed, List, PageQuery, finish};
 use crate::App;
 use crate::gateway::GatewayError;
 use crate::ids::{has_prefix, new_id};
@@ -379,15 +379,13 @@ pub struct RevealedCard {
 pub async fn reveal(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
-    headers: HeaderMap,
     Extension(caller): Extension<Caller>,
 ) -> Result<Response, ApiError> {
     let card = {
         let mut tx = app.store.read().await?;
         load(&mut tx, &id, false).await?
     };
-    let caller = Caller { origin: origin(&headers, &caller), ..caller };
-    let revealed = reveal_details(&app, &card, &caller).await?;
+    let revealed = reveal_details(&app, &card, &caller, None).await?;
     // Never stored for idempotency (the middleware skips /reveal), never cached.
     let mut response = axum::response::IntoResponse::into_response((StatusCode::OK, Json(revealed)));
     response.headers_mut().insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
@@ -395,7 +393,14 @@ pub async fn reveal(
 }
 
 /// The card's number, expiry and CVV2 (computed), after writing the audit entry: no audit entry, no card data.
-pub async fn reveal_details(app: &App, card: &CardRecord, caller: &Caller) -> Result<RevealedCard, ApiError> {
+/// The card's details, audited. `once`: the web app's one-time form token, completed in the audit entry's transaction
+/// (with no card data); the API's reveal passes none (it is never stored).
+pub async fn reveal_details(
+    app: &App,
+    card: &CardRecord,
+    caller: &Caller,
+    once: Option<&super::IdempotencyClaim>,
+) -> Result<RevealedCard, ApiError> {
     let now = app.clock.now();
     let mut tx = app.store.begin().await?;
     let number = app.vault.decrypt_number(&card.id, card.data_key_version, &card.number_ciphertext)?;
@@ -415,6 +420,9 @@ pub async fn reveal_details(app: &App, card: &CardRecord, caller: &Caller) -> Re
         },
     )
     .await?;
+    if let Some(claim) = once {
+        ghostcard_store::idempotency::complete(&mut tx, &claim.scope, &claim.key, 303, "revealed").await?;
+    }
     ghostcard_store::commit(tx).await?;
     Ok(RevealedCard {
         number: number.expose().to_owned(),

@@ -12,11 +12,13 @@ use utoipa::ToSchema;
 pub struct ApiError {
     pub status: StatusCode,
     /// The family: `invalid_request_error`, `authentication_error`, `refusal_error`, `state_error`,
-    /// `idempotency_error`, `api_error`.
+    /// `idempotency_error`, `rate_limit_error`, `api_error`.
     pub kind: &'static str,
     pub code: String,
     pub message: String,
     pub param: Option<String>,
+    /// For 429 and 503: when to try again, in seconds (the `Retry-After` header).
+    pub retry_after_seconds: Option<i64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -38,7 +40,14 @@ pub struct ErrorDetail {
 
 impl ApiError {
     fn new(status: StatusCode, kind: &'static str, code: &str, message: impl Into<String>) -> ApiError {
-        ApiError { status, kind, code: code.to_owned(), message: message.into(), param: None }
+        ApiError {
+            status,
+            kind,
+            code: code.to_owned(),
+            message: message.into(),
+            param: None,
+            retry_after_seconds: None,
+        }
     }
 
     pub fn with_param(mut self, param: &str) -> ApiError {
@@ -83,6 +92,12 @@ impl ApiError {
         ApiError::new(StatusCode::UNAUTHORIZED, "authentication_error", "unauthorized", message)
     }
 
+    /// 429: too many requests of this kind from this caller; try again after `retry_after_seconds`.
+    pub fn too_many(code: &str, message: impl Into<String>, retry_after_seconds: i64) -> ApiError {
+        let error = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", code, message);
+        ApiError { retry_after_seconds: Some(retry_after_seconds.max(1)), ..error }
+    }
+
     pub fn forbidden(code: &str, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::FORBIDDEN, "invalid_request_error", code, message)
     }
@@ -114,7 +129,17 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body())).into_response()
+        let mut response = (self.status, Json(self.body())).into_response();
+        if let Some(seconds) = self.retry_after_seconds {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+impl From<crate::clients::Busy> for ApiError {
+    fn from(busy: crate::clients::Busy) -> Self {
+        ApiError::too_many("busy", busy.to_string(), 1)
     }
 }
 

@@ -20,12 +20,11 @@ use std::time::Instant;
 
 use axum::body::{Body, Bytes, to_bytes};
 use axum::extract::{FromRequest, MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use chrono::Duration;
-use ghostcard_store::audit::AuditEntry;
 use ghostcard_store::idempotency::{self, Claim};
 use ghostcard_store::{Tx, api_keys};
 use serde::Deserialize;
@@ -129,6 +128,7 @@ pub fn router(app: Arc<App>) -> axum::Router {
             ApiError::invalid("route_not_found", "no such endpoint; see /openapi.json").into_response()
         })
         .layer(middleware::from_fn_with_state(app.clone(), input::check_request))
+        .layer(middleware::from_fn_with_state(app.clone(), crate::clients::resolve_origin))
         .layer(middleware::from_fn_with_state(app.clone(), measure))
         .with_state(app)
 }
@@ -146,12 +146,10 @@ async fn measure(State(app): State<Arc<App>>, request: Request, next: Next) -> R
     response
 }
 
-/// Requires `Authorization: Bearer <api key>` on `/v1`; failures are audited.
+/// Requires `Authorization: Bearer <api key>` on `/v1`. Failures are audited as a count per origin and minute
+/// ([`crate::clients::FailedAuthentications`]): a flood of bad keys costs no durable write per request.
 async fn authenticate(State(app): State<Arc<App>>, mut request: Request, next: Next) -> Response {
-    let origin = request
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|info| info.0.ip().to_string());
+    let origin = crate::clients::origin(request.headers());
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -177,16 +175,8 @@ async fn authenticate(State(app): State<Arc<App>>, mut request: Request, next: N
         }
         Ok(None) => {
             let detail = if presented.is_some() { "unknown or revoked API key" } else { "no API key" };
-            let entry = AuditEntry {
-                at: app.clock.now(),
-                actor: "anonymous".to_owned(),
-                action: "authentication.failed".to_owned(),
-                resource: Some(request.uri().path().to_owned()),
-                outcome: "failure".to_owned(),
-                origin,
-                detail: Some(detail.to_owned()),
-            };
-            if let Err(error) = app.audit(entry).await {
+            let due = app.guards.failed_authentications.record(origin.as_deref(), detail, app.clock.now());
+            if let Err(error) = crate::clients::write_entries(&app, &due).await {
                 return ApiError::internal(error).into_response();
             }
             ApiError::unauthorized("send a valid API key as `Authorization: Bearer <key>`; create one with `ghostcard api-key create --name NAME`")
@@ -330,6 +320,7 @@ pub(crate) fn body_too_large(limit: usize) -> ApiError {
         code: "body_too_large".to_owned(),
         message: format!("the request body is larger than {limit} bytes"),
         param: None,
+        retry_after_seconds: None,
     }
 }
 
@@ -443,12 +434,4 @@ impl PageQuery {
 pub struct List<T> {
     pub data: Vec<T>,
     pub has_more: bool,
-}
-
-/// Reads the headers a handler needs for auditing.
-pub fn origin(headers: &HeaderMap, caller: &Caller) -> Option<String> {
-    caller
-        .origin
-        .clone()
-        .or_else(|| headers.get("x-forwarded-for").and_then(|value| value.to_str().ok()).map(str::to_owned))
 }

@@ -194,6 +194,7 @@ pub async fn pay(
                 code: "payment_pending".to_owned(),
                 message: "the funding gateway did not answer; the payment is queued and will be retried".to_owned(),
                 param: None,
+                retry_after_seconds: None,
             })
         }
     }

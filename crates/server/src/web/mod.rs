@@ -34,6 +34,7 @@ use ghostcard_store::web_sessions::{self, SessionKind, WebSession};
 use ghostcard_store::{StoreError, authorizations, cards, funding_sources};
 use serde::Deserialize;
 
+mod once;
 mod ops;
 
 use crate::App;
@@ -43,15 +44,12 @@ use crate::api::cardholders::{
 use crate::api::cards::CreateCard;
 use crate::api::plans::PlanPayment;
 use crate::api::{ApiError, ApiJson, Caller};
+use once::Once;
 
 const SESSION_COOKIE: &str = "gc_session";
 const CSRF_COOKIE: &str = "gc_csrf";
 /// A session ends after this long without a request.
 pub const IDLE_TIMEOUT: Duration = Duration::minutes(15);
-/// Failed sign-ins in a row that lock an account, and for how long.
-pub const LOCK_AFTER: i64 = 10;
-pub const LOCK_FOR: Duration = Duration::minutes(30);
-
 pub fn router() -> axum::Router<Arc<App>> {
     ops::router()
         .route("/app", get(home))
@@ -251,34 +249,54 @@ async fn start_session(
     Ok(response)
 }
 
-/// A sign-in attempt in `realm`: the session's answer, or the message to show on the form. Unknown emails get
-/// the same answer after the same work as wrong passwords; 10 failures in a row lock the account for 30
-/// minutes; every attempt is audited.
+/// What became of a sign-in attempt.
+enum SignIn {
+    /// Signed in: the response that starts the session.
+    Session(Response),
+    /// Refused, with the message for the form (the same for unknown emails and wrong passwords).
+    Refused(String),
+    /// Too many attempts from this origin or for this email: try again after this long.
+    Throttled(Duration),
+}
+
+/// A sign-in attempt in `realm`. Rate-limited per origin and per email, whether or not the email has an account
+/// ([`crate::clients`]): a guesser is slowed down to one attempt every 30 seconds for an email after ten, but the
+/// owner is never locked out, and the answers say nothing about which emails have accounts. Unknown emails get the
+/// same answer after the same work as wrong passwords; every attempt with an account is audited.
 async fn attempt_sign_in(
     app: &App,
     headers: &HeaderMap,
     realm: Realm,
     email: &str,
     password: &str,
-) -> Result<Result<Response, String>, PageError> {
+) -> Result<SignIn, PageError> {
     const WRONG: &str = "The email or the password is not right.";
     let now = app.clock.now();
+    let origin = crate::clients::origin(headers).unwrap_or_default();
+    let account_key = format!("{}:{}", realm.audit, email.trim().to_lowercase());
+    let guards = &app.guards;
+    if let Err(wait) = guards.password_attempts_per_origin.take(&origin, now) {
+        app.metrics.count_refusal("sign_in_rate_per_origin");
+        return Ok(SignIn::Throttled(wait));
+    }
+    if let Err(wait) = guards.sign_ins_per_account.take(&account_key, now) {
+        app.metrics.count_refusal("sign_in_rate_per_account");
+        return Ok(SignIn::Throttled(wait));
+    }
     // The password is checked first, off the runtime's threads and outside the write transaction: Argon2id takes
     // tens of milliseconds of CPU, and SQLite's one write connection, which network authorizations use too, must not
     // wait for it.
     let mut tx = app.store.read().await?;
     let account = web_sessions::account_by_email(&mut tx, realm.kind, email).await?;
-    let locked = match &account {
-        Some((id, _)) => web_sessions::locked_until(&mut tx, realm.kind, id).await?.is_some_and(|until| until > now),
-        None => false,
-    };
     drop(tx);
-    let Some((id, hash)) = account else {
-        password_matches(None, password).await;
-        return Ok(Err(WRONG.to_owned()));
+    let hash = account.as_ref().and_then(|(_, hash)| hash.clone());
+    let Ok(matches) = guards.password_matches(hash.clone(), password).await else {
+        guards.sign_ins_per_account.give_back(&account_key);
+        return Ok(SignIn::Throttled(Duration::seconds(1)));
     };
-    // A locked account is refused below whatever the password, so its attempts cost no hashing.
-    let matches = !locked && password_matches(hash.clone(), password).await;
+    let Some((id, _)) = account else {
+        return Ok(SignIn::Refused(WRONG.to_owned()));
+    };
     let mut tx = app.store.begin().await?;
     // A password changed in between: the attempt checked the old one, so it fails.
     let unchanged = web_sessions::account_by_email(&mut tx, realm.kind, email)
@@ -286,25 +304,27 @@ async fn attempt_sign_in(
         .is_some_and(|(current_id, current_hash)| current_id == id && current_hash == hash);
     let action = format!("{}.sign_in", realm.audit);
     let actor = realm.actor(&id);
-    if let Some(until) = web_sessions::locked_until(&mut tx, realm.kind, &id).await?.filter(|until| *until > now) {
-        audit::append(&mut tx, &audit_entry(&actor, &action, "locked", headers, now)).await?;
-        ghostcard_store::commit(tx).await?;
-        return Ok(Err(format!(
-            "Too many failed sign-ins: this account is locked until {} UTC. Try again then.",
-            until.format("%H:%M")
-        )));
-    }
     if !(matches && unchanged) {
-        web_sessions::record_sign_in(&mut tx, realm.kind, &id, false, LOCK_AFTER, now + LOCK_FOR).await?;
+        web_sessions::record_sign_in(&mut tx, realm.kind, &id, false).await?;
         audit::append(&mut tx, &audit_entry(&actor, &action, "failure", headers, now)).await?;
         ghostcard_store::commit(tx).await?;
-        return Ok(Err(WRONG.to_owned()));
+        return Ok(SignIn::Refused(WRONG.to_owned()));
     }
-    web_sessions::record_sign_in(&mut tx, realm.kind, &id, true, LOCK_AFTER, now).await?;
+    web_sessions::record_sign_in(&mut tx, realm.kind, &id, true).await?;
     let response = start_session(app, &mut tx, realm, &id, now).await?;
     audit::append(&mut tx, &audit_entry(&actor, &action, "success", headers, now)).await?;
     ghostcard_store::commit(tx).await?;
-    Ok(Ok(response))
+    guards.sign_ins_per_account.give_back(&account_key);
+    Ok(SignIn::Session(response))
+}
+
+/// The answer to a request over a rate limit: 429 with `Retry-After`, and the page saying when to try again.
+fn throttled(wait: Duration) -> Response {
+    let seconds = crate::clients::retry_after_seconds(wait);
+    let message = format!("Too many attempts. Wait {seconds} seconds, then try again.");
+    let mut response = PageError(StatusCode::TOO_MANY_REQUESTS, message).into_response();
+    response.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
 }
 
 /// Ends the session (a form with its CSRF token) and goes to `then`.
@@ -358,7 +378,7 @@ fn audit_entry(actor: &str, action: &str, outcome: &str, headers: &HeaderMap, at
         action: action.to_owned(),
         resource: None,
         outcome: outcome.to_owned(),
-        origin: headers.get("x-forwarded-for").and_then(|value| value.to_str().ok()).map(str::to_owned),
+        origin: crate::clients::origin(headers),
         detail: None,
     }
 }
@@ -450,19 +470,33 @@ async fn sign_up(State(app): State<Arc<App>>, headers: HeaderMap, Form(form): Fo
             response
         })
     };
+    let origin = crate::clients::origin(&headers).unwrap_or_default();
+    for (limit, reason) in [
+        (&app.guards.sign_ups_per_origin, "sign_up_rate_per_origin"),
+        (&app.guards.password_attempts_per_origin, "sign_in_rate_per_origin"),
+    ] {
+        if let Err(wait) = limit.take(&origin, now) {
+            app.metrics.count_refusal(reason);
+            return Ok(throttled(wait));
+        }
+    }
     let body = CreateCardholder {
         email: form.email.clone(),
         name: form.name.clone(),
         password: Some(form.password.clone()),
         country: form.country.trim().to_uppercase(),
     };
-    let cardholder = match new_cardholder(&body, now).await {
+    let cardholder = match new_cardholder(&app, &body, now).await {
         Ok(cardholder) => cardholder,
+        Err(error) if error.status == StatusCode::TOO_MANY_REQUESTS => return Ok(throttled(Duration::seconds(1))),
         Err(error) => return again(error.message),
     };
     let mut tx = app.store.begin().await?;
     match cardholders::insert(&mut tx, &cardholder).await {
-        Err(StoreError::Conflict) => return again("An account with this email exists; sign in instead.".to_owned()),
+        // Said so that it does not tell whether the email has an account.
+        Err(StoreError::Conflict) => {
+            return again("We could not create an account with these details. If you have one, sign in.".to_owned());
+        }
         other => other?,
     }
     let response = start_session(&app, &mut tx, CARDHOLDERS, &cardholder.id, now).await?;
@@ -534,8 +568,9 @@ async fn submit_sign_in(app: &App, headers: &HeaderMap, realm: Realm, form: Sign
         return Err(forged());
     }
     match attempt_sign_in(app, headers, realm, &form.email, &form.password).await? {
-        Ok(response) => Ok(response),
-        Err(error) => {
+        SignIn::Session(response) => Ok(response),
+        SignIn::Throttled(wait) => Ok(throttled(wait)),
+        SignIn::Refused(error) => {
             let mut response = render(&realm.sign_in_page(form.csrf, None, Some(error), form.email))?;
             *response.status_mut() = StatusCode::UNAUTHORIZED;
             Ok(response)
@@ -555,32 +590,17 @@ async fn sign_in(State(app): State<Arc<App>>, headers: HeaderMap, Form(form): Fo
     submit_sign_in(&app, &headers, CARDHOLDERS, form).await
 }
 
-/// [`verify_password`] on a thread for blocking work, so the runtime's threads go on serving meanwhile.
-async fn password_matches(hash: Option<String>, password: &str) -> bool {
-    let password = password.to_owned();
-    tokio::task::spawn_blocking(move || verify_password(hash.as_deref(), &password)).await.unwrap_or(false)
-}
-
-/// Checks a password against its Argon2id hash; with no hash, does comparable work and fails.
-fn verify_password(hash: Option<&str>, password: &str) -> bool {
-    use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let dummy = DUMMY.get_or_init(|| {
-        let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).expect("16 bytes is a valid salt");
-        argon2::Argon2::default()
-            .hash_password(b"no account has this password", &salt)
-            .map(|hash| hash.to_string())
-            .unwrap_or_default()
-    });
-    let parsed = PasswordHash::new(hash.unwrap_or(dummy));
-    let verified =
-        parsed.is_ok_and(|parsed| argon2::Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok());
-    verified && hash.is_some()
-}
-
 #[derive(Deserialize)]
 struct CsrfForm {
     csrf: String,
+}
+
+/// A form that changes something: the session's CSRF token and the page's one-time token ([`once`]).
+#[derive(Deserialize)]
+struct OnceForm {
+    csrf: String,
+    #[serde(default)]
+    once: String,
 }
 
 async fn sign_out(State(app): State<Arc<App>>, headers: HeaderMap, Form(form): Form<CsrfForm>) -> PageResult {
@@ -602,6 +622,8 @@ struct CardRow {
 #[template(path = "dashboard.html")]
 struct DashboardPage {
     csrf: String,
+    /// The one-time token of the page's forms ([`once`]).
+    once: String,
     name: String,
     notice: Option<String>,
     error: Option<String>,
@@ -658,6 +680,7 @@ async fn dashboard_page(
     });
     render(&DashboardPage {
         csrf: signed_in.session.csrf.clone(),
+        once: random_token(),
         name: cardholder.name.clone(),
         notice,
         error,
@@ -699,6 +722,8 @@ fn page_error(error: ApiError) -> PageError {
 #[derive(Deserialize)]
 struct FundingForm {
     csrf: String,
+    #[serde(default)]
+    once: String,
     number: String,
     exp_month: String,
     exp_year: String,
@@ -712,6 +737,11 @@ async fn add_funding_source(
 ) -> PageResult {
     let now = app.clock.now();
     let signed_in = require_form!(app, headers, now, &form.csrf);
+    const LINKED: &str = "/app/dashboard?linked=1";
+    let claim = match once::begin(&app, &signed_in.cardholder.id, "/app/funding-sources", &form.once).await? {
+        Once::Done(..) => return Ok(redirect(LINKED)),
+        Once::Go(claim) => claim,
+    };
     let body = AddFundingSource {
         number: Some(form.number.chars().filter(|c| !c.is_whitespace()).collect()),
         exp_month: form.exp_month.trim().parse().ok(),
@@ -722,6 +752,7 @@ async fn add_funding_source(
     let source = match link_funding_source(&app, &signed_in.cardholder.id, &body, now).await {
         Ok(source) => source,
         Err(error) => {
+            once::release(&app, &claim).await?;
             let mut response = dashboard_page(&app, &signed_in, None, Some(error.message), now).await?;
             *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
             return Ok(response);
@@ -729,8 +760,9 @@ async fn add_funding_source(
     };
     let mut tx = app.store.begin().await?;
     funding_sources::insert(&mut tx, &source).await?;
+    ghostcard_store::idempotency::complete(&mut tx, &claim.scope, &claim.key, 303, LINKED).await?;
     ghostcard_store::commit(tx).await?;
-    Ok(redirect("/app/dashboard?linked=1"))
+    Ok(redirect(LINKED))
 }
 
 // ---- One-time cards ----------------------------------------------------------------------------------------
@@ -754,7 +786,7 @@ fn web_caller(cardholder: &Cardholder, headers: &HeaderMap) -> Caller {
     Caller {
         actor: format!("cardholder:{}", cardholder.id),
         scope: format!("web:{}", cardholder.id),
-        origin: headers.get("x-forwarded-for").and_then(|value| value.to_str().ok()).map(str::to_owned),
+        origin: crate::clients::origin(headers),
     }
 }
 
@@ -806,6 +838,8 @@ async fn new_card(State(app): State<Arc<App>>, headers: HeaderMap) -> PageResult
 #[derive(Deserialize)]
 struct CardForm {
     csrf: String,
+    /// Only on the final form (the preview's "Create the card").
+    once: Option<String>,
     amount: String,
     plan: String,
     funding_source_id: String,
@@ -815,6 +849,7 @@ struct CardForm {
 #[template(path = "card_preview.html")]
 struct PreviewPage {
     csrf: String,
+    once: String,
     amount: String,
     amount_minor: i64,
     plan: String,
@@ -849,6 +884,7 @@ async fn preview_card(State(app): State<Arc<App>>, headers: HeaderMap, Form(form
         .unwrap_or_default();
     render(&PreviewPage {
         csrf: signed_in.session.csrf.clone(),
+        once: random_token(),
         amount: amount.to_string(),
         amount_minor: amount.minor(),
         plan: kind.as_str().to_owned(),
@@ -862,6 +898,14 @@ async fn preview_card(State(app): State<Arc<App>>, headers: HeaderMap, Form(form
 async fn create_card(State(app): State<Arc<App>>, headers: HeaderMap, Form(form): Form<CardForm>) -> PageResult {
     let now = app.clock.now();
     let signed_in = require_form!(app, headers, now, &form.csrf);
+    let created = |id: &str| redirect(&format!("/app/cards/{id}?created=1"));
+    let token = form.once.as_deref().unwrap_or_default();
+    let claim = match once::begin(&app, &signed_in.cardholder.id, "/app/cards", token).await? {
+        Once::Done(body) => {
+            return Ok(once::stored_id(&body).map_or_else(|| redirect("/app/dashboard"), |id| created(&id)));
+        }
+        Once::Go(claim) => claim,
+    };
     let body = CreateCard {
         cardholder_id: signed_in.cardholder.id.clone(),
         amount: form.amount.trim().parse().unwrap_or(0),
@@ -870,12 +914,16 @@ async fn create_card(State(app): State<Arc<App>>, headers: HeaderMap, Form(form)
         plan: form.plan.clone(),
     };
     let shown = Money::new(body.amount, app.currency).format_amount();
-    match crate::api::cards::create_card(&app, &body, &web_caller(&signed_in.cardholder, &headers), None).await {
+    match crate::api::cards::create_card(&app, &body, &web_caller(&signed_in.cardholder, &headers), Some(&claim)).await
+    {
         Ok((card, _)) => {
             app.wake_jobs.notify_one();
-            Ok(redirect(&format!("/app/cards/{}?created=1", card.id)))
+            Ok(created(&card.id))
         }
-        Err(error) => new_card_page(&app, &signed_in, Some(error.message), &shown, &form.plan).await,
+        Err(error) => {
+            once::release(&app, &claim).await?;
+            new_card_page(&app, &signed_in, Some(error.message), &shown, &form.plan).await
+        }
     }
 }
 
@@ -891,6 +939,7 @@ async fn own_card(app: &App, signed_in: &SignedIn, id: &str) -> Result<CardRecor
 #[template(path = "card.html")]
 struct CardPage {
     csrf: String,
+    once: String,
     id: String,
     masked: String,
     notice: Option<String>,
@@ -985,6 +1034,7 @@ async fn card_page(
     let active = view.status == "active";
     render(&CardPage {
         csrf: signed_in.session.csrf.clone(),
+        once: random_token(),
         id: card.id.clone(),
         masked: format!("{} •••• {}", card.bin, card.last4),
         notice,
@@ -1012,6 +1062,8 @@ async fn card_page(
 #[derive(Deserialize)]
 struct CardQuery {
     created: Option<String>,
+    /// After a post: `cancel`, `refund-unused`, or `reveal` (a reveal form sent again shows nothing).
+    done: Option<String>,
 }
 
 async fn show_card(
@@ -1023,8 +1075,14 @@ async fn show_card(
     let now = app.clock.now();
     let signed_in = require_session!(app, headers, now);
     let card = own_card(&app, &signed_in, &id).await?;
-    let notice = query.created.map(|_| "Your card is ready. Show its details when you pay.".to_owned());
-    card_page(&app, &signed_in, &card, notice, None, None).await
+    let notice = match (query.created, query.done.as_deref()) {
+        (Some(_), _) => Some("Your card is ready. Show its details when you pay."),
+        (_, Some("cancel")) => Some("The card is canceled."),
+        (_, Some("refund-unused")) => Some("The unused amount is refunded."),
+        (_, Some("reveal")) => Some("The details were already shown for that form. Show them again if you need them."),
+        _ => None,
+    };
+    card_page(&app, &signed_in, &card, notice.map(str::to_owned), None, None).await
 }
 
 /// Shows the card's number, expiry and security code — audited, like `POST /v1/cards/{id}/reveal`.
@@ -1032,13 +1090,24 @@ async fn reveal_card(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     axum::extract::Path(id): axum::extract::Path<String>,
-    Form(form): Form<CsrfForm>,
+    Form(form): Form<OnceForm>,
 ) -> PageResult {
     let now = app.clock.now();
     let signed_in = require_form!(app, headers, now, &form.csrf);
     let card = own_card(&app, &signed_in, &id).await?;
+    let path = format!("/app/cards/{}/reveal", card.id);
+    let claim = match once::begin(&app, &signed_in.cardholder.id, &path, &form.once).await? {
+        Once::Done(..) => return Ok(redirect(&format!("/app/cards/{}?done=reveal", card.id))),
+        Once::Go(claim) => claim,
+    };
     let caller = web_caller(&signed_in.cardholder, &headers);
-    let revealed = crate::api::cards::reveal_details(&app, &card, &caller).await.map_err(page_error)?;
+    let revealed = match crate::api::cards::reveal_details(&app, &card, &caller, Some(&claim)).await {
+        Ok(revealed) => revealed,
+        Err(error) => {
+            once::release(&app, &claim).await?;
+            return Err(page_error(error));
+        }
+    };
     let spaced: String = revealed
         .number
         .as_bytes()
@@ -1055,25 +1124,37 @@ async fn card_action(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     axum::extract::Path((id, action)): axum::extract::Path<(String, String)>,
-    Form(form): Form<CsrfForm>,
+    Form(form): Form<OnceForm>,
 ) -> PageResult {
     let now = app.clock.now();
     let signed_in = require_form!(app, headers, now, &form.csrf);
     let card = own_card(&app, &signed_in, &id).await?;
+    if !matches!(action.as_str(), "cancel" | "refund-unused") {
+        return Err(PageError(StatusCode::NOT_FOUND, "There is no such page.".to_owned()));
+    }
+    let done = redirect(&format!("/app/cards/{}?done={action}", card.id));
+    let claim =
+        match once::begin(&app, &signed_in.cardholder.id, &format!("/app/cards/{}/{action}", card.id), &form.once)
+            .await?
+        {
+            Once::Done(..) => return Ok(done),
+            Once::Go(claim) => claim,
+        };
     let caller = axum::Extension(web_caller(&signed_in.cardholder, &headers));
     let path = axum::extract::Path(card.id.clone());
-    let (result, done) = match action.as_str() {
-        "cancel" => (crate::api::cards::cancel(State(app.clone()), path, None, caller).await, "The card is canceled."),
-        "refund-unused" => (
-            crate::api::cards::refund_unused(State(app.clone()), path, None, caller).await,
-            "The unused amount is refunded.",
-        ),
-        _ => return Err(PageError(StatusCode::NOT_FOUND, "There is no such page.".to_owned())),
+    let claimed = Some(axum::Extension(claim.clone()));
+    let result = if action == "cancel" {
+        crate::api::cards::cancel(State(app.clone()), path, claimed, caller).await
+    } else {
+        crate::api::cards::refund_unused(State(app.clone()), path, claimed, caller).await
     };
-    let card = own_card(&app, &signed_in, &id).await?;
     match result {
-        Ok(_) => card_page(&app, &signed_in, &card, Some(done.to_owned()), None, None).await,
-        Err(error) => card_page(&app, &signed_in, &card, None, Some(error.message), None).await,
+        Ok(_) => Ok(done),
+        Err(error) => {
+            once::release(&app, &claim).await?;
+            let card = own_card(&app, &signed_in, &id).await?;
+            card_page(&app, &signed_in, &card, None, Some(error.message), None).await
+        }
     }
 }
 
@@ -1104,6 +1185,7 @@ struct InstallmentRow {
 #[template(path = "plan.html")]
 struct PlanPage {
     csrf: String,
+    once: String,
     id: String,
     card_id: String,
     notice: Option<String>,
@@ -1138,6 +1220,7 @@ fn plan_page(
     let largest = plan.installments.iter().map(|installment| installment.amount()).max().unwrap_or(1).max(1);
     render(&PlanPage {
         csrf: signed_in.session.csrf.clone(),
+        once: random_token(),
         id: record.id.clone(),
         card_id: record.card_id.clone(),
         notice,
@@ -1181,16 +1264,25 @@ async fn show_plan(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     axum::extract::Path(id): axum::extract::Path<String>,
+    axum::extract::Query(query): axum::extract::Query<PlanQuery>,
 ) -> PageResult {
     let now = app.clock.now();
     let signed_in = require_session!(app, headers, now);
     let plan = own_plan(&app, &signed_in, &id).await?;
-    plan_page(&app, &signed_in, &plan, None, None)
+    let notice = query.paid.map(|_| "Thank you: your payment went through.".to_owned());
+    plan_page(&app, &signed_in, &plan, notice, None)
+}
+
+#[derive(Deserialize)]
+struct PlanQuery {
+    paid: Option<String>,
 }
 
 #[derive(Deserialize)]
 struct PayForm {
     csrf: String,
+    #[serde(default)]
+    once: String,
     /// `next` (the next open installment) or `all`.
     what: String,
 }
@@ -1205,6 +1297,12 @@ async fn pay_plan(
     let now = app.clock.now();
     let signed_in = require_form!(app, headers, now, &form.csrf);
     let plan = own_plan(&app, &signed_in, &id).await?;
+    let paid = redirect(&format!("/app/plans/{}?paid=1", plan.id));
+    let claim =
+        match once::begin(&app, &signed_in.cardholder.id, &format!("/app/plans/{}/pay", plan.id), &form.once).await? {
+            Once::Done(..) => return Ok(paid),
+            Once::Go(claim) => claim,
+        };
     let next = plan
         .plan
         .installments
@@ -1216,12 +1314,25 @@ async fn pay_plan(
     let body = match (form.what.as_str(), next) {
         ("all", _) => PlanPayment { amount: None, installment: None, payoff: true, funding_source_id: None },
         (_, Some(seq)) => PlanPayment { amount: None, installment: Some(seq), payoff: false, funding_source_id: None },
-        _ => return plan_page(&app, &signed_in, &plan, None, Some("Nothing is owed on this plan.".to_owned())),
+        _ => {
+            once::release(&app, &claim).await?;
+            return plan_page(&app, &signed_in, &plan, None, Some("Nothing is owed on this plan.".to_owned()));
+        }
     };
-    let result = crate::api::plans::pay(State(app.clone()), axum::extract::Path(id.clone()), None, ApiJson(body)).await;
-    let plan = own_plan(&app, &signed_in, &id).await?;
+    let claimed = Some(axum::Extension(claim.clone()));
+    let result =
+        crate::api::plans::pay(State(app.clone()), axum::extract::Path(id.clone()), claimed, ApiJson(body)).await;
     match result {
-        Ok(_) => plan_page(&app, &signed_in, &plan, Some("Thank you: your payment went through.".to_owned()), None),
-        Err(error) => plan_page(&app, &signed_in, &plan, None, Some(error.message)),
+        Ok(_) => Ok(paid),
+        Err(error) => {
+            // A payment the gateway has not answered yet is queued: sending the form again must not pay twice.
+            if error.status == StatusCode::SERVICE_UNAVAILABLE {
+                once::complete(&app, &claim, "queued").await?;
+            } else {
+                once::release(&app, &claim).await?;
+            }
+            let plan = own_plan(&app, &signed_in, &id).await?;
+            plan_page(&app, &signed_in, &plan, None, Some(error.message))
+        }
     }
 }

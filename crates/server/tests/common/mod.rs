@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod iso;
+pub mod web;
 
 use std::sync::{Arc, Mutex, OnceLock};
 

@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use rand::Rng;
+use rand::{Rng, RngExt};
 
 use crate::secret::Secret;
 

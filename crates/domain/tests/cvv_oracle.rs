@@ -8,7 +8,7 @@ mod python;
 
 use ghostcard_domain::cvv::{Cvk, compute_cvv};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 
 const CASES: usize = 500;
 

@@ -9,6 +9,8 @@
 //! Decoding never panics; every failure is a typed [`DecodeError`].
 
 pub mod framing;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod subfields;
 
 use std::collections::BTreeMap;
@@ -305,6 +307,8 @@ impl Message {
     /// A one-line description safe for logs: secret fields masked, field 48's CVV2 (tag 92) hidden.
     pub fn masked(&self) -> String {
         let mut out = format!("MTI={}", self.mti);
+        // The card number is hidden wherever it appears: a peer may copy it into another field too.
+        let card_number = self.get(2).filter(|number| number.len() >= 13);
         for (&number, value) in &self.fields {
             let shown = if number == 2 {
                 mask_card_number(value)
@@ -314,6 +318,13 @@ impl Message {
                 subfields::mask_tags(value, &[subfields::TAG_CVV2])
             } else {
                 value.clone()
+            };
+            let shown = match card_number {
+                // Starred whole, so that what is left beside it cannot join up into the number again.
+                Some(card_number) if number != 2 && shown.contains(card_number) => {
+                    shown.replace(card_number, &"*".repeat(card_number.len()))
+                }
+                _ => shown,
             };
             out.push_str(&format!(" {number}={}", printable(&shown)));
         }

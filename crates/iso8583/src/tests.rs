@@ -94,6 +94,9 @@ fn masked_dumps_hide_pin_blocks_and_track_data_whole_and_escape_what_could_forge
     assert!(dump.contains(&format!("35={}", "*".repeat(28))), "{dump}");
     assert!(dump.contains("43=SHOP\\nlevel=ERROR forged\\u{1b}[2J"), "{dump}");
     assert!(!dump.contains('\n') && !dump.contains('\u{1b}'), "{dump}");
+    // A card number copied into another field is hidden there too (found by fuzzing).
+    message.set(95, format!("{}{}", message.get(2).unwrap_or_default(), "0".repeat(26)));
+    assert!(!message.masked().contains("4111111111111111"), "{}", message.masked());
 }
 
 /// A random valid value for field `number`.

@@ -9,7 +9,7 @@ mod python;
 
 use ghostcard_iso8583::{FIELDS, Format, Length, Message, encode};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use serde_json::{Map, Value};
 
 const CASES: usize = 400;

@@ -17,7 +17,7 @@ use ghostcard_store::authorizations::{self, AuthorizationRecord};
 use ghostcard_store::cards::{self, CardRecord};
 use ghostcard_store::ledger::CommitError;
 use ghostcard_store::{StoreError, Tx, cardholders, ledger, plans, reversals};
-use rand::Rng;
+use rand::RngExt;
 
 use crate::ids::new_id;
 use crate::{App, lifecycle};

@@ -253,11 +253,7 @@ impl FailedAuthentications {
         Self::take_due(&mut counts, now, all)
     }
 
-    fn take_due(
-        counts: &mut HashMap<String, Failures>,
-        now: DateTime<Utc>,
-        all: bool,
-    ) -> Vec<AuditEntry> {
+    fn take_due(counts: &mut HashMap<String, Failures>, now: DateTime<Utc>, all: bool) -> Vec<AuditEntry> {
         let due: Vec<String> = counts
             .iter()
             .filter(|(_, (_, began, _))| all || now - *began >= FAILED_AUTHENTICATION_WINDOW)

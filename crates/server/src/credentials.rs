@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use ghostcard_store::api_keys::{self, ApiKey};
 use ghostcard_store::audit::{self, AuditEntry};
 use ghostcard_store::{Store, StoreError};
-use rand::Rng;
+use rand::RngExt;
 use sha2::{Digest, Sha256};
 
 use crate::ids::new_id;

@@ -12,6 +12,8 @@ pub mod clock;
 pub mod config;
 pub mod credentials;
 pub mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub mod http;
 pub mod ids;

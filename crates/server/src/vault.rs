@@ -18,7 +18,7 @@ use ghostcard_domain::secret::Secret;
 use ghostcard_store::data_keys::{self, WrappedKey};
 use ghostcard_store::{Store, StoreError};
 use hmac::{Hmac, Mac};
-use rand::Rng;
+use rand::{Rng, RngExt};
 use sha2::{Digest, Sha256};
 
 const PURPOSE_CARD_NUMBER: &str = "card_number";

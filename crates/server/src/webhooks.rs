@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use ghostcard_domain::secret::Secret;
 use ghostcard_store::{events, webhooks};
 use hmac::{Hmac, Mac};
-use rand::Rng;
+use rand::{Rng, RngExt};
 use sha2::Sha256;
 
 use crate::App;

@@ -390,13 +390,18 @@ fn without_values(message: &str) -> String {
     }
     for (prefix, what) in [("unknown variant `", "unknown value"), ("unknown field `", "unknown field")] {
         if let Some(rest) = message.strip_prefix(prefix) {
-            let (name, expected) = rest.split_once("`, ").unwrap_or((rest, ""));
+            // The name is the caller's and may hold anything, "`, " included: what follows it is serde's own words,
+            // found from the end.
+            let split = ["`, expected ", "`, there are no "]
+                .iter()
+                .find_map(|separator| rest.rfind(separator).map(|at| (&rest[..at], &rest[at + 3..])));
+            let (name, expected) = split.unwrap_or((rest, ""));
             let shown =
                 if what == "unknown field" && is_field_name(name) { format!(" `{name}`") } else { String::new() };
             return format!("{what}{shown}{}{expected}", if expected.is_empty() { "" } else { ", " });
         }
     }
-    message.to_owned()
+    ghostcard_domain::card_number::redact_digit_runs(message).into_owned()
 }
 
 /// A JSON path or field name as a request may name one: short, letters, digits, `_`, `.` and `[]` only.

@@ -704,3 +704,30 @@ async fn sqlite_database_files_are_private() {
         assert_eq!(mode & 0o777, 0o600, "{database}{suffix}");
     }
 }
+
+#[tokio::test]
+async fn a_flood_of_malformed_network_messages_is_answered_but_not_logged_line_by_line() {
+    use common::iso::Network;
+    use tokio::io::AsyncWriteExt;
+    let app = TestApp::spawn(common::Backend::Sqlite, "hostile_iso_garbage").await;
+    let mut network = Network::connect(&app).await;
+    // MTI and STAN readable, then bytes after the last field: each is answered 30.
+    let mut echo = ghostcard_iso8583::Message::new("0800");
+    echo.set(7, "1207120000").set(11, "000001").set(70, "301");
+    let mut body = ghostcard_iso8583::encode(&echo).expect("encodes");
+    body.extend_from_slice(b"TRAILING");
+    let framed = ghostcard_iso8583::framing::frame(&body).expect("small");
+    let mut bytes = Vec::new();
+    for _ in 0..2_000 {
+        bytes.extend_from_slice(&framed);
+    }
+    network.stream.write_all(&bytes).await.expect("sends");
+    for _ in 0..2_000 {
+        let answer = network.receive().await;
+        assert_eq!(answer.get(39), Some("30"));
+    }
+    let log = String::from_utf8_lossy(&common::log_buffer().lock().expect("log").clone()).to_string();
+    let lines = log.lines().filter(|line| line.contains("malformed network message")).count();
+    assert!((1..=10).contains(&lines), "{lines} log lines for 2,000 malformed messages");
+    assert!(log.contains("suppressed"), "the held-back lines are counted");
+}

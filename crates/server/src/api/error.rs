@@ -102,9 +102,13 @@ impl ApiError {
         ApiError::new(StatusCode::FORBIDDEN, "invalid_request_error", code, message)
     }
 
-    /// 500, logged; the message never carries internals.
+    /// 500, logged (at most once a second, with a count of the lines held back: a database outage fails every
+    /// request); the message never carries internals.
     pub fn internal(error: impl std::fmt::Display) -> ApiError {
-        tracing::error!(%error, "request failed");
+        static LOG: crate::limits::LogLimiter = crate::limits::LogLimiter::new(std::time::Duration::from_secs(1));
+        if let Some(suppressed) = LOG.allow() {
+            tracing::error!(%error, suppressed, "request failed");
+        }
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "api_error",

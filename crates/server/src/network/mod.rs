@@ -26,6 +26,10 @@ use crate::App;
 use crate::authorizer::Authorizer;
 use crate::limits::{AcceptBackoff, LogLimiter};
 
+/// What peers do wrong (idle, malformed, oversized) is logged at most once a second, with a count of what was held
+/// back: a peer that floods the listener with garbage must not flood the log too.
+static BAD_PEERS: LogLimiter = LogLimiter::new(Duration::from_secs(1));
+
 /// Accepts network connections on `listener` until `shutdown` completes.
 pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
     let connections = Arc::new(Semaphore::new(app.limits.iso8583));
@@ -139,7 +143,9 @@ async fn serve_connection(app: Arc<App>, authorizer: Authorizer, socket: TcpStre
             Ok(Ok(read)) => read,
             Ok(Err(error)) => return Err(error),
             Err(_) => {
-                tracing::info!("closing an idle network connection");
+                if let Some(suppressed) = BAD_PEERS.allow() {
+                    tracing::info!(suppressed, "closing an idle network connection");
+                }
                 break;
             }
         };
@@ -153,7 +159,14 @@ async fn serve_connection(app: Arc<App>, authorizer: Authorizer, socket: TcpStre
                 Frame::Incomplete => break,
                 Frame::KeepAlive { consumed } => start += consumed,
                 Frame::TooLarge { length } => {
-                    tracing::warn!(length, max, "network message over the size limit; closing the connection");
+                    if let Some(suppressed) = BAD_PEERS.allow() {
+                        tracing::warn!(
+                            length,
+                            max,
+                            suppressed,
+                            "network message over the size limit; closing the connection"
+                        );
+                    }
                     break 'reading;
                 }
                 Frame::Message { body, consumed } => {
@@ -166,12 +179,19 @@ async fn serve_connection(app: Arc<App>, authorizer: Authorizer, socket: TcpStre
                         }
                         Err(failure) => match messages::format_error(&failure.partial) {
                             Some(response) => {
-                                tracing::info!(error = %failure.error, "malformed network message answered 30");
+                                if let Some(suppressed) = BAD_PEERS.allow() {
+                                    tracing::info!(error = %failure.error, suppressed, "malformed network message answered 30");
+                                }
                                 send(&responses, &response).await;
                                 continue;
                             }
                             None => {
-                                tracing::warn!(error = %failure.error, "unreadable network message; closing the connection");
+                                if let Some(suppressed) = BAD_PEERS.allow() {
+                                    tracing::warn!(
+                                        error = %failure.error, suppressed,
+                                        "unreadable network message; closing the connection"
+                                    );
+                                }
                                 break 'reading;
                             }
                         },

@@ -553,7 +553,7 @@ async fn password_work_is_rate_limited_per_origin_and_sign_up_reveals_no_account
 
 #[tokio::test]
 async fn the_same_web_form_sent_twice_does_its_work_once() {
-    use common::web::{cookies, hidden};
+    use common::web::{cookies, hidden, sign_in};
     for backend in BACKENDS {
         let app = TestApp::spawn(backend, "hostile_forms").await;
         let (_, holder) = app
@@ -562,16 +562,7 @@ async fn the_same_web_form_sent_twice_does_its_work_once() {
         let holder_id = holder["id"].as_str().expect("id").to_owned();
         let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
         let url = |path: &str| format!("{}{path}", app.base);
-        let page = client.get(url("/app/sign-in")).send().await.expect("page");
-        let jar = cookies(&page, vec![]);
-        let csrf = hidden(&page.text().await.expect("html"), "csrf");
-        let signed_in = client
-            .post(url("/app/sign-in"))
-            .header("cookie", jar.join("; "))
-            .form(&[("csrf", csrf.as_str()), ("email", "two@example.com"), ("password", "a long enough password")])
-            .send()
-            .await
-            .expect("answer");
+        let (signed_in, jar) = sign_in(&client, &app.base, "two@example.com", "a long enough password").await;
         let jar = cookies(&signed_in, jar).join("; ");
         let get = |path: String| {
             let request = client.get(url(&path)).header("cookie", jar.clone());

@@ -7,7 +7,7 @@ mod common;
 #[path = "../../../tests/support/webdriver.rs"]
 mod webdriver;
 
-use common::web::{cookies, hidden};
+use common::web::{cookies, hidden, sign_in};
 use common::{Backend, TestApp};
 use reqwest::StatusCode;
 use serde_json::json;
@@ -177,16 +177,7 @@ async fn forged_posts_are_refused_sessions_time_out_and_repeated_failures_slow_s
     assert!(forged.headers().get("set-cookie").is_none(), "no session");
 
     // Signing in through the form works.
-    let page = client.get(url("/app/sign-in")).send().await.expect("page");
-    let jar = cookies(&page, vec![]);
-    let csrf = hidden(&page.text().await.expect("html"), "csrf");
-    let signed_in = client
-        .post(url("/app/sign-in"))
-        .header("cookie", jar.join("; "))
-        .form(&[("csrf", csrf.as_str()), ("email", "bo@example.com"), ("password", "a long enough password")])
-        .send()
-        .await
-        .expect("answer");
+    let (signed_in, jar) = sign_in(&client, &app.base, "bo@example.com", "a long enough password").await;
     assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
     let set = signed_in
         .headers()

@@ -258,12 +258,16 @@ async fn idempotent(State(app): State<Arc<App>>, request: Request, next: Next) -
     if response.headers_mut().remove(STORED_HEADER).is_some() {
         return response;
     }
-    // The handler changed nothing (an error or a read): record its answer, or forget the claim on a server error
-    // so that a retry can succeed.
+    record_answer(&app, &IdempotencyClaim { scope: caller.scope, key }, response).await
+}
+
+/// For a handler that changed nothing (an error or a read): records its answer under the claim, or forgets the claim
+/// after a server error so that a retry can succeed. As the last line of defence, an error body that quotes a digit
+/// run that could be a card number is redacted, so it is neither kept nor sent.
+async fn record_answer(app: &App, claim: &IdempotencyClaim, response: Response) -> Response {
     let status = response.status();
     let (parts, body) = response.into_parts();
     let body = to_bytes(body, usize::MAX).await.unwrap_or_default();
-    // The last line of defence: an error body that quotes a card number from the request is neither kept nor sent.
     let redacted = match ghostcard_domain::card_number::redact_digit_runs(&String::from_utf8_lossy(&body)) {
         std::borrow::Cow::Owned(redacted) if status.is_client_error() => Some(redacted),
         _ => None,
@@ -275,10 +279,10 @@ async fn idempotent(State(app): State<Arc<App>>, request: Request, next: Next) -
     let settle = async {
         let mut tx = app.store.begin().await?;
         if status.is_server_error() {
-            idempotency::release(&mut tx, &caller.scope, &key).await?;
+            idempotency::release(&mut tx, &claim.scope, &claim.key).await?;
         } else {
-            idempotency::complete(&mut tx, &caller.scope, &key, status.as_u16(), &String::from_utf8_lossy(&body))
-                .await?;
+            let text = String::from_utf8_lossy(&body);
+            idempotency::complete(&mut tx, &claim.scope, &claim.key, status.as_u16(), &text).await?;
         }
         ghostcard_store::commit(tx).await
     };

@@ -9,8 +9,10 @@
 //! `SameSite=Strict`, `Secure` in live mode); the database keeps only its keyed hash. A session ends after 15
 //! minutes without a request, or at sign-out. **CSRF**: every form carries a token — the session's, or for the
 //! sign-up and sign-in forms a random one that must match the `gc_csrf` cookie — and a POST without the right one
-//! changes nothing. **Passwords**: Argon2id; after 10 failed sign-ins in a row the account refuses sign-ins for 30
-//! minutes, and the answer never says whether an email has an account. Sign-ins, failures and lockouts are audited.
+//! changes nothing; forms that change something also carry a one-time token ([`once`]), so a form sent twice does its
+//! work once. **Passwords**: Argon2id, checked by a bounded number of workers; sign-ins are rate-limited per origin
+//! and per email (after ten attempts, one every 30 seconds: a guesser is slowed, the owner never locked out), and no
+//! answer says whether an email has an account ([`crate::clients`]). Sign-ins and failures are audited.
 
 use std::sync::Arc;
 
@@ -50,6 +52,7 @@ const SESSION_COOKIE: &str = "gc_session";
 const CSRF_COOKIE: &str = "gc_csrf";
 /// A session ends after this long without a request.
 pub const IDLE_TIMEOUT: Duration = Duration::minutes(15);
+
 pub fn router() -> axum::Router<Arc<App>> {
     ops::router()
         .route("/app", get(home))

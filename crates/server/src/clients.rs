@@ -114,8 +114,15 @@ pub fn origin(headers: &HeaderMap) -> Option<String> {
 pub struct Buckets {
     capacity: u32,
     refill_every: Duration,
+    /// Keys held at most: past it, the buckets that are full again are forgotten, and if that is not enough, new
+    /// keys share one bucket ([`OVERFLOW_KEY`]) until room is made. An attacker with many addresses slows down
+    /// together instead of growing the map.
+    max_keys: usize,
     buckets: Mutex<HashMap<String, Bucket>>,
 }
+
+/// The bucket new keys share while a [`Buckets`] holds its most keys.
+const OVERFLOW_KEY: &str = "\u{0}overflow";
 
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
@@ -126,14 +133,22 @@ struct Bucket {
 
 impl Buckets {
     pub fn new(capacity: u32, refill_every: Duration) -> Buckets {
-        Buckets { capacity, refill_every, buckets: Mutex::new(HashMap::new()) }
+        Buckets::with_max_keys(capacity, refill_every, MAX_BUCKETS)
+    }
+
+    fn with_max_keys(capacity: u32, refill_every: Duration, max_keys: usize) -> Buckets {
+        Buckets { capacity, refill_every, max_keys, buckets: Mutex::new(HashMap::new()) }
     }
 
     /// Takes a token for `key`, or says how long until one is there.
     pub fn take(&self, key: &str, now: DateTime<Utc>) -> Result<(), Duration> {
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
-        if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(key) {
+        let mut key = key;
+        if buckets.len() >= self.max_keys && !buckets.contains_key(key) {
             buckets.retain(|_, bucket| self.refilled(*bucket, now).tokens < self.capacity);
+            if buckets.len() >= self.max_keys {
+                key = OVERFLOW_KEY;
+            }
         }
         let bucket = buckets.entry(key.to_owned()).or_insert(Bucket { tokens: self.capacity, counted: now });
         *bucket = self.refilled(*bucket, now);
@@ -226,9 +241,17 @@ impl Guards {
 }
 
 /// Failed authentications counted per origin, to be written as one audit entry per origin and window.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FailedAuthentications {
     counts: Mutex<HashMap<String, Failures>>,
+    /// Origins counted at once, at most; beyond, failures are counted under `other`.
+    max_origins: usize,
+}
+
+impl Default for FailedAuthentications {
+    fn default() -> Self {
+        FailedAuthentications { counts: Mutex::new(HashMap::new()), max_origins: MAX_COUNTED_ORIGINS }
+    }
 }
 
 /// One origin's failures in the current window: how many, when the window began, and what was presented last
@@ -240,7 +263,7 @@ impl FailedAuthentications {
     pub fn record(&self, origin: Option<&str>, detail: &'static str, now: DateTime<Utc>) -> Vec<AuditEntry> {
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         let origin = origin.unwrap_or("unknown");
-        let key = if counts.len() >= MAX_COUNTED_ORIGINS && !counts.contains_key(origin) { "other" } else { origin };
+        let key = if counts.len() >= self.max_origins && !counts.contains_key(origin) { "other" } else { origin };
         let entry = counts.entry(key.to_owned()).or_insert((0, now, detail));
         entry.0 += 1;
         entry.2 = detail;
@@ -332,6 +355,50 @@ mod tests {
         assert_eq!(buckets.take("a", start + Duration::seconds(31)), Ok(()));
         assert_eq!(buckets.take("a", start + Duration::seconds(3600)), Ok(()), "full again after a while");
         assert_eq!(retry_after_seconds(Duration::milliseconds(1_200)), 2);
+    }
+
+    #[test]
+    fn at_their_most_keys_buckets_forget_full_ones_then_share_one() {
+        let buckets = Buckets::with_max_keys(2, Duration::seconds(30), 2);
+        let start = DateTime::from_timestamp(1_800_000_000, 0).expect("valid");
+        for key in ["a", "b"] {
+            assert_eq!(buckets.take(key, start), Ok(()));
+            assert_eq!(buckets.take(key, start), Ok(()));
+        }
+        // Both keys are empty: new keys share the overflow bucket, which empties too.
+        assert_eq!(buckets.take("c", start), Ok(()));
+        assert_eq!(buckets.take("d", start), Ok(()));
+        assert!(buckets.take("e", start).is_err(), "the overflow bucket is empty");
+        assert!(buckets.buckets.lock().expect("lock").len() <= 3, "the map stays bounded");
+        // Once the keys are full again they are forgotten and new keys get buckets of their own.
+        let later = start + Duration::seconds(300);
+        assert_eq!(buckets.take("f", later), Ok(()));
+        assert!(buckets.buckets.lock().expect("lock").contains_key("f"));
+    }
+
+    #[test]
+    fn at_their_most_origins_failures_are_counted_under_other() {
+        let failures = FailedAuthentications { max_origins: 2, ..FailedAuthentications::default() };
+        let start = DateTime::from_timestamp(1_800_000_000, 0).expect("valid");
+        for origin in ["1.1.1.1", "2.2.2.2", "3.3.3.3", "4.4.4.4"] {
+            failures.record(Some(origin), "no API key", start);
+        }
+        let entries = failures.due(start, true);
+        let mut origins: Vec<_> = entries.iter().filter_map(|entry| entry.origin.clone()).collect();
+        origins.sort();
+        assert_eq!(origins, vec!["1.1.1.1", "2.2.2.2", "other"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_every_password_worker_busy_a_request_is_told_to_come_back() {
+        let guards = Guards::default();
+        let mut held = Vec::new();
+        for _ in 0..PASSWORD_WORKERS {
+            held.push(guards.password_worker().await.expect("a free worker"));
+        }
+        assert_eq!(guards.password_matches(None, "x").await, Err(Busy), "no worker within the wait");
+        drop(held);
+        assert_eq!(guards.password_matches(None, "x").await, Ok(false), "a free worker checks it");
     }
 
     #[test]

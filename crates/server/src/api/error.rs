@@ -60,7 +60,6 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", code, message)
     }
 
-    /// 404 for a resource kind and id.
     /// 404 for a resource kind and id. The id is named only when it has the shape of one of ours (a prefix, `_`,
     /// letters and digits): a path may carry anything, a card number included.
     pub fn not_found(resource: &str, id: &str) -> ApiError {

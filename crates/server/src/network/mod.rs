@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use ghostcard_iso8583::framing::{Frame, frame, next_frame};
-use ghostcard_iso8583::{Message, decode, encode};
+use ghostcard_iso8583::{DecodeFailure, Message, decode, encode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
@@ -112,26 +112,10 @@ impl Drop for PeerSlot {
 
 async fn serve_connection(app: Arc<App>, authorizer: Authorizer, socket: TcpStream) -> std::io::Result<()> {
     let _ = socket.set_nodelay(true);
-    let (mut reader, mut writer) = socket.into_split();
+    let (mut reader, writer) = socket.into_split();
     let in_flight = Arc::new(Semaphore::new(app.config.iso8583_max_in_flight_per_connection));
-    let (responses, mut outgoing) = mpsc::channel::<Vec<u8>>(app.config.iso8583_max_in_flight_per_connection);
-    let writer_task = tokio::spawn(async move {
-        // Answers that are ready together go out in one write: a batch decides many requests at once.
-        while let Some(mut bytes) = outgoing.recv().await {
-            // The answer that woke this task ran just before it: tokio runs a task woken by another right after it
-            // (its LIFO slot). Yielding lets the other answers already due run first, so that they join this write
-            // instead of each taking a write of its own.
-            tokio::task::yield_now().await;
-            while bytes.len() < 64 * 1024 {
-                match outgoing.try_recv() {
-                    Ok(more) => bytes.extend_from_slice(&more),
-                    Err(_) => break,
-                }
-            }
-            writer.write_all(&bytes).await?;
-        }
-        writer.shutdown().await
-    });
+    let (responses, outgoing) = mpsc::channel::<Vec<u8>>(app.config.iso8583_max_in_flight_per_connection);
+    let writer_task = spawn_writer(writer, outgoing);
     let idle = Duration::from_secs(app.config.iso8583_idle_timeout_seconds);
     let mut traffic = Traffic::new(Duration::from_secs(app.config.iso8583_echo_interval_seconds));
     let max = app.config.iso8583_max_message_bytes;
@@ -177,24 +161,8 @@ async fn serve_connection(app: Arc<App>, authorizer: Authorizer, socket: TcpStre
                             traffic.saw(&message);
                             message
                         }
-                        Err(failure) => match messages::format_error(&failure.partial) {
-                            Some(response) => {
-                                if let Some(suppressed) = BAD_PEERS.allow() {
-                                    tracing::info!(error = %failure.error, suppressed, "malformed network message answered 30");
-                                }
-                                send(&responses, &response).await;
-                                continue;
-                            }
-                            None => {
-                                if let Some(suppressed) = BAD_PEERS.allow() {
-                                    tracing::warn!(
-                                        error = %failure.error, suppressed,
-                                        "unreadable network message; closing the connection"
-                                    );
-                                }
-                                break 'reading;
-                            }
-                        },
+                        Err(failure) if answer_undecodable(&failure, &responses).await => continue,
+                        Err(_) => break 'reading,
                     };
                     // Bounded: a client that never reads its responses stops being read from.
                     let Ok(permit) = in_flight.clone().acquire_owned().await else { break 'reading };
@@ -213,6 +181,50 @@ async fn serve_connection(app: Arc<App>, authorizer: Authorizer, socket: TcpStre
     // Let the answers of requests already read go out before the connection closes.
     let _ = tokio::time::timeout(Duration::from_millis(app.config.authorization_deadline_ms + 1000), writer_task).await;
     Ok(())
+}
+
+/// The connection's writer: answers that are ready together go out in one write (a batch decides many requests at
+/// once).
+fn spawn_writer(
+    mut writer: tokio::net::tcp::OwnedWriteHalf,
+    mut outgoing: mpsc::Receiver<Vec<u8>>,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    tokio::spawn(async move {
+        while let Some(mut bytes) = outgoing.recv().await {
+            // The answer that woke this task ran just before it: tokio runs a task woken by another right after it
+            // (its LIFO slot). Yielding lets the other answers already due run first, so that they join this write
+            // instead of each taking a write of its own.
+            tokio::task::yield_now().await;
+            while bytes.len() < 64 * 1024 {
+                match outgoing.try_recv() {
+                    Ok(more) => bytes.extend_from_slice(&more),
+                    Err(_) => break,
+                }
+            }
+            writer.write_all(&bytes).await?;
+        }
+        writer.shutdown().await
+    })
+}
+
+/// A message that did not decode: answered `30` when its MTI and STAN could be read (true: the connection goes on);
+/// otherwise the connection is to be closed (false).
+async fn answer_undecodable(failure: &DecodeFailure, responses: &mpsc::Sender<Vec<u8>>) -> bool {
+    match messages::format_error(&failure.partial) {
+        Some(response) => {
+            if let Some(suppressed) = BAD_PEERS.allow() {
+                tracing::info!(error = %failure.error, suppressed, "malformed network message answered 30");
+            }
+            send(responses, &response).await;
+            true
+        }
+        None => {
+            if let Some(suppressed) = BAD_PEERS.allow() {
+                tracing::warn!(error = %failure.error, suppressed, "unreadable network message; closing the connection");
+            }
+            false
+        }
+    }
 }
 
 /// What keeps a connection open: requests do; keep-alive frames do not (a peer could hold a slot forever with them);

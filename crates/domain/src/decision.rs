@@ -302,6 +302,18 @@ impl AuthorizationKind {
             AuthorizationKind::Advice => "advice",
         }
     }
+
+    pub fn parse(text: &str) -> Option<AuthorizationKind> {
+        [
+            AuthorizationKind::Purchase,
+            AuthorizationKind::Verification,
+            AuthorizationKind::Incremental,
+            AuthorizationKind::Refund,
+            AuthorizationKind::Advice,
+        ]
+        .into_iter()
+        .find(|kind| kind.as_str() == text)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -379,8 +391,10 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
         && !card.is_bound()
         && request.transaction_type == TransactionType::Purchase
         && request.amount_minor > input.rules.micro_authorization_max_minor;
+    // A refund holds nothing, also when it arrives as an advice.
     let hold = match kind {
         AuthorizationKind::Refund | AuthorizationKind::Verification => Money::zero(card.currency()),
+        _ if request.transaction_type == TransactionType::Refund => Money::zero(card.currency()),
         _ => Money::new(request.amount_minor, card.currency()),
     };
     match (checked.result, request.class) {
@@ -779,6 +793,12 @@ mod tests {
         assert_eq!(decision.outcome, Outcome::Approved { hold: usd(50_000) });
         assert_eq!(decision.flag, Some(DeclineReason::CardExpired));
         assert!(!decision.first_use, "only an active card can be consumed");
+
+        let mut refund = purchase(50_000);
+        refund.class = MessageClass::Advice;
+        refund.transaction_type = TransactionType::Refund;
+        let decision = Case::new(refund).decide();
+        assert_eq!(decision.outcome, Outcome::Approved { hold: usd(0) }, "a refund advice holds nothing");
 
         let mut within = purchase(5_000);
         within.class = MessageClass::Advice;

@@ -78,6 +78,17 @@ impl FraudRules {
         first_full(&self.authorization, approvals, now)
     }
 
+    /// The longest window of the authorization rules: the approvals a decision counts.
+    pub fn authorization_window_seconds(&self) -> i64 {
+        longest(&self.authorization)
+    }
+
+    /// The longest window of every rule an authorization reads (approvals, CVV2 failures, declines): how far back
+    /// a cardholder's history must be loaded.
+    pub fn history_window_seconds(&self) -> i64 {
+        longest(&self.authorization).max(longest(&self.cvv_failures)).max(longest(&self.card_declines))
+    }
+
     /// The actions a decline triggers. `earlier_cvv_failures` and `earlier_card_declines` are the times of the
     /// events before this one; this decline counts as one more (a CVV failure when `cvv_failed`). Duplicates and
     /// `94` answers must not be passed in as declines.
@@ -99,6 +110,10 @@ impl FraudRules {
         }
         actions
     }
+}
+
+fn longest(limits: &[VelocityLimit]) -> i64 {
+    limits.iter().map(|limit| limit.window_seconds).max().unwrap_or(0)
 }
 
 fn first_full<'a>(limits: &'a [VelocityLimit], events: &[DateTime<Utc>], now: DateTime<Utc>) -> Option<&'a str> {

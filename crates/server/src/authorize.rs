@@ -1,36 +1,46 @@
-//! The authorization operation: one request, decided by the domain and made durable with everything it
-//! changes (card state, hold, ledger transfer, authorization record, fraud freezes) in one transaction.
+//! Authorizations, decided by the one engine ([`ghostcard_domain::engine`]) and made durable with everything they
+//! change (card states, holds, authorization records, fraud freezes, events) in one transaction.
 //!
-//! Both the sandbox endpoint and, later, the ISO 8583 listener call [`authorize`]; the rules are the domain's.
+//! [`decide_in`] decides requests as a batch in the caller's transaction: the store loads the snapshot, the engine
+//! decides, the store writes. The group-commit authorizer ([`crate::authorizer`]) calls it with up to a batch of
+//! network requests; [`decide_alone`] calls it with one, in a transaction of its own, for the sandbox endpoint,
+//! 0200s and the requests of a batch that conflicted with another writer.
 
 use chrono::{DateTime, Duration, Utc};
-use ghostcard_domain::card::{Card, CardEvent, CardStatus, Transition};
 use ghostcard_domain::card_number::CardNumber;
-use ghostcard_domain::decision::{
-    AuthorizationKind, AuthorizationRequest, CardholderStanding, CvvCheck, Decision, DecisionInput, DeclineReason,
-    InvalidRequest, Outcome, decide,
-};
-use ghostcard_domain::fraud::FraudAction;
-use ghostcard_domain::ledger::entries;
+use ghostcard_domain::decision::{AuthorizationKind, AuthorizationRequest, CvvCheck};
+pub use ghostcard_domain::engine::Descriptors;
+use ghostcard_domain::engine::{self, Context, EngineError, NetworkKey, Submission};
 use ghostcard_domain::money::Money;
-use ghostcard_store::authorizations::{self, AuthorizationRecord};
-use ghostcard_store::cards::{self, CardRecord};
-use ghostcard_store::ledger::CommitError;
-use ghostcard_store::{StoreError, Tx, cardholders, ledger, plans, reversals};
+pub use ghostcard_store::batch::Stored as Outcome;
+use ghostcard_store::batch::{self, Loaded};
+use ghostcard_store::{Conn, StoreError, authorizations};
 use rand::RngExt;
 
 use crate::ids::new_id;
 use crate::{App, lifecycle};
 
-/// How the card is named.
+/// One authorization request to decide.
 #[derive(Debug, Clone)]
-pub enum CardLookup {
-    /// By id (the sandbox).
-    Id(String),
-    /// By number (the network), found through its keyed hash.
-    Number(CardNumber),
-    /// Digits that are not a card number (wrong length or check digit): no card, recorded by this keyed hash.
-    Unknown(Vec<u8>),
+pub struct Job {
+    /// The card number as the network sent it, to check its CVV2; `None` when the sandbox names the card or the
+    /// digits are not a card number.
+    pub number: Option<CardNumber>,
+    /// The keyed hash the card is found by (of the digits, when they are not a card number: no card has it).
+    pub number_hash: Vec<u8>,
+    pub request: AuthorizationRequest,
+    pub cvv: CvvInput,
+    pub descriptors: Descriptors,
+}
+
+impl Job {
+    fn network_key(&self) -> Option<NetworkKey> {
+        Some(NetworkKey {
+            acquirer_id: self.request.merchant.acquirer_id.clone(),
+            stan: self.descriptors.stan.clone()?,
+            transmission_time: self.descriptors.transmission_time.clone()?,
+        })
+    }
 }
 
 /// The CVV2 part of a request.
@@ -40,16 +50,6 @@ pub enum CvvInput {
     AssumeCorrect,
     Received(String),
     Absent,
-}
-
-/// Descriptive fields that are recorded but do not change the decision.
-#[derive(Debug, Clone, Default)]
-pub struct Descriptors {
-    pub merchant_name: Option<String>,
-    pub merchant_city: Option<String>,
-    pub stan: Option<String>,
-    pub rrn: Option<String>,
-    pub transmission_time: Option<String>,
 }
 
 /// What an approval does besides holding: a 0200 financial request captures at once (a purchase) or moves the
@@ -63,144 +63,145 @@ pub enum Settlement {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthorizeError {
-    /// Another request with the same network key (field 32 + 11 + 7) was recorded first.
-    #[error("a request with this network key was already recorded")]
-    Duplicate,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{0}")]
     Lifecycle(#[from] crate::lifecycle::LifecycleError),
-    #[error("ledger: {0}")]
-    Ledger(#[from] CommitError),
     #[error("stored card is inconsistent: {0}")]
     Card(String),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
 }
 
-/// Decides `request` for the card and commits the result.
-pub async fn authorize(
+/// Decides `jobs` in order and writes the result in the transaction on `tx`, returning one outcome per job; `begin`:
+/// SQLite statements that begin the transaction, sent with the first read (the group commit's held connection).
+/// On an error the transaction must be rolled back.
+pub async fn decide_in(
     app: &App,
-    lookup: CardLookup,
-    request: AuthorizationRequest,
-    cvv: CvvInput,
-    descriptors: Descriptors,
-    settlement: Settlement,
-) -> Result<(AuthorizationRecord, Decision), AuthorizeError> {
-    let now = app.clock.now();
-    let number_hash = match &lookup {
-        CardLookup::Number(number) => Some(app.vault.number_hash(number)),
-        CardLookup::Unknown(hash) => Some(hash.clone()),
-        CardLookup::Id(_) => None,
-    };
-    let mut tx = app.store.begin().await?;
-    let (record, number) = match &lookup {
-        CardLookup::Id(id) => {
-            cards::lock_cardholder_of_card(&mut tx, id).await?;
-            (cards::get_for_update(&mut tx, id).await?, None)
-        }
-        CardLookup::Number(number) => {
-            let hash = number_hash.as_deref().unwrap_or_default();
-            cards::lock_cardholders_of(&mut tx, &[hash.to_vec()]).await?;
-            (cards::find_by_number_hash(&mut tx, hash).await?, Some(number))
-        }
-        CardLookup::Unknown(_) => (None, None),
-    };
-    let card = record.as_ref().map(CardRecord::to_card).transpose()?;
-    let cvv_check = match (&record, &card) {
-        (Some(record), Some(card)) => check_cvv(app, record, card, number, &cvv)?,
-        _ => CvvCheck::Absent,
-    };
-    let (standing, approvals) = match &record {
-        Some(record) => {
-            let cardholder = cardholders::get(&mut tx, &record.cardholder_id).await?;
-            let today = app.today(now);
-            let overdue = plans::active_for_cardholder(&mut tx, &record.cardholder_id)
-                .await?
-                .iter()
-                .any(|plan| plan.plan.has_arrears(today));
-            let standing = CardholderStanding {
-                restricted: cardholder.as_ref().is_some_and(|cardholder| cardholder.status == "restricted"),
-                overdue,
-            };
-            let window = longest(app.rules.fraud.authorization.iter().map(|limit| limit.window_seconds));
-            (standing, authorizations::approval_times(&mut tx, &record.cardholder_id, now - window).await?)
-        }
-        None => (CardholderStanding::default(), Vec::new()),
-    };
-    let reversed_before = match (&descriptors.stan, &descriptors.transmission_time) {
-        (Some(stan), Some(transmission)) => {
-            reversals::reversed_before_arrival(&mut tx, &request.merchant.acquirer_id, stan, transmission).await?
-        }
-        _ => false,
-    };
-    let decision = if reversed_before {
-        reversed_before_arrival()
-    } else {
-        decide(&DecisionInput {
-            request: &request,
-            card: card.as_ref(),
-            cvv: cvv_check,
-            standing,
-            cardholder_approvals: &approvals,
-            rules: &app.rules,
-            now,
-        })
-    };
-
-    let mut authorization = new_record(&decision, &request, &descriptors, record.as_ref(), number_hash, now);
-
-    if let (Some(mut record), Some(mut card)) = (record, card) {
-        if decision.is_approved() {
-            let (hold, transition) = apply_approval(&mut card, &mut record, &decision, &request, &descriptors, now)?;
-            if let Some(hold) = hold {
-                let committed = ledger::commit(&mut tx, &[entries::hold(&record.id, hold)], now).await?;
-                authorization.hold_transfer_id = Some(committed[0].transfer.0 as i64);
-                authorization.held = hold.minor();
+    tx: &mut Conn,
+    jobs: &[Job],
+    now: DateTime<Utc>,
+    begin: Option<&str>,
+) -> Result<Vec<Outcome>, AuthorizeError> {
+    let loading = std::time::Instant::now();
+    let hashes: Vec<Vec<u8>> = jobs.iter().map(|job| job.number_hash.clone()).collect();
+    let keys: Vec<NetworkKey> = jobs.iter().filter_map(Job::network_key).collect();
+    let since = now - Duration::seconds(app.rules.fraud.history_window_seconds());
+    let mut loaded = batch::load(tx, &hashes, &keys, since, app.today(now), begin).await?;
+    let submissions = jobs.iter().map(|job| submission(app, &loaded, job, now)).collect::<Result<Vec<_>, _>>()?;
+    let (loaded_in, deciding) = (loading.elapsed(), std::time::Instant::now());
+    let context = Context { rules: &app.rules, rules_version: &app.rules_version, now };
+    let effects = loop {
+        match engine::decide_batch(&loaded.snapshot, &submissions, &context) {
+            Ok(effects) => break effects,
+            Err(EngineError::Incomplete(holders)) => {
+                if holders.iter().all(|holder| loaded.snapshot.complete.contains(holder)) {
+                    return Err(EngineError::Broken(format!("{holders:?} loaded and still incomplete")).into());
+                }
+                batch::load_cards_of(tx, &mut loaded, &holders).await?;
             }
-            if let Some(transition) = &transition {
-                cards::record_transition(&mut tx, &record.id, transition).await?;
-            }
-            cards::update(&mut tx, &mut record).await?;
-            if transition.is_some_and(|transition| transition.to == CardStatus::Used) {
-                ghostcard_store::events::insert_many(&mut tx, &[crate::events::thin("card.used", &record.id, now)])
-                    .await?;
-            }
+            Err(error) => return Err(error.into()),
         }
-        if let Some(reason) = decision.decline_reason() {
-            // Counted before this decline is inserted: the rules count it as "this one".
-            freeze_after_decline(app, &mut tx, &record, reason.code() == "cvv_mismatch", now).await?;
+    };
+    let (decided_in, writing) = (deciding.elapsed(), std::time::Instant::now());
+    let number_hashes: Vec<Option<Vec<u8>>> = hashes.into_iter().map(Some).collect();
+    let outcomes = batch::write(tx, &loaded, &submissions, &number_hashes, &effects, now).await?;
+    app.metrics.observe_batch_stages(loaded_in, decided_in, writing.elapsed());
+    for (card, transition) in &effects.transitions {
+        if transition.to == ghostcard_domain::card::CardStatus::Frozen {
+            tracing::warn!(%card, rule = %transition.reason, "card frozen by a fraud rule");
         }
-        insert(&mut tx, &authorization).await?;
-        if settlement == Settlement::Immediate && decision.is_approved() {
-            let amount = ghostcard_domain::money::Money::new(request.amount_minor, record.currency()?);
-            let record_id = format!("financial:{}", authorization.id);
-            if decision.kind == AuthorizationKind::Refund {
-                lifecycle::merchant_refund(app, &mut tx, &record.id, amount, &record_id, now).await?;
-            } else if amount.is_positive() {
-                lifecycle::capture(app, &mut tx, &authorization.id, amount, &record_id, now).await?;
-            }
-        }
-    } else {
-        insert(&mut tx, &authorization).await?;
     }
-    ghostcard_store::events::insert_many(&mut tx, &[crate::events::authorization(&authorization, now)]).await?;
+    Ok(outcomes)
+}
+
+/// Counts and logs decided authorizations once they are durable.
+pub fn observe(app: &App, outcomes: &[Outcome]) {
+    for outcome in outcomes {
+        if let Outcome::Decided(record) = outcome {
+            app.metrics.observe_authorization(&record.response_code);
+            tracing::debug!(authorization = %record.id, response_code = %record.response_code, rule = %record.rule, "authorization decided");
+        }
+    }
+}
+
+/// Decides one job in a transaction of its own (the sandbox, 0200s, and batches that conflicted); a 0200's approval
+/// is settled in the same transaction. A repeat that lost the race to its original comes back as
+/// [`Outcome::Duplicate`] with the original's record.
+pub async fn decide_alone(app: &App, job: Job, settlement: Settlement) -> Result<Outcome, AuthorizeError> {
+    let now = app.clock.now();
+    let mut tx = app.store.begin().await?;
+    let outcome = match decide_in(app, &mut tx, std::slice::from_ref(&job), now, None).await {
+        Ok(mut outcomes) => outcomes.pop().ok_or_else(|| AuthorizeError::Card("no outcome for the job".to_owned()))?,
+        // Another request with the same network key was written after the snapshot was read.
+        Err(AuthorizeError::Store(StoreError::Conflict)) if job.network_key().is_some() => {
+            drop(tx);
+            return original(app, &job).await;
+        }
+        Err(error) => return Err(error),
+    };
+    if let (Outcome::Decided(record), Settlement::Immediate) = (&outcome, settlement)
+        && record.status == "approved"
+    {
+        settle(app, &mut tx, record, now).await?;
+    }
     ghostcard_store::commit(tx).await?;
-    app.metrics.observe_authorization(decision.response_code);
-    tracing::info!(
-        authorization = %authorization.id,
-        card = authorization.card_id.as_deref().unwrap_or("unknown"),
-        response_code = decision.response_code,
-        rule = %decision.rule,
-        "authorization decided"
-    );
-    Ok((authorization, decision))
+    observe(app, std::slice::from_ref(&outcome));
+    Ok(outcome)
+}
+
+/// The stored original of a job whose network key another request took.
+async fn original(app: &App, job: &Job) -> Result<Outcome, AuthorizeError> {
+    let key = job.network_key().ok_or_else(|| AuthorizeError::Card("a duplicate without a network key".to_owned()))?;
+    let mut tx = app.store.read().await?;
+    match authorizations::find_by_network_key(&mut tx, &key.acquirer_id, &key.stan, &key.transmission_time).await? {
+        Some(original) => Ok(Outcome::Duplicate(original)),
+        None => Err(AuthorizeError::Card("a duplicate without an original".to_owned())),
+    }
+}
+
+/// A 0200's approval: the purchase is captured at once, a refund moved at once.
+async fn settle(
+    app: &App,
+    tx: &mut ghostcard_store::Tx,
+    record: &authorizations::AuthorizationRecord,
+    now: DateTime<Utc>,
+) -> Result<(), AuthorizeError> {
+    let Some(card_id) = &record.card_id else { return Ok(()) };
+    let currency = ghostcard_domain::money::Currency::from_code(&record.currency)
+        .map_err(|_| AuthorizeError::Card(format!("authorization {} currency", record.id)))?;
+    let amount = Money::new(record.amount, currency);
+    let record_id = format!("financial:{}", record.id);
+    if record.kind == AuthorizationKind::Refund.as_str() {
+        lifecycle::merchant_refund(app, tx, card_id, amount, &record_id, now).await?;
+    } else if amount.is_positive() {
+        lifecycle::capture(app, tx, &record.id, amount, &record_id, now).await?;
+    }
+    Ok(())
+}
+
+/// What the engine needs to know about a job: its id and authorization code if approved, the card its number
+/// resolved to, and its CVV2 check.
+fn submission(app: &App, loaded: &Loaded, job: &Job, now: DateTime<Utc>) -> Result<Submission, AuthorizeError> {
+    let card = loaded.card_by_hash(&job.number_hash);
+    Ok(Submission {
+        id: new_id("auth", now, &mut rand::rng()),
+        auth_code: authorization_code(),
+        request: job.request.clone(),
+        descriptors: job.descriptors.clone(),
+        card_id: card.map(|record| record.id.clone()),
+        cvv: match card {
+            Some(record) => check_cvv(app, record, job.number.as_ref(), &job.cvv)?,
+            None => CvvCheck::Absent,
+        },
+    })
 }
 
 /// The CVV2 check of a request for a card: recomputed with the card's CVK from the number (decrypted when the
-/// request named the card by id).
-pub(crate) fn check_cvv(
+/// request did not carry it).
+fn check_cvv(
     app: &App,
-    record: &CardRecord,
-    card: &Card,
+    record: &ghostcard_store::cards::CardRecord,
     number: Option<&CardNumber>,
     cvv: &CvvInput,
 ) -> Result<CvvCheck, AuthorizeError> {
@@ -220,146 +221,9 @@ pub(crate) fn check_cvv(
             &decrypted
         }
     };
+    let card = record.to_card()?;
     let cvk = app.vault.cvk(record.cvk_version).map_err(|error| AuthorizeError::Card(error.to_string()))?;
     Ok(if cvk.verify_cvv2(number, card.expiry(), received) { CvvCheck::Match } else { CvvCheck::Mismatch })
-}
-
-/// The decision for an original whose reversal came first: the purchase was called off before we saw it.
-pub(crate) fn reversed_before_arrival() -> Decision {
-    let reason = DeclineReason::InvalidRequest(InvalidRequest::Other);
-    Decision {
-        kind: AuthorizationKind::Purchase,
-        response_code: reason.response_code(),
-        outcome: Outcome::Declined(reason),
-        rule: "reversed_before_arrival".to_owned(),
-        cvv_result: None,
-        first_use: false,
-        flag: None,
-    }
-}
-
-/// The authorization row for a decision (its hold is filled in when written).
-pub(crate) fn new_record(
-    decision: &Decision,
-    request: &AuthorizationRequest,
-    descriptors: &Descriptors,
-    card: Option<&CardRecord>,
-    number_hash: Option<Vec<u8>>,
-    now: DateTime<Utc>,
-) -> AuthorizationRecord {
-    AuthorizationRecord {
-        id: new_id("auth", now, &mut rand::rng()),
-        card_id: card.map(|record| record.id.clone()),
-        cardholder_id: card.map(|record| record.cardholder_id.clone()),
-        kind: decision.kind.as_str().to_owned(),
-        amount: request.amount_minor,
-        currency: ghostcard_domain::money::Currency::from_numeric(request.currency_numeric)
-            .map_or_else(|_| format!("{:03}", request.currency_numeric), |currency| currency.code().to_owned()),
-        status: if decision.is_approved() { "approved" } else { "declined" }.to_owned(),
-        response_code: decision.response_code.to_owned(),
-        decline_reason: decision.decline_reason().map(|reason| reason.code().to_owned()),
-        rule: decision.rule.clone(),
-        cvv_result: decision.cvv_result.map(|result| result.code().to_owned()),
-        flag: decision.flag.as_ref().map(|reason| reason.code().to_owned()),
-        acquirer_id: request.merchant.acquirer_id.clone(),
-        merchant_id: request.merchant.merchant_id.clone(),
-        merchant_name: descriptors.merchant_name.clone(),
-        merchant_city: descriptors.merchant_city.clone(),
-        merchant_country: request.country.map(|country| country.as_str().to_owned()),
-        mcc: request.mcc.to_string(),
-        stan: descriptors.stan.clone(),
-        rrn: descriptors.rrn.clone(),
-        auth_code: decision.is_approved().then(authorization_code),
-        transmission_time: descriptors.transmission_time.clone(),
-        hold_transfer_id: None,
-        held: 0,
-        captured: 0,
-        number_hash,
-        stand_in: false,
-        created_at: now,
-    }
-}
-
-/// Applies an approval to the card in memory: the hold (forced for an advice past a check) and, for a first use,
-/// the binding to the merchant. Returns the amount to hold in the ledger and the transition to record.
-pub(crate) fn apply_approval(
-    card: &mut Card,
-    record: &mut CardRecord,
-    decision: &Decision,
-    request: &AuthorizationRequest,
-    descriptors: &Descriptors,
-    now: DateTime<Utc>,
-) -> Result<(Option<Money>, Option<Transition>), AuthorizeError> {
-    let Outcome::Approved { hold } = decision.outcome else { return Ok((None, None)) };
-    let held = if hold.is_positive() {
-        let placed = if decision.flag.is_some() { card.force_hold(hold) } else { card.hold(hold) };
-        placed.map_err(|error| AuthorizeError::Card(error.to_string()))?;
-        Some(hold)
-    } else {
-        None
-    };
-    let transition = if decision.first_use {
-        record.merchant_name = descriptors.merchant_name.clone();
-        Some(
-            card.apply(CardEvent::FirstUse(request.merchant.clone()), now)
-                .map_err(|error| AuthorizeError::Card(error.to_string()))?,
-        )
-    } else {
-        None
-    };
-    record.set_card(card);
-    Ok((held, transition))
-}
-
-/// Inserts the authorization; its network key already taken means a duplicate raced it.
-async fn insert(tx: &mut Tx, authorization: &AuthorizationRecord) -> Result<(), AuthorizeError> {
-    match authorizations::insert(tx, authorization).await {
-        Err(StoreError::Conflict) => Err(AuthorizeError::Duplicate),
-        other => Ok(other?),
-    }
-}
-
-/// Applies the fraud rules that act after a decline: freeze the card, or every open card of the cardholder.
-async fn freeze_after_decline(
-    app: &App,
-    tx: &mut Tx,
-    record: &CardRecord,
-    cvv_failed: bool,
-    now: DateTime<Utc>,
-) -> Result<(), AuthorizeError> {
-    let fraud = &app.rules.fraud;
-    let cvv_window = longest(fraud.cvv_failures.iter().map(|limit| limit.window_seconds));
-    let decline_window = longest(fraud.card_declines.iter().map(|limit| limit.window_seconds));
-    let cvv_failures = authorizations::cvv_failure_times(tx, &record.cardholder_id, now - cvv_window).await?;
-    let declines = authorizations::decline_times(tx, &record.id, now - decline_window).await?;
-    for action in fraud.after_decline(cvv_failed, &cvv_failures, &declines, now) {
-        let (card_ids, rule) = match action {
-            FraudAction::FreezeCard { rule } => (vec![record.id.clone()], rule),
-            FraudAction::FreezeCardholderCards { rule } => {
-                (cards::ids_in_states(tx, &record.cardholder_id, &["active", "used"]).await?, rule)
-            }
-        };
-        for card_id in card_ids {
-            let Some(mut other) = cards::get_for_update(tx, &card_id).await? else { continue };
-            let mut card = other.to_card()?;
-            if !matches!(card.status(), CardStatus::Active | CardStatus::Used) {
-                continue;
-            }
-            let transition = card
-                .apply(CardEvent::Freeze { rule: rule.clone() }, now)
-                .map_err(|error| AuthorizeError::Card(error.to_string()))?;
-            other.set_card(&card);
-            cards::update(tx, &mut other).await?;
-            cards::record_transition(tx, &card_id, &transition).await?;
-            ghostcard_store::events::insert_many(tx, &[crate::events::thin("fraud.flagged", &card_id, now)]).await?;
-            tracing::warn!(card = %card_id, %rule, "card frozen by a fraud rule");
-        }
-    }
-    Ok(())
-}
-
-fn longest(windows: impl Iterator<Item = i64>) -> Duration {
-    Duration::seconds(windows.max().unwrap_or(0))
 }
 
 /// Six upper-case alphanumerics (field 38).

@@ -1,54 +1,21 @@
 //! The batching authorizer: network authorizations are decided and committed together (group commit).
 //!
 //! Connection tasks submit jobs to a bounded queue (a full queue is backpressure). One authorizer per process takes up
-//! to `authorization_batch_max` jobs, or what arrives within `authorization_batch_wait_us` of the first, and for the
-//! whole batch: loads every card, duplicate key, earlier reversal and cardholder standing with a few multi-row queries,
-//! sent together after the cards ([`Reads`]); decides each job **in order** against the batch's in-memory state (two
-//! requests for one card see each other, so the result is the one-at-a-time result); writes holds, authorizations, card
-//! changes, transitions and events with multi-row statements, sent together ([`Writes`]); commits; and only once the
-//! commit is durable answers (on SQLite the commit does not wait for the disk: a thread of its own flushes the log
-//! and then answers, while the next batch is decided). On PostgreSQL the batch's card rows are locked in id order
-//! and every card update is version-checked; if another process got in between, the batch is rolled back and its
-//! jobs are processed one at a time.
+//! to `authorization_batch_max` jobs, or what arrives within `authorization_batch_wait_us` of the first, decides them
+//! as one batch through the one engine ([`crate::authorize::decide_in`]: a snapshot loaded with a few multi-row
+//! queries, every job decided in order against it, everything written with multi-row statements), commits, and only
+//! once the commit is durable answers (on SQLite the commit does not wait for the disk: a thread of its own flushes
+//! the log and then answers, while the next batch is decided). If another process changed a row the batch relied on
+//! (PostgreSQL), the batch is rolled back and its jobs are decided one at a time, through the same engine.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use ghostcard_domain::card::{Card, CardEvent, CardStatus, Transition};
-use ghostcard_domain::decision::{AuthorizationKind, CardholderStanding, Decision, DecisionInput, decide};
-use ghostcard_domain::fraud::FraudAction;
-use ghostcard_domain::ledger::{AccountId, AccountKind};
-use ghostcard_store::authorizations::{self, AuthorizationRecord};
-use ghostcard_store::cards::{self, CardRecord};
-use ghostcard_store::{Conn, HeldWriter, Reads, StoreError, Tx, Writes, cardholders, ledger, plans, reversals};
+use ghostcard_store::{HeldWriter, StoreError, Tx};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::App;
-use crate::authorize::{
-    AuthorizeError, CardLookup, CvvInput, Descriptors, Settlement, apply_approval, authorize, check_cvv, new_record,
-    reversed_before_arrival,
-};
-
-/// One network authorization to decide.
-#[derive(Debug, Clone)]
-pub struct Job {
-    /// `Number` or `Unknown` (the network always names cards by number).
-    pub lookup: CardLookup,
-    pub number_hash: Vec<u8>,
-    pub request: ghostcard_domain::decision::AuthorizationRequest,
-    pub cvv: CvvInput,
-    pub descriptors: Descriptors,
-}
-
-/// What became of a job.
-#[derive(Debug, Clone)]
-pub enum Outcome {
-    Decided(AuthorizationRecord, Decision),
-    /// Its network key was recorded before (possibly earlier in the same batch): here is that record.
-    Duplicate(AuthorizationRecord),
-}
+use crate::authorize::{AuthorizeError, Job, Outcome, Settlement, decide_alone, decide_in, observe};
 
 type Reply = oneshot::Sender<Result<Outcome, String>>;
 
@@ -293,70 +260,20 @@ impl From<AuthorizeError> for BatchError {
     }
 }
 
-/// The fallback: each job in its own transaction, through the one-at-a-time path.
+/// The fallback: each job in its own transaction, through the same engine.
 async fn one_at_a_time(app: &App, jobs: Vec<Job>) -> Vec<Result<Outcome, String>> {
     let mut outcomes = Vec::with_capacity(jobs.len());
     for job in jobs {
-        outcomes.push(decide_alone(app, job, Settlement::HoldOnly).await);
+        outcomes.push(decide_alone(app, job, Settlement::HoldOnly).await.map_err(|error| error.to_string()));
     }
     outcomes
 }
 
-/// Decides one job in its own transaction (the path of 0200s and of batches that conflicted). A repeat that lost
-/// the race to its original comes back as [`Outcome::Duplicate`] with the original's record.
-pub async fn decide_alone(app: &App, job: Job, settlement: Settlement) -> Result<Outcome, String> {
-    let key = network_key(&job);
-    match authorize(app, job.lookup, job.request, job.cvv, job.descriptors, settlement).await {
-        Ok((record, decision)) => Ok(Outcome::Decided(record, decision)),
-        Err(AuthorizeError::Duplicate) => {
-            let (acquirer, stan, transmission) = key.ok_or("duplicate without a network key")?;
-            let mut tx = app.store.read().await.map_err(|error| error.to_string())?;
-            match authorizations::find_by_network_key(&mut tx, &acquirer, &stan, &transmission).await {
-                Ok(Some(original)) => Ok(Outcome::Duplicate(original)),
-                Ok(None) => Err("duplicate without an original".to_owned()),
-                Err(error) => Err(error.to_string()),
-            }
-        }
-        Err(error) => Err(error.to_string()),
-    }
-}
-
-type Key = (String, String, String);
-
-fn network_key(job: &Job) -> Option<Key> {
-    Some((
-        job.request.merchant.acquirer_id.clone(),
-        job.descriptors.stan.clone()?,
-        job.descriptors.transmission_time.clone()?,
-    ))
-}
-
-/// A card of the batch, as the batch has changed it so far.
-struct BatchCard {
-    record: CardRecord,
-    card: Card,
-    changed: bool,
-}
-
-/// Where a decided job's hold goes: its authorization's index in the batch, the card, the amount.
-struct PendingHold {
-    authorization: usize,
-    card_id: String,
-    amount: ghostcard_domain::money::Money,
-}
-
 async fn decide_batch(app: &App, jobs: &[Job], writer: &mut Writer) -> Result<Vec<Outcome>, BatchError> {
-    let outcomes = match writer.connection(app).await? {
-        Some(held) => decide_on_held(app, held, jobs).await?,
-        None => decide_and_commit(app, app.store.begin_deferred().await?, jobs).await?,
-    };
-    for outcome in &outcomes {
-        if let Outcome::Decided(record, decision) = outcome {
-            app.metrics.observe_authorization(decision.response_code);
-            tracing::debug!(authorization = %record.id, response_code = decision.response_code, rule = %decision.rule, "authorization decided");
-        }
+    match writer.connection(app).await? {
+        Some(held) => decide_on_held(app, held, jobs).await,
+        None => decide_and_commit(app, app.store.begin_deferred().await?, jobs).await,
     }
-    Ok(outcomes)
 }
 
 /// PostgreSQL: the batch in a transaction of its own.
@@ -365,7 +282,7 @@ async fn decide_and_commit(app: &App, mut tx: Tx, jobs: &[Job]) -> Result<Vec<Ou
     let outcomes = decide_in(app, &mut tx, jobs, now, None).await?;
     let committing = std::time::Instant::now();
     ghostcard_store::commit(tx).await?;
-    committed(app, jobs, committing);
+    committed(app, jobs, &outcomes, committing);
     Ok(outcomes)
 }
 
@@ -382,312 +299,20 @@ async fn decide_on_held(app: &App, held: &mut Held, jobs: &[Job]) -> Result<Vec<
             if ghostcard_store::rollback_on(&mut held.connection).await.is_ok() {
                 held.open = false;
             }
-            return Err(error);
+            return Err(error.into());
         }
     };
     let committing = std::time::Instant::now();
     ghostcard_store::commit_on(&mut held.connection).await?;
     held.open = false;
-    committed(app, jobs, committing);
+    committed(app, jobs, &outcomes, committing);
     Ok(outcomes)
 }
 
-fn committed(app: &App, jobs: &[Job], committing: std::time::Instant) {
+fn committed(app: &App, jobs: &[Job], outcomes: &[Outcome], committing: std::time::Instant) {
     app.store.wrote_much();
     app.metrics.observe_batch(jobs.len(), committing.elapsed());
-}
-
-/// Decides and writes the batch in the transaction on `tx`; `begin`: the statements that begin it, to send with the
-/// first read (SQLite, [`decide_on_held`]).
-async fn decide_in(
-    app: &App,
-    tx: &mut Conn,
-    jobs: &[Job],
-    now: DateTime<Utc>,
-    begin: Option<&str>,
-) -> Result<Vec<Outcome>, BatchError> {
-    let fraud = &app.rules.fraud;
-    let loading = std::time::Instant::now();
-    let window = |limits: &[ghostcard_domain::fraud::VelocityLimit]| {
-        chrono::Duration::seconds(limits.iter().map(|limit| limit.window_seconds).max().unwrap_or(0))
-    };
-
-    // Everything the batch needs, in a handful of queries.
-    let mut hashes: Vec<Vec<u8>> = jobs
-        .iter()
-        .filter(|job| matches!(job.lookup, CardLookup::Number(_)))
-        .map(|job| job.number_hash.clone())
-        .collect();
-    hashes.sort();
-    hashes.dedup();
-    let mut cards: HashMap<Vec<u8>, BatchCard> = HashMap::new();
-    cards::lock_cardholders_of(tx, &hashes).await?;
-    for record in cards::find_by_number_hashes(tx, &hashes, begin).await? {
-        let card = record.to_card()?;
-        cards.insert(record.number_hash.clone(), BatchCard { record, card, changed: false });
-    }
-    // The rest in one round trip on SQLite (`Reads`).
-    let keys: Vec<Key> = jobs.iter().filter_map(network_key).collect();
-    let mut holders: Vec<String> = cards.values().map(|entry| entry.record.cardholder_id.clone()).collect();
-    holders.sort();
-    holders.dedup();
-    let mut reads = Reads::new(tx);
-    let originals = authorizations::add_find_by_network_keys(&mut reads, &keys);
-    let reversed_first = reversals::add_reversed_before_arrival_many(&mut reads, &keys);
-    let standings = cardholders::add_statuses(&mut reads, &holders);
-    let active_plans = plans::add_active_for_cardholders(&mut reads, &holders);
-    let approval_times =
-        authorizations::add_approval_times_for(&mut reads, &holders, now - window(&fraud.authorization));
-    // The holds' ids are reserved from it once decided: nothing below writes a transfer before the holds.
-    let last_transfer = ledger::add_last_id(&mut reads);
-    let found = reads.run(tx).await?;
-    let mut recorded: HashMap<Key, AuthorizationRecord> = HashMap::new();
-    for original in authorizations::find_by_network_keys_in(&found, &originals)? {
-        if let (Some(stan), Some(transmission)) = (original.stan.clone(), original.transmission_time.clone()) {
-            recorded.insert((original.acquirer_id.clone(), stan, transmission), original);
-        }
-    }
-    let reversed: HashSet<Key> = reversals::reversed_before_arrival_in(&found, &reversed_first)?.into_iter().collect();
-    let statuses = cardholders::statuses_in(&found, &standings)?;
-    let today = app.today(now);
-    let overdue: HashSet<String> = plans::active_for_cardholders_in(&found, &active_plans)?
-        .into_iter()
-        .filter(|plan| plan.plan.has_arrears(today))
-        .map(|plan| plan.cardholder_id)
-        .collect();
-    let mut approvals: HashMap<String, Vec<DateTime<Utc>>> = HashMap::new();
-    for (holder, at) in authorizations::approval_times_in(&found, &approval_times)? {
-        approvals.entry(holder).or_default().push(at);
-    }
-
-    let loaded = loading.elapsed();
-
-    // Decide in order, each decision seeing the ones before it.
-    let deciding = std::time::Instant::now();
-    let mut records: Vec<AuthorizationRecord> = Vec::with_capacity(jobs.len());
-    let mut decisions: Vec<Option<Decision>> = Vec::with_capacity(jobs.len());
-    let mut in_batch: HashMap<Key, usize> = HashMap::new();
-    let mut holds: Vec<PendingHold> = Vec::new();
-    let mut transitions: Vec<(String, Transition)> = Vec::new();
-    let mut batch_declines: HashMap<String, Vec<DateTime<Utc>>> = HashMap::new();
-    let mut batch_cvv_failures: HashMap<String, Vec<DateTime<Utc>>> = HashMap::new();
-    let mut outcomes: Vec<Result<usize, AuthorizationRecord>> = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        let key = network_key(job);
-        if let Some(key) = &key {
-            if let Some(original) = recorded.get(key) {
-                outcomes.push(Err(original.clone()));
-                continue;
-            }
-            if let Some(&index) = in_batch.get(key) {
-                outcomes.push(Err(records[index].clone()));
-                continue;
-            }
-        }
-        let number = match &job.lookup {
-            CardLookup::Number(number) => Some(number),
-            _ => None,
-        };
-        let entry = number.and_then(|_| cards.get_mut(&job.number_hash));
-        let decision = match &entry {
-            _ if key.as_ref().is_some_and(|key| reversed.contains(key)) => reversed_before_arrival(),
-            Some(entry) => {
-                let holder = &entry.record.cardholder_id;
-                let cvv = check_cvv(app, &entry.record, &entry.card, number, &job.cvv)?;
-                decide(&DecisionInput {
-                    request: &job.request,
-                    card: Some(&entry.card),
-                    cvv,
-                    standing: CardholderStanding {
-                        restricted: statuses.get(holder).is_some_and(|status| status == "restricted"),
-                        overdue: overdue.contains(holder),
-                    },
-                    cardholder_approvals: approvals.get(holder).map_or(&[], Vec::as_slice),
-                    rules: &app.rules,
-                    now,
-                })
-            }
-            None => decide(&DecisionInput {
-                request: &job.request,
-                card: None,
-                cvv: ghostcard_domain::decision::CvvCheck::Absent,
-                standing: CardholderStanding::default(),
-                cardholder_approvals: &[],
-                rules: &app.rules,
-                now,
-            }),
-        };
-        let index = records.len();
-        let mut record = new_record(
-            &decision,
-            &job.request,
-            &job.descriptors,
-            entry.as_ref().map(|entry| &entry.record),
-            Some(job.number_hash.clone()),
-            now,
-        );
-        let mut actions = Vec::new();
-        if let Some(entry) = entry {
-            if decision.is_approved() {
-                let (hold, transition) =
-                    apply_approval(&mut entry.card, &mut entry.record, &decision, &job.request, &job.descriptors, now)?;
-                entry.changed = true;
-                if let Some(amount) = hold {
-                    record.held = amount.minor();
-                    holds.push(PendingHold { authorization: index, card_id: entry.record.id.clone(), amount });
-                }
-                transitions.extend(transition.map(|transition| (entry.record.id.clone(), transition)));
-                if decision.response_code == "00"
-                    && matches!(
-                        decision.kind,
-                        AuthorizationKind::Purchase | AuthorizationKind::Incremental | AuthorizationKind::Advice
-                    )
-                {
-                    approvals.entry(entry.record.cardholder_id.clone()).or_default().push(now);
-                }
-            } else if decision.decline_reason().is_some() && decision.rule != "reversed_before_arrival" {
-                let cvv_failed = record.decline_reason.as_deref() == Some("cvv_mismatch");
-                let card_id = entry.record.id.clone();
-                let holder = entry.record.cardholder_id.clone();
-                // Earlier declines count: those stored and those earlier in this batch.
-                let mut declines =
-                    authorizations::decline_times(tx, &card_id, now - window(&fraud.card_declines)).await?;
-                declines.extend(batch_declines.get(&card_id).cloned().unwrap_or_default());
-                let mut failures =
-                    authorizations::cvv_failure_times(tx, &holder, now - window(&fraud.cvv_failures)).await?;
-                failures.extend(batch_cvv_failures.get(&holder).cloned().unwrap_or_default());
-                actions = fraud.after_decline(cvv_failed, &failures, &declines, now);
-                batch_declines.entry(card_id).or_default().push(now);
-                if cvv_failed {
-                    batch_cvv_failures.entry(holder.clone()).or_default().push(now);
-                }
-            }
-        }
-        for action in actions {
-            let (holder, card_id) =
-                (record.cardholder_id.clone().unwrap_or_default(), record.card_id.clone().unwrap_or_default());
-            match action {
-                FraudAction::FreezeCard { rule } => {
-                    if let Some(entry) = cards.get_mut(&job.number_hash)
-                        && let Some(transition) = freeze(&mut entry.card, &mut entry.record, &rule, now)?
-                    {
-                        entry.changed = true;
-                        transitions.push((card_id, transition));
-                    }
-                }
-                FraudAction::FreezeCardholderCards { rule } => {
-                    freeze_cardholder(tx, &mut cards, &mut transitions, &holder, &rule, now).await?;
-                }
-            }
-        }
-        if let Some(key) = key {
-            in_batch.insert(key, index);
-        }
-        records.push(record);
-        decisions.push(Some(decision));
-        outcomes.push(Ok(index));
-    }
-
-    let decided = deciding.elapsed();
-
-    // Write it all.
-    let writing = std::time::Instant::now();
-    let ids = ledger::reserve_ids_after(tx, &found, &last_transfer, holds.len()).await?;
-    let mut hold_rows = Vec::with_capacity(holds.len());
-    for (hold, id) in holds.iter().zip(ids) {
-        records[hold.authorization].hold_transfer_id = Some(id.0 as i64);
-        hold_rows.push((
-            id,
-            AccountId::card(AccountKind::CardAvailable, &hold.card_id),
-            AccountId::card(AccountKind::AuthorizationHolds, &hold.card_id),
-            hold.amount,
-        ));
-    }
-    // One round trip on SQLite (`Writes`).
-    let mut writes = Writes::new(tx);
-    ledger::add_holds(&mut writes, &hold_rows, now)?;
-    authorizations::add_many(&mut writes, &records);
-    let changed: Vec<CardRecord> =
-        cards.into_values().filter(|entry| entry.changed).map(|entry| entry.record).collect();
-    cards::add_updates(&mut writes, &changed);
-    cards::add_transitions(&mut writes, &transitions);
-    // The batch's events: one per authorization, and the cards it used or froze.
-    let mut batch_events: Vec<ghostcard_store::events::Event> =
-        records.iter().map(|record| crate::events::authorization(record, now)).collect();
-    for (card_id, transition) in &transitions {
-        let kind = match transition.to {
-            CardStatus::Used => "card.used",
-            CardStatus::Frozen => "fraud.flagged",
-            _ => continue,
-        };
-        batch_events.push(crate::events::thin(kind, card_id, now));
-    }
-    ghostcard_store::events::add_many(&mut writes, &batch_events);
-    writes.run(tx).await?;
-    app.metrics.observe_batch_stages(loaded, decided, writing.elapsed());
-    // Each decided job owns its record: moved out, not copied (a thousand records of twenty strings each).
-    let mut records: Vec<Option<AuthorizationRecord>> = records.into_iter().map(Some).collect();
-    outcomes
-        .into_iter()
-        .map(|outcome| match outcome {
-            Ok(index) => Ok(Outcome::Decided(
-                records[index].take().ok_or_else(|| BatchError::Failed("a record decided twice".to_owned()))?,
-                decisions[index].take().unwrap_or_else(reversed_before_arrival),
-            )),
-            Err(original) => Ok(Outcome::Duplicate(original)),
-        })
-        .collect()
-}
-
-fn freeze(
-    card: &mut Card,
-    record: &mut CardRecord,
-    rule: &str,
-    now: DateTime<Utc>,
-) -> Result<Option<Transition>, BatchError> {
-    if !matches!(card.status(), CardStatus::Active | CardStatus::Used) {
-        return Ok(None);
-    }
-    let transition = card
-        .apply(CardEvent::Freeze { rule: rule.to_owned() }, now)
-        .map_err(|error| BatchError::Failed(error.to_string()))?;
-    record.set_card(card);
-    tracing::warn!(card = %record.id, %rule, "card frozen by a fraud rule");
-    Ok(Some(transition))
-}
-
-/// Freezes every open card of the cardholder: those in the batch in memory, the others in the database now.
-async fn freeze_cardholder(
-    tx: &mut Conn,
-    cards: &mut HashMap<Vec<u8>, BatchCard>,
-    transitions: &mut Vec<(String, Transition)>,
-    holder: &str,
-    rule: &str,
-    now: DateTime<Utc>,
-) -> Result<(), BatchError> {
-    let in_batch: HashSet<String> = cards
-        .values()
-        .filter(|entry| entry.record.cardholder_id == holder)
-        .map(|entry| entry.record.id.clone())
-        .collect();
-    for entry in cards.values_mut().filter(|entry| entry.record.cardholder_id == holder) {
-        if let Some(transition) = freeze(&mut entry.card, &mut entry.record, rule, now)? {
-            entry.changed = true;
-            transitions.push((entry.record.id.clone(), transition));
-        }
-    }
-    for card_id in cards::ids_in_states(tx, holder, &["active", "used"]).await? {
-        if in_batch.contains(&card_id) {
-            continue;
-        }
-        let Some(mut record) = cards::get_for_update(tx, &card_id).await? else { continue };
-        let mut card = record.to_card()?;
-        if let Some(transition) = freeze(&mut card, &mut record, rule, now)? {
-            cards::update(tx, &mut record).await?;
-            cards::record_transition(tx, &card_id, &transition).await?;
-        }
-    }
-    Ok(())
+    observe(app, outcomes);
 }
 
 #[cfg(test)]

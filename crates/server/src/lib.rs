@@ -75,6 +75,8 @@ pub struct App {
     pub bin: Bin,
     pub minimum_card_amount: Money,
     pub rules: AuthorizationRules,
+    /// Names `rules` in every decision record: `config-` and a digest of the rules in force.
+    pub rules_version: String,
     pub purchase_power: PurchasePowerPolicy,
     pub plan_terms: PlanTerms,
     /// The deployment's time zone: calendar dates (installment due dates) are its dates.
@@ -97,6 +99,15 @@ impl std::fmt::Debug for App {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter.debug_struct("App").field("mode", &self.config.mode).field("database", &self.store.dialect()).finish()
     }
+}
+
+/// `config-` and the first 12 hex digits of the SHA-256 of the rules' full description: the same rules always
+/// get the same version, and any change of them a new one.
+fn rules_version(rules: &AuthorizationRules) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{rules:?}").as_bytes());
+    let hex: String = digest.iter().take(6).map(|byte| format!("{byte:02x}")).collect();
+    format!("config-{hex}")
 }
 
 impl App {
@@ -140,8 +151,10 @@ impl App {
         let clock = Clock::with_offset(offset);
         let vault = Vault::open(&store, &kek, cvk, clock.now(), &mut rand::rng()).await?;
         let minimum_card_amount = Money::new(config.minimum_card_amount, currency);
+        let rules = AuthorizationRules::defaults(country, currency.minor_per_major());
         Ok(Arc::new(App {
-            rules: AuthorizationRules::defaults(country, currency.minor_per_major()),
+            rules_version: rules_version(&rules),
+            rules,
             purchase_power: PurchasePowerPolicy::defaults(currency)
                 .map_err(|error| StartError::Config(error.to_string()))?,
             plan_terms: PlanTerms::defaults(currency),

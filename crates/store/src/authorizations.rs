@@ -5,8 +5,10 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use ghostcard_domain::engine::{NetworkKey, Past};
+
 use crate::together::Value;
-use crate::{Conn, Found, Page, Pending, Reads, Result, Target, Tx, Writes, for_update, from_micros, to_micros};
+use crate::{Found, Page, Pending, Reads, Result, Target, Tx, Writes, for_update, from_micros, to_micros};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthorizationRecord {
@@ -47,9 +49,11 @@ pub struct AuthorizationRecord {
     /// Answered with the stand-in code because the decision missed the deadline.
     pub stand_in: bool,
     pub created_at: DateTime<Utc>,
+    /// What the decision read, as JSON ([`ghostcard_domain::engine::DecisionRecord`]); `None` before it was kept.
+    pub decision: Option<String>,
 }
 
-/// [`insert`] for many authorizations in one statement; [`StoreError::Conflict`] if any network key was taken.
+/// Inserts authorizations with multi-row statements; [`crate::StoreError::Conflict`] if any network key was taken.
 pub async fn insert_many(tx: &mut Tx, authorizations: &[AuthorizationRecord]) -> Result<()> {
     let mut writes = Writes::new(tx);
     add_many(&mut writes, authorizations);
@@ -58,7 +62,7 @@ pub async fn insert_many(tx: &mut Tx, authorizations: &[AuthorizationRecord]) ->
 
 /// [`insert_many`], added to `writes`.
 pub fn add_many(writes: &mut Writes, authorizations: &[AuthorizationRecord]) {
-    const COLUMNS: usize = 28;
+    const COLUMNS: usize = 29;
     for chunk in authorizations.chunks(crate::rows_per_statement(COLUMNS)) {
         let mut values = Vec::with_capacity(chunk.len() * COLUMNS);
         for authorization in chunk {
@@ -91,6 +95,7 @@ pub fn add_many(writes: &mut Writes, authorizations: &[AuthorizationRecord]) {
                 (&authorization.number_hash).into(),
                 i64::from(authorization.stand_in).into(),
                 to_micros(authorization.created_at).into(),
+                (&authorization.decision).into(),
             ]);
         }
         let (rows, values) = crate::insert_rows(writes, values, COLUMNS);
@@ -98,27 +103,27 @@ pub fn add_many(writes: &mut Writes, authorizations: &[AuthorizationRecord]) {
             "INSERT INTO authorizations (id, card_id, cardholder_id, kind, amount, currency, status, response_code, \
              decline_reason, rule, cvv_result, flag, acquirer_id, merchant_id, merchant_name, merchant_city, \
              merchant_country, mcc, stan, rrn, auth_code, transmission_time, hold_transfer_id, held, captured, number_hash, \
-             stand_in, created_at) {rows}"
+             stand_in, created_at, decision) {rows}"
         );
         writes.push(sql, values, chunk.len());
     }
 }
 
 /// The authorizations recorded under any of these network keys (acquirer, STAN, transmission time).
-pub async fn find_by_network_keys(tx: &mut Tx, keys: &[(String, String, String)]) -> Result<Vec<AuthorizationRecord>> {
+pub async fn find_by_network_keys(tx: &mut Tx, keys: &[NetworkKey]) -> Result<Vec<AuthorizationRecord>> {
     let mut reads = Reads::new(tx);
     let pending = add_find_by_network_keys(&mut reads, keys);
     find_by_network_keys_in(&reads.run(tx).await?, &pending)
 }
 
 /// [`find_by_network_keys`], added to `reads`.
-pub fn add_find_by_network_keys(reads: &mut Reads, keys: &[(String, String, String)]) -> Pending {
+pub fn add_find_by_network_keys(reads: &mut Reads, keys: &[NetworkKey]) -> Pending {
     let mut statements = Vec::new();
     for chunk in keys.chunks(crate::rows_per_statement(3)) {
         // A join with the keys, not a row-value IN: SQLite would scan the whole table for the latter.
         let mut values = Vec::with_capacity(chunk.len() * 3);
-        for (acquirer, stan, transmission) in chunk {
-            values.extend([Value::from(acquirer), stan.into(), transmission.into()]);
+        for key in chunk {
+            values.extend([Value::from(&key.acquirer_id), (&key.stan).into(), (&key.transmission_time).into()]);
         }
         let (rows, values) = crate::joined_rows(reads, values, 3);
         let sql = format!(
@@ -136,36 +141,43 @@ pub fn find_by_network_keys_in(found: &Found, pending: &Pending) -> Result<Vec<A
     found.rows(pending).map(from_row).collect()
 }
 
-/// Times of spending approvals since `since`, for each of these cardholders.
-pub async fn approval_times_for(
-    tx: &mut Tx,
-    cardholder_ids: &[String],
-    since: DateTime<Utc>,
-) -> Result<Vec<(String, DateTime<Utc>)>> {
-    let mut reads = Reads::new(tx);
-    let pending = add_approval_times_for(&mut reads, cardholder_ids, since);
-    approval_times_in(&reads.run(tx).await?, &pending)
-}
-
-/// [`approval_times_for`], added to `reads`.
-pub fn add_approval_times_for(reads: &mut Reads, cardholder_ids: &[String], since: DateTime<Utc>) -> Pending {
+/// Each of these cardholders' authorizations since `since`, as the velocity rules count them (the rules
+/// themselves are the domain's: [`ghostcard_domain::engine::Past`]).
+pub fn add_history(reads: &mut Reads, cardholder_ids: &[String], since: DateTime<Utc>) -> Pending {
     let postgres = reads.is_postgres();
     let after = if postgres { "$1" } else { "?" };
     reads.push_in_lists(&[Value::from(to_micros(since))], cardholder_ids, |member| {
-        let query = format!(
-            "SELECT cardholder_id, created_at FROM authorizations WHERE created_at > {after} AND cardholder_id{member} \
-             AND response_code = '00' AND kind IN ('purchase', 'incremental', 'advice')"
-        );
-        crate::packed(postgres, "cardholder_id, created_at", query)
+        let columns = "cardholder_id, card_id, kind, response_code, decline_reason, created_at";
+        let query =
+            format!("SELECT {columns} FROM authorizations WHERE created_at > {after} AND cardholder_id{member}");
+        crate::packed(postgres, columns, query)
     })
 }
 
-/// What [`add_approval_times_for`] found.
-pub fn approval_times_in(found: &Found, pending: &Pending) -> Result<Vec<(String, DateTime<Utc>)>> {
-    match found.packed::<(String, i64)>(pending) {
-        Some(rows) => rows?.into_iter().map(|(holder, at)| Ok((holder, from_micros(at)?))).collect(),
-        None => found.rows(pending).map(|row| Ok((row.try_get(0)?, from_micros(row.try_get(1)?)?))).collect(),
-    }
+/// What [`add_history`] found: (cardholder, authorization).
+pub fn history_in(found: &Found, pending: &Pending) -> Result<Vec<(String, Past)>> {
+    type Row = (String, Option<String>, String, String, Option<String>, i64);
+    let rows: Vec<Row> = match found.packed::<Row>(pending) {
+        Some(rows) => rows?,
+        None => found
+            .rows(pending)
+            .map(|row| {
+                Ok((
+                    row.try_get(0)?,
+                    row.try_get(1)?,
+                    row.try_get(2)?,
+                    row.try_get(3)?,
+                    row.try_get(4)?,
+                    row.try_get(5)?,
+                ))
+            })
+            .collect::<Result<_>>()?,
+    };
+    rows.into_iter()
+        .map(|(holder, card_id, kind, code, reason, at)| {
+            Ok((holder, crate::batch::past(card_id, &kind, code, reason, from_micros(at)?)?))
+        })
+        .collect()
 }
 
 /// The newest authorizations of all cards, optionally only those with this response code, decline reason or
@@ -201,11 +213,6 @@ pub async fn hourly_outcomes(tx: &mut Tx, since: DateTime<Utc>) -> Result<Vec<(i
     .bind(to_micros(since))
     .fetch_all(&mut **tx)
     .await?)
-}
-
-/// Inserts one authorization; [`StoreError::Conflict`] if its network key was taken.
-pub async fn insert(tx: &mut Tx, authorization: &AuthorizationRecord) -> Result<()> {
-    insert_many(tx, std::slice::from_ref(authorization)).await
 }
 
 pub async fn get(tx: &mut Tx, id: &str) -> Result<Option<AuthorizationRecord>> {
@@ -304,28 +311,6 @@ pub async fn list(
     Ok(Page::from_rows(authorizations, limit))
 }
 
-/// Times of the cardholder's approvals since `since` (authorization velocity).
-pub async fn approval_times(tx: &mut Tx, cardholder_id: &str, since: DateTime<Utc>) -> Result<Vec<DateTime<Utc>>> {
-    // Approvals that spend: verifications (85) and refunds move no money.
-    times(
-        tx,
-        "cardholder_id = $1 AND response_code = '00' AND kind IN ('purchase', 'incremental', 'advice') AND created_at > $2",
-        cardholder_id,
-        since,
-    )
-    .await
-}
-
-/// Times of CVV2 failures on the cardholder's cards since `since`.
-pub async fn cvv_failure_times(tx: &mut Conn, cardholder_id: &str, since: DateTime<Utc>) -> Result<Vec<DateTime<Utc>>> {
-    times(tx, "cardholder_id = $1 AND decline_reason = 'cvv_mismatch' AND created_at > $2", cardholder_id, since).await
-}
-
-/// Times of declines on the card since `since`.
-pub async fn decline_times(tx: &mut Conn, card_id: &str, since: DateTime<Utc>) -> Result<Vec<DateTime<Utc>>> {
-    times(tx, "card_id = $1 AND status = 'declined' AND created_at > $2", card_id, since).await
-}
-
 /// Authorizations still holding money that were created by `before`, oldest first, at most `limit`:
 /// (id, merchant category, created at).
 pub async fn open_holds_before(
@@ -373,12 +358,6 @@ pub async fn holding_for_card(tx: &mut Tx, card_id: &str) -> Result<Vec<String>>
         .await?)
 }
 
-async fn times(tx: &mut Conn, condition: &str, owner: &str, since: DateTime<Utc>) -> Result<Vec<DateTime<Utc>>> {
-    let sql = format!("SELECT created_at FROM authorizations WHERE {condition}");
-    let times: Vec<i64> = sqlx::query_scalar(&sql).bind(owner).bind(to_micros(since)).fetch_all(&mut *tx).await?;
-    times.into_iter().map(from_micros).collect()
-}
-
 fn from_row(row: &AnyRow) -> Result<AuthorizationRecord> {
     Ok(AuthorizationRecord {
         id: row.try_get("id")?,
@@ -409,5 +388,6 @@ fn from_row(row: &AnyRow) -> Result<AuthorizationRecord> {
         number_hash: row.try_get("number_hash")?,
         stand_in: row.try_get::<i64, _>("stand_in")? != 0,
         created_at: from_micros(row.try_get("created_at")?)?,
+        decision: row.try_get("decision")?,
     })
 }

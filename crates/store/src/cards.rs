@@ -207,18 +207,6 @@ pub async fn lock_cardholders_of(tx: &mut Conn, hashes: &[Vec<u8>]) -> Result<()
     Ok(())
 }
 
-/// [`lock_cardholders_of`] for the card with this id.
-pub async fn lock_cardholder_of_card(tx: &mut Tx, card_id: &str) -> Result<()> {
-    if tx.backend_name() != "PostgreSQL" {
-        return Ok(());
-    }
-    let sql = format!(
-        "SELECT COUNT(pg_advisory_xact_lock(hashtextextended(cardholder_id, {CARDHOLDER_LOCKS}))) FROM cards WHERE id = $1"
-    );
-    sqlx::query_scalar::<_, i64>(&sql).bind(card_id).fetch_one(&mut **tx).await?;
-    Ok(())
-}
-
 /// The seed that puts cardholder locks in their own part of the advisory lock space.
 const CARDHOLDER_LOCKS: i64 = 7_311_002;
 
@@ -442,16 +430,7 @@ pub async fn next_window_end(tx: &mut Tx, after: DateTime<Utc>) -> Result<Option
     next.map(from_micros).transpose()
 }
 
-/// [`update`] for many cards in one statement; [`StoreError::Stale`] if any changed since it was read.
-pub async fn update_many(tx: &mut Tx, cards: &mut [CardRecord]) -> Result<()> {
-    let mut writes = Writes::new(tx);
-    add_updates(&mut writes, cards);
-    writes.run(tx).await?;
-    cards.iter_mut().for_each(|card| card.version += 1);
-    Ok(())
-}
-
-/// [`update_many`], added to `writes`: running them is [`StoreError::Stale`] if any card changed since it was read,
+/// [`update`] for many cards, added to `writes`: running them is [`StoreError::Stale`] if any card changed since it was read,
 /// and each card's stored version is then one more than `card.version`.
 pub fn add_updates(writes: &mut Writes, cards: &[CardRecord]) {
     const COLUMNS: usize = 10;
@@ -485,14 +464,7 @@ pub fn add_updates(writes: &mut Writes, cards: &[CardRecord]) {
     }
 }
 
-/// [`record_transition`] for many cards in one statement.
-pub async fn record_transitions(tx: &mut Tx, transitions: &[(String, Transition)]) -> Result<()> {
-    let mut writes = Writes::new(tx);
-    add_transitions(&mut writes, transitions);
-    writes.run(tx).await
-}
-
-/// [`record_transitions`], added to `writes`.
+/// [`record_transition`] for many cards in one statement, added to `writes`.
 pub fn add_transitions(writes: &mut Writes, transitions: &[(String, Transition)]) {
     const COLUMNS: usize = 5;
     for chunk in transitions.chunks(crate::rows_per_statement(COLUMNS)) {
@@ -596,14 +568,11 @@ pub async fn window_passed(tx: &mut Tx, now: DateTime<Utc>, limit: u32) -> Resul
     .await?)
 }
 
-/// The cardholder's cards in these states (to freeze them all, for instance).
-pub async fn ids_in_states(tx: &mut Conn, cardholder_id: &str, states: &[&str]) -> Result<Vec<String>> {
-    let all: Vec<(String, String)> =
-        sqlx::query_as("SELECT id, status FROM cards WHERE cardholder_id = $1 ORDER BY id")
-            .bind(cardholder_id)
-            .fetch_all(&mut *tx)
-            .await?;
-    Ok(all.into_iter().filter(|(_, status)| states.contains(&status.as_str())).map(|(id, _)| id).collect())
+/// Every card of the cardholder, locked against other writers on PostgreSQL (in id order).
+pub async fn of_cardholder_for_update(tx: &mut Conn, cardholder_id: &str) -> Result<Vec<CardRecord>> {
+    let sql = format!("SELECT * FROM cards WHERE cardholder_id = $1 ORDER BY id{}", for_update(tx));
+    let rows = sqlx::query(&sql).bind(cardholder_id).fetch_all(&mut *tx).await?;
+    rows.iter().map(from_row).collect()
 }
 
 /// The card's recorded transitions, oldest first: (to status, reason, when).

@@ -179,18 +179,22 @@ pub async fn reserve_ids_after(tx: &mut Conn, found: &Found, last: &Pending, cou
     Ok((last + 1..=last + count as i64).map(|id| TransferId(id as u64)).collect())
 }
 
-/// Adds new holds with ids from [`reserve_ids`] to `writes`: (id, debit, credit, amount).
-pub fn add_holds(
-    writes: &mut Writes,
-    holds: &[(TransferId, AccountId, AccountId, Money)],
-    at: DateTime<Utc>,
-) -> Result<()> {
+/// Adds new transfers with ids from [`reserve_ids`] to `writes`: the entries that open a transfer (`Post` and
+/// `Hold`, as [`ghostcard_domain::ledger::entries`] makes them); an entry that resolves a hold needs [`commit`].
+pub fn add_new(writes: &mut Writes, entries: &[(TransferId, &Entry)], at: DateTime<Utc>) -> Result<()> {
     const COLUMNS: usize = 8;
-    for chunk in holds.chunks(crate::rows_per_statement(COLUMNS)) {
+    for chunk in entries.chunks(crate::rows_per_statement(COLUMNS)) {
         let mut values = Vec::with_capacity(chunk.len() * COLUMNS);
-        for (id, debit, credit, amount) in chunk {
+        for (id, entry) in chunk {
+            let (debit, credit, amount, kind, code) = match entry {
+                Entry::Post { debit, credit, amount, code } => (debit, credit, amount, "posted", code),
+                Entry::Hold { debit, credit, amount, code } => (debit, credit, amount, "pending", code),
+                Entry::PostHold { .. } | Entry::VoidHold { .. } => {
+                    return Err(StoreError::Corrupt(format!("transfer {} resolves a hold: commit it", id.0)));
+                }
+            };
             if !amount.is_positive() || debit == credit {
-                return Err(StoreError::Corrupt(format!("hold {} is not a valid transfer", id.0)));
+                return Err(StoreError::Corrupt(format!("transfer {} is not a valid transfer", id.0)));
             }
             values.extend([
                 Value::from(id.0 as i64),
@@ -198,8 +202,8 @@ pub fn add_holds(
                 credit.to_string().into(),
                 amount.minor().into(),
                 amount.currency().code().into(),
-                "pending".into(),
-                "authorization_hold".into(),
+                kind.into(),
+                (*code).into(),
                 to_micros(at).into(),
             ]);
         }

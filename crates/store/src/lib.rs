@@ -11,6 +11,7 @@
 pub mod api_keys;
 pub mod audit;
 pub mod authorizations;
+pub mod batch;
 pub mod cardholders;
 pub mod cards;
 pub mod clearings;

@@ -19,6 +19,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (8, "cardholder authorizations by time", include_str!("migrations/0008_cardholder_time_index.sql")),
     (9, "cardholder approvals, covering", include_str!("migrations/0009_cardholder_approvals_covering.sql")),
     (10, "hardening", include_str!("migrations/0010_hardening.sql")),
+    (11, "decision records", include_str!("migrations/0011_decision_records.sql")),
 ];
 
 pub(crate) async fn run(store: &Store, now: chrono::DateTime<chrono::Utc>) -> Result<Vec<i64>> {

@@ -4,6 +4,8 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use ghostcard_domain::engine::NetworkKey;
+
 use crate::together::Value;
 use crate::{Found, Pending, Reads, Result, StoreError, Tx, from_micros, to_micros};
 
@@ -74,43 +76,14 @@ pub async fn find_by_network_key(
     row.map(|row| from_row(&row)).transpose()
 }
 
-/// Whether an unmatched reversal names this original (field 32 + 11 + 7 of the original).
-pub async fn reversed_before_arrival(
-    tx: &mut Tx,
-    acquirer_id: &str,
-    stan: &str,
-    transmission_time: &str,
-) -> Result<bool> {
-    let count: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM reversals WHERE authorization_id IS NULL AND original_acquirer_id = $1 \
-         AND original_stan = $2 AND original_transmission_time = $3",
-    )
-    .bind(acquirer_id)
-    .bind(stan)
-    .bind(transmission_time)
-    .fetch_one(&mut **tx)
-    .await?;
-    Ok(count > 0)
-}
-
-/// Which of these originals (acquirer, STAN, transmission time) an unmatched reversal already named.
-pub async fn reversed_before_arrival_many(
-    tx: &mut Tx,
-    keys: &[(String, String, String)],
-) -> Result<Vec<(String, String, String)>> {
-    let mut reads = Reads::new(tx);
-    let pending = add_reversed_before_arrival_many(&mut reads, keys);
-    reversed_before_arrival_in(&reads.run(tx).await?, &pending)
-}
-
-/// [`reversed_before_arrival_many`], added to `reads`.
-pub fn add_reversed_before_arrival_many(reads: &mut Reads, keys: &[(String, String, String)]) -> Pending {
+/// Which of these originals' keys an unmatched reversal already named (the reversal came first), added to `reads`.
+pub fn add_reversed_before_arrival_many(reads: &mut Reads, keys: &[NetworkKey]) -> Pending {
     let mut statements = Vec::new();
     for chunk in keys.chunks(crate::rows_per_statement(3)) {
         // A join with the keys, not a row-value IN: SQLite would scan the whole table for the latter.
         let mut values = Vec::with_capacity(chunk.len() * 3);
-        for (acquirer, stan, transmission) in chunk {
-            values.extend([Value::from(acquirer), stan.into(), transmission.into()]);
+        for key in chunk {
+            values.extend([Value::from(&key.acquirer_id), (&key.stan).into(), (&key.transmission_time).into()]);
         }
         let (rows, values) = crate::joined_rows(reads, values, 3);
         let sql = format!(
@@ -125,8 +98,13 @@ pub fn add_reversed_before_arrival_many(reads: &mut Reads, keys: &[(String, Stri
 }
 
 /// What [`add_reversed_before_arrival_many`] found.
-pub fn reversed_before_arrival_in(found: &Found, pending: &Pending) -> Result<Vec<(String, String, String)>> {
-    found.rows(pending).map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))).collect()
+pub fn reversed_before_arrival_in(found: &Found, pending: &Pending) -> Result<Vec<NetworkKey>> {
+    found
+        .rows(pending)
+        .map(|row| {
+            Ok(NetworkKey { acquirer_id: row.try_get(0)?, stan: row.try_get(1)?, transmission_time: row.try_get(2)? })
+        })
+        .collect()
 }
 
 fn from_row(row: &AnyRow) -> Result<ReversalRecord> {

@@ -1,6 +1,7 @@
 //! The store on both databases: migrations, conditional updates, the ledger's once-only resolution, idempotency.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use ghostcard_domain::engine::NetworkKey;
 use ghostcard_domain::ledger::{Entry, LedgerError, entries};
 use ghostcard_domain::money::{Currency, Money};
 use ghostcard_store::authorizations::AuthorizationRecord;
@@ -22,7 +23,7 @@ async fn stores(test: &str) -> Stores {
     let mut stores = Vec::new();
     for url in [sqlite_url, postgres_url] {
         let store = Store::connect(&url, &StoreOptions::default()).await.expect("connects");
-        assert_eq!(store.migrate(now()).await.expect("migrates"), (1..=10).collect::<Vec<i64>>());
+        assert_eq!(store.migrate(now()).await.expect("migrates"), (1..=11).collect::<Vec<i64>>());
         assert!(store.migrate(now()).await.expect("migrates again").is_empty(), "migrations apply once");
         stores.push(store);
     }
@@ -213,7 +214,7 @@ async fn deciders_of_one_cardholder_take_turns() {
             assert!(!second.is_finished(), "a second decider of the same cardholder must wait its turn");
             let mut other = store.begin().await.expect("begins");
             cards::lock_cardholders_of(&mut other, &[vec![3; 32], vec![9; 32]]).await.expect("locks at once");
-            cards::lock_cardholder_of_card(&mut other, "card_3").await.expect("locks again (re-entrant)");
+            cards::lock_cardholders_of(&mut other, &[vec![3; 32]]).await.expect("locks again (re-entrant)");
             drop(other);
         }
         // SQLite's one writer makes the second wait at BEGIN IMMEDIATE instead; either way it goes on once the
@@ -425,7 +426,11 @@ async fn reads_run_together_and_each_finds_its_own_rows() {
         let mut tx = store.read().await.expect("begins");
         let mut reads = ghostcard_store::Reads::new(&tx);
         let first = cardholders::add_statuses(&mut reads, &ids(&["ch_1", "ch_3", "ch_9"]));
-        let keys = [("acq".to_owned(), "000001".to_owned(), "1126120000".to_owned())];
+        let keys = [NetworkKey {
+            acquirer_id: "acq".to_owned(),
+            stan: "000001".to_owned(),
+            transmission_time: "1126120000".to_owned(),
+        }];
         let none = ghostcard_store::authorizations::add_find_by_network_keys(&mut reads, &keys);
         let second = cardholders::add_statuses(&mut reads, &ids(&["ch_2"]));
         let found = reads.run(&mut tx).await.expect("reads");
@@ -439,8 +444,8 @@ async fn reads_run_together_and_each_finds_its_own_rows() {
 }
 
 #[tokio::test]
-async fn a_cardholder_s_recent_approvals_are_read_for_the_velocity_rule() {
-    // The batch reads, for its cardholders at once, the times of their approved spending since the window began.
+async fn a_cardholder_s_recent_history_is_read_for_the_velocity_rules() {
+    // The batch reads, for its cardholders at once, their authorizations since the longest window began.
     for store in stores("approval_times").await {
         let authorization = |id: &str, holder: &str, kind: &str, code: &str, minutes_ago: i64| AuthorizationRecord {
             id: id.to_owned(),
@@ -471,6 +476,7 @@ async fn a_cardholder_s_recent_approvals_are_read_for_the_velocity_rule() {
             number_hash: None,
             stand_in: false,
             created_at: now() - Duration::minutes(minutes_ago),
+            decision: None,
         };
         let mut tx = store.begin().await.expect("begins");
         insert_cardholder_with_cards(&mut tx, "ch_1", &[card("card_ch_1", "ch_1", 1)]).await;
@@ -488,15 +494,25 @@ async fn a_cardholder_s_recent_approvals_are_read_for_the_velocity_rule() {
         ghostcard_store::commit(tx).await.expect("commits");
         let mut tx = store.read().await.expect("begins");
         let holders = ["ch_1", "ch_2", "ch_9"].map(str::to_owned);
-        let mut times =
-            ghostcard_store::authorizations::approval_times_for(&mut tx, &holders, now() - Duration::hours(1))
-                .await
-                .expect("reads");
-        times.sort();
+        let mut reads = ghostcard_store::Reads::new(&tx);
+        let history = ghostcard_store::authorizations::add_history(&mut reads, &holders, now() - Duration::hours(1));
+        let found = reads.run(&mut tx).await.expect("reads");
+        let history = ghostcard_store::authorizations::history_in(&found, &history).expect("decodes");
+        let mut ids: Vec<(String, i64)> =
+            history.iter().map(|(holder, past)| (holder.clone(), (now() - past.at).num_minutes())).collect();
+        ids.sort();
         assert_eq!(
-            times,
+            ids,
+            [("ch_1".to_owned(), 5), ("ch_1".to_owned(), 5), ("ch_1".to_owned(), 10), ("ch_2".to_owned(), 1)],
+            "everything within the hour, of these cardholders only"
+        );
+        // The domain decides what counts as spending.
+        let mut spending: Vec<(String, DateTime<Utc>)> =
+            history.into_iter().filter(|(_, past)| past.spends()).map(|(holder, past)| (holder, past.at)).collect();
+        spending.sort();
+        assert_eq!(
+            spending,
             [("ch_1".to_owned(), now() - Duration::minutes(10)), ("ch_2".to_owned(), now() - Duration::minutes(1))],
-            "approved spending within the hour, of these cardholders only"
         );
     }
 }
@@ -541,6 +557,7 @@ async fn every_value_of_a_multi_row_statement_is_stored_as_written() {
                 number_hash: (n % 3 != 1).then(|| vec![0x00, 0xff, b'"', b'\\', b',', n as u8]),
                 stand_in: n % 2 == 0,
                 created_at: now(),
+                decision: (n % 2 == 0).then(|| text.to_string()),
             })
             .collect();
         ghostcard_store::authorizations::insert_many(&mut tx, &records).await.expect("inserts");
@@ -551,7 +568,7 @@ async fn every_value_of_a_multi_row_statement_is_stored_as_written() {
             .iter()
             .map(|record| {
                 let stan = record.stan.clone().expect("a STAN");
-                ("123456".to_owned(), stan, "1126120000".to_owned())
+                NetworkKey { acquirer_id: "123456".to_owned(), stan, transmission_time: "1126120000".to_owned() }
             })
             .collect();
         let mut found = ghostcard_store::authorizations::find_by_network_keys(&mut tx, &keys).await.expect("finds");

@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 use super::authorizations::AuthorizationView;
 use super::{ApiError, ApiJson, Claimed, finish};
 use crate::App;
-use crate::authorize::{CardLookup, CvvInput, Descriptors, Settlement, authorize as run_authorization};
+use crate::authorize::{CvvInput, Descriptors, Job, Outcome, Settlement, decide_alone};
 use crate::ids::{has_prefix, new_id};
 use crate::lifecycle::{self, ClearingResult, LifecycleError};
 
@@ -108,16 +108,11 @@ pub async fn authorize(
         merchant_city: body.merchant_city.clone(),
         ..Descriptors::default()
     };
-    let (record, _) = run_authorization(
-        &app,
-        CardLookup::Id(card.id.clone()),
-        request,
-        CvvInput::AssumeCorrect,
-        descriptors,
-        Settlement::HoldOnly,
-    )
-    .await
-    .map_err(ApiError::internal)?;
+    let job =
+        Job { number: None, number_hash: card.number_hash.clone(), request, cvv: CvvInput::AssumeCorrect, descriptors };
+    let record = match decide_alone(&app, job, Settlement::HoldOnly).await.map_err(ApiError::internal)? {
+        Outcome::Decided(record) | Outcome::Duplicate(record) => record,
+    };
     // The authorization is already durable; the idempotency record follows in its own transaction.
     let tx = app.store.begin().await?;
     finish(tx, claim.as_deref(), StatusCode::OK, &AuthorizationView::from(&record)).await

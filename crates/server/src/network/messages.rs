@@ -15,8 +15,8 @@ use ghostcard_store::reversals::{self, ReversalRecord};
 use ghostcard_store::{StoreError, Tx};
 
 use crate::App;
-use crate::authorize::{CardLookup, CvvInput, Descriptors, Settlement};
-use crate::authorizer::{Authorizer, Job, Outcome as BatchOutcome, decide_alone};
+use crate::authorize::{CvvInput, Descriptors, Job, Outcome as BatchOutcome, Settlement, decide_alone};
+use crate::authorizer::Authorizer;
 use crate::ids::new_id;
 use crate::lifecycle::{self, LifecycleError};
 
@@ -77,7 +77,7 @@ fn management(request: &Message) -> Message {
 
 /// What an authorization request says, parsed; `Err` is the response code for a malformed request.
 struct Parsed {
-    lookup: CardLookup,
+    number: Option<CardNumber>,
     number_hash: Vec<u8>,
     request: AuthorizationRequest,
     cvv: CvvInput,
@@ -92,16 +92,13 @@ fn parse_authorization(app: &App, message: &Message) -> Result<Parsed, &'static 
     }
     let field = |number| message.get(number).unwrap_or_default();
     let digits = field(2);
-    let (lookup, number_hash) = match CardNumber::parse(digits) {
+    let (number, number_hash) = match CardNumber::parse(digits) {
         Ok(number) => {
             let hash = app.vault.number_hash(&number);
-            (CardLookup::Number(number), hash)
+            (Some(number), hash)
         }
         // Not a card number at all: it cannot be ours (14), and it is recorded by its keyed hash only.
-        Err(_) => {
-            let hash = app.vault.keyed_hash(digits.as_bytes());
-            (CardLookup::Unknown(hash.clone()), hash)
-        }
+        Err(_) => (None, app.vault.keyed_hash(digits.as_bytes())),
     };
     let amount_minor: i64 = field(4).parse().map_err(|_| "13")?;
     let currency_numeric: u16 = field(49).parse().map_err(|_| "30")?;
@@ -132,7 +129,7 @@ fn parse_authorization(app: &App, message: &Message) -> Result<Parsed, &'static 
     };
     let trimmed = |text: Option<&str>| text.map(str::trim).filter(|text| !text.is_empty()).map(str::to_owned);
     Ok(Parsed {
-        lookup,
+        number,
         number_hash,
         cvv_sent: matches!(cvv, CvvInput::Received(_)),
         cvv,
@@ -186,7 +183,7 @@ async fn authorization(app: &App, authorizer: &Authorizer, message: &Message) ->
         (parsed.cvv_sent, parsed.number_hash.clone(), parsed.request.amount_minor);
     let settlement = parsed.settlement;
     let job = Job {
-        lookup: parsed.lookup,
+        number: parsed.number,
         number_hash: parsed.number_hash,
         request: parsed.request,
         cvv: parsed.cvv,
@@ -196,7 +193,9 @@ async fn authorization(app: &App, authorizer: &Authorizer, message: &Message) ->
         match settlement {
             Settlement::HoldOnly => authorizer.submit(job).await,
             // Boxed: a rare path with a large future; every request's task would otherwise carry its size.
-            Settlement::Immediate => Box::pin(decide_alone(app, job, Settlement::Immediate)).await,
+            Settlement::Immediate => {
+                Box::pin(decide_alone(app, job, Settlement::Immediate)).await.map_err(|error| error.to_string())
+            }
         }
     };
     // The decision runs to the end whatever happens; the deadline only decides what the network hears.
@@ -206,7 +205,7 @@ async fn authorization(app: &App, authorizer: &Authorizer, message: &Message) ->
         () = tokio::time::sleep(Duration::from_millis(app.config.authorization_deadline_ms)) => None,
     };
     match outcome {
-        Some(Ok(BatchOutcome::Decided(record, _))) => authorization_response(message, &record, cvv_sent, advice),
+        Some(Ok(BatchOutcome::Decided(record))) => authorization_response(message, &record, cvv_sent, advice),
         Some(Ok(BatchOutcome::Duplicate(original))) => {
             if original.number_hash.as_deref() == Some(number_hash.as_slice()) && original.amount == amount_minor {
                 authorization_response(message, &original, cvv_sent, advice)
@@ -224,7 +223,7 @@ async fn authorization(app: &App, authorizer: &Authorizer, message: &Message) ->
             let stand_in = respond(message, &code);
             // Take back anything the late decision held: the network heard "no".
             match work.await {
-                Ok(BatchOutcome::Decided(record, _)) => {
+                Ok(BatchOutcome::Decided(record)) => {
                     if let Err(error) = Box::pin(void_stand_in(app, &record.id, &code)).await {
                         tracing::error!(%error, authorization = %record.id, "could not void a hold committed after its deadline");
                     }

@@ -1,0 +1,857 @@
+//! The authorization engine: decides a batch of requests **in order** against a snapshot of everything they read
+//! and returns everything the batch changes as data — card states, transitions, ledger entries, events, the
+//! authorizations themselves with their decision records — for the store to write in one transaction.
+//!
+//! There is one engine. The group-commit batch, the sandbox endpoint, the 0200 and the fallback after a conflict
+//! all call [`decide_batch`]; a batch of one is the one-at-a-time path. Each request sees the ones before it in
+//! the batch exactly as it would see them stored, so deciding a stream as one batch, as batches of any size or one
+//! at a time gives the same answers, state, ledger and events (the property test below checks it).
+//!
+//! The snapshot holds the cards the requests name; a fraud rule that freezes every open card of a cardholder needs
+//! the cardholder's other cards too. Those are loaded only when needed: [`decide_batch`] then answers
+//! [`EngineError::Incomplete`] with the cardholders to load, and the caller loads them and decides again.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::card::{Card, CardEvent, CardStatus, MerchantBinding, Transition};
+use crate::decision::{
+    AuthorizationKind, AuthorizationRequest, AuthorizationRules, CardholderStanding, CvvCheck, Decision, DecisionInput,
+    DeclineReason, InvalidRequest, MessageClass, Outcome, TransactionType, decide,
+};
+use crate::fraud::FraudAction;
+use crate::ledger::{Entry, entries};
+
+/// What names a request on the network: acquirer (field 32), STAN (field 11) and transmission time (field 7). A
+/// second request with the same key is a duplicate and gets its original's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NetworkKey {
+    pub acquirer_id: String,
+    pub stan: String,
+    pub transmission_time: String,
+}
+
+/// Descriptive fields that are recorded but do not change the decision.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Descriptors {
+    pub merchant_name: Option<String>,
+    pub merchant_city: Option<String>,
+    pub stan: Option<String>,
+    pub rrn: Option<String>,
+    pub transmission_time: Option<String>,
+}
+
+/// One request of a batch, with what the caller already knows about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submission {
+    /// The id its authorization gets if it is decided (chosen by the caller, so that deciding is deterministic).
+    pub id: String,
+    /// Field 38 if it is approved.
+    pub auth_code: String,
+    pub request: AuthorizationRequest,
+    pub descriptors: Descriptors,
+    /// The snapshot card its number resolved to; `None`: no card has that number.
+    pub card_id: Option<String>,
+    /// The CVV2 check against that card (the CVK is the caller's business).
+    pub cvv: CvvCheck,
+}
+
+impl Submission {
+    /// The network key, when the request came with a STAN and a transmission time.
+    pub fn network_key(&self) -> Option<NetworkKey> {
+        Some(NetworkKey {
+            acquirer_id: self.request.merchant.acquirer_id.clone(),
+            stan: self.descriptors.stan.clone()?,
+            transmission_time: self.descriptors.transmission_time.clone()?,
+        })
+    }
+}
+
+/// A card as the batch reads and changes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardEntry {
+    pub cardholder_id: String,
+    pub card: Card,
+    /// The merchant's name from the first use (set with the binding).
+    pub merchant_name: Option<String>,
+}
+
+/// An earlier authorization of a cardholder, as the velocity rules count it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Past {
+    pub card_id: Option<String>,
+    pub kind: AuthorizationKind,
+    /// Field 39 as stored (a stand-in answer replaces the decision's `00`).
+    pub response_code: String,
+    pub decline_reason: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+impl Past {
+    /// An approval that spends: verifications (`85`) and refunds move no money, and an approval answered with the
+    /// stand-in code was taken back.
+    pub fn spends(&self) -> bool {
+        self.response_code == "00"
+            && matches!(
+                self.kind,
+                AuthorizationKind::Purchase | AuthorizationKind::Incremental | AuthorizationKind::Advice
+            )
+    }
+
+    pub fn is_decline(&self) -> bool {
+        self.decline_reason.is_some()
+    }
+
+    pub fn is_cvv_failure(&self) -> bool {
+        self.decline_reason.as_deref() == Some(DeclineReason::CvvMismatch.code())
+    }
+}
+
+/// Everything a batch reads, loaded before it is decided.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// By card id: the cards the requests name, and every card of the cardholders in `complete`.
+    pub cards: HashMap<String, CardEntry>,
+    /// Cardholders whose every card is in `cards`.
+    pub complete: HashSet<String>,
+    /// By cardholder id; a cardholder missing here has the default (good) standing.
+    pub standings: HashMap<String, CardholderStanding>,
+    /// By cardholder id: their authorizations within the longest velocity window ([`crate::fraud::FraudRules::history_window_seconds`]).
+    pub history: HashMap<String, Vec<Past>>,
+    /// Network keys already recorded.
+    pub recorded: HashSet<NetworkKey>,
+    /// Network keys whose reversal arrived before them.
+    pub reversed: HashSet<NetworkKey>,
+}
+
+/// What the engine needs besides the snapshot.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    pub rules: &'a AuthorizationRules,
+    /// Names the rules and configuration the decisions were made with (recorded with each decision).
+    pub rules_version: &'a str,
+    pub now: DateTime<Utc>,
+}
+
+/// What became of one submission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+// Nearly every answer is a decision: boxing it would cost an allocation each for nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum Answer {
+    Decided(Decided),
+    /// A repeat of an authorization recorded before the batch: the store has its answer.
+    DuplicateOfRecorded(NetworkKey),
+    /// A repeat of an earlier submission of this batch (its index).
+    DuplicateInBatch(usize),
+}
+
+/// A decided authorization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decided {
+    pub decision: Decision,
+    pub card_id: Option<String>,
+    pub cardholder_id: Option<String>,
+    /// What it holds on the card (zero for declines, verifications and refunds).
+    pub held: i64,
+    /// Its hold: an index into [`Effects::entries`].
+    pub hold_entry: Option<usize>,
+    pub auth_code: Option<String>,
+    pub record: DecisionRecord,
+}
+
+impl Decided {
+    /// The status the authorization starts in.
+    pub fn status(&self) -> &'static str {
+        if self.decision.is_approved() { "approved" } else { "declined" }
+    }
+}
+
+/// What a decision read, stored with it so that it can be replayed: the request's own fields are stored beside it
+/// in the authorization.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionRecord {
+    /// The rules and configuration in force.
+    pub rules: String,
+    /// `authorization`, `financial` or `advice`.
+    pub class: String,
+    /// `purchase`, `refund`, `cash` or `other` (field 3).
+    pub transaction: String,
+    /// The requested expiry matched the card's (`None`: no card, or no expiry sent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expiry_matched: Option<bool>,
+    /// `absent`, `match` or `mismatch`.
+    pub cvv: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub card: Option<CardInputs>,
+    pub restricted: bool,
+    pub overdue: bool,
+    /// The cardholder's earlier spending approvals the velocity rules counted (Unix microseconds).
+    pub approvals: Vec<i64>,
+    /// Its reversal arrived first.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub reversed_first: bool,
+}
+
+/// The card as the decision saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardInputs {
+    pub status: CardStatus,
+    pub amount: i64,
+    pub held: i64,
+    pub captured: i64,
+    /// Unix microseconds.
+    pub valid_until: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merchant: Option<MerchantBinding>,
+}
+
+/// An event to write, about `subject` (an authorization or a card id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventNote {
+    pub kind: &'static str,
+    pub subject: String,
+}
+
+/// Everything a batch changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Effects {
+    /// One per submission, in order.
+    pub answers: Vec<Answer>,
+    /// The final state of every card the batch changed, by id.
+    pub cards: HashMap<String, CardEntry>,
+    /// Card transitions, in the order they happened.
+    pub transitions: Vec<(String, Transition)>,
+    /// Ledger entries (the holds), in order.
+    pub entries: Vec<Entry>,
+    /// Events, in the order they happened.
+    pub events: Vec<EventNote>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// A fraud rule freezes every card of these cardholders: load all their cards into the snapshot (and mark them
+    /// complete), then decide again.
+    #[error("the cards of {0:?} are needed")]
+    Incomplete(Vec<String>),
+    /// The snapshot contradicts itself (a submission names a card it does not hold, a card refuses a hold its
+    /// decision allowed): nothing of the batch may be written.
+    #[error("broken invariant: {0}")]
+    Broken(String),
+}
+
+/// The decision for an original whose reversal came first: the purchase was called off before we saw it.
+pub fn reversed_before_arrival() -> Decision {
+    let reason = DeclineReason::InvalidRequest(InvalidRequest::Other);
+    Decision {
+        kind: AuthorizationKind::Purchase,
+        response_code: reason.response_code(),
+        outcome: Outcome::Declined(reason),
+        rule: "reversed_before_arrival".to_owned(),
+        cvv_result: None,
+        first_use: false,
+        flag: None,
+    }
+}
+
+/// Decides `submissions` in order against `snapshot`.
+pub fn decide_batch(
+    snapshot: &Snapshot,
+    submissions: &[Submission],
+    context: &Context<'_>,
+) -> Result<Effects, EngineError> {
+    let mut batch =
+        Batch { snapshot, context, effects: Effects::default(), added: HashMap::new(), keys: HashMap::new() };
+    for (index, submission) in submissions.iter().enumerate() {
+        let answer = batch.submit(index, submission)?;
+        batch.effects.answers.push(answer);
+    }
+    Ok(batch.effects)
+}
+
+/// A batch being decided: the snapshot, and what the batch has changed so far on top of it.
+struct Batch<'a> {
+    snapshot: &'a Snapshot,
+    context: &'a Context<'a>,
+    effects: Effects,
+    /// Authorizations decided in this batch, by cardholder (the history the snapshot does not have yet).
+    added: HashMap<String, Vec<Past>>,
+    /// Network keys decided in this batch.
+    keys: HashMap<NetworkKey, usize>,
+}
+
+impl Batch<'_> {
+    fn submit(&mut self, index: usize, submission: &Submission) -> Result<Answer, EngineError> {
+        let key = submission.network_key();
+        if let Some(key) = &key {
+            if self.snapshot.recorded.contains(key) {
+                return Ok(Answer::DuplicateOfRecorded(key.clone()));
+            }
+            if let Some(&earlier) = self.keys.get(key) {
+                return Ok(Answer::DuplicateInBatch(earlier));
+            }
+            self.keys.insert(key.clone(), index);
+        }
+        let reversed_first = key.as_ref().is_some_and(|key| self.snapshot.reversed.contains(key));
+        let entry = match &submission.card_id {
+            Some(card_id) => Some(self.card(card_id)?),
+            None => None,
+        };
+        let (decision, record) = self.decide(submission, entry.as_ref(), reversed_first);
+        let mut decided = Decided {
+            card_id: submission.card_id.clone(),
+            cardholder_id: entry.as_ref().map(|entry| entry.cardholder_id.clone()),
+            held: 0,
+            hold_entry: None,
+            auth_code: decision.is_approved().then(|| submission.auth_code.clone()),
+            decision,
+            record,
+        };
+        self.note(decided.status_event(), &submission.id);
+        if let (Some(card_id), Some(entry)) = (&submission.card_id, entry) {
+            self.apply(submission, card_id, entry, &mut decided, reversed_first)?;
+        }
+        Ok(Answer::Decided(decided))
+    }
+
+    /// The card as the batch has left it so far.
+    fn card(&self, card_id: &str) -> Result<CardEntry, EngineError> {
+        self.effects
+            .cards
+            .get(card_id)
+            .or_else(|| self.snapshot.cards.get(card_id))
+            .cloned()
+            .ok_or_else(|| EngineError::Broken(format!("card {card_id} is not in the snapshot")))
+    }
+
+    /// The cardholder's authorizations: the snapshot's, then this batch's.
+    fn history<'s>(&'s self, holder: &str) -> impl Iterator<Item = &'s Past> + 's {
+        let stored = self.snapshot.history.get(holder).into_iter().flatten();
+        stored.chain(self.added.get(holder).into_iter().flatten())
+    }
+
+    fn decide(
+        &self,
+        submission: &Submission,
+        entry: Option<&CardEntry>,
+        reversed_first: bool,
+    ) -> (Decision, DecisionRecord) {
+        let context = self.context;
+        let holder = entry.map(|entry| entry.cardholder_id.as_str());
+        let standing = holder.and_then(|holder| self.snapshot.standings.get(holder)).copied().unwrap_or_default();
+        let since = context.now - chrono::Duration::seconds(context.rules.fraud.authorization_window_seconds());
+        let approvals: Vec<DateTime<Utc>> = holder
+            .map(|holder| {
+                self.history(holder).filter(|past| past.spends() && past.at > since).map(|past| past.at).collect()
+            })
+            .unwrap_or_default();
+        let decision = if reversed_first {
+            reversed_before_arrival()
+        } else {
+            decide(&DecisionInput {
+                request: &submission.request,
+                card: entry.map(|entry| &entry.card),
+                cvv: if entry.is_some() { submission.cvv } else { CvvCheck::Absent },
+                standing,
+                cardholder_approvals: &approvals,
+                rules: context.rules,
+                now: context.now,
+            })
+        };
+        let record = DecisionRecord {
+            rules: context.rules_version.to_owned(),
+            class: class_name(submission.request.class).to_owned(),
+            transaction: transaction_name(submission.request.transaction_type).to_owned(),
+            expiry_matched: entry.zip(submission.request.expiry).map(|(entry, expiry)| expiry == entry.card.expiry()),
+            cvv: cvv_name(submission.cvv).to_owned(),
+            card: entry.map(|entry| CardInputs {
+                status: entry.card.status(),
+                amount: entry.card.amount().minor(),
+                held: entry.card.held().minor(),
+                captured: entry.card.captured().minor(),
+                valid_until: entry.card.valid_until().timestamp_micros(),
+                merchant: entry.card.merchant().cloned(),
+            }),
+            restricted: standing.restricted,
+            overdue: standing.overdue,
+            approvals: approvals.iter().map(DateTime::timestamp_micros).collect(),
+            reversed_first,
+        };
+        (decision, record)
+    }
+
+    /// Applies a decision to its card: an approval's hold and first use; a decline's fraud rules.
+    fn apply(
+        &mut self,
+        submission: &Submission,
+        card_id: &str,
+        mut entry: CardEntry,
+        decided: &mut Decided,
+        reversed_first: bool,
+    ) -> Result<(), EngineError> {
+        let now = self.context.now;
+        let holder = entry.cardholder_id.clone();
+        let broken = |error: crate::card::CardError| EngineError::Broken(format!("card {card_id}: {error}"));
+        if let Outcome::Approved { hold } = decided.decision.outcome {
+            if hold.is_positive() {
+                if decided.decision.flag.is_some() { entry.card.force_hold(hold) } else { entry.card.hold(hold) }
+                    .map_err(broken)?;
+                decided.held = hold.minor();
+                decided.hold_entry = Some(self.effects.entries.len());
+                self.effects.entries.push(entries::hold(card_id, hold));
+            }
+            if decided.decision.first_use {
+                let transition =
+                    entry.card.apply(CardEvent::FirstUse(submission.request.merchant.clone()), now).map_err(broken)?;
+                entry.merchant_name = submission.descriptors.merchant_name.clone();
+                self.effects.transitions.push((card_id.to_owned(), transition));
+                self.note("card.used", card_id);
+            }
+            self.effects.cards.insert(card_id.to_owned(), entry);
+        }
+        let actions = match decided.decision.decline_reason() {
+            // A purchase called off before it arrived is not an attempt on the card.
+            Some(reason) if !reversed_first => {
+                let cvv_failed = *reason == DeclineReason::CvvMismatch;
+                let failures: Vec<_> =
+                    self.history(&holder).filter(|past| past.is_cvv_failure()).map(|past| past.at).collect();
+                let declines: Vec<_> = self
+                    .history(&holder)
+                    .filter(|past| past.is_decline() && past.card_id.as_deref() == Some(card_id))
+                    .map(|past| past.at)
+                    .collect();
+                self.context.rules.fraud.after_decline(cvv_failed, &failures, &declines, now)
+            }
+            _ => Vec::new(),
+        };
+        self.added.entry(holder.clone()).or_default().push(Past {
+            card_id: Some(card_id.to_owned()),
+            kind: decided.decision.kind,
+            response_code: decided.decision.response_code.to_owned(),
+            decline_reason: decided.decision.decline_reason().map(|reason| reason.code().to_owned()),
+            at: now,
+        });
+        for action in actions {
+            match action {
+                FraudAction::FreezeCard { rule } => self.freeze(card_id, &rule)?,
+                FraudAction::FreezeCardholderCards { rule } => {
+                    if !self.snapshot.complete.contains(&holder) {
+                        return Err(EngineError::Incomplete(vec![holder]));
+                    }
+                    let mut open: Vec<&String> = self
+                        .snapshot
+                        .cards
+                        .iter()
+                        .filter(|(_, entry)| entry.cardholder_id == holder)
+                        .map(|(id, _)| id)
+                        .collect();
+                    open.sort();
+                    for id in open {
+                        self.freeze(id, &rule)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Freezes the card if it is open (active or used).
+    fn freeze(&mut self, card_id: &str, rule: &str) -> Result<(), EngineError> {
+        let mut entry = self.card(card_id)?;
+        if !matches!(entry.card.status(), CardStatus::Active | CardStatus::Used) {
+            return Ok(());
+        }
+        let transition = entry
+            .card
+            .apply(CardEvent::Freeze { rule: rule.to_owned() }, self.context.now)
+            .map_err(|error| EngineError::Broken(format!("card {card_id}: {error}")))?;
+        self.effects.transitions.push((card_id.to_owned(), transition));
+        self.effects.cards.insert(card_id.to_owned(), entry);
+        self.note("fraud.flagged", card_id);
+        Ok(())
+    }
+
+    fn note(&mut self, kind: &'static str, subject: &str) {
+        self.effects.events.push(EventNote { kind, subject: subject.to_owned() });
+    }
+}
+
+impl Decided {
+    fn status_event(&self) -> &'static str {
+        if self.decision.is_approved() { "authorization.approved" } else { "authorization.declined" }
+    }
+}
+
+fn class_name(class: MessageClass) -> &'static str {
+    match class {
+        MessageClass::Authorization => "authorization",
+        MessageClass::Financial => "financial",
+        MessageClass::Advice => "advice",
+    }
+}
+
+fn transaction_name(transaction: TransactionType) -> &'static str {
+    match transaction {
+        TransactionType::Purchase => "purchase",
+        TransactionType::Refund => "refund",
+        TransactionType::Cash => "cash",
+        TransactionType::Other => "other",
+    }
+}
+
+fn cvv_name(cvv: CvvCheck) -> &'static str {
+    match cvv {
+        CvvCheck::Absent => "absent",
+        CvvCheck::Match => "match",
+        CvvCheck::Mismatch => "mismatch",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Deciding a stream as one batch, as batches of every size and one at a time gives identical answers, card
+    //! states, transitions, ledger entries and events. The "world" below stands in for the store: it builds each
+    //! batch's snapshot from what earlier batches wrote, exactly as the store loads it.
+
+    use std::collections::BTreeMap;
+
+    use chrono::Duration;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::card::tests::{card, merchant, now};
+    use crate::card_number::Expiry;
+    use crate::country::Country;
+    use crate::decision::Mcc;
+    use crate::fraud::{FraudRules, VelocityLimit};
+
+    const CARDS: usize = 5;
+
+    /// Tight limits, so that short streams reach them.
+    fn rules() -> AuthorizationRules {
+        let mut rules = AuthorizationRules::defaults(Country::parse("US").expect("US"), 100);
+        rules.fraud = FraudRules {
+            card_creation: Vec::new(),
+            authorization: vec![VelocityLimit::new("approvals_10m", 600, 3)],
+            cvv_failures: vec![VelocityLimit::new("cvv_failures_1h", 3600, 2)],
+            card_declines: vec![VelocityLimit::new("card_declines_10m", 600, 3)],
+        };
+        rules
+    }
+
+    fn holder_of(card: usize) -> String {
+        format!("ch_{}", card % 2)
+    }
+
+    /// What happens next in a stream.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Submit(Request),
+        /// Time passes (seconds).
+        Tick(i64),
+        /// A reversal arrives for this STAN; before its original, it makes the original a decline.
+        Reverse(u8),
+    }
+
+    #[derive(Debug, Clone)]
+    struct Request {
+        /// `None`: a number that matches no card.
+        card: Option<usize>,
+        amount: i64,
+        class: MessageClass,
+        transaction: TransactionType,
+        cvv: CvvCheck,
+        expiry_matches: bool,
+        merchant: u8,
+        stan: Option<u8>,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        let request = (
+            prop::option::weighted(0.9, 0..CARDS),
+            prop_oneof![Just(0i64), 1..=100i64, 101..4_000i64, 3_000..12_000i64],
+            prop_oneof![
+                6 => Just(MessageClass::Authorization),
+                1 => Just(MessageClass::Advice),
+                1 => Just(MessageClass::Financial)
+            ],
+            prop_oneof![6 => Just(TransactionType::Purchase), 1 => Just(TransactionType::Refund), 1 => Just(TransactionType::Cash)],
+            prop_oneof![5 => Just(CvvCheck::Match), 2 => Just(CvvCheck::Mismatch), 1 => Just(CvvCheck::Absent)],
+            prop::bool::weighted(0.9),
+            0..3u8,
+            prop::option::weighted(0.8, 0..12u8),
+        )
+            .prop_map(|(card, amount, class, transaction, cvv, expiry_matches, merchant, stan)| {
+                Step::Submit(Request { card, amount, class, transaction, cvv, expiry_matches, merchant, stan })
+            });
+        prop_oneof![
+            12 => request,
+            2 => prop_oneof![Just(1i64), Just(299), Just(300), Just(599), Just(600), Just(3_600)].prop_map(Step::Tick),
+            1 => (0..12u8).prop_map(Step::Reverse),
+        ]
+    }
+
+    fn submission(index: usize, request: &Request, at: DateTime<Utc>) -> Submission {
+        Submission {
+            id: format!("auth_{index:03}"),
+            auth_code: format!("C{index:05}"),
+            request: AuthorizationRequest {
+                class: request.class,
+                transaction_type: request.transaction,
+                amount_minor: request.amount,
+                currency_numeric: 840,
+                expiry: Some(Expiry::new(2029, if request.expiry_matches { 11 } else { 12 }).expect("valid")),
+                mcc: Mcc(5732),
+                merchant: merchant(&format!("SHOP{}", request.merchant)),
+                country: Some(Country::parse("US").expect("US")),
+            },
+            descriptors: Descriptors {
+                merchant_name: Some(format!("Shop {}", request.merchant)),
+                stan: request.stan.map(|stan| format!("{stan:06}")),
+                transmission_time: request.stan.map(|_| format!("{}", at.timestamp())),
+                ..Descriptors::default()
+            },
+            card_id: request.card.map(|card| format!("card_{card}")),
+            cvv: request.cvv,
+        }
+    }
+
+    /// What the store holds, and what each submission was answered.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    struct World {
+        cards: BTreeMap<String, CardEntry>,
+        standings: HashMap<String, CardholderStanding>,
+        history: BTreeMap<String, Vec<Past>>,
+        /// Network key → the authorization recorded under it and its answer.
+        recorded: BTreeMap<NetworkKey, (String, &'static str)>,
+        reversed: HashSet<NetworkKey>,
+        transitions: Vec<(String, Transition)>,
+        entries: Vec<Entry>,
+        events: Vec<EventNote>,
+        /// Per submission: the authorization whose answer it got, and the response code.
+        answers: Vec<(String, &'static str)>,
+        records: Vec<DecisionRecord>,
+    }
+
+    impl World {
+        fn new(restricted: bool, overdue: bool) -> World {
+            let cards = (0..CARDS)
+                .map(|index| {
+                    let entry = CardEntry {
+                        cardholder_id: holder_of(index),
+                        card: card(2_000 * (index as i64 + 1)),
+                        merchant_name: None,
+                    };
+                    (format!("card_{index}"), entry)
+                })
+                .collect();
+            let standings = HashMap::from([("ch_1".to_owned(), CardholderStanding { restricted, overdue })]);
+            World {
+                cards,
+                standings,
+                history: BTreeMap::new(),
+                recorded: BTreeMap::new(),
+                reversed: HashSet::new(),
+                transitions: Vec::new(),
+                entries: Vec::new(),
+                events: Vec::new(),
+                answers: Vec::new(),
+                records: Vec::new(),
+            }
+        }
+
+        /// The snapshot the store would load for these submissions at `at`, with these cardholders complete.
+        fn snapshot(&self, submissions: &[Submission], complete: &HashSet<String>, at: DateTime<Utc>) -> Snapshot {
+            let mut snapshot = Snapshot { complete: complete.clone(), ..Snapshot::default() };
+            let since = at - Duration::seconds(rules().fraud.history_window_seconds());
+            for submission in submissions {
+                if let Some(id) = &submission.card_id {
+                    let entry = self.cards[id].clone();
+                    let holder = entry.cardholder_id.clone();
+                    snapshot.cards.insert(id.clone(), entry);
+                    if let Some(standing) = self.standings.get(&holder) {
+                        snapshot.standings.insert(holder.clone(), *standing);
+                    }
+                    let history = self.history.get(&holder).into_iter().flatten().filter(|past| past.at > since);
+                    snapshot.history.insert(holder, history.cloned().collect());
+                }
+                if let Some(key) = submission.network_key() {
+                    if self.recorded.contains_key(&key) {
+                        snapshot.recorded.insert(key.clone());
+                    }
+                    if self.reversed.contains(&key) {
+                        snapshot.reversed.insert(key);
+                    }
+                }
+            }
+            for (id, entry) in &self.cards {
+                if complete.contains(&entry.cardholder_id) {
+                    snapshot.cards.insert(id.clone(), entry.clone());
+                }
+            }
+            snapshot
+        }
+
+        /// Decides a batch and writes what it changed, as the store does.
+        fn run(&mut self, submissions: &[Submission], at: DateTime<Utc>) {
+            let rules = rules();
+            let context = Context { rules: &rules, rules_version: "test", now: at };
+            let mut complete = HashSet::new();
+            let effects = loop {
+                match decide_batch(&self.snapshot(submissions, &complete, at), submissions, &context) {
+                    Ok(effects) => break effects,
+                    Err(EngineError::Incomplete(holders)) => complete.extend(holders),
+                    Err(error) => panic!("{error}"),
+                }
+            };
+            assert_eq!(effects.answers.len(), submissions.len(), "one answer per submission");
+            let base = self.answers.len();
+            for (submission, answer) in submissions.iter().zip(&effects.answers) {
+                let answered = match answer {
+                    Answer::Decided(decided) => {
+                        let answered = (submission.id.clone(), decided.decision.response_code);
+                        if let Some(key) = submission.network_key() {
+                            self.recorded.insert(key, answered.clone());
+                        }
+                        if let Some(holder) = &decided.cardholder_id {
+                            self.history.entry(holder.clone()).or_default().push(Past {
+                                card_id: decided.card_id.clone(),
+                                kind: decided.decision.kind,
+                                response_code: decided.decision.response_code.to_owned(),
+                                decline_reason: decided
+                                    .decision
+                                    .decline_reason()
+                                    .map(|reason| reason.code().to_owned()),
+                                at,
+                            });
+                        }
+                        if let Some(index) = decided.hold_entry {
+                            let Entry::Hold { amount, .. } = &effects.entries[index] else { panic!("not a hold") };
+                            assert_eq!(amount.minor(), decided.held);
+                        }
+                        self.records.push(decided.record.clone());
+                        answered
+                    }
+                    Answer::DuplicateOfRecorded(key) => self.recorded[key].clone(),
+                    Answer::DuplicateInBatch(earlier) => self.answers[base + *earlier].clone(),
+                };
+                self.answers.push(answered);
+            }
+            for (id, entry) in effects.cards {
+                self.cards.insert(id, entry);
+            }
+            self.transitions.extend(effects.transitions);
+            self.entries.extend(effects.entries);
+            self.events.extend(effects.events);
+        }
+    }
+
+    /// Runs the stream in batches of at most `size` (a tick or a reversal always ends a batch).
+    fn run(steps: &[Step], size: usize, restricted: bool, overdue: bool) -> World {
+        let mut world = World::new(restricted, overdue);
+        let mut at = now();
+        let mut pending: Vec<Submission> = Vec::new();
+        let mut index = 0;
+        let flush = |world: &mut World, pending: &mut Vec<Submission>, at| {
+            for batch in pending.chunks(size) {
+                world.run(batch, at);
+            }
+            pending.clear();
+        };
+        for step in steps {
+            match step {
+                Step::Submit(request) => {
+                    pending.push(submission(index, request, at));
+                    index += 1;
+                }
+                Step::Tick(seconds) => {
+                    flush(&mut world, &mut pending, at);
+                    at += Duration::seconds(*seconds);
+                }
+                Step::Reverse(stan) => {
+                    flush(&mut world, &mut pending, at);
+                    let key = NetworkKey {
+                        acquirer_id: "123456".to_owned(),
+                        stan: format!("{stan:06}"),
+                        transmission_time: format!("{}", at.timestamp()),
+                    };
+                    if !world.recorded.contains_key(&key) {
+                        world.reversed.insert(key);
+                    }
+                }
+            }
+        }
+        flush(&mut world, &mut pending, at);
+        world
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1_000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn a_batch_decides_as_one_at_a_time(
+            steps in prop::collection::vec(step(), 1..40),
+            restricted in prop::bool::weighted(0.1),
+            overdue in prop::bool::weighted(0.1),
+        ) {
+            let alone = run(&steps, 1, restricted, overdue);
+            let submissions = steps.iter().filter(|step| matches!(step, Step::Submit(_))).count();
+            for size in 2..=submissions.max(2) {
+                let batched = run(&steps, size, restricted, overdue);
+                prop_assert_eq!(&batched, &alone, "batches of {}", size);
+            }
+        }
+    }
+
+    #[test]
+    fn the_third_cvv_failure_freezes_every_open_card_of_the_cardholder_even_outside_the_batch() {
+        let steps: Vec<Step> = (0..2)
+            .map(|_| {
+                Step::Submit(Request {
+                    card: Some(0),
+                    amount: 500,
+                    class: MessageClass::Authorization,
+                    transaction: TransactionType::Purchase,
+                    cvv: CvvCheck::Mismatch,
+                    expiry_matches: true,
+                    merchant: 0,
+                    stan: None,
+                })
+            })
+            .collect();
+        let world = run(&steps, 2, false, false);
+        // Cards 0, 2 and 4 are ch_0's: the second failure reaches the limit of two.
+        let frozen: Vec<&str> = world
+            .events
+            .iter()
+            .filter(|event| event.kind == "fraud.flagged")
+            .map(|event| event.subject.as_str())
+            .collect();
+        assert_eq!(frozen, ["card_0", "card_2", "card_4"]);
+        for id in ["card_0", "card_2", "card_4"] {
+            assert_eq!(world.cards[id].card.status(), CardStatus::Frozen);
+        }
+        assert_eq!(world.cards["card_1"].card.status(), CardStatus::Active);
+        assert_eq!(world.records.len(), 2);
+        assert_eq!(world.records[0].cvv, "mismatch");
+    }
+
+    #[test]
+    fn a_duplicate_gets_its_originals_answer_in_the_batch_and_after_it() {
+        let request = Request {
+            card: Some(1),
+            amount: 1_500,
+            class: MessageClass::Authorization,
+            transaction: TransactionType::Purchase,
+            cvv: CvvCheck::Match,
+            expiry_matches: true,
+            merchant: 1,
+            stan: Some(7),
+        };
+        let steps = vec![Step::Submit(request.clone()), Step::Submit(request.clone()), Step::Submit(request)];
+        let world = run(&steps, 2, false, false);
+        assert_eq!(world.answers, vec![("auth_000".to_owned(), "00"); 3]);
+        assert_eq!(world.entries.len(), 1, "one hold");
+    }
+}

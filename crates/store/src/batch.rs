@@ -1,0 +1,283 @@
+//! A batch of authorizations, read and written for the engine ([`ghostcard_domain::engine`]).
+//!
+//! [`load`] reads everything the engine needs into a [`Snapshot`] with a few multi-row queries sent together (one
+//! round trip on SQLite after the cards); [`load_cards_of`] adds every card of cardholders a fraud rule freezes;
+//! [`write()`] writes the engine's [`Effects`] with multi-row statements sent together. On PostgreSQL the batch's
+//! cardholders are locked first (advisory locks, in one global order), then its cards (in id order), and every card
+//! update is version-checked: another writer in between is [`StoreError::Stale`] or [`StoreError::Conflict`], and
+//! the caller rolls back and decides the batch's requests one at a time.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use ghostcard_domain::engine::{Answer, CardEntry, Decided, Effects, NetworkKey, Past, Snapshot, Submission};
+use ghostcard_domain::ids::new_id;
+use ghostcard_domain::ledger::TransferId;
+use ghostcard_domain::money::Currency;
+
+use crate::authorizations::{self, AuthorizationRecord};
+use crate::cards::{self, CardRecord};
+use crate::events::{self, Event};
+use crate::{Conn, Found, Pending, Reads, Result, StoreError, Writes, cardholders, ledger, plans, reversals};
+
+/// A batch's snapshot, with the stored rows it was made from.
+pub struct Loaded {
+    pub snapshot: Snapshot,
+    /// The stored rows of the snapshot's cards, by id.
+    pub rows: HashMap<String, CardRecord>,
+    /// Card ids by number hash.
+    pub by_hash: HashMap<Vec<u8>, String>,
+    /// The authorizations recorded under the batch's network keys.
+    pub recorded: HashMap<NetworkKey, AuthorizationRecord>,
+    found: Found,
+    last_transfer: Pending,
+}
+
+impl Loaded {
+    /// The card with this number hash, if the snapshot has it.
+    pub fn card_by_hash(&self, hash: &[u8]) -> Option<&CardRecord> {
+        self.by_hash.get(hash).and_then(|id| self.rows.get(id))
+    }
+
+    fn add(&mut self, record: CardRecord) -> Result<()> {
+        let entry = CardEntry {
+            cardholder_id: record.cardholder_id.clone(),
+            card: record.to_card()?,
+            merchant_name: record.merchant_name.clone(),
+        };
+        self.snapshot.cards.insert(record.id.clone(), entry);
+        self.by_hash.insert(record.number_hash.clone(), record.id.clone());
+        self.rows.insert(record.id.clone(), record);
+        Ok(())
+    }
+}
+
+/// Loads the snapshot for requests naming cards by these number hashes and carrying these network keys: the cards,
+/// their cardholders' standing (`today` decides what is overdue) and authorizations since `since`, the keys
+/// already recorded and those whose reversal came first. SQLite: `begin`, if given, goes with the first statement
+/// (the statements of [`crate::Store::deferred_begin`]).
+pub async fn load(
+    tx: &mut Conn,
+    hashes: &[Vec<u8>],
+    keys: &[NetworkKey],
+    since: DateTime<Utc>,
+    today: NaiveDate,
+    begin: Option<&str>,
+) -> Result<Loaded> {
+    let mut hashes = hashes.to_vec();
+    hashes.sort();
+    hashes.dedup();
+    cards::lock_cardholders_of(tx, &hashes).await?;
+    let found_cards = cards::find_by_number_hashes(tx, &hashes, begin).await?;
+    let mut holders: Vec<String> = found_cards.iter().map(|record| record.cardholder_id.clone()).collect();
+    holders.sort();
+    holders.dedup();
+    // The rest in one round trip on SQLite.
+    let mut reads = Reads::new(tx);
+    let originals = authorizations::add_find_by_network_keys(&mut reads, keys);
+    let reversed_first = reversals::add_reversed_before_arrival_many(&mut reads, keys);
+    let standings = cardholders::add_statuses(&mut reads, &holders);
+    let active_plans = plans::add_active_for_cardholders(&mut reads, &holders);
+    let history = authorizations::add_history(&mut reads, &holders, since);
+    // The holds' ids are reserved from it when written: nothing writes a transfer in the batch before them.
+    let last_transfer = ledger::add_last_id(&mut reads);
+    let found = reads.run(tx).await?;
+
+    let mut snapshot = Snapshot::default();
+    let mut recorded = HashMap::new();
+    for original in authorizations::find_by_network_keys_in(&found, &originals)? {
+        if let Some(key) = original.network_key() {
+            snapshot.recorded.insert(key.clone());
+            recorded.insert(key, original);
+        }
+    }
+    snapshot.reversed = reversals::reversed_before_arrival_in(&found, &reversed_first)?.into_iter().collect();
+    for (holder, status) in cardholders::statuses_in(&found, &standings)? {
+        snapshot.standings.entry(holder).or_default().restricted = status == "restricted";
+    }
+    for plan in plans::active_for_cardholders_in(&found, &active_plans)? {
+        if plan.plan.has_arrears(today) {
+            snapshot.standings.entry(plan.cardholder_id).or_default().overdue = true;
+        }
+    }
+    for (holder, past) in authorizations::history_in(&found, &history)? {
+        snapshot.history.entry(holder).or_default().push(past);
+    }
+    let mut loaded = Loaded { snapshot, rows: HashMap::new(), by_hash: HashMap::new(), recorded, found, last_transfer };
+    for record in found_cards {
+        loaded.add(record)?;
+    }
+    Ok(loaded)
+}
+
+/// Adds every card of these cardholders to the snapshot (locked on PostgreSQL) and marks them complete.
+pub async fn load_cards_of(tx: &mut Conn, loaded: &mut Loaded, holders: &[String]) -> Result<()> {
+    for holder in holders {
+        for record in cards::of_cardholder_for_update(tx, holder).await? {
+            // A card already in the snapshot stays as it was read.
+            if !loaded.rows.contains_key(&record.id) {
+                loaded.add(record)?;
+            }
+        }
+        loaded.snapshot.complete.insert(holder.clone());
+    }
+    Ok(())
+}
+
+/// What became of a request, as stored.
+#[derive(Debug, Clone)]
+pub enum Stored {
+    Decided(AuthorizationRecord),
+    /// A repeat: its original's record (recorded before, or earlier in the batch).
+    Duplicate(AuthorizationRecord),
+}
+
+/// Writes what the engine decided for `submissions` (with the number hash each came with), returning one
+/// [`Stored`] per submission. The transaction must still be rolled back on an error.
+pub async fn write(
+    tx: &mut Conn,
+    loaded: &Loaded,
+    submissions: &[Submission],
+    number_hashes: &[Option<Vec<u8>>],
+    effects: &Effects,
+    now: DateTime<Utc>,
+) -> Result<Vec<Stored>> {
+    let invariant = |what: &str| StoreError::Corrupt(format!("authorization batch: {what}"));
+    if effects.answers.len() != submissions.len() || number_hashes.len() != submissions.len() {
+        return Err(invariant("one answer and one number hash per request"));
+    }
+    let ids = ledger::reserve_ids_after(tx, &loaded.found, &loaded.last_transfer, effects.entries.len()).await?;
+    let mut records: Vec<Option<AuthorizationRecord>> = Vec::with_capacity(submissions.len());
+    for ((submission, answer), hash) in submissions.iter().zip(&effects.answers).zip(number_hashes) {
+        records.push(match answer {
+            Answer::Decided(decided) => {
+                let hold = decided.hold_entry.map(|index| ids[index]);
+                Some(AuthorizationRecord::decided(submission, decided, hash.clone(), hold, now))
+            }
+            _ => None,
+        });
+    }
+    let mut changed = Vec::with_capacity(effects.cards.len());
+    for (id, entry) in &effects.cards {
+        let mut row = loaded.rows.get(id).cloned().ok_or_else(|| invariant("a changed card was not loaded"))?;
+        row.set_card(&entry.card);
+        row.merchant_name.clone_from(&entry.merchant_name);
+        changed.push(row);
+    }
+    let batch_events = thin_events(effects, now);
+    let entries: Vec<(TransferId, &ghostcard_domain::ledger::Entry)> =
+        ids.iter().copied().zip(&effects.entries).collect();
+
+    // One round trip on SQLite.
+    let mut writes = Writes::new(tx);
+    ledger::add_new(&mut writes, &entries, now)?;
+    let new: Vec<AuthorizationRecord> = records.iter().flatten().cloned().collect();
+    authorizations::add_many(&mut writes, &new);
+    cards::add_updates(&mut writes, &changed);
+    cards::add_transitions(&mut writes, &effects.transitions);
+    events::add_many(&mut writes, &batch_events);
+    writes.run(tx).await?;
+
+    let mut stored = Vec::with_capacity(submissions.len());
+    for (index, answer) in effects.answers.iter().enumerate() {
+        stored.push(match answer {
+            Answer::Decided(_) => {
+                Stored::Decided(records[index].take().ok_or_else(|| invariant("a decision taken twice"))?)
+            }
+            Answer::DuplicateInBatch(earlier) => {
+                let original = stored.get(*earlier).ok_or_else(|| invariant("a repeat before its original"))?;
+                match original {
+                    Stored::Decided(record) | Stored::Duplicate(record) => Stored::Duplicate(record.clone()),
+                }
+            }
+            Answer::DuplicateOfRecorded(key) => {
+                Stored::Duplicate(loaded.recorded.get(key).cloned().ok_or_else(|| invariant("a repeat of nothing"))?)
+            }
+        });
+    }
+    Ok(stored)
+}
+
+/// The batch's events: thin (the object is read when the event is).
+fn thin_events(effects: &Effects, now: DateTime<Utc>) -> Vec<Event> {
+    let mut rng = rand::rng();
+    effects
+        .events
+        .iter()
+        .map(|note| Event {
+            id: new_id("evt", now, &mut rng),
+            kind: note.kind.to_owned(),
+            subject: Some(note.subject.clone()),
+            data: None,
+            created_at: now,
+        })
+        .collect()
+}
+
+impl AuthorizationRecord {
+    /// The row of a decided request.
+    pub fn decided(
+        submission: &Submission,
+        decided: &Decided,
+        number_hash: Option<Vec<u8>>,
+        hold: Option<TransferId>,
+        now: DateTime<Utc>,
+    ) -> AuthorizationRecord {
+        let (request, decision, descriptors) = (&submission.request, &decided.decision, &submission.descriptors);
+        AuthorizationRecord {
+            id: submission.id.clone(),
+            card_id: decided.card_id.clone(),
+            cardholder_id: decided.cardholder_id.clone(),
+            kind: decision.kind.as_str().to_owned(),
+            amount: request.amount_minor,
+            currency: Currency::from_numeric(request.currency_numeric)
+                .map_or_else(|_| format!("{:03}", request.currency_numeric), |currency| currency.code().to_owned()),
+            status: decided.status().to_owned(),
+            response_code: decision.response_code.to_owned(),
+            decline_reason: decision.decline_reason().map(|reason| reason.code().to_owned()),
+            rule: decision.rule.clone(),
+            cvv_result: decision.cvv_result.map(|result| result.code().to_owned()),
+            flag: decision.flag.as_ref().map(|reason| reason.code().to_owned()),
+            acquirer_id: request.merchant.acquirer_id.clone(),
+            merchant_id: request.merchant.merchant_id.clone(),
+            merchant_name: descriptors.merchant_name.clone(),
+            merchant_city: descriptors.merchant_city.clone(),
+            merchant_country: request.country.map(|country| country.as_str().to_owned()),
+            mcc: request.mcc.to_string(),
+            stan: descriptors.stan.clone(),
+            rrn: descriptors.rrn.clone(),
+            auth_code: decided.auth_code.clone(),
+            transmission_time: descriptors.transmission_time.clone(),
+            hold_transfer_id: hold.map(|id| id.0 as i64),
+            held: decided.held,
+            captured: 0,
+            number_hash,
+            stand_in: false,
+            created_at: now,
+            // Serializing plain fields cannot fail; a missing record only loses the replay of this one.
+            decision: serde_json::to_string(&decided.record).ok(),
+        }
+    }
+
+    /// Its network key, when it came with one.
+    pub fn network_key(&self) -> Option<NetworkKey> {
+        Some(NetworkKey {
+            acquirer_id: self.acquirer_id.clone(),
+            stan: self.stan.clone()?,
+            transmission_time: self.transmission_time.clone()?,
+        })
+    }
+}
+
+/// The history rows of [`authorizations::add_history`], typed.
+pub(crate) fn past(
+    card_id: Option<String>,
+    kind: &str,
+    response_code: String,
+    decline_reason: Option<String>,
+    at: DateTime<Utc>,
+) -> Result<Past> {
+    let kind = ghostcard_domain::decision::AuthorizationKind::parse(kind)
+        .ok_or_else(|| StoreError::Corrupt(format!("authorization kind {kind:?}")))?;
+    Ok(Past { card_id, kind, response_code, decline_reason, at })
+}

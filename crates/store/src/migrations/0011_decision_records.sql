@@ -1,0 +1,8 @@
+-- Each authorization keeps what its decision read (the card as it was, the cardholder's standing and recent
+-- approvals, the CVV2 check) and the rules' version, as JSON, so that it can be replayed. Older rows have none.
+ALTER TABLE authorizations ADD COLUMN decision TEXT;
+-- The authorization path reads each cardholder's recent history (`cardholder_id IN (…) AND created_at > …`) and
+-- classifies it in the domain (approvals, CVV2 failures, declines per card): every column it reads is in the index.
+CREATE INDEX authorizations_cardholder_history ON authorizations
+    (cardholder_id, created_at, card_id, kind, response_code, decline_reason);
+DROP INDEX authorizations_cardholder_recent;

@@ -11,7 +11,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ghostcard_store::{HeldWriter, StoreError, Tx};
+use ghostcard_store::StoreError;
+use ghostcard_store::group_commit::GroupCommit;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::App;
@@ -35,9 +36,12 @@ impl Authorizer {
     pub fn spawn(app: Arc<App>) -> std::io::Result<Authorizer> {
         let (queue, jobs) = mpsc::channel(app.config.authorization_queue_capacity.max(1));
         let jobs = Arc::new(tokio::sync::Mutex::new(jobs));
-        let durable = if app.store.defers_sync() { Some(spawn_log_sync(app.clone())?) } else { None };
-        let loops: Vec<_> =
-            (0..batches_in_flight(&app)).map(|_| run(app.clone(), jobs.clone(), durable.clone())).collect();
+        let mut loops = Vec::new();
+        for _ in 0..batches_in_flight(&app) {
+            let metrics = app.clone();
+            let group = GroupCommit::new(app.store.clone(), move |flush| metrics.metrics.observe_log_flush(flush))?;
+            loops.push(run(app.clone(), jobs.clone(), group));
+        }
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         std::thread::Builder::new().name("authorizer".to_owned()).spawn(move || {
             runtime.block_on(async {
@@ -68,148 +72,48 @@ fn batches_in_flight(app: &App) -> usize {
     }
 }
 
-/// Answers waiting for the write-ahead log to reach the disk.
-type Answers = Vec<(Reply, Result<Outcome, String>)>;
-
-/// SQLite: the thread that makes batches durable and then answers them (`Store::begin_deferred`). The batch
-/// thread hands over a committed batch's answers and goes on to the next batch while the disk writes; one flush
-/// covers every batch committed before it began. Ends when the batch loops end.
-fn spawn_log_sync(app: Arc<App>) -> std::io::Result<std::sync::mpsc::Sender<Answers>> {
-    let (sender, receiver) = std::sync::mpsc::channel::<Answers>();
-    std::thread::Builder::new().name("log-sync".to_owned()).spawn(move || {
-        while let Ok(first) = receiver.recv() {
-            let mut waiting = vec![first];
-            waiting.extend(receiver.try_iter());
-            answer_when_durable(&app, waiting.into_iter().flatten());
-        }
-    })?;
-    Ok(sender)
-}
-
-/// Flushes the log, then answers; if the flush failed, the decisions may not survive a crash, so every answer is
-/// an error (`96`). The flush's duration goes to the metrics: the answers waited for all of it.
-fn answer_when_durable(app: &App, answers: impl Iterator<Item = (Reply, Result<Outcome, String>)>) {
-    let flushing = std::time::Instant::now();
-    let synced = app.store.sync_log();
-    app.metrics.observe_log_flush(flushing.elapsed());
-    if let Err(error) = &synced {
-        tracing::error!(%error, "flushing the SQLite write-ahead log failed; answering 96");
-    }
-    for (reply, outcome) in answers {
-        let outcome = match &synced {
-            Ok(()) => outcome,
-            Err(error) => Err(format!("flushing the write-ahead log: {error}")),
-        };
-        let _ = reply.send(outcome);
-    }
-}
-
-async fn run(
-    app: Arc<App>,
-    jobs: Arc<tokio::sync::Mutex<mpsc::Receiver<(Job, Reply)>>>,
-    durable: Option<std::sync::mpsc::Sender<Answers>>,
-) {
+async fn run(app: Arc<App>, jobs: Arc<tokio::sync::Mutex<mpsc::Receiver<(Job, Reply)>>>, mut group: GroupCommit) {
     let max = app.config.authorization_batch_max.max(1);
     let wait = Duration::from_micros(app.config.authorization_batch_wait_us);
-    let mut writer = Writer::default();
     loop {
         let batch = {
             let mut queue = jobs.lock().await;
-            writer.hand_back_unless_busy(queue.is_empty());
+            group.between_batches(queue.is_empty());
             gather(&mut queue, max, wait).await
         };
         let Some(batch) = batch else { return };
         let (work, replies): (Vec<Job>, Vec<Reply>) = batch.into_iter().unzip();
         let started = std::time::Instant::now();
-        let decided = decide_batch(&app, &work, &mut writer).await;
+        let decided = decide_batch(&app, &work, &mut group).await;
         app.metrics.observe_batch_duration(started.elapsed());
-        // A batch committed with `begin_deferred` is durable only after the next flush of the log.
-        let deferred = decided.is_ok();
         let outcomes = match decided {
-            Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+            Ok(outcomes) => {
+                // Durable only once the group commit says so.
+                group.when_durable(move |durable| match durable {
+                    Ok(()) => answer(replies, outcomes.into_iter().map(Ok)),
+                    Err(error) => answer(replies, std::iter::repeat_n(Err(error), outcomes.len())),
+                });
+                continue;
+            }
             Err(BatchError::Retry(reason)) => {
                 tracing::info!(%reason, jobs = work.len(), "batch conflicted with another writer; deciding its jobs one at a time");
                 // Each job begins a transaction of its own, on the write connection.
-                writer.hand_back();
+                group.hand_back();
                 one_at_a_time(&app, work).await
             }
             Err(BatchError::Failed(error)) => {
                 tracing::error!(%error, jobs = work.len(), "authorization batch failed");
-                writer.hand_back();
+                group.hand_back();
                 vec![Err(error); work.len()]
             }
         };
-        let answers: Answers = replies.into_iter().zip(outcomes).collect();
-        match &durable {
-            Some(durable) if deferred => {
-                if let Err(std::sync::mpsc::SendError(answers)) = durable.send(answers) {
-                    answer_when_durable(&app, answers.into_iter());
-                }
-            }
-            _ => {
-                for (reply, outcome) in answers {
-                    let _ = reply.send(outcome);
-                }
-            }
-        }
+        answer(replies, outcomes.into_iter());
     }
 }
 
-/// SQLite: the write connection, held across batches while they come one after another ([`Store::hold_writer`]):
-/// handing it back after every batch cost a round trip to the driver's thread that the next batch waited for.
-/// It goes back when no job is waiting, and at least every [`WRITER_TURN`], so that other writers (the API, the
-/// jobs) wait at most that long and a batch.
-///
-/// [`Store::hold_writer`]: ghostcard_store::Store::hold_writer
-#[derive(Default)]
-struct Writer {
-    held: Option<Held>,
-}
-
-struct Held {
-    connection: HeldWriter,
-    since: std::time::Instant,
-    /// A transaction may be open on it (between its `BEGIN` and the end of its `COMMIT` or `ROLLBACK`).
-    open: bool,
-}
-
-/// How long the authorizer keeps the SQLite write connection from other writers at most.
-const WRITER_TURN: Duration = Duration::from_millis(50);
-
-impl Writer {
-    /// The held connection, taken first if need be; `None` on PostgreSQL.
-    async fn connection(&mut self, app: &App) -> Result<Option<&mut Held>, StoreError> {
-        if self.held.is_none() {
-            self.held = app.store.hold_writer().await?.map(|connection| Held {
-                connection,
-                since: std::time::Instant::now(),
-                open: false,
-            });
-        }
-        Ok(self.held.as_mut())
-    }
-
-    /// Hands the connection back if no job is waiting or its turn is over.
-    fn hand_back_unless_busy(&mut self, idle: bool) {
-        if idle || self.held.as_ref().is_some_and(|held| held.since.elapsed() >= WRITER_TURN) {
-            self.hand_back();
-        }
-    }
-
-    fn hand_back(&mut self) {
-        if let Some(mut held) = self.held.take()
-            && held.open
-        {
-            // Back in the pool with a transaction open, the next writer's `BEGIN` would fail; closed, the
-            // connection's transaction is rolled back (the pool opens a new one).
-            held.connection.close_on_drop();
-        }
-    }
-}
-
-impl Drop for Writer {
-    fn drop(&mut self) {
-        self.hand_back();
+fn answer(replies: Vec<Reply>, outcomes: impl Iterator<Item = Result<Outcome, String>>) {
+    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+        let _ = reply.send(outcome);
     }
 }
 
@@ -269,50 +173,23 @@ async fn one_at_a_time(app: &App, jobs: Vec<Job>) -> Vec<Result<Outcome, String>
     outcomes
 }
 
-async fn decide_batch(app: &App, jobs: &[Job], writer: &mut Writer) -> Result<Vec<Outcome>, BatchError> {
-    match writer.connection(app).await? {
-        Some(held) => decide_on_held(app, held, jobs).await,
-        None => decide_and_commit(app, app.store.begin_deferred().await?, jobs).await,
-    }
-}
-
-/// PostgreSQL: the batch in a transaction of its own.
-async fn decide_and_commit(app: &App, mut tx: Tx, jobs: &[Job]) -> Result<Vec<Outcome>, BatchError> {
+/// Decides and commits the batch in one transaction of the group commit.
+async fn decide_batch(app: &App, jobs: &[Job], group: &mut GroupCommit) -> Result<Vec<Outcome>, BatchError> {
     let now = app.clock.now();
-    let outcomes = decide_in(app, &mut tx, jobs, now, None).await?;
-    let committing = std::time::Instant::now();
-    ghostcard_store::commit(tx).await?;
-    committed(app, jobs, &outcomes, committing);
-    Ok(outcomes)
-}
-
-/// SQLite, on the held write connection: the transaction's `BEGIN` goes to the database with the batch's first
-/// read (one round trip less), and its `COMMIT` or `ROLLBACK` is sent by hand.
-async fn decide_on_held(app: &App, held: &mut Held, jobs: &[Job]) -> Result<Vec<Outcome>, BatchError> {
-    let now = app.clock.now();
-    let begin = app.store.deferred_begin();
-    held.open = true;
-    let outcomes = match decide_in(app, &mut held.connection, jobs, now, Some(&begin)).await {
+    let mut batch = group.begin().await?;
+    let (connection, begin) = batch.connection();
+    let outcomes = match decide_in(app, connection, jobs, now, begin.as_deref()).await {
         Ok(outcomes) => outcomes,
         Err(error) => {
-            // If even the rollback fails, the connection is closed when it is handed back.
-            if ghostcard_store::rollback_on(&mut held.connection).await.is_ok() {
-                held.open = false;
-            }
+            batch.rollback().await;
             return Err(error.into());
         }
     };
     let committing = std::time::Instant::now();
-    ghostcard_store::commit_on(&mut held.connection).await?;
-    held.open = false;
-    committed(app, jobs, &outcomes, committing);
-    Ok(outcomes)
-}
-
-fn committed(app: &App, jobs: &[Job], outcomes: &[Outcome], committing: std::time::Instant) {
-    app.store.wrote_much();
+    batch.commit().await?;
     app.metrics.observe_batch(jobs.len(), committing.elapsed());
-    observe(app, outcomes);
+    observe(app, &outcomes);
+    Ok(outcomes)
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! `cargo bench -p ghostcard-store --bench round_trips`: what a write transaction with one small read costs on
-//! SQLite, as every writer runs it (`Store::begin_deferred`: the write connection taken from the pool, `BEGIN`,
+//! SQLite, as every writer runs it (the write connection taken from the pool, `BEGIN`,
 //! the read, `COMMIT`, the connection handed back, which sqlx checks with a query of its own) against how the
 //! authorizer runs its batches while they come one after another (the write connection held across transactions,
 //! `BEGIN` sent with the read, `COMMIT`). Each step is a round trip to sqlx's connection thread. Prints figures;
@@ -7,7 +7,8 @@
 
 use std::time::Instant;
 
-use ghostcard_store::{Store, StoreOptions, cards, commit, commit_on, scratch};
+use ghostcard_store::group_commit::GroupCommit;
+use ghostcard_store::{Store, StoreOptions, cards, scratch};
 
 const TRANSACTIONS: u32 = 3_000;
 
@@ -22,20 +23,24 @@ fn main() {
         let hashes = [vec![7u8; 32]];
         for round in 1..=5 {
             let start = Instant::now();
+            let mut group = GroupCommit::new(store.clone(), |_| {}).expect("starts");
             for _ in 0..TRANSACTIONS {
-                let mut tx = store.begin_deferred().await.expect("begins");
-                cards::find_by_number_hashes(&mut tx, &hashes, None).await.expect("reads");
-                commit(tx).await.expect("commits");
+                let mut batch = group.begin().await.expect("begins");
+                let (connection, begin) = batch.connection();
+                cards::find_by_number_hashes(connection, &hashes, begin.as_deref()).await.expect("reads");
+                batch.commit().await.expect("commits");
+                group.hand_back();
             }
             let pooled = start.elapsed() / TRANSACTIONS;
             let start = Instant::now();
-            let mut writer = store.hold_writer().await.expect("takes the writer").expect("SQLite has one");
-            let begin = store.deferred_begin();
+            let mut group = GroupCommit::new(store.clone(), |_| {}).expect("starts");
             for _ in 0..TRANSACTIONS {
-                cards::find_by_number_hashes(&mut writer, &hashes, Some(&begin)).await.expect("begins and reads");
-                commit_on(&mut writer).await.expect("commits");
+                let mut batch = group.begin().await.expect("begins");
+                let (connection, begin) = batch.connection();
+                cards::find_by_number_hashes(connection, &hashes, begin.as_deref()).await.expect("begins and reads");
+                batch.commit().await.expect("commits");
             }
-            drop(writer);
+            drop(group);
             let held = start.elapsed() / TRANSACTIONS;
             println!(
                 "round_trips/sqlite round {round}: {} µs a transaction from the pool, {} µs as the authorizer runs it",

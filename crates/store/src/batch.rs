@@ -55,7 +55,7 @@ impl Loaded {
 /// Loads the snapshot for requests naming cards by these number hashes and carrying these network keys: the cards,
 /// their cardholders' standing (`today` decides what is overdue) and authorizations since `since`, the keys
 /// already recorded and those whose reversal came first. SQLite: `begin`, if given, goes with the first statement
-/// (the statements of [`crate::Store::deferred_begin`]).
+/// (the statements [`crate::group_commit::Batch::connection`] hands out).
 pub async fn load(
     tx: &mut Conn,
     hashes: &[Vec<u8>],

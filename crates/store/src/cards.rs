@@ -173,7 +173,7 @@ pub async fn find_by_number_hash(tx: &mut Tx, number_hash: &[u8]) -> Result<Opti
 
 /// The cards with these keyed hashes, locked for writing on PostgreSQL (in id order, so that two batches never
 /// wait for each other in a circle). SQLite: `begin`, if given, is sent first in the same round trip (the
-/// statements of [`crate::Store::deferred_begin`]).
+/// statements [`crate::group_commit::Batch::connection`] hands out).
 pub async fn find_by_number_hashes(tx: &mut Conn, hashes: &[Vec<u8>], begin: Option<&str>) -> Result<Vec<CardRecord>> {
     if tx.backend_name() != "PostgreSQL" {
         return find_by_number_hashes_packed(tx, hashes, begin).await;

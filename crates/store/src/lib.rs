@@ -18,6 +18,7 @@ pub mod clearings;
 pub mod data_keys;
 pub mod events;
 pub mod funding_sources;
+pub mod group_commit;
 pub mod idempotency;
 pub mod jobs;
 pub mod ledger;
@@ -46,13 +47,13 @@ pub use migrations::MIGRATIONS;
 /// A transaction on either database.
 pub type Tx = sqlx::Transaction<'static, Any>;
 
-/// A connection, inside a transaction: what the authorizer's batch functions take, so that a transaction begun by
-/// hand on the connection the authorizer holds across batches ([`Store::hold_writer`]) serves as well as a [`Tx`]
-/// (which dereferences to one).
+/// A connection, inside a transaction: what the batch functions take, so that a transaction begun by hand on the
+/// connection a [`group_commit::GroupCommit`] holds across batches serves as well as a [`Tx`] (which dereferences to
+/// one).
 pub type Conn = sqlx::AnyConnection;
 
 /// SQLite: the write connection, held ([`Store::hold_writer`]).
-pub type HeldWriter = sqlx::pool::PoolConnection<Any>;
+pub(crate) type HeldWriter = sqlx::pool::PoolConnection<Any>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -363,7 +364,7 @@ impl Store {
     /// may begin and see it; a crash loses it and everything committed after it together, never a part (the log is
     /// replayed up to its first incomplete frame). For group commit: the authorizer answers a batch only after the
     /// flush, and decides the next batch during it. Anywhere else it is [`Store::begin`].
-    pub async fn begin_deferred(&self) -> Result<Tx> {
+    pub(crate) async fn begin_deferred(&self) -> Result<Tx> {
         match self.synchronous.deferrable {
             Some(_) => self.begin_at("NORMAL").await,
             None => self.begin().await,
@@ -376,7 +377,7 @@ impl Store {
     /// next transaction waits for it. Whoever holds it must drop it before anything else begins a write transaction,
     /// and soon: every other writer waits; and must not drop it with a transaction open. `None` on PostgreSQL,
     /// which has a connection per transaction.
-    pub async fn hold_writer(&self) -> Result<Option<HeldWriter>> {
+    pub(crate) async fn hold_writer(&self) -> Result<Option<HeldWriter>> {
         match &self.writer {
             Some(writer) => Ok(Some(writer.acquire().await?)),
             None => Ok(None),
@@ -386,7 +387,7 @@ impl Store {
     /// SQLite: the statements that begin a [`Store::begin_deferred`] transaction, for a caller that sends them
     /// itself, together with its first reads (one round trip instead of two: [`cards::find_by_number_hashes`]
     /// takes them), and ends the transaction with [`commit_on`] or [`rollback_on`].
-    pub fn deferred_begin(&self) -> String {
+    pub(crate) fn deferred_begin(&self) -> String {
         let level = if self.synchronous.deferrable.is_some() { "NORMAL" } else { &self.synchronous.level };
         format!("PRAGMA synchronous = {level}; BEGIN IMMEDIATE")
     }
@@ -405,7 +406,7 @@ impl Store {
 
     /// Makes every transaction of [`Store::begin_deferred`] committed so far durable: flushes SQLite's write-ahead
     /// log to the disk (`fdatasync`). Blocks; nothing to do on PostgreSQL or where transactions never defer.
-    pub fn sync_log(&self) -> std::io::Result<()> {
+    pub(crate) fn sync_log(&self) -> std::io::Result<()> {
         let Some(log) = &self.synchronous.deferrable else { return Ok(()) };
         // Opened for writing (nothing is written): some systems flush only files open for writing.
         match std::fs::OpenOptions::new().write(true).open(log.as_path()) {
@@ -465,13 +466,13 @@ pub async fn commit(tx: Tx) -> Result<()> {
 }
 
 /// Commits the transaction that [`Store::deferred_begin`] began on this connection.
-pub async fn commit_on(connection: &mut Conn) -> Result<()> {
+pub(crate) async fn commit_on(connection: &mut Conn) -> Result<()> {
     sqlx::query("COMMIT").execute(&mut *connection).await?;
     Ok(())
 }
 
 /// Rolls back the transaction that [`Store::deferred_begin`] began on this connection, if it began.
-pub async fn rollback_on(connection: &mut Conn) -> Result<()> {
+pub(crate) async fn rollback_on(connection: &mut Conn) -> Result<()> {
     match sqlx::query("ROLLBACK").execute(&mut *connection).await {
         Ok(_) => Ok(()),
         // Its `BEGIN` failed: nothing to roll back.

@@ -7,6 +7,7 @@ use ghostcard_domain::money::{Currency, Money};
 use ghostcard_store::authorizations::AuthorizationRecord;
 use ghostcard_store::cardholders::{self, Cardholder};
 use ghostcard_store::cards::{self, CardRecord};
+use ghostcard_store::group_commit::GroupCommit;
 use ghostcard_store::idempotency::{self, Claim};
 use ghostcard_store::ledger::{self, CommitError};
 use ghostcard_store::{Dialect, Store, StoreError, StoreOptions, scratch};
@@ -583,22 +584,41 @@ async fn level(tx: &mut ghostcard_store::Tx) -> i64 {
 }
 
 #[tokio::test]
-async fn a_deferred_commit_waits_for_the_flush_and_leaves_the_next_transaction_durable() {
-    // SQLite: a transaction of `begin_deferred` commits without waiting for the disk (`synchronous` NORMAL = 1) and
-    // `sync_log` flushes the log; the next ordinary write transaction on the same connection is FULL (2) again.
-    // PostgreSQL commits durably either way.
+async fn a_group_commit_answers_after_the_flush_and_leaves_other_transactions_durable() {
+    // SQLite: a group commit's batch commits without waiting for the disk (`synchronous` NORMAL = 1) and is answered
+    // after its flusher thread flushed the log; the next ordinary write transaction is FULL (2) again. PostgreSQL
+    // commits durably either way and answers at once.
     for store in stores("deferred").await {
         let sqlite = store.dialect() == Dialect::Sqlite;
         assert_eq!(store.defers_sync(), sqlite);
-        let mut tx = store.begin_deferred().await.expect("begins");
-        if sqlite {
-            assert_eq!(level(&mut tx).await, 1);
-        }
-        cardholders::insert(&mut tx, &cardholder("ch_1")).await.expect("inserts");
-        ghostcard_store::commit(tx).await.expect("commits");
+        let flushes = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counted = flushes.clone();
+        let mut group = GroupCommit::new(store.clone(), move |_| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        })
+        .expect("starts");
         let before = store.log_syncs();
-        store.sync_log().expect("flushes");
-        assert_eq!(store.log_syncs(), before + u64::from(sqlite));
+        let mut batch = group.begin().await.expect("begins");
+        let (connection, begin) = batch.connection();
+        assert!(
+            cards::find_by_number_hashes(connection, &[vec![1; 32]], begin.as_deref()).await.expect("reads").is_empty()
+        );
+        if sqlite {
+            let level: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(&mut *connection).await.expect("reads");
+            assert_eq!(level, 1);
+        }
+        let mut writes = ghostcard_store::Writes::new(connection);
+        ghostcard_store::events::add_many(&mut writes, &[test_event("evt_1")]);
+        writes.run(connection).await.expect("writes");
+        batch.commit().await.expect("commits");
+        let (answered, durable) = tokio::sync::oneshot::channel();
+        group.when_durable(move |result| {
+            let _ = answered.send(result);
+        });
+        assert_eq!(durable.await.expect("answered"), Ok(()));
+        assert_eq!(store.log_syncs(), before + u64::from(sqlite), "one flush on SQLite");
+        assert_eq!(flushes.load(std::sync::atomic::Ordering::SeqCst), u32::from(sqlite));
+        group.hand_back();
 
         let mut tx = store.begin().await.expect("begins");
         if sqlite {
@@ -606,9 +626,16 @@ async fn a_deferred_commit_waits_for_the_flush_and_leaves_the_next_transaction_d
         }
         cardholders::insert(&mut tx, &cardholder("ch_2")).await.expect("inserts");
         ghostcard_store::commit(tx).await.expect("commits");
-        let mut tx = store.read().await.expect("begins");
-        let both = ["ch_1", "ch_2"].map(str::to_owned);
-        assert_eq!(cardholders::statuses(&mut tx, &both).await.expect("reads").len(), 2);
+    }
+}
+
+fn test_event(id: &str) -> ghostcard_store::events::Event {
+    ghostcard_store::events::Event {
+        id: id.to_owned(),
+        kind: "test.event".to_owned(),
+        subject: None,
+        data: None,
+        created_at: now(),
     }
 }
 
@@ -663,28 +690,26 @@ async fn a_background_checkpointer_copies_the_log_into_the_database() {
     store.close().await;
 }
 
+/// A batch of the group commit that wrote the event `id`, not yet ended.
+async fn batch_writing<'a>(group: &'a mut GroupCommit, id: &str) -> ghostcard_store::group_commit::Batch<'a> {
+    let mut batch = group.begin().await.expect("begins");
+    let (connection, begin) = batch.connection();
+    cards::find_by_number_hashes(connection, &[], begin.as_deref()).await.expect("begins with its read");
+    let mut writes = ghostcard_store::Writes::new(connection);
+    ghostcard_store::events::add_many(&mut writes, &[test_event(id)]);
+    writes.run(connection).await.expect("writes");
+    batch
+}
+
 #[tokio::test]
-async fn a_held_write_connection_runs_transactions_begun_by_hand() {
-    // SQLite: the authorizer holds the write connection across batches and begins each batch's transaction with its
-    // first read (`deferred_begin`), then commits or rolls back by hand.
+async fn a_group_commit_holds_the_write_connection_across_batches_and_hands_it_back() {
+    // SQLite: the group commit holds the write connection across batches and begins each batch's transaction with
+    // its first read, then commits or rolls back by hand.
     let directory = scratch::Directory::new("store-held").expect("temp dir");
     let options =
         StoreOptions { sqlite_busy_timeout: std::time::Duration::from_millis(300), ..StoreOptions::default() };
     let store = Store::connect(&directory.sqlite_url("test.db"), &options).await.expect("connects");
     store.migrate(now()).await.expect("migrates");
-    let begin = store.deferred_begin();
-    let event = |id: &str| ghostcard_store::events::Event {
-        id: id.to_owned(),
-        kind: "test.event".to_owned(),
-        subject: None,
-        data: None,
-        created_at: now(),
-    };
-    let write = |writer: &mut ghostcard_store::HeldWriter, id: &str| {
-        let mut writes = ghostcard_store::Writes::new(writer);
-        ghostcard_store::events::add_many(&mut writes, &[event(id)]);
-        writes
-    };
     let stored = |id: &'static str| {
         let store = store.clone();
         async move {
@@ -692,32 +717,25 @@ async fn a_held_write_connection_runs_transactions_begun_by_hand() {
             ghostcard_store::events::get(&mut tx, id).await.expect("reads").is_some()
         }
     };
-
-    let mut writer = store.hold_writer().await.expect("takes it").expect("SQLite has one");
-    assert!(store.begin().await.is_err(), "no other writer begins while it is held");
-    // Committed: the write stays.
-    assert!(cards::find_by_number_hashes(&mut writer, &[vec![1; 32]], Some(&begin)).await.expect("reads").is_empty());
-    write(&mut writer, "evt_1").run(&mut writer).await.expect("writes");
-    ghostcard_store::commit_on(&mut writer).await.expect("commits");
+    let mut group = GroupCommit::new(store.clone(), |_| {}).expect("starts");
+    // Committed: the write stays, and the connection stays held.
+    batch_writing(&mut group, "evt_1").await.commit().await.expect("commits");
     assert!(stored("evt_1").await);
-    // Rolled back: it is gone. A rollback with no transaction begun is no error.
-    cards::find_by_number_hashes(&mut writer, &[], Some(&begin)).await.expect("begins with no cards to read");
-    write(&mut writer, "evt_2").run(&mut writer).await.expect("writes");
-    ghostcard_store::rollback_on(&mut writer).await.expect("rolls back");
+    assert!(store.begin().await.is_err(), "no other writer begins while it is held");
+    // Rolled back: it is gone.
+    batch_writing(&mut group, "evt_2").await.rollback().await;
     assert!(!stored("evt_2").await);
-    ghostcard_store::rollback_on(&mut writer).await.expect("nothing to roll back");
-    // Handed back, it serves the other writers.
-    drop(writer);
+    // Not held when no batch waits: it serves the other writers.
+    group.between_batches(true);
     let tx = store.begin().await.expect("begins once it is handed back");
     ghostcard_store::commit(tx).await.expect("commits");
     // Handed back with a transaction open, it is closed instead, and the transaction with it.
-    let mut writer = store.hold_writer().await.expect("takes it").expect("SQLite has one");
-    cards::find_by_number_hashes(&mut writer, &[], Some(&begin)).await.expect("begins");
-    write(&mut writer, "evt_3").run(&mut writer).await.expect("writes");
-    writer.close_on_drop();
-    drop(writer);
+    let open = batch_writing(&mut group, "evt_3").await;
+    drop(open);
+    group.hand_back();
     let tx = store.begin().await.expect("a new write connection begins");
     ghostcard_store::commit(tx).await.expect("commits");
     assert!(!stored("evt_3").await);
+    drop(group);
     store.close().await;
 }

@@ -78,10 +78,9 @@ pub struct CardEntry {
     pub merchant_name: Option<String>,
 }
 
-/// An earlier authorization of a cardholder, as the velocity rules count it.
+/// An earlier authorization, as the velocity rules count it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Past {
-    pub card_id: Option<String>,
     pub kind: AuthorizationKind,
     /// Field 39 as stored (a stand-in answer replaces the decision's `00`).
     pub response_code: String,
@@ -118,8 +117,12 @@ pub struct Snapshot {
     pub complete: HashSet<String>,
     /// By cardholder id; a cardholder missing here has the default (good) standing.
     pub standings: HashMap<String, CardholderStanding>,
-    /// By cardholder id: their authorizations within the longest velocity window ([`crate::fraud::FraudRules::history_window_seconds`]).
+    /// By cardholder id: their authorizations within the longest velocity window
+    /// ([`crate::fraud::FraudRules::history_window_seconds`]).
     pub history: HashMap<String, Vec<Past>>,
+    /// By card id: the authorizations of the requests' cards within that window that were declined (the rule that
+    /// counts a card's declines reads nothing else of a card).
+    pub card_declines: HashMap<String, Vec<Past>>,
     /// Network keys already recorded.
     pub recorded: HashSet<NetworkKey>,
     /// Network keys whose reversal arrived before them.
@@ -185,12 +188,16 @@ pub struct DecisionRecord {
     pub cvv: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub card: Option<CardInputs>,
+    #[serde(skip_serializing_if = "is_false", default)]
     pub restricted: bool,
+    #[serde(skip_serializing_if = "is_false", default)]
     pub overdue: bool,
-    /// The cardholder's earlier spending approvals the velocity rules counted (Unix microseconds).
-    pub approvals: Vec<i64>,
+    /// The cardholder's earlier spending approvals the velocity rules counted: how long before the decision each
+    /// was, in milliseconds.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub approvals_ms_ago: Vec<i64>,
     /// Its reversal arrived first.
-    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    #[serde(skip_serializing_if = "is_false", default)]
     pub reversed_first: bool,
 }
 
@@ -199,12 +206,22 @@ pub struct DecisionRecord {
 pub struct CardInputs {
     pub status: CardStatus,
     pub amount: i64,
+    #[serde(skip_serializing_if = "is_zero", default)]
     pub held: i64,
+    #[serde(skip_serializing_if = "is_zero", default)]
     pub captured: i64,
-    /// Unix microseconds.
-    pub valid_until: i64,
+    /// Its validity window was still open.
+    pub window_open: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub merchant: Option<MerchantBinding>,
+}
+
+fn is_false(value: &bool) -> bool {
+    !value
+}
+
+fn is_zero(value: &i64) -> bool {
+    *value == 0
 }
 
 /// An event to write, about `subject` (an authorization or a card id).
@@ -261,8 +278,14 @@ pub fn decide_batch(
     submissions: &[Submission],
     context: &Context<'_>,
 ) -> Result<Effects, EngineError> {
-    let mut batch =
-        Batch { snapshot, context, effects: Effects::default(), added: HashMap::new(), keys: HashMap::new() };
+    let mut batch = Batch {
+        snapshot,
+        context,
+        effects: Effects::default(),
+        added: HashMap::new(),
+        added_by_card: HashMap::new(),
+        keys: HashMap::new(),
+    };
     for (index, submission) in submissions.iter().enumerate() {
         let answer = batch.submit(index, submission)?;
         batch.effects.answers.push(answer);
@@ -275,8 +298,9 @@ struct Batch<'a> {
     snapshot: &'a Snapshot,
     context: &'a Context<'a>,
     effects: Effects,
-    /// Authorizations decided in this batch, by cardholder (the history the snapshot does not have yet).
+    /// Authorizations decided in this batch, by cardholder and by card (the history the snapshot does not have yet).
     added: HashMap<String, Vec<Past>>,
+    added_by_card: HashMap<String, Vec<Past>>,
     /// Network keys decided in this batch.
     keys: HashMap<NetworkKey, usize>,
 }
@@ -370,12 +394,12 @@ impl Batch<'_> {
                 amount: entry.card.amount().minor(),
                 held: entry.card.held().minor(),
                 captured: entry.card.captured().minor(),
-                valid_until: entry.card.valid_until().timestamp_micros(),
+                window_open: entry.card.window_open(context.now),
                 merchant: entry.card.merchant().cloned(),
             }),
             restricted: standing.restricted,
             overdue: standing.overdue,
-            approvals: approvals.iter().map(DateTime::timestamp_micros).collect(),
+            approvals_ms_ago: approvals.iter().map(|at| (context.now - *at).num_milliseconds()).collect(),
             reversed_first,
         };
         (decision, record)
@@ -416,22 +440,24 @@ impl Batch<'_> {
                 let cvv_failed = *reason == DeclineReason::CvvMismatch;
                 let failures: Vec<_> =
                     self.history(&holder).filter(|past| past.is_cvv_failure()).map(|past| past.at).collect();
-                let declines: Vec<_> = self
-                    .history(&holder)
-                    .filter(|past| past.is_decline() && past.card_id.as_deref() == Some(card_id))
+                let stored = self.snapshot.card_declines.get(card_id).into_iter().flatten();
+                let declines: Vec<_> = stored
+                    .chain(self.added_by_card.get(card_id).into_iter().flatten())
+                    .filter(|past| past.is_decline())
                     .map(|past| past.at)
                     .collect();
                 self.context.rules.fraud.after_decline(cvv_failed, &failures, &declines, now)
             }
             _ => Vec::new(),
         };
-        self.added.entry(holder.clone()).or_default().push(Past {
-            card_id: Some(card_id.to_owned()),
+        let past = Past {
             kind: decided.decision.kind,
             response_code: decided.decision.response_code.to_owned(),
             decline_reason: decided.decision.decline_reason().map(|reason| reason.code().to_owned()),
             at: now,
-        });
+        };
+        self.added_by_card.entry(card_id.to_owned()).or_default().push(past.clone());
+        self.added.entry(holder.clone()).or_default().push(past);
         for action in actions {
             match action {
                 FraudAction::FreezeCard { rule } => self.freeze(card_id, &rule)?,
@@ -622,7 +648,8 @@ mod tests {
     struct World {
         cards: BTreeMap<String, CardEntry>,
         standings: HashMap<String, CardholderStanding>,
-        history: BTreeMap<String, Vec<Past>>,
+        /// By cardholder: (card, authorization).
+        history: BTreeMap<String, Vec<(String, Past)>>,
         /// Network key → the authorization recorded under it and its answer.
         recorded: BTreeMap<NetworkKey, (String, &'static str)>,
         reversed: HashSet<NetworkKey>,
@@ -673,8 +700,11 @@ mod tests {
                     if let Some(standing) = self.standings.get(&holder) {
                         snapshot.standings.insert(holder.clone(), *standing);
                     }
-                    let history = self.history.get(&holder).into_iter().flatten().filter(|past| past.at > since);
-                    snapshot.history.insert(holder, history.cloned().collect());
+                    let history: Vec<&(String, Past)> =
+                        self.history.get(&holder).into_iter().flatten().filter(|(_, past)| past.at > since).collect();
+                    let declines = history.iter().filter(|(card, past)| card == id && past.decline_reason.is_some());
+                    snapshot.card_declines.insert(id.clone(), declines.map(|(_, past)| past.clone()).collect());
+                    snapshot.history.insert(holder, history.into_iter().map(|(_, past)| past.clone()).collect());
                 }
                 if let Some(key) = submission.network_key() {
                     if self.recorded.contains_key(&key) {
@@ -715,16 +745,19 @@ mod tests {
                             self.recorded.insert(key, answered.clone());
                         }
                         if let Some(holder) = &decided.cardholder_id {
-                            self.history.entry(holder.clone()).or_default().push(Past {
-                                card_id: decided.card_id.clone(),
-                                kind: decided.decision.kind,
-                                response_code: decided.decision.response_code.to_owned(),
-                                decline_reason: decided
-                                    .decision
-                                    .decline_reason()
-                                    .map(|reason| reason.code().to_owned()),
-                                at,
-                            });
+                            let card = decided.card_id.clone().unwrap_or_default();
+                            self.history.entry(holder.clone()).or_default().push((
+                                card,
+                                Past {
+                                    kind: decided.decision.kind,
+                                    response_code: decided.decision.response_code.to_owned(),
+                                    decline_reason: decided
+                                        .decision
+                                        .decline_reason()
+                                        .map(|reason| reason.code().to_owned()),
+                                    at,
+                                },
+                            ));
                         }
                         if let Some(index) = decided.hold_entry {
                             let Entry::Hold { amount, .. } = &effects.entries[index] else { panic!("not a hold") };

@@ -104,14 +104,14 @@ pub async fn decide_in(
         }
     };
     let (decided_in, writing) = (deciding.elapsed(), std::time::Instant::now());
-    let number_hashes: Vec<Option<Vec<u8>>> = hashes.into_iter().map(Some).collect();
-    let outcomes = batch::write(tx, &loaded, &submissions, &number_hashes, &effects, now).await?;
-    app.metrics.observe_batch_stages(loaded_in, decided_in, writing.elapsed());
     for (card, transition) in &effects.transitions {
         if transition.to == ghostcard_domain::card::CardStatus::Frozen {
             tracing::warn!(%card, rule = %transition.reason, "card frozen by a fraud rule");
         }
     }
+    let number_hashes: Vec<Option<Vec<u8>>> = hashes.into_iter().map(Some).collect();
+    let outcomes = batch::write(tx, loaded, &submissions, &number_hashes, effects, now).await?;
+    app.metrics.observe_batch_stages(loaded_in, decided_in, writing.elapsed());
     Ok(outcomes)
 }
 

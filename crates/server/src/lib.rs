@@ -101,12 +101,12 @@ impl std::fmt::Debug for App {
     }
 }
 
-/// `config-` and the first 12 hex digits of the SHA-256 of the rules' full description: the same rules always
+/// `config-` and the first 8 hex digits of the SHA-256 of the rules' full description: the same rules always
 /// get the same version, and any change of them a new one.
 fn rules_version(rules: &AuthorizationRules) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(format!("{rules:?}").as_bytes());
-    let hex: String = digest.iter().take(6).map(|byte| format!("{byte:02x}")).collect();
+    let hex: String = digest.iter().take(4).map(|byte| format!("{byte:02x}")).collect();
     format!("config-{hex}")
 }
 

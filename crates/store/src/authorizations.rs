@@ -147,36 +147,39 @@ pub fn add_history(reads: &mut Reads, cardholder_ids: &[String], since: DateTime
     let postgres = reads.is_postgres();
     let after = if postgres { "$1" } else { "?" };
     reads.push_in_lists(&[Value::from(to_micros(since))], cardholder_ids, |member| {
-        let columns = "cardholder_id, card_id, kind, response_code, decline_reason, created_at";
+        let columns = "cardholder_id, kind, response_code, decline_reason, created_at";
         let query =
             format!("SELECT {columns} FROM authorizations WHERE created_at > {after} AND cardholder_id{member}");
         crate::packed(postgres, columns, query)
     })
 }
 
-/// What [`add_history`] found: (cardholder, authorization).
+/// Each of these cards' declined authorizations since `since`.
+pub fn add_card_declines(reads: &mut Reads, card_ids: &[String], since: DateTime<Utc>) -> Pending {
+    let postgres = reads.is_postgres();
+    let after = if postgres { "$1" } else { "?" };
+    reads.push_in_lists(&[Value::from(to_micros(since))], card_ids, |member| {
+        let columns = "card_id, kind, response_code, decline_reason, created_at";
+        let query = format!(
+            "SELECT {columns} FROM authorizations WHERE decline_reason IS NOT NULL AND created_at > {after} \
+             AND card_id{member}"
+        );
+        crate::packed(postgres, columns, query)
+    })
+}
+
+/// What [`add_history`] or [`add_card_declines`] found: (cardholder or card, authorization).
 pub fn history_in(found: &Found, pending: &Pending) -> Result<Vec<(String, Past)>> {
-    type Row = (String, Option<String>, String, String, Option<String>, i64);
+    type Row = (String, String, String, Option<String>, i64);
     let rows: Vec<Row> = match found.packed::<Row>(pending) {
         Some(rows) => rows?,
         None => found
             .rows(pending)
-            .map(|row| {
-                Ok((
-                    row.try_get(0)?,
-                    row.try_get(1)?,
-                    row.try_get(2)?,
-                    row.try_get(3)?,
-                    row.try_get(4)?,
-                    row.try_get(5)?,
-                ))
-            })
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?, row.try_get(4)?)))
             .collect::<Result<_>>()?,
     };
     rows.into_iter()
-        .map(|(holder, card_id, kind, code, reason, at)| {
-            Ok((holder, crate::batch::past(card_id, &kind, code, reason, from_micros(at)?)?))
-        })
+        .map(|(owner, kind, code, reason, at)| Ok((owner, crate::batch::past(&kind, code, reason, from_micros(at)?)?)))
         .collect()
 }
 

@@ -79,6 +79,8 @@ pub async fn load(
     let standings = cardholders::add_statuses(&mut reads, &holders);
     let active_plans = plans::add_active_for_cardholders(&mut reads, &holders);
     let history = authorizations::add_history(&mut reads, &holders, since);
+    let card_ids: Vec<String> = found_cards.iter().map(|record| record.id.clone()).collect();
+    let card_declines = authorizations::add_card_declines(&mut reads, &card_ids, since);
     // The holds' ids are reserved from it when written: nothing writes a transfer in the batch before them.
     let last_transfer = ledger::add_last_id(&mut reads);
     let found = reads.run(tx).await?;
@@ -102,6 +104,9 @@ pub async fn load(
     }
     for (holder, past) in authorizations::history_in(&found, &history)? {
         snapshot.history.entry(holder).or_default().push(past);
+    }
+    for (card, past) in authorizations::history_in(&found, &card_declines)? {
+        snapshot.card_declines.entry(card).or_default().push(past);
     }
     let mut loaded = Loaded { snapshot, rows: HashMap::new(), by_hash: HashMap::new(), recorded, found, last_transfer };
     for record in found_cards {
@@ -136,73 +141,70 @@ pub enum Stored {
 /// [`Stored`] per submission. The transaction must still be rolled back on an error.
 pub async fn write(
     tx: &mut Conn,
-    loaded: &Loaded,
+    loaded: Loaded,
     submissions: &[Submission],
     number_hashes: &[Option<Vec<u8>>],
-    effects: &Effects,
+    effects: Effects,
     now: DateTime<Utc>,
 ) -> Result<Vec<Stored>> {
     let invariant = |what: &str| StoreError::Corrupt(format!("authorization batch: {what}"));
     if effects.answers.len() != submissions.len() || number_hashes.len() != submissions.len() {
         return Err(invariant("one answer and one number hash per request"));
     }
-    let ids = ledger::reserve_ids_after(tx, &loaded.found, &loaded.last_transfer, effects.entries.len()).await?;
-    let mut records: Vec<Option<AuthorizationRecord>> = Vec::with_capacity(submissions.len());
+    let Loaded { mut rows, recorded, found, last_transfer, .. } = loaded;
+    let ids = ledger::reserve_ids_after(tx, &found, &last_transfer, effects.entries.len()).await?;
+    let mut records = Vec::with_capacity(submissions.len());
     for ((submission, answer), hash) in submissions.iter().zip(&effects.answers).zip(number_hashes) {
-        records.push(match answer {
-            Answer::Decided(decided) => {
-                let hold = decided.hold_entry.map(|index| ids[index]);
-                Some(AuthorizationRecord::decided(submission, decided, hash.clone(), hold, now))
-            }
-            _ => None,
-        });
+        if let Answer::Decided(decided) = answer {
+            let hold = decided.hold_entry.map(|index| ids[index]);
+            records.push(AuthorizationRecord::decided(submission, decided, hash.clone(), hold, now));
+        }
     }
     let mut changed = Vec::with_capacity(effects.cards.len());
-    for (id, entry) in &effects.cards {
-        let mut row = loaded.rows.get(id).cloned().ok_or_else(|| invariant("a changed card was not loaded"))?;
+    for (id, entry) in effects.cards {
+        let mut row = rows.remove(&id).ok_or_else(|| invariant("a changed card was not loaded"))?;
         row.set_card(&entry.card);
-        row.merchant_name.clone_from(&entry.merchant_name);
+        row.merchant_name = entry.merchant_name;
         changed.push(row);
     }
-    let batch_events = thin_events(effects, now);
+    let batch_events = thin_events(&effects.events, now);
     let entries: Vec<(TransferId, &ghostcard_domain::ledger::Entry)> =
         ids.iter().copied().zip(&effects.entries).collect();
 
     // One round trip on SQLite.
     let mut writes = Writes::new(tx);
     ledger::add_new(&mut writes, &entries, now)?;
-    let new: Vec<AuthorizationRecord> = records.iter().flatten().cloned().collect();
-    authorizations::add_many(&mut writes, &new);
+    authorizations::add_many(&mut writes, &records);
     cards::add_updates(&mut writes, &changed);
     cards::add_transitions(&mut writes, &effects.transitions);
     events::add_many(&mut writes, &batch_events);
     writes.run(tx).await?;
 
-    let mut stored = Vec::with_capacity(submissions.len());
-    for (index, answer) in effects.answers.iter().enumerate() {
-        stored.push(match answer {
+    // Each decided request owns its record: moved out, not copied.
+    let mut records = records.into_iter();
+    let mut stored: Vec<Stored> = Vec::with_capacity(submissions.len());
+    for answer in &effects.answers {
+        let next = match answer {
             Answer::Decided(_) => {
-                Stored::Decided(records[index].take().ok_or_else(|| invariant("a decision taken twice"))?)
+                Stored::Decided(records.next().ok_or_else(|| invariant("a decision without its record"))?)
             }
-            Answer::DuplicateInBatch(earlier) => {
-                let original = stored.get(*earlier).ok_or_else(|| invariant("a repeat before its original"))?;
-                match original {
-                    Stored::Decided(record) | Stored::Duplicate(record) => Stored::Duplicate(record.clone()),
-                }
-            }
+            Answer::DuplicateInBatch(earlier) => match stored.get(*earlier) {
+                Some(Stored::Decided(record) | Stored::Duplicate(record)) => Stored::Duplicate(record.clone()),
+                None => return Err(invariant("a repeat before its original")),
+            },
             Answer::DuplicateOfRecorded(key) => {
-                Stored::Duplicate(loaded.recorded.get(key).cloned().ok_or_else(|| invariant("a repeat of nothing"))?)
+                Stored::Duplicate(recorded.get(key).cloned().ok_or_else(|| invariant("a repeat of nothing"))?)
             }
-        });
+        };
+        stored.push(next);
     }
     Ok(stored)
 }
 
 /// The batch's events: thin (the object is read when the event is).
-fn thin_events(effects: &Effects, now: DateTime<Utc>) -> Vec<Event> {
+fn thin_events(notes: &[ghostcard_domain::engine::EventNote], now: DateTime<Utc>) -> Vec<Event> {
     let mut rng = rand::rng();
-    effects
-        .events
+    notes
         .iter()
         .map(|note| Event {
             id: new_id("evt", now, &mut rng),
@@ -269,9 +271,8 @@ impl AuthorizationRecord {
     }
 }
 
-/// The history rows of [`authorizations::add_history`], typed.
+/// A history row of [`authorizations::history_in`], typed.
 pub(crate) fn past(
-    card_id: Option<String>,
     kind: &str,
     response_code: String,
     decline_reason: Option<String>,
@@ -279,5 +280,5 @@ pub(crate) fn past(
 ) -> Result<Past> {
     let kind = ghostcard_domain::decision::AuthorizationKind::parse(kind)
         .ok_or_else(|| StoreError::Corrupt(format!("authorization kind {kind:?}")))?;
-    Ok(Past { card_id, kind, response_code, decline_reason, at })
+    Ok(Past { kind, response_code, decline_reason, at })
 }

@@ -7,6 +7,7 @@
 //! 0200s and the requests of a batch that conflicted with another writer.
 
 use chrono::{DateTime, Duration, Utc};
+use ghostcard_domain::card::Card;
 use ghostcard_domain::card_number::CardNumber;
 use ghostcard_domain::decision::{AuthorizationKind, AuthorizationRequest, CvvCheck};
 pub use ghostcard_domain::engine::Descriptors;
@@ -189,40 +190,25 @@ fn submission(app: &App, loaded: &Loaded, job: &Job, now: DateTime<Utc>) -> Resu
         auth_code: authorization_code(),
         request: job.request.clone(),
         descriptors: job.descriptors.clone(),
-        card_id: card.map(|record| record.id.clone()),
+        card_id: card.map(|(id, _, _)| id.to_owned()),
         cvv: match card {
-            Some(record) => check_cvv(app, record, job.number.as_ref(), &job.cvv)?,
+            Some((_, entry, versions)) => check_cvv(app, &entry.card, versions.cvk, job)?,
             None => CvvCheck::Absent,
         },
     })
 }
 
-/// The CVV2 check of a request for a card: recomputed with the card's CVK from the number (decrypted when the
-/// request did not carry it).
-fn check_cvv(
-    app: &App,
-    record: &ghostcard_store::cards::CardRecord,
-    number: Option<&CardNumber>,
-    cvv: &CvvInput,
-) -> Result<CvvCheck, AuthorizeError> {
-    let received = match cvv {
+/// The CVV2 check of a request for a card: recomputed from the number with the card's CVK.
+fn check_cvv(app: &App, card: &Card, cvk_version: i64, job: &Job) -> Result<CvvCheck, AuthorizeError> {
+    let received = match &job.cvv {
         CvvInput::Absent => return Ok(CvvCheck::Absent),
         CvvInput::AssumeCorrect => return Ok(CvvCheck::Match),
         CvvInput::Received(received) => received,
     };
-    let decrypted;
-    let number = match number {
-        Some(number) => number,
-        None => {
-            decrypted = app
-                .vault
-                .decrypt_number(&record.id, record.data_key_version, &record.number_ciphertext)
-                .map_err(|error| AuthorizeError::Card(error.to_string()))?;
-            &decrypted
-        }
-    };
-    let card = record.to_card()?;
-    let cvk = app.vault.cvk(record.cvk_version).map_err(|error| AuthorizeError::Card(error.to_string()))?;
+    // A CVV2 arrives only with the number the network sent: checked without it, it would be a guess.
+    let number =
+        job.number.as_ref().ok_or_else(|| AuthorizeError::Card("a CVV2 without its card number".to_owned()))?;
+    let cvk = app.vault.cvk(cvk_version).map_err(|error| AuthorizeError::Card(error.to_string()))?;
     Ok(if cvk.verify_cvv2(number, card.expiry(), received) { CvvCheck::Match } else { CvvCheck::Mismatch })
 }
 

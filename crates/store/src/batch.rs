@@ -16,15 +16,15 @@ use ghostcard_domain::ledger::TransferId;
 use ghostcard_domain::money::Currency;
 
 use crate::authorizations::{self, AuthorizationRecord};
-use crate::cards::{self, CardRecord};
+use crate::cards::{self, BatchCard, CardUpdate};
 use crate::events::{self, Event};
 use crate::{Conn, Found, Pending, Reads, Result, StoreError, Writes, cardholders, ledger, plans, reversals};
 
-/// A batch's snapshot, with the stored rows it was made from.
+/// A batch's snapshot, with what the store needs to write it back.
 pub struct Loaded {
     pub snapshot: Snapshot,
-    /// The stored rows of the snapshot's cards, by id.
-    pub rows: HashMap<String, CardRecord>,
+    /// The snapshot's cards' row versions and CVK versions, by id.
+    pub versions: HashMap<String, Versions>,
     /// Card ids by number hash.
     pub by_hash: HashMap<Vec<u8>, String>,
     /// The authorizations recorded under the batch's network keys.
@@ -33,22 +33,28 @@ pub struct Loaded {
     last_transfer: Pending,
 }
 
+/// A loaded card's versions.
+#[derive(Debug, Clone, Copy)]
+pub struct Versions {
+    /// Of its row, checked when the batch writes it.
+    pub row: i64,
+    /// Of the CVK its CVV2 is computed with.
+    pub cvk: i64,
+}
+
 impl Loaded {
-    /// The card with this number hash, if the snapshot has it.
-    pub fn card_by_hash(&self, hash: &[u8]) -> Option<&CardRecord> {
-        self.by_hash.get(hash).and_then(|id| self.rows.get(id))
+    /// The card with this number hash, if the snapshot has it: its id, its state and versions.
+    pub fn card_by_hash(&self, hash: &[u8]) -> Option<(&str, &CardEntry, Versions)> {
+        let id = self.by_hash.get(hash)?;
+        Some((id, self.snapshot.cards.get(id)?, *self.versions.get(id)?))
     }
 
-    fn add(&mut self, record: CardRecord) -> Result<()> {
-        let entry = CardEntry {
-            cardholder_id: record.cardholder_id.clone(),
-            card: record.to_card()?,
-            merchant_name: record.merchant_name.clone(),
-        };
-        self.snapshot.cards.insert(record.id.clone(), entry);
-        self.by_hash.insert(record.number_hash.clone(), record.id.clone());
-        self.rows.insert(record.id.clone(), record);
-        Ok(())
+    fn add(&mut self, card: BatchCard) {
+        let versions = Versions { row: card.version, cvk: card.cvk_version };
+        let entry = CardEntry { cardholder_id: card.cardholder_id, card: card.card, merchant_name: card.merchant_name };
+        self.versions.insert(card.id.clone(), versions);
+        self.by_hash.insert(card.number_hash, card.id.clone());
+        self.snapshot.cards.insert(card.id, entry);
     }
 }
 
@@ -108,9 +114,10 @@ pub async fn load(
     for (card, past) in authorizations::history_in(&found, &card_declines)? {
         snapshot.card_declines.entry(card).or_default().push(past);
     }
-    let mut loaded = Loaded { snapshot, rows: HashMap::new(), by_hash: HashMap::new(), recorded, found, last_transfer };
-    for record in found_cards {
-        loaded.add(record)?;
+    let mut loaded =
+        Loaded { snapshot, versions: HashMap::new(), by_hash: HashMap::new(), recorded, found, last_transfer };
+    for card in found_cards {
+        loaded.add(card);
     }
     Ok(loaded)
 }
@@ -118,10 +125,10 @@ pub async fn load(
 /// Adds every card of these cardholders to the snapshot (locked on PostgreSQL) and marks them complete.
 pub async fn load_cards_of(tx: &mut Conn, loaded: &mut Loaded, holders: &[String]) -> Result<()> {
     for holder in holders {
-        for record in cards::of_cardholder_for_update(tx, holder).await? {
+        for card in cards::of_cardholder_for_update(tx, holder).await? {
             // A card already in the snapshot stays as it was read.
-            if !loaded.rows.contains_key(&record.id) {
-                loaded.add(record)?;
+            if !loaded.versions.contains_key(&card.id) {
+                loaded.add(card);
             }
         }
         loaded.snapshot.complete.insert(holder.clone());
@@ -151,7 +158,7 @@ pub async fn write(
     if effects.answers.len() != submissions.len() || number_hashes.len() != submissions.len() {
         return Err(invariant("one answer and one number hash per request"));
     }
-    let Loaded { mut rows, recorded, found, last_transfer, .. } = loaded;
+    let Loaded { versions, recorded, found, last_transfer, .. } = loaded;
     let ids = ledger::reserve_ids_after(tx, &found, &last_transfer, effects.entries.len()).await?;
     let mut records = Vec::with_capacity(submissions.len());
     for ((submission, answer), hash) in submissions.iter().zip(&effects.answers).zip(number_hashes) {
@@ -161,11 +168,14 @@ pub async fn write(
         }
     }
     let mut changed = Vec::with_capacity(effects.cards.len());
-    for (id, entry) in effects.cards {
-        let mut row = rows.remove(&id).ok_or_else(|| invariant("a changed card was not loaded"))?;
-        row.set_card(&entry.card);
-        row.merchant_name = entry.merchant_name;
-        changed.push(row);
+    for (id, entry) in &effects.cards {
+        let versions = versions.get(id).ok_or_else(|| invariant("a changed card was not loaded"))?;
+        changed.push(CardUpdate {
+            id,
+            version: versions.row,
+            card: &entry.card,
+            merchant_name: entry.merchant_name.as_deref(),
+        });
     }
     let batch_events = thin_events(&effects.events, now);
     let entries: Vec<(TransferId, &ghostcard_domain::ledger::Entry)> =

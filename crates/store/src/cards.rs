@@ -54,34 +54,18 @@ impl CardRecord {
 
     /// The domain card this row describes.
     pub fn to_card(&self) -> Result<Card> {
-        let currency = self.currency()?;
-        let corrupt = |what: &str| StoreError::Corrupt(format!("card {} {what}", self.id));
-        let status = CardStatus::parse(&self.status).ok_or_else(|| corrupt("status"))?;
-        let frozen_from = match &self.frozen_from {
-            Some(text) => Some(CardStatus::parse(text).ok_or_else(|| corrupt("frozen_from"))?),
-            None => None,
-        };
-        let expiry = Expiry::new(
-            u16::try_from(self.exp_year).map_err(|_| corrupt("expiry"))?,
-            u8::try_from(self.exp_month).map_err(|_| corrupt("expiry"))?,
+        restore(
+            &self.id,
+            &Stored {
+                currency: &self.currency,
+                status: &self.status,
+                frozen_from: self.frozen_from.as_deref(),
+                amounts: (self.amount, self.held, self.captured),
+                expiry: (self.exp_year, self.exp_month),
+                valid_until: self.valid_until,
+                merchant: (self.merchant_acquirer_id.as_deref(), self.merchant_id.as_deref()),
+            },
         )
-        .map_err(|_| corrupt("expiry"))?;
-        let merchant = match (&self.merchant_acquirer_id, &self.merchant_id) {
-            (Some(acquirer_id), Some(merchant_id)) => {
-                Some(MerchantBinding { acquirer_id: acquirer_id.clone(), merchant_id: merchant_id.clone() })
-            }
-            _ => None,
-        };
-        Ok(Card::restore(
-            status,
-            frozen_from,
-            Money::new(self.amount, currency),
-            Money::new(self.held, currency),
-            Money::new(self.captured, currency),
-            expiry,
-            self.valid_until,
-            merchant,
-        ))
     }
 
     /// Copies the domain card's state and amounts into the row (to be written by [`update`]).
@@ -94,6 +78,112 @@ impl CardRecord {
         self.merchant_acquirer_id = card.merchant().map(|merchant| merchant.acquirer_id.clone());
         self.merchant_id = card.merchant().map(|merchant| merchant.merchant_id.clone());
     }
+}
+
+/// A card's state as stored, to restore the domain card from.
+struct Stored<'a> {
+    currency: &'a str,
+    status: &'a str,
+    frozen_from: Option<&'a str>,
+    /// Amount, held, captured.
+    amounts: (i64, i64, i64),
+    /// Year, month.
+    expiry: (i64, i64),
+    valid_until: DateTime<Utc>,
+    /// Acquirer, merchant.
+    merchant: (Option<&'a str>, Option<&'a str>),
+}
+
+/// The domain card of the stored card `id`; a value the domain refuses is [`StoreError::Corrupt`].
+fn restore(id: &str, stored: &Stored<'_>) -> Result<Card> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("card {id} {what}"));
+    let currency = Currency::from_code(stored.currency).map_err(|_| corrupt("currency"))?;
+    let status = CardStatus::parse(stored.status).ok_or_else(|| corrupt("status"))?;
+    let frozen_from = match stored.frozen_from {
+        Some(text) => Some(CardStatus::parse(text).ok_or_else(|| corrupt("frozen_from"))?),
+        None => None,
+    };
+    let (year, month) = stored.expiry;
+    let expiry = Expiry::new(
+        u16::try_from(year).map_err(|_| corrupt("expiry"))?,
+        u8::try_from(month).map_err(|_| corrupt("expiry"))?,
+    )
+    .map_err(|_| corrupt("expiry"))?;
+    let merchant = match stored.merchant {
+        (Some(acquirer_id), Some(merchant_id)) => {
+            Some(MerchantBinding { acquirer_id: acquirer_id.to_owned(), merchant_id: merchant_id.to_owned() })
+        }
+        _ => None,
+    };
+    let (amount, held, captured) = stored.amounts;
+    Ok(Card::restore(
+        status,
+        frozen_from,
+        Money::new(amount, currency),
+        Money::new(held, currency),
+        Money::new(captured, currency),
+        expiry,
+        stored.valid_until,
+        merchant,
+    ))
+}
+
+/// A card as an authorization batch reads it: what the batch needs, the state already a domain [`Card`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchCard {
+    pub id: String,
+    pub cardholder_id: String,
+    pub number_hash: Vec<u8>,
+    pub cvk_version: i64,
+    /// The row's version, which [`add_updates`] checks.
+    pub version: i64,
+    pub merchant_name: Option<String>,
+    pub card: Card,
+}
+
+/// A batch's change of a card, written by [`add_updates`].
+#[derive(Debug, Clone, Copy)]
+pub struct CardUpdate<'a> {
+    pub id: &'a str,
+    /// The version the batch read.
+    pub version: i64,
+    pub card: &'a Card,
+    pub merchant_name: Option<&'a str>,
+}
+
+/// The columns of a [`BatchCard`], in the order [`batch_card`] and [`PackedBatchCard`] read them.
+const BATCH_COLUMNS: &str = "id, cardholder_id, number_hash, cvk_version, version, merchant_name, currency, amount, \
+                             held, captured, status, frozen_from, exp_year, exp_month, valid_until, \
+                             merchant_acquirer_id, merchant_id";
+
+fn batch_card(row: &AnyRow) -> Result<BatchCard> {
+    let id: String = row.try_get("id")?;
+    let currency: String = row.try_get("currency")?;
+    let status: String = row.try_get("status")?;
+    let frozen_from: Option<String> = row.try_get("frozen_from")?;
+    let (acquirer, merchant): (Option<String>, Option<String>) =
+        (row.try_get("merchant_acquirer_id")?, row.try_get("merchant_id")?);
+    let card = restore(
+        &id,
+        &Stored {
+            currency: &currency,
+            status: &status,
+            frozen_from: frozen_from.as_deref(),
+            amounts: (row.try_get("amount")?, row.try_get("held")?, row.try_get("captured")?),
+            expiry: (row.try_get("exp_year")?, row.try_get("exp_month")?),
+            valid_until: from_micros(row.try_get("valid_until")?)?,
+            merchant: (acquirer.as_deref(), merchant.as_deref()),
+        },
+    )?;
+    Ok(BatchCard {
+        id,
+        cardholder_id: row.try_get("cardholder_id")?,
+        number_hash: row.try_get("number_hash")?,
+        cvk_version: row.try_get("cvk_version")?,
+        version: row.try_get("version")?,
+        merchant_name: row.try_get("merchant_name")?,
+        card,
+    })
 }
 
 pub async fn insert(tx: &mut Tx, card: &CardRecord) -> Result<()> {
@@ -174,15 +264,15 @@ pub async fn find_by_number_hash(tx: &mut Tx, number_hash: &[u8]) -> Result<Opti
 /// The cards with these keyed hashes, locked for writing on PostgreSQL (in id order, so that two batches never
 /// wait for each other in a circle). SQLite: `begin`, if given, is sent first in the same round trip (the
 /// statements [`crate::group_commit::Batch::connection`] hands out).
-pub async fn find_by_number_hashes(tx: &mut Conn, hashes: &[Vec<u8>], begin: Option<&str>) -> Result<Vec<CardRecord>> {
+pub async fn find_by_number_hashes(tx: &mut Conn, hashes: &[Vec<u8>], begin: Option<&str>) -> Result<Vec<BatchCard>> {
     if tx.backend_name() != "PostgreSQL" {
         return find_by_number_hashes_packed(tx, hashes, begin).await;
     }
     // Locked in id order, so that two batches never wait for each other in a circle; the hashes as one array
     // (`rows_as_arrays`).
-    let sql = "SELECT * FROM cards WHERE number_hash = ANY($1::bytea[]) ORDER BY id FOR UPDATE";
-    let rows = sqlx::query(sql).bind(bytea_array(hashes)).fetch_all(&mut *tx).await?;
-    rows.iter().map(from_row).collect()
+    let sql = format!("SELECT {BATCH_COLUMNS} FROM cards WHERE number_hash = ANY($1::bytea[]) ORDER BY id FOR UPDATE");
+    let rows = sqlx::query(&sql).bind(bytea_array(hashes)).fetch_all(&mut *tx).await?;
+    rows.iter().map(batch_card).collect()
 }
 
 /// The text form of a PostgreSQL `bytea[]` of these values, to bind as one parameter.
@@ -217,7 +307,7 @@ async fn find_by_number_hashes_packed(
     tx: &mut Conn,
     hashes: &[Vec<u8>],
     mut begin: Option<&str>,
-) -> Result<Vec<CardRecord>> {
+) -> Result<Vec<BatchCard>> {
     let mut found = Vec::with_capacity(hashes.len());
     let mut chunks: Vec<&[Vec<u8>]> = hashes.chunks(crate::rows_per_statement(1)).collect();
     if chunks.is_empty() && begin.is_some() {
@@ -228,11 +318,9 @@ async fn find_by_number_hashes_packed(
         let (list, nulls) = crate::in_list(tx, chunk.len().max(1));
         let nulls = nulls + usize::from(chunk.is_empty());
         let sql = format!(
-            "{}SELECT json_group_array(json_array(id, cardholder_id, funding_source_id, hex(number_hash), \
-             hex(number_ciphertext), data_key_version, cvk_version, bin, last4, exp_month, exp_year, currency, amount, \
-             held, captured, status, frozen_from, merchant_acquirer_id, merchant_id, merchant_name, plan_kind, plan_id, \
-             funding_hold_id, valid_until, created_at, version)) FROM cards WHERE number_hash IN ({list})",
-            begin.take().map(|begin| format!("{begin}; ")).unwrap_or_default()
+            "{}SELECT json_group_array(json_array({})) FROM cards WHERE number_hash IN ({list})",
+            begin.take().map(|begin| format!("{begin}; ")).unwrap_or_default(),
+            BATCH_COLUMNS.replace("number_hash", "hex(number_hash)"),
         );
         let mut query = sqlx::query_scalar::<_, String>(&sql);
         for hash in chunk {
@@ -243,75 +331,78 @@ async fn find_by_number_hashes_packed(
         }
         // Not `fetch_one`: with `begin` first, sqlx's SQLite driver stops at the first statement's result.
         let packed = query.fetch_all(&mut *tx).await?.pop().ok_or(StoreError::Database(sqlx::Error::RowNotFound))?;
-        let rows: Vec<Packed> =
+        let rows: Vec<PackedBatchCard> =
             serde_json::from_str(&packed).map_err(|error| StoreError::Corrupt(format!("packed card rows: {error}")))?;
         for row in rows {
-            found.push(row.into_record()?);
+            found.push(row.into_batch_card()?);
         }
     }
     Ok(found)
 }
 
-/// A card row as [`find_by_number_hashes_packed`] packs it: the columns in order, byte strings in hex.
+/// A card as [`find_by_number_hashes_packed`] packs it: [`BATCH_COLUMNS`] in order, the hash in hex.
 #[derive(serde::Deserialize)]
-struct Packed {
-    id: String,
-    cardholder_id: String,
-    funding_source_id: String,
-    number_hash: String,
-    number_ciphertext: String,
-    data_key_version: i64,
-    cvk_version: i64,
-    bin: String,
-    last4: String,
-    exp_month: i64,
-    exp_year: i64,
-    currency: String,
-    amount: i64,
-    held: i64,
-    captured: i64,
-    status: String,
-    frozen_from: Option<String>,
-    merchant_acquirer_id: Option<String>,
-    merchant_id: Option<String>,
-    merchant_name: Option<String>,
-    plan_kind: String,
-    plan_id: Option<String>,
-    funding_hold_id: Option<String>,
-    valid_until: i64,
-    created_at: i64,
-    version: i64,
-}
+struct PackedBatchCard(
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    Option<String>,
+    String,
+    i64,
+    i64,
+    i64,
+    String,
+    Option<String>,
+    i64,
+    i64,
+    i64,
+    Option<String>,
+    Option<String>,
+);
 
-impl Packed {
-    fn into_record(self) -> Result<CardRecord> {
-        Ok(CardRecord {
-            id: self.id,
-            cardholder_id: self.cardholder_id,
-            funding_source_id: self.funding_source_id,
-            number_hash: from_hex(&self.number_hash)?,
-            number_ciphertext: from_hex(&self.number_ciphertext)?,
-            data_key_version: self.data_key_version,
-            cvk_version: self.cvk_version,
-            bin: self.bin,
-            last4: self.last4,
-            exp_month: self.exp_month,
-            exp_year: self.exp_year,
-            currency: self.currency,
-            amount: self.amount,
-            held: self.held,
-            captured: self.captured,
-            status: self.status,
-            frozen_from: self.frozen_from,
-            merchant_acquirer_id: self.merchant_acquirer_id,
-            merchant_id: self.merchant_id,
-            merchant_name: self.merchant_name,
-            plan_kind: self.plan_kind,
-            plan_id: self.plan_id,
-            funding_hold_id: self.funding_hold_id,
-            valid_until: from_micros(self.valid_until)?,
-            created_at: from_micros(self.created_at)?,
-            version: self.version,
+impl PackedBatchCard {
+    fn into_batch_card(self) -> Result<BatchCard> {
+        let PackedBatchCard(
+            id,
+            cardholder_id,
+            number_hash,
+            cvk_version,
+            version,
+            merchant_name,
+            currency,
+            amount,
+            held,
+            captured,
+            status,
+            frozen_from,
+            exp_year,
+            exp_month,
+            valid_until,
+            acquirer,
+            merchant,
+        ) = self;
+        let card = restore(
+            &id,
+            &Stored {
+                currency: &currency,
+                status: &status,
+                frozen_from: frozen_from.as_deref(),
+                amounts: (amount, held, captured),
+                expiry: (exp_year, exp_month),
+                valid_until: from_micros(valid_until)?,
+                merchant: (acquirer.as_deref(), merchant.as_deref()),
+            },
+        )?;
+        Ok(BatchCard {
+            id,
+            cardholder_id,
+            number_hash: from_hex(&number_hash)?,
+            cvk_version,
+            version,
+            merchant_name,
+            card,
         })
     }
 }
@@ -430,24 +521,26 @@ pub async fn next_window_end(tx: &mut Tx, after: DateTime<Utc>) -> Result<Option
     next.map(from_micros).transpose()
 }
 
-/// [`update`] for many cards, added to `writes`: running them is [`StoreError::Stale`] if any card changed since it was read,
-/// and each card's stored version is then one more than `card.version`.
-pub fn add_updates(writes: &mut Writes, cards: &[CardRecord]) {
+/// Many cards' changes, added to `writes`: running them is [`StoreError::Stale`] if any card changed since the
+/// batch read it; each card's stored version is then one more than it read.
+pub fn add_updates(writes: &mut Writes, cards: &[CardUpdate<'_>]) {
     const COLUMNS: usize = 10;
     for chunk in cards.chunks(crate::rows_per_statement(COLUMNS)) {
         let mut values = Vec::with_capacity(chunk.len() * COLUMNS);
-        for card in chunk {
+        for update in chunk {
+            let card = update.card;
+            let merchant = card.merchant();
             values.extend([
-                Value::from(&card.id),
-                card.version.into(),
-                card.amount.into(),
-                card.held.into(),
-                card.captured.into(),
-                (&card.status).into(),
-                (&card.frozen_from).into(),
-                (&card.merchant_acquirer_id).into(),
-                (&card.merchant_id).into(),
-                (&card.merchant_name).into(),
+                Value::from(update.id),
+                update.version.into(),
+                card.amount().minor().into(),
+                card.held().minor().into(),
+                card.captured().minor().into(),
+                card.status().as_str().into(),
+                Value::Text(card.frozen_from().map(|status| status.as_str().to_owned())),
+                Value::Text(merchant.map(|merchant| merchant.acquirer_id.clone())),
+                Value::Text(merchant.map(|merchant| merchant.merchant_id.clone())),
+                Value::Text(update.merchant_name.map(str::to_owned)),
             ]);
         }
         let (rows, values) = crate::joined_rows(writes, values, COLUMNS);
@@ -568,11 +661,11 @@ pub async fn window_passed(tx: &mut Tx, now: DateTime<Utc>, limit: u32) -> Resul
     .await?)
 }
 
-/// Every card of the cardholder, locked against other writers on PostgreSQL (in id order).
-pub async fn of_cardholder_for_update(tx: &mut Conn, cardholder_id: &str) -> Result<Vec<CardRecord>> {
-    let sql = format!("SELECT * FROM cards WHERE cardholder_id = $1 ORDER BY id{}", for_update(tx));
+/// Every card of the cardholder, as a batch reads it, locked against other writers on PostgreSQL (in id order).
+pub async fn of_cardholder_for_update(tx: &mut Conn, cardholder_id: &str) -> Result<Vec<BatchCard>> {
+    let sql = format!("SELECT {BATCH_COLUMNS} FROM cards WHERE cardholder_id = $1 ORDER BY id{}", for_update(tx));
     let rows = sqlx::query(&sql).bind(cardholder_id).fetch_all(&mut *tx).await?;
-    rows.iter().map(from_row).collect()
+    rows.iter().map(batch_card).collect()
 }
 
 /// The card's recorded transitions, oldest first: (to status, reason, when).

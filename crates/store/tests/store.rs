@@ -112,7 +112,16 @@ async fn verify_finds_a_card_that_disagrees_with_its_ledger_account() {
         assert_eq!(report.currencies["USD"].open_holds, 2_500);
         // The batch lookup by number hash returns the row as written (SQLite packs the rows; PostgreSQL does not).
         let found = cards::find_by_number_hashes(&mut tx, &[vec![9; 32], vec![1; 32]], None).await.expect("finds");
-        assert_eq!(found, vec![card.clone()]);
+        let expected = cards::BatchCard {
+            id: card.id.clone(),
+            cardholder_id: card.cardholder_id.clone(),
+            number_hash: card.number_hash.clone(),
+            cvk_version: card.cvk_version,
+            version: card.version,
+            merchant_name: card.merchant_name.clone(),
+            card: card.to_card().expect("a valid card"),
+        };
+        assert_eq!(found, vec![expected]);
         drop(tx);
 
         // The card says more is held than the ledger does.
@@ -355,11 +364,12 @@ async fn writes_run_in_order_and_report_a_stale_card_or_a_taken_key() {
             data: None,
             created_at: now(),
         };
-        let used = |mut card: CardRecord| {
-            card.status = "used".to_owned();
-            card.held = 1_000;
-            card
-        };
+        // A card a batch read at version 0 and used, with a hold of 1,000.
+        let mut used_card = card("card_1", "ch_1", 1);
+        used_card.status = "used".to_owned();
+        used_card.held = 1_000;
+        let used_card = used_card.to_card().expect("a valid card");
+        let used = |id: &'static str| cards::CardUpdate { id, version: 0, card: &used_card, merchant_name: None };
         let transition = |card: &str| {
             let transition = ghostcard_domain::card::Transition {
                 from: ghostcard_domain::card::CardStatus::Active,
@@ -376,7 +386,7 @@ async fn writes_run_in_order_and_report_a_stale_card_or_a_taken_key() {
         // All of them land.
         let mut tx = store.begin().await.expect("begins");
         let mut writes = ghostcard_store::Writes::new(&tx);
-        cards::add_updates(&mut writes, &[used(card("card_1", "ch_1", 1))]);
+        cards::add_updates(&mut writes, &[used("card_1")]);
         cards::add_transitions(&mut writes, &[transition("card_1")]);
         ghostcard_store::events::add_many(&mut writes, &[event(1), event(2)]);
         writes.run(&mut tx).await.expect("writes");
@@ -391,7 +401,7 @@ async fn writes_run_in_order_and_report_a_stale_card_or_a_taken_key() {
         // A card read at version 0 is stale now, though another statement comes after its update.
         let mut tx = store.begin().await.expect("begins");
         let mut writes = ghostcard_store::Writes::new(&tx);
-        cards::add_updates(&mut writes, &[used(card("card_2", "ch_1", 2)), used(card("card_1", "ch_1", 1))]);
+        cards::add_updates(&mut writes, &[used("card_2"), used("card_1")]);
         ghostcard_store::events::add_many(&mut writes, &[event(3)]);
         assert!(matches!(writes.run(&mut tx).await, Err(StoreError::Stale)));
         drop(tx);
@@ -399,7 +409,7 @@ async fn writes_run_in_order_and_report_a_stale_card_or_a_taken_key() {
         // A taken key, in the last statement, is a conflict.
         let mut tx = store.begin().await.expect("begins");
         let mut writes = ghostcard_store::Writes::new(&tx);
-        cards::add_updates(&mut writes, &[used(card("card_2", "ch_1", 2))]);
+        cards::add_updates(&mut writes, &[used("card_2")]);
         ghostcard_store::events::add_many(&mut writes, &[event(4), event(1)]);
         assert!(matches!(writes.run(&mut tx).await, Err(StoreError::Conflict)));
         drop(tx);

@@ -25,13 +25,34 @@ pub enum CvvError {
     InvalidInput,
 }
 
-/// A card verification key pair (CVK A ‖ CVK B), 16 bytes. Printing it shows nothing.
-#[derive(Clone, PartialEq, Eq, Debug)]
-pub struct Cvk(Secret<[u8; 16]>);
+/// A card verification key pair (CVK A ‖ CVK B), 16 bytes, with its DES key schedules made once (every
+/// authorization with a CVV2 uses them). Printing it shows nothing.
+#[derive(Clone)]
+pub struct Cvk {
+    key: Secret<[u8; 16]>,
+    /// Key A alone, and A-B-A.
+    ciphers: Box<(Des, TdesEde2)>,
+}
+
+impl PartialEq for Cvk {
+    fn eq(&self, other: &Cvk) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for Cvk {}
+
+impl std::fmt::Debug for Cvk {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_tuple("Cvk").field(&self.key).finish()
+    }
+}
 
 impl Cvk {
     pub fn from_bytes(bytes: [u8; 16]) -> Cvk {
-        Cvk(Secret::new(bytes))
+        let single = Des::new(GenericArray::from_slice(&bytes[..8]));
+        let triple = TdesEde2::new(GenericArray::from_slice(&bytes));
+        Cvk { key: Secret::new(bytes), ciphers: Box::new((single, triple)) }
     }
 
     /// Parses 32 hexadecimal digits.
@@ -43,14 +64,14 @@ impl Cvk {
 
     /// The key's 16 bytes, to be wrapped under a key-encryption key. Callers must treat them as a secret.
     pub fn expose(&self) -> &[u8; 16] {
-        self.0.expose()
+        self.key.expose()
     }
 
     /// Why this key must not protect live cards, if it must not: every byte the same, or two equal halves (2-key
     /// triple DES with key A = key B is single DES). DES ignores the lowest bit of each byte (parity), so the
     /// comparisons do too.
     pub fn weakness(&self) -> Option<&'static str> {
-        let key = self.0.expose().map(|byte| byte & 0xfe);
+        let key = self.key.expose().map(|byte| byte & 0xfe);
         if key.iter().all(|byte| *byte == key[0]) {
             Some("every byte of it is the same")
         } else if key[..8] == key[8..] {
@@ -62,56 +83,72 @@ impl Cvk {
 
     /// The key as 32 upper-case hex digits, for a key file. Callers must treat the result as a secret.
     pub fn to_hex(&self) -> Secret<String> {
-        Secret::new(self.0.expose().iter().map(|byte| format!("{byte:02X}")).collect())
+        Secret::new(self.key.expose().iter().map(|byte| format!("{byte:02X}")).collect())
     }
 
     /// The CVV2 (service code `000`) of a card.
     pub fn cvv2(&self, number: &CardNumber, expiry: Expiry) -> Secret<String> {
-        let value = compute_cvv(self, number.expose(), &expiry.yymm(), CVV2_SERVICE_CODE)
-            .expect("a parsed card number and expiry are always valid CVV input");
-        Secret::new(value)
+        let digits = self.cvv2_digits(number, expiry);
+        Secret::new(digits.iter().map(|digit| char::from(*digit)).collect())
     }
 
     /// Checks a CVV2 received from the network by recomputing it. The comparison takes the same time whichever
     /// digit differs.
     pub fn verify_cvv2(&self, number: &CardNumber, expiry: Expiry, received: &str) -> bool {
-        let expected = self.cvv2(number, expiry);
-        let expected = expected.expose().as_bytes();
-        expected.len() == received.len() && bool::from(expected.ct_eq(received.as_bytes()))
+        let mut expected = self.cvv2_digits(number, expiry);
+        let matches = received.len() == expected.len() && bool::from(expected.ct_eq(received.as_bytes()));
+        expected.fill(0);
+        matches
+    }
+
+    fn cvv2_digits(&self, number: &CardNumber, expiry: Expiry) -> [u8; 3] {
+        let yymm = expiry.yymm();
+        cvv_digits(self, &[number.expose().as_bytes(), yymm.as_bytes(), CVV2_SERVICE_CODE.as_bytes()])
+            .expect("a parsed card number and expiry are always valid CVV input")
     }
 }
 
 /// The Visa CVV of `pan` with `expiry` (YYMM) and `service_code`, as three digits.
 pub fn compute_cvv(key: &Cvk, pan: &str, expiry: &str, service_code: &str) -> Result<String, CvvError> {
-    let mut digits = String::with_capacity(32);
-    for part in [pan, expiry, service_code] {
-        if !part.bytes().all(|byte| byte.is_ascii_digit()) {
+    let digits = cvv_digits(key, &[pan.as_bytes(), expiry.as_bytes(), service_code.as_bytes()])?;
+    Ok(digits.iter().map(|digit| char::from(*digit)).collect())
+}
+
+/// The algorithm on the ASCII digits of `parts`, in stack buffers that are overwritten before they are left.
+fn cvv_digits(key: &Cvk, parts: &[&[u8]]) -> Result<[u8; 3], CvvError> {
+    let mut digits = [b'0'; 32];
+    let mut length = 0;
+    for part in parts {
+        if !part.iter().all(u8::is_ascii_digit) || length + part.len() > digits.len() {
             return Err(CvvError::InvalidInput);
         }
-        digits.push_str(part);
+        digits[length..length + part.len()].copy_from_slice(part);
+        length += part.len();
     }
-    if digits.len() > 32 {
-        return Err(CvvError::InvalidInput);
+    // Two blocks of 16 decimal digits, each digit a nibble.
+    let mut data = [0u8; 16];
+    for (byte, pair) in data.iter_mut().zip(digits.chunks(2)) {
+        *byte = (pair[0] - b'0') << 4 | (pair[1] - b'0');
     }
-    while digits.len() < 32 {
-        digits.push('0');
-    }
-    let data = Secret::new(decode_hex(digits.as_bytes()).ok_or(CvvError::InvalidInput)?);
-    let key = key.0.expose();
-    let single = Des::new_from_slice(&key[..8]).map_err(|_| CvvError::InvalidKey)?;
-    let triple = TdesEde2::new_from_slice(key).map_err(|_| CvvError::InvalidKey)?;
-
-    let mut block = GenericArray::clone_from_slice(&data.expose()[..8]);
+    let (single, triple) = key.ciphers.as_ref();
+    let mut block = GenericArray::clone_from_slice(&data[..8]);
     single.encrypt_block(&mut block);
-    for (byte, other) in block.iter_mut().zip(&data.expose()[8..]) {
+    for (byte, other) in block.iter_mut().zip(&data[8..]) {
         *byte ^= other;
     }
     triple.encrypt_block(&mut block);
 
-    let nibbles: Vec<u8> = block.iter().flat_map(|byte| [byte >> 4, byte & 0x0f]).collect();
-    let decimal = nibbles.iter().copied().filter(|nibble| *nibble < 10);
-    let letters = nibbles.iter().copied().filter(|nibble| *nibble >= 10).map(|nibble| nibble - 10);
-    Ok(decimal.chain(letters).take(3).map(|digit| char::from(b'0' + digit)).collect())
+    let nibbles = block.iter().flat_map(|byte| [byte >> 4, byte & 0x0f]);
+    let decimal = nibbles.clone().filter(|nibble| *nibble < 10);
+    let letters = nibbles.filter(|nibble| *nibble >= 10).map(|nibble| nibble - 10);
+    let mut cvv = [0u8; 3];
+    for (slot, digit) in cvv.iter_mut().zip(decimal.chain(letters)) {
+        *slot = b'0' + digit;
+    }
+    digits.fill(0);
+    data.fill(0);
+    block.iter_mut().for_each(|byte| *byte = 0);
+    Ok(cvv)
 }
 
 fn decode_hex(text: &[u8]) -> Option<Vec<u8>> {

@@ -17,7 +17,8 @@ use crate::fraud::FraudRules;
 use crate::money::Money;
 
 /// Which network message asks: 0100 (hold), 0200 (hold and capture) or 0120 (advice of a stand-in approval).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum MessageClass {
     Authorization,
     Financial,
@@ -25,7 +26,8 @@ pub enum MessageClass {
 }
 
 /// The transaction type: the first two digits of the processing code (field 3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TransactionType {
     /// `00`
     Purchase,
@@ -82,7 +84,8 @@ pub struct AuthorizationRequest {
 }
 
 /// The CVV2 the request carried, checked by the caller against the card (the CVK is not the decision's business).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CvvCheck {
     Absent,
     Match,

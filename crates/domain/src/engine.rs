@@ -11,6 +11,7 @@
 //! the cardholder's other cards too. Those are loaded only when needed: [`decide_batch`] then answers
 //! [`EngineError::Incomplete`] with the cardholders to load, and the caller loads them and decides again.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
@@ -83,8 +84,8 @@ pub struct CardEntry {
 pub struct Past {
     pub kind: AuthorizationKind,
     /// Field 39 as stored (a stand-in answer replaces the decision's `00`).
-    pub response_code: String,
-    pub decline_reason: Option<String>,
+    pub response_code: Cow<'static, str>,
+    pub decline_reason: Option<Cow<'static, str>>,
     pub at: DateTime<Utc>,
 }
 
@@ -172,20 +173,21 @@ impl Decided {
 }
 
 /// What a decision read, stored with it so that it can be replayed: the request's own fields are stored beside it
-/// in the authorization.
+/// in the authorization. Stored as JSON with every authorization, so fields at their usual value are left out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DecisionRecord {
     /// The rules and configuration in force.
     pub rules: String,
-    /// `authorization`, `financial` or `advice`.
-    pub class: String,
-    /// `purchase`, `refund`, `cash` or `other` (field 3).
-    pub transaction: String,
+    /// Left out when it is an authorization (0100), the most common.
+    #[serde(skip_serializing_if = "is_authorization", default = "authorization")]
+    pub class: MessageClass,
+    /// Field 3's transaction type; left out when it is a purchase, the most common.
+    #[serde(skip_serializing_if = "is_purchase", default = "purchase")]
+    pub transaction: TransactionType,
     /// The requested expiry matched the card's (`None`: no card, or no expiry sent).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expiry_matched: Option<bool>,
-    /// `absent`, `match` or `mismatch`.
-    pub cvv: String,
+    pub cvv: CvvCheck,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub card: Option<CardInputs>,
     #[serde(skip_serializing_if = "is_false", default)]
@@ -214,6 +216,22 @@ pub struct CardInputs {
     pub window_open: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub merchant: Option<MerchantBinding>,
+}
+
+fn is_authorization(class: &MessageClass) -> bool {
+    *class == MessageClass::Authorization
+}
+
+fn authorization() -> MessageClass {
+    MessageClass::Authorization
+}
+
+fn is_purchase(transaction: &TransactionType) -> bool {
+    *transaction == TransactionType::Purchase
+}
+
+fn purchase() -> TransactionType {
+    TransactionType::Purchase
 }
 
 fn is_false(value: &bool) -> bool {
@@ -385,10 +403,10 @@ impl Batch<'_> {
         };
         let record = DecisionRecord {
             rules: context.rules_version.to_owned(),
-            class: class_name(submission.request.class).to_owned(),
-            transaction: transaction_name(submission.request.transaction_type).to_owned(),
+            class: submission.request.class,
+            transaction: submission.request.transaction_type,
             expiry_matched: entry.zip(submission.request.expiry).map(|(entry, expiry)| expiry == entry.card.expiry()),
-            cvv: cvv_name(submission.cvv).to_owned(),
+            cvv: submission.cvv,
             card: entry.map(|entry| CardInputs {
                 status: entry.card.status(),
                 amount: entry.card.amount().minor(),
@@ -452,11 +470,13 @@ impl Batch<'_> {
         };
         let past = Past {
             kind: decided.decision.kind,
-            response_code: decided.decision.response_code.to_owned(),
-            decline_reason: decided.decision.decline_reason().map(|reason| reason.code().to_owned()),
+            response_code: Cow::Borrowed(decided.decision.response_code),
+            decline_reason: decided.decision.decline_reason().map(|reason| Cow::Borrowed(reason.code())),
             at: now,
         };
-        self.added_by_card.entry(card_id.to_owned()).or_default().push(past.clone());
+        if past.is_decline() {
+            self.added_by_card.entry(card_id.to_owned()).or_default().push(past.clone());
+        }
         self.added.entry(holder.clone()).or_default().push(past);
         for action in actions {
             match action {
@@ -506,31 +526,6 @@ impl Batch<'_> {
 impl Decided {
     fn status_event(&self) -> &'static str {
         if self.decision.is_approved() { "authorization.approved" } else { "authorization.declined" }
-    }
-}
-
-fn class_name(class: MessageClass) -> &'static str {
-    match class {
-        MessageClass::Authorization => "authorization",
-        MessageClass::Financial => "financial",
-        MessageClass::Advice => "advice",
-    }
-}
-
-fn transaction_name(transaction: TransactionType) -> &'static str {
-    match transaction {
-        TransactionType::Purchase => "purchase",
-        TransactionType::Refund => "refund",
-        TransactionType::Cash => "cash",
-        TransactionType::Other => "other",
-    }
-}
-
-fn cvv_name(cvv: CvvCheck) -> &'static str {
-    match cvv {
-        CvvCheck::Absent => "absent",
-        CvvCheck::Match => "match",
-        CvvCheck::Mismatch => "mismatch",
     }
 }
 
@@ -750,11 +745,11 @@ mod tests {
                                 card,
                                 Past {
                                     kind: decided.decision.kind,
-                                    response_code: decided.decision.response_code.to_owned(),
+                                    response_code: decided.decision.response_code.into(),
                                     decline_reason: decided
                                         .decision
                                         .decline_reason()
-                                        .map(|reason| reason.code().to_owned()),
+                                        .map(|reason| reason.code().into()),
                                     at,
                                 },
                             ));
@@ -819,6 +814,35 @@ mod tests {
         world
     }
 
+    #[test]
+    fn a_decision_record_leaves_out_usual_values_and_reads_back_the_same() {
+        let world = run(
+            &[Step::Submit(Request {
+                card: Some(0),
+                amount: 500,
+                class: MessageClass::Authorization,
+                transaction: TransactionType::Purchase,
+                cvv: CvvCheck::Match,
+                expiry_matches: true,
+                merchant: 0,
+                stan: None,
+            })],
+            1,
+            false,
+            false,
+        );
+        let record = &world.records[0];
+        let json = serde_json::to_value(record).expect("serializes");
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "rules": "test", "expiry_matched": true, "cvv": "match",
+                "card": {"status": "active", "amount": 2000, "window_open": true}
+            })
+        );
+        assert_eq!(&serde_json::from_value::<DecisionRecord>(json).expect("deserializes"), record);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 1_000, ..ProptestConfig::default() })]
 
@@ -867,7 +891,7 @@ mod tests {
         }
         assert_eq!(world.cards["card_1"].card.status(), CardStatus::Active);
         assert_eq!(world.records.len(), 2);
-        assert_eq!(world.records[0].cvv, "mismatch");
+        assert_eq!(world.records[0].cvv, CvvCheck::Mismatch);
     }
 
     #[test]

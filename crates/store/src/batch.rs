@@ -290,5 +290,5 @@ pub(crate) fn past(
 ) -> Result<Past> {
     let kind = ghostcard_domain::decision::AuthorizationKind::parse(kind)
         .ok_or_else(|| StoreError::Corrupt(format!("authorization kind {kind:?}")))?;
-    Ok(Past { kind, response_code, decline_reason, at })
+    Ok(Past { kind, response_code: response_code.into(), decline_reason: decline_reason.map(Into::into), at })
 }

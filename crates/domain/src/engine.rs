@@ -325,17 +325,17 @@ struct Batch<'a> {
 
 impl Batch<'_> {
     fn submit(&mut self, index: usize, submission: &Submission) -> Result<Answer, EngineError> {
-        let key = submission.network_key();
-        if let Some(key) = &key {
-            if self.snapshot.recorded.contains(key) {
-                return Ok(Answer::DuplicateOfRecorded(key.clone()));
+        let mut reversed_first = false;
+        if let Some(key) = submission.network_key() {
+            if self.snapshot.recorded.contains(&key) {
+                return Ok(Answer::DuplicateOfRecorded(key));
             }
-            if let Some(&earlier) = self.keys.get(key) {
+            if let Some(&earlier) = self.keys.get(&key) {
                 return Ok(Answer::DuplicateInBatch(earlier));
             }
-            self.keys.insert(key.clone(), index);
+            reversed_first = self.snapshot.reversed.contains(&key);
+            self.keys.insert(key, index);
         }
-        let reversed_first = key.as_ref().is_some_and(|key| self.snapshot.reversed.contains(key));
         let entry = match &submission.card_id {
             Some(card_id) => Some(self.card(card_id)?),
             None => None,

@@ -111,7 +111,7 @@ pub async fn decide_in(
         }
     }
     let number_hashes: Vec<Option<Vec<u8>>> = hashes.into_iter().map(Some).collect();
-    let outcomes = batch::write(tx, loaded, &submissions, &number_hashes, effects, now).await?;
+    let outcomes = batch::write(tx, loaded, submissions, number_hashes, effects, now).await?;
     app.metrics.observe_batch_stages(loaded_in, decided_in, writing.elapsed());
     Ok(outcomes)
 }

@@ -149,22 +149,24 @@ pub enum Stored {
 pub async fn write(
     tx: &mut Conn,
     loaded: Loaded,
-    submissions: &[Submission],
-    number_hashes: &[Option<Vec<u8>>],
+    submissions: Vec<Submission>,
+    number_hashes: Vec<Option<Vec<u8>>>,
     effects: Effects,
     now: DateTime<Utc>,
 ) -> Result<Vec<Stored>> {
     let invariant = |what: &str| StoreError::Corrupt(format!("authorization batch: {what}"));
-    if effects.answers.len() != submissions.len() || number_hashes.len() != submissions.len() {
+    let requests = submissions.len();
+    if effects.answers.len() != requests || number_hashes.len() != requests {
         return Err(invariant("one answer and one number hash per request"));
     }
     let Loaded { versions, recorded, found, last_transfer, .. } = loaded;
     let ids = ledger::reserve_ids_after(tx, &found, &last_transfer, effects.entries.len()).await?;
-    let mut records = Vec::with_capacity(submissions.len());
-    for ((submission, answer), hash) in submissions.iter().zip(&effects.answers).zip(number_hashes) {
+    // Each decided request's fields move into its record.
+    let mut records = Vec::with_capacity(requests);
+    for ((submission, answer), hash) in submissions.into_iter().zip(&effects.answers).zip(number_hashes) {
         if let Answer::Decided(decided) = answer {
             let hold = decided.hold_entry.map(|index| ids[index]);
-            records.push(AuthorizationRecord::decided(submission, decided, hash.clone(), hold, now));
+            records.push(AuthorizationRecord::decided(submission, decided, hash, hold, now));
         }
     }
     let mut changed = Vec::with_capacity(effects.cards.len());
@@ -192,7 +194,7 @@ pub async fn write(
 
     // Each decided request owns its record: moved out, not copied.
     let mut records = records.into_iter();
-    let mut stored: Vec<Stored> = Vec::with_capacity(submissions.len());
+    let mut stored: Vec<Stored> = Vec::with_capacity(requests);
     for answer in &effects.answers {
         let next = match answer {
             Answer::Decided(_) => {
@@ -229,15 +231,16 @@ fn thin_events(notes: &[ghostcard_domain::engine::EventNote], now: DateTime<Utc>
 impl AuthorizationRecord {
     /// The row of a decided request.
     pub fn decided(
-        submission: &Submission,
+        submission: Submission,
         decided: &Decided,
         number_hash: Option<Vec<u8>>,
         hold: Option<TransferId>,
         now: DateTime<Utc>,
     ) -> AuthorizationRecord {
-        let (request, decision, descriptors) = (&submission.request, &decided.decision, &submission.descriptors);
+        let Submission { id, request, descriptors, .. } = submission;
+        let decision = &decided.decision;
         AuthorizationRecord {
-            id: submission.id.clone(),
+            id,
             card_id: decided.card_id.clone(),
             cardholder_id: decided.cardholder_id.clone(),
             kind: decision.kind.as_str().to_owned(),
@@ -250,16 +253,16 @@ impl AuthorizationRecord {
             rule: decision.rule.clone(),
             cvv_result: decision.cvv_result.map(|result| result.code().to_owned()),
             flag: decision.flag.as_ref().map(|reason| reason.code().to_owned()),
-            acquirer_id: request.merchant.acquirer_id.clone(),
-            merchant_id: request.merchant.merchant_id.clone(),
-            merchant_name: descriptors.merchant_name.clone(),
-            merchant_city: descriptors.merchant_city.clone(),
             merchant_country: request.country.map(|country| country.as_str().to_owned()),
             mcc: request.mcc.to_string(),
-            stan: descriptors.stan.clone(),
-            rrn: descriptors.rrn.clone(),
+            acquirer_id: request.merchant.acquirer_id,
+            merchant_id: request.merchant.merchant_id,
+            merchant_name: descriptors.merchant_name,
+            merchant_city: descriptors.merchant_city,
+            stan: descriptors.stan,
+            rrn: descriptors.rrn,
             auth_code: decided.auth_code.clone(),
-            transmission_time: descriptors.transmission_time.clone(),
+            transmission_time: descriptors.transmission_time,
             hold_transfer_id: hold.map(|id| id.0 as i64),
             held: decided.held,
             captured: 0,

@@ -1,9 +1,9 @@
 //! The authorization decision: a pure function of (request, card, cardholder standing, rules, now).
 //!
-//! [`decide`] walks PRODUCT.md's table in order and the first failing row wins. It changes nothing; the caller
-//! applies an approval with [`Card::hold`] (or `force_hold` for an advice) and, when
-//! [`Decision::first_use`] is set, the [`crate::card::CardEvent::FirstUse`] transition. Everything the decision
-//! needs arrives as input, so the same input always gives the same decision.
+//! [`decide`] walks docs/reference/behaviour.md's table in order and the first failing row wins. It changes nothing;
+//! the caller applies an approval with [`Card::hold`] (or `force_hold` for an advice) and, when [`Decision::first_use`]
+//! is set, the [`crate::card::CardEvent::FirstUse`] transition. Everything the decision needs arrives as input, so the
+//! same input always gives the same decision.
 
 use std::fmt;
 
@@ -169,8 +169,8 @@ pub const DEFAULT_BLOCKED_CATEGORIES: &[MccRange] = &[
 ];
 
 impl AuthorizationRules {
-    /// The defaults of PRODUCT.md for a deployment in `country` whose currency has `minor_per_major` minor units
-    /// (the micro-authorization limit is one major unit).
+    /// The defaults of docs/reference/behaviour.md for a deployment in `country` whose currency has `minor_per_major`
+    /// minor units (the micro-authorization limit is one major unit).
     pub fn defaults(country: Country, minor_per_major: i64) -> AuthorizationRules {
         AuthorizationRules {
             micro_authorization_max_minor: minor_per_major,

@@ -24,6 +24,7 @@ use crate::decision::{
 };
 use crate::fraud::FraudAction;
 use crate::ledger::{Entry, entries};
+use crate::money::Money;
 
 /// What names a request on the network: acquirer (field 32), STAN (field 11) and transmission time (field 7). A
 /// second request with the same key is a duplicate and gets its original's answer.
@@ -423,56 +424,30 @@ impl Batch<'_> {
         (decision, record)
     }
 
-    /// Applies a decision to its card: an approval's hold and first use; a decline's fraud rules.
+    /// Applies a decision to its card: an approval's hold and first use; a decline's fraud rules. Then the decision
+    /// joins the history the requests after it read.
     fn apply(
         &mut self,
         submission: &Submission,
         card_id: &str,
-        mut entry: CardEntry,
+        entry: CardEntry,
         decided: &mut Decided,
         reversed_first: bool,
     ) -> Result<(), EngineError> {
-        let now = self.context.now;
         let holder = entry.cardholder_id.clone();
-        let broken = |error: crate::card::CardError| EngineError::Broken(format!("card {card_id}: {error}"));
         if let Outcome::Approved { hold } = decided.decision.outcome {
-            if hold.is_positive() {
-                if decided.decision.flag.is_some() { entry.card.force_hold(hold) } else { entry.card.hold(hold) }
-                    .map_err(broken)?;
-                decided.held = hold.minor();
-                decided.hold_entry = Some(self.effects.entries.len());
-                self.effects.entries.push(entries::hold(card_id, hold));
-            }
-            if decided.decision.first_use {
-                let transition =
-                    entry.card.apply(CardEvent::FirstUse(submission.request.merchant.clone()), now).map_err(broken)?;
-                entry.merchant_name = submission.descriptors.merchant_name.clone();
-                self.effects.transitions.push((card_id.to_owned(), transition));
-                self.note("card.used", card_id);
-            }
-            self.effects.cards.insert(card_id.to_owned(), entry);
+            self.approve(submission, card_id, entry, decided, hold)?;
         }
         let actions = match decided.decision.decline_reason() {
             // A purchase called off before it arrived is not an attempt on the card.
-            Some(reason) if !reversed_first => {
-                let cvv_failed = *reason == DeclineReason::CvvMismatch;
-                let failures: Vec<_> =
-                    self.history(&holder).filter(|past| past.is_cvv_failure()).map(|past| past.at).collect();
-                let stored = self.snapshot.card_declines.get(card_id).into_iter().flatten();
-                let declines: Vec<_> = stored
-                    .chain(self.added_by_card.get(card_id).into_iter().flatten())
-                    .filter(|past| past.is_decline())
-                    .map(|past| past.at)
-                    .collect();
-                self.context.rules.fraud.after_decline(cvv_failed, &failures, &declines, now)
-            }
+            Some(reason) if !reversed_first => self.fraud_after_decline(&holder, card_id, reason),
             _ => Vec::new(),
         };
         let past = Past {
             kind: decided.decision.kind,
             response_code: Cow::Borrowed(decided.decision.response_code),
             decline_reason: decided.decision.decline_reason().map(|reason| Cow::Borrowed(reason.code())),
-            at: now,
+            at: self.context.now,
         };
         if past.is_decline() {
             self.added_by_card.entry(card_id.to_owned()).or_default().push(past.clone());
@@ -481,23 +456,64 @@ impl Batch<'_> {
         for action in actions {
             match action {
                 FraudAction::FreezeCard { rule } => self.freeze(card_id, &rule)?,
-                FraudAction::FreezeCardholderCards { rule } => {
-                    if !self.snapshot.complete.contains(&holder) {
-                        return Err(EngineError::Incomplete(vec![holder]));
-                    }
-                    let mut open: Vec<&String> = self
-                        .snapshot
-                        .cards
-                        .iter()
-                        .filter(|(_, entry)| entry.cardholder_id == holder)
-                        .map(|(id, _)| id)
-                        .collect();
-                    open.sort();
-                    for id in open {
-                        self.freeze(id, &rule)?;
-                    }
-                }
+                FraudAction::FreezeCardholderCards { rule } => self.freeze_cardholder(&holder, &rule)?,
             }
+        }
+        Ok(())
+    }
+
+    /// An approval: the hold (forced past the remaining amount for a flagged advice) and, for a first use, the
+    /// binding to the merchant.
+    fn approve(
+        &mut self,
+        submission: &Submission,
+        card_id: &str,
+        mut entry: CardEntry,
+        decided: &mut Decided,
+        hold: Money,
+    ) -> Result<(), EngineError> {
+        let broken = |error: crate::card::CardError| EngineError::Broken(format!("card {card_id}: {error}"));
+        if hold.is_positive() {
+            if decided.decision.flag.is_some() { entry.card.force_hold(hold) } else { entry.card.hold(hold) }
+                .map_err(broken)?;
+            decided.held = hold.minor();
+            decided.hold_entry = Some(self.effects.entries.len());
+            self.effects.entries.push(entries::hold(card_id, hold));
+        }
+        if decided.decision.first_use {
+            let merchant = CardEvent::FirstUse(submission.request.merchant.clone());
+            let transition = entry.card.apply(merchant, self.context.now).map_err(broken)?;
+            entry.merchant_name = submission.descriptors.merchant_name.clone();
+            self.effects.transitions.push((card_id.to_owned(), transition));
+            self.note("card.used", card_id);
+        }
+        self.effects.cards.insert(card_id.to_owned(), entry);
+        Ok(())
+    }
+
+    /// What the fraud rules do after this decline, counted with the declines and CVV2 failures before it.
+    fn fraud_after_decline(&self, holder: &str, card_id: &str, reason: &DeclineReason) -> Vec<FraudAction> {
+        let cvv_failed = *reason == DeclineReason::CvvMismatch;
+        let failures: Vec<_> = self.history(holder).filter(|past| past.is_cvv_failure()).map(|past| past.at).collect();
+        let stored = self.snapshot.card_declines.get(card_id).into_iter().flatten();
+        let declines: Vec<_> = stored
+            .chain(self.added_by_card.get(card_id).into_iter().flatten())
+            .filter(|past| past.is_decline())
+            .map(|past| past.at)
+            .collect();
+        self.context.rules.fraud.after_decline(cvv_failed, &failures, &declines, self.context.now)
+    }
+
+    /// Freezes every open card of the cardholder; their cards must all be in the snapshot.
+    fn freeze_cardholder(&mut self, holder: &str, rule: &str) -> Result<(), EngineError> {
+        if !self.snapshot.complete.contains(holder) {
+            return Err(EngineError::Incomplete(vec![holder.to_owned()]));
+        }
+        let mut open: Vec<&String> =
+            self.snapshot.cards.iter().filter(|(_, entry)| entry.cardholder_id == holder).map(|(id, _)| id).collect();
+        open.sort();
+        for id in open {
+            self.freeze(id, rule)?;
         }
         Ok(())
     }

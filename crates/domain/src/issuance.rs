@@ -1,6 +1,7 @@
-//! Whether a new card may be created, with the refusals of PRODUCT.md in their order: `amount_too_small` →
-//! `account_restricted` → `suspected_fraud` (card-creation velocity) → `purchase_power_exceeded`. The last
-//! refusal, `funding_declined`, comes from the funding gateway after these checks pass.
+//! Whether a new card may be created, with the refusals of docs/reference/behaviour.md in their order:
+//! `amount_too_small` → `account_restricted` → `suspected_fraud` (card-creation velocity) →
+//! `purchase_power_exceeded`. The last refusal, `funding_declined`, comes from the funding gateway after these checks
+//! pass.
 
 use chrono::{DateTime, Utc};
 

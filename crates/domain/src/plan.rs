@@ -66,8 +66,8 @@ pub struct PlanTerms {
 }
 
 impl PlanTerms {
-    /// PRODUCT.md's defaults: 19.99% APR, 7.00 late fee after 10 days capped at 25%, retry after 2 days,
-    /// charge-off after 120 days overdue.
+    /// docs/reference/behaviour.md's defaults: 19.99% APR, 7.00 late fee after 10 days capped at 25%, retry after 2
+    /// days, charge-off after 120 days overdue.
     pub fn defaults(currency: Currency) -> PlanTerms {
         PlanTerms {
             financing_apr_basis_points: 1999,

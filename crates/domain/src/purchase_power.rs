@@ -19,7 +19,7 @@ pub struct PurchasePowerPolicy {
 }
 
 impl PurchasePowerPolicy {
-    /// PRODUCT.md's defaults: base 50.00, 25.00 a month, 50.00 a repaid plan, at most 2,000.00.
+    /// docs/reference/behaviour.md's defaults: base 50.00, 25.00 a month, 50.00 a repaid plan, at most 2,000.00.
     pub fn defaults(currency: Currency) -> Result<PurchasePowerPolicy, MoneyError> {
         Ok(PurchasePowerPolicy {
             base: Money::major(50, currency)?,

@@ -10,13 +10,12 @@ mod serve;
 mod simulate;
 
 /// mimalloc instead of the C library's allocator: the authorization path allocates and frees from several threads
-/// at once, and glibc's malloc took about a tenth of the server's CPU under load (BENCHMARKS.md, session 4).
+/// at once, and glibc's malloc took a large share of the server's CPU under load (docs/performance-log, session 4).
 ///
 /// Built without its request for transparent huge pages (`no_thp`, Cargo.toml): where the kernel gives huge pages
 /// to memory that asks (`madvise`, a common default), the authorizer's first touch of fresh memory had the kernel
-/// zero a whole 2 MiB page: two thirds of its samples inside the slowest batches' write stages. Paired at 10,000/s:
-/// p99 at most 10 ms in 6 of 6 runs against 0 of 6, and peak memory 37–42 MiB against 104–151 (BENCHMARKS.md,
-/// session 11).
+/// zero a whole 2 MiB page inside the slowest batches' write stages, and the answers behind them waited
+/// (docs/performance-log, session 11).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -29,9 +29,8 @@ pub struct Arguments {
 /// The runtime of connections, HTTP requests and jobs: one worker thread fewer than the machine has cores, at least
 /// one, unless `TOKIO_WORKER_THREADS` says otherwise. Network authorizations are decided on threads of their own (the
 /// authorizer and, on SQLite, the write connection's, which take turns), and that one path sets the throughput. With
-/// a worker on every core, answering one batch's requests took both cores from under the next batch; on two cores,
-/// paired, one worker made 20,735 / 20,789 approved/s against 18,917 / 19,268 (SQLite), 13,008 / 12,849 against
-/// 11,829 / 12,084 (PostgreSQL), and p50 at 10,000/s 2.3–2.4 ms against 2.6–3.2 (BENCHMARKS.md, session 8).
+/// a worker on every core, answering one batch's requests took both cores from under the next batch: one worker fewer
+/// was faster on both databases (docs/performance-log, session 8).
 fn server_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {

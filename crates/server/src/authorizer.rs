@@ -31,8 +31,7 @@ impl Authorizer {
     ///
     /// A thread and runtime of its own, because a batch awaits the database a dozen times and, on the server's
     /// runtime, each of those wake-ups queued behind the tasks of the requests in flight: the previous batch's
-    /// answers wake a thousand of them just as the next batch begins (its `BEGIN` alone waited 9 to 18 ms,
-    /// BENCHMARKS.md).
+    /// answers wake a thousand of them just as the next batch begins (docs/performance-log, session 4).
     pub fn spawn(app: Arc<App>) -> std::io::Result<Authorizer> {
         let (queue, jobs) = mpsc::channel(app.config.authorization_queue_capacity.max(1));
         let jobs = Arc::new(tokio::sync::Mutex::new(jobs));
@@ -64,7 +63,7 @@ impl Authorizer {
 
 /// Batches decided at once (PostgreSQL; SQLite has one writer at a time). Batches that share a cardholder take
 /// turns (`cards::lock_cardholders_of`), so more than one pays only when few cardholders have several cards in use
-/// at once (measured in BENCHMARKS.md).
+/// at once (docs/performance-log, sessions 6 and 7).
 fn batches_in_flight(app: &App) -> usize {
     match app.store.dialect() {
         ghostcard_store::Dialect::Postgres => app.config.authorization_batches_in_flight.max(1),

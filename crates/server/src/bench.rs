@@ -211,8 +211,8 @@ pub struct LoadReport {
 /// errors, which count whenever they happen.
 ///
 /// The connections run on a thread of their own with a single-threaded runtime. On the caller's runtime, the pacer's
-/// hand-overs and the answers woke its worker threads in turn: at 10,000/s the load generator took 0.21–0.22 of the
-/// two cores it shares with the server, against 0.19 now (BENCHMARKS.md, session 8).
+/// hand-overs and the answers woke its worker threads in turn, and the load generator took more of the cores it
+/// shares with the server (docs/performance-log, session 8).
 pub async fn drive(
     address: SocketAddr,
     cards: Arc<Vec<ProvisionedCard>>,
@@ -313,7 +313,7 @@ const PACER_TICK: Duration = Duration::from_micros(250);
 /// turn, which sends it in one write: at 10,000/s, two or three requests every 250 µs. Tokio's timers round up to
 /// whole milliseconds: when each connection kept its own schedule on them, every connection's request came due at
 /// the same instant and was sent up to a millisecond late (bursts of 32 every 3.2 ms at 10,000/s); a wake for every
-/// request took the load generator from 0.3 to 0.5 of the machine's two cores (BENCHMARKS.md, session 7).
+/// request nearly doubled the load generator's share of the machine's cores (docs/performance-log, session 7).
 fn pace(connections: Vec<mpsc::UnboundedSender<Vec<Instant>>>, rate: u64, until: Instant) -> std::io::Result<()> {
     let start = Instant::now();
     let rate = u128::from(rate.max(1));

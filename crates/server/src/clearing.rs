@@ -16,7 +16,7 @@ use crate::lifecycle::{self, ClearingResult};
 /// The most records one request may carry.
 pub const MAX_RECORDS_PER_REQUEST: usize = 1000;
 
-/// One clearing record, as API.md names its fields.
+/// One clearing record, as docs/reference/rest.md names its fields.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClearingRecordInput {

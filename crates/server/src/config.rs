@@ -77,9 +77,8 @@ pub struct Config {
     /// lengthen every cycle (measured: p50 at 10,000/s offered fell from 18 ms to 12.6 ms without it).
     pub authorization_batch_wait_us: u64,
     /// Batches decided at the same time on PostgreSQL (SQLite has one writer: always one). A batch's statements
-    /// run one after another in one server process, so another batch in flight puts the second core to work
-    /// (BENCHMARKS.md: one → two 9,000 → 12,000/s in session 6; two → three 13,928 → 14,430/s in session 7, four
-    /// 14,057/s). Batches that share a cardholder take turns.
+    /// run one after another in one server process, so another batch in flight puts the second core to work (three
+    /// was the best of two to four: docs/performance-log, session 7). Batches that share a cardholder take turns.
     pub authorization_batches_in_flight: usize,
     /// Authorizations waiting for a batch, at most (a full queue makes connections wait).
     pub authorization_queue_capacity: usize,

@@ -8,7 +8,7 @@
 //! Events of the authorization path (`authorization.approved`, `authorization.declined`, `card.used`,
 //! `fraud.flagged`, which the group-commit batch writes by the thousand) are **thin**: they record the object's id,
 //! and `data` is the object as it is when the event is read or delivered — the type says what happened. Writing a
-//! full copy of every authorization would cost the batch a third of its throughput (measured; BENCHMARKS.md).
+//! full copy of every authorization cost the batch much of its throughput (docs/performance-log).
 
 use chrono::{DateTime, Utc};
 use ghostcard_store::cards::CardRecord;

@@ -1,9 +1,9 @@
 //! The funding gateway: the payment service that holds, charges and refunds the cardholder's linked card.
 //!
 //! [`FundingGateway`] is the seam where a real payment service plugs in. The built-in [`SandboxGateway`] is
-//! deterministic and keyed by its special test numbers (API.md): `4000000000000002` is declined when linked,
-//! `4000000000009995` accepts holds but fails every charge, `4000000000000341` links but fails its first hold,
-//! and (ours) `4000000000000119` times out on its first charge (no answer, nothing charged: a retry goes
+//! deterministic and keyed by its special test numbers (docs/reference/rest.md): `4000000000000002` is declined when
+//! linked, `4000000000009995` accepts holds but fails every charge, `4000000000000341` links but fails its first
+//! hold, and (ours) `4000000000000119` times out on its first charge (no answer, nothing charged: a retry goes
 //! through); any other Luhn-valid number works.
 
 use std::collections::{HashMap, HashSet};

@@ -35,7 +35,7 @@ fn inconsistent(error: impl std::fmt::Display) -> LifecycleError {
     LifecycleError::Inconsistent(error.to_string())
 }
 
-/// The result of one clearing record, as API.md reports it.
+/// The result of one clearing record, as docs/reference/rest.md reports it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct ClearingResult {
     /// The record's own id.

@@ -1,7 +1,7 @@
-//! The ISO 8583 listener over real TCP, on SQLite and PostgreSQL: the lifecycle matrix of PRODUCT.md and
-//! ISO8583.md — approvals, declines with their codes, repeats, conflicting duplicates, reversals (full, partial,
-//! repeated, before their original), advices, financial requests, network management, verification, refunds on
-//! closed cards, the deadline's stand-in — and bad input.
+//! The ISO 8583 listener over real TCP, on SQLite and PostgreSQL: the lifecycle matrix of docs/reference/behaviour.md
+//! and docs/reference/iso8583.md — approvals, declines with their codes, repeats, conflicting duplicates, reversals
+//! (full, partial, repeated, before their original), advices, financial requests, network management, verification,
+//! refunds on closed cards, the deadline's stand-in — and bad input.
 
 mod common;
 #[path = "../../../tests/support/python.rs"]

@@ -302,7 +302,7 @@ const CARDHOLDER_LOCKS: i64 = 7_311_002;
 
 /// [`find_by_number_hashes`] on SQLite: the rows come back packed into one JSON value. sqlx's SQLite driver hands
 /// each row from its worker thread to the caller separately, which costs more than SQLite's own lookup; one row
-/// of JSON makes it a single hand-over (per 1,000 cards, measured in BENCHMARKS.md).
+/// of JSON makes it a single hand-over (docs/performance-log, session 2).
 async fn find_by_number_hashes_packed(
     tx: &mut Conn,
     hashes: &[Vec<u8>],

@@ -107,8 +107,8 @@ pub async fn release(tx: &mut Tx, scope: &str, key: &str) -> Result<()> {
     Ok(())
 }
 
-/// Deletes the records created at or before `before` (API.md keeps them 24 hours), at most `limit` of them; returns
-/// how many went. A stored response is not kept a moment longer than a replay may need it.
+/// Deletes the records created at or before `before` (docs/reference/rest.md keeps them 24 hours), at most `limit` of
+/// them; returns how many went. A stored response is not kept a moment longer than a replay may need it.
 pub async fn purge(tx: &mut Tx, before: DateTime<Utc>, limit: u32) -> Result<u64> {
     let deleted = sqlx::query(
         "DELETE FROM idempotency_keys WHERE (scope, key) IN \

@@ -166,9 +166,8 @@ const WRITER_AUTOCHECKPOINT_PAGES: u32 = 10_000;
 
 /// SQLite: the page cache of the write connection, in KiB (`cache_size`). It holds what every batch touches (the
 /// indexes' inner pages, their last leaves, the hot spots of the network-key indexes: a few MiB); rows read once come
-/// from the operating system's cache. Paired against 64 MiB, the readers' size: 16,942–20,043 approved/s against
-/// 15,672–18,877 at 300,000 cards (5 of 6 pairs faster), 20,449 against 17,200 at 1,000,000, and p50 at 10,000/s
-/// 3.2–5.1 ms against 6.0–7.5 (BENCHMARKS.md, session 8). One cost of a larger cache, measured: at the end of
+/// from the operating system's cache. It was faster than 64 MiB, the readers' size, in throughput and in p50 at
+/// 10,000/s (BENCHMARKS.md; docs/performance-log, session 8). One cost of a larger cache, measured: at the end of
 /// every write transaction on a database under 1 GiB, SQLite scans the whole cache's hash table for pages past the
 /// database's end (`pcache1TruncateUnsafe`, 5.1% of the server's time at 10,000/s, 1.0% with 8 MiB).
 const WRITER_CACHE_KIB: u32 = 8 * 1024;
@@ -261,8 +260,7 @@ impl Store {
                             // The planner's default prices a random page read at 4 sequential ones (spinning
                             // disks). On SSD with the hot tables cached, that made it hash-join a batch's few
                             // hundred network keys against a whole table scan instead of probing the unique index
-                            // (22.8 ms instead of 3.5 ms per 1,000 authorizations, BENCHMARKS.md). 1.1 is the
-                            // usual figure for SSDs.
+                            // (docs/performance-log, session 3). 1.1 is the usual figure for SSDs.
                             connection.execute("SET random_page_cost = 1.1").await?;
                         }
                         Ok(())
@@ -311,13 +309,13 @@ impl Store {
     }
 
     /// SQLite: copies the write-ahead log into the database from a reader connection, until the store is closed;
-    /// for a long-running process (`serve`). The writer's commits then seldom stop to do it (BENCHMARKS.md, session
-    /// 4). Does nothing on PostgreSQL.
+    /// for a long-running process (`serve`). The writer's commits then seldom stop to do it (docs/performance-log,
+    /// session 4). Does nothing on PostgreSQL.
     ///
     /// It copies when [`Store::wrote_much`] says so, but at most once every [`CHECKPOINT_GAP`], and at least every
     /// 100 ms. Each copy ends with a flush of the database file, and a page changed by several batches in the gap is
     /// copied once. Only once the log nears the writer's own limit does it copy after every batch: the writer then
-    /// finds about one batch left to copy when it restarts the log (BENCHMARKS.md, session 7).
+    /// finds about one batch left to copy when it restarts the log (docs/performance-log, session 7).
     pub fn checkpoint_in_background(&self) {
         if self.dialect != Dialect::Sqlite {
             return;
@@ -559,8 +557,8 @@ fn list_placeholder_text(numbered: bool, first: usize, count: usize) -> String {
 }
 
 /// SQLite compiles a statement the first time the connection sees its text and keeps it in a statement cache. A
-/// batch's multi-row statements would have a new text at every batch size, and compiling a 171-row insert took as
-/// long as running it (BENCHMARKS.md, session 4). So on SQLite the batch path's statements carry their rows padded
+/// batch's multi-row statements would have a new text at every batch size, and compiling a large insert took as
+/// long as running it (docs/performance-log, session 4). So on SQLite the batch path's statements carry their rows padded
 /// up to a power of two (within the parameter limit) with rows of NULLs, which join, match and insert nothing; the
 /// texts repeat and stay compiled. PostgreSQL takes the rows as arrays instead ([`rows_as_arrays`]).
 fn padded_rows(tx: &impl Target, rows: usize, columns: usize) -> usize {
@@ -602,9 +600,9 @@ fn padded_values(tx: &impl Target, mut values: Vec<Value>, columns: usize) -> (S
 
 /// PostgreSQL: rows as one array a column, `SELECT * FROM unnest($1::bigint[], $2::text[], …)` from parameter
 /// `first`, each array bound as its text form. The statement's text is the same at every row count, so PostgreSQL
-/// parses and plans it once per connection; a `VALUES` list has a new text at every batch size, and a 1,000-row,
-/// 15-column one took 6 ms to parse and 20 ms to plan, against under 1 ms for the arrays (BENCHMARKS.md, session
-/// 6). Each column's type is its values' kind.
+/// parses and plans it once per connection; a `VALUES` list has a new text at every batch size, and parsing and
+/// planning a large one took longer than running it (docs/performance-log, session 6). Each column's type is its
+/// values' kind.
 fn rows_as_arrays(values: Vec<Value>, columns: usize, first: usize) -> (String, Vec<Value>) {
     use std::fmt::Write;
     let columns = columns.max(1);

@@ -1,6 +1,6 @@
 //! Statements collected and then run together: on SQLite as one multi-statement query, which is one round trip to
-//! the driver's connection thread instead of one each. At low load each round trip cost 100–200 µs on the bench
-//! machine (BENCHMARKS.md, session 5). PostgreSQL's protocol takes one statement with parameters at a time, so
+//! the driver's connection thread instead of one each (`cargo bench -p ghostcard-store --bench round_trips` measures
+//! one). PostgreSQL's protocol takes one statement with parameters at a time, so
 //! there they run one after another.
 
 use futures_util::TryStreamExt;

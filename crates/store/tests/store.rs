@@ -651,7 +651,7 @@ fn test_event(id: &str) -> ghostcard_store::events::Event {
 
 #[tokio::test]
 async fn sqlite_keeps_temporary_data_in_memory() {
-    // A multi-row insert's statement journal spilled to a temporary file at every batch (BENCHMARKS.md, session 5).
+    // A multi-row insert's statement journal spilled to a temporary file at every batch (docs/performance-log, session 5).
     let mut stores = stores("temp_store").await;
     let store = stores.next().expect("SQLite");
     assert_eq!(store.dialect(), Dialect::Sqlite);

@@ -276,7 +276,7 @@ pub async fn purchase_power_of(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddFundingSource {
-    /// Sandbox mode: the card number (see API.md for the special test numbers).
+    /// Sandbox mode: the card number (see docs/reference/rest.md for the special test numbers).
     pub number: Option<String>,
     pub exp_month: Option<i64>,
     pub exp_year: Option<i64>,

@@ -1,5 +1,5 @@
-//! One-time cards: create (with every refusal of PRODUCT.md, in order), read, list, reveal, cancel and refund the
-//! unused amount.
+//! One-time cards: create (with every refusal of docs/reference/behaviour.md, in order), read, list, reveal, cancel and
+//! refund the unused amount.
 
 use std::sync::Arc;
 
@@ -116,8 +116,8 @@ pub async fn create(
     Ok(create_card(&app, &body, &caller, claim.as_deref()).await?.1)
 }
 
-/// Creates a one-time card (API and web app): the refusals of PRODUCT.md in order, the funding hold, then the
-/// card, its ledger transfer, its audit entry and its `card.created` event in one transaction (with the
+/// Creates a one-time card (API and web app): the refusals of docs/reference/behaviour.md in order, the funding hold,
+/// then the card, its ledger transfer, its audit entry and its `card.created` event in one transaction (with the
 /// idempotency record, if claimed). Returns the card and the 201 response.
 pub async fn create_card(
     app: &App,
@@ -222,7 +222,7 @@ pub async fn create_card(
     result
 }
 
-/// The card-creation refusals of PRODUCT.md before the funding hold, as API errors.
+/// The card-creation refusals of docs/reference/behaviour.md before the funding hold, as API errors.
 async fn refusal(
     app: &App,
     tx: &mut Tx,

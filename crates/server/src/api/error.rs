@@ -1,4 +1,5 @@
-//! Errors in the shape of API.md: `{"error": {"type", "code", "message", "param"}}` with a stable `code`.
+//! Errors in the shape of docs/reference/rest.md: `{"error": {"type", "code", "message", "param"}}` with a stable
+//! `code`.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -116,8 +117,8 @@ impl ApiError {
         )
     }
 
-    /// The body of API.md. Message and param pass [`redact_digit_runs`] on the way out: whatever a message quotes
-    /// from a request, a card number in it is never shown or stored.
+    /// The body of docs/reference/rest.md. Message and param pass [`redact_digit_runs`] on the way out: whatever a
+    /// message quotes from a request, a card number in it is never shown or stored.
     pub fn body(&self) -> ErrorBody {
         ErrorBody {
             error: ErrorDetail {

@@ -1,5 +1,5 @@
-//! The REST API of API.md: routing, authentication, idempotency, JSON bodies, pagination and errors. Handlers
-//! live in one module per resource; they call the domain and the store and never contain SQL.
+//! The REST API of docs/reference/rest.md: routing, authentication, idempotency, JSON bodies, pagination and errors.
+//! Handlers live in one module per resource; they call the domain and the store and never contain SQL.
 
 pub mod authorizations;
 pub mod cardholders;
@@ -56,7 +56,7 @@ pub struct IdempotencyClaim {
     pub key: String,
 }
 
-/// How long an idempotency record (and the response it replays) is kept (API.md).
+/// How long an idempotency record (and the response it replays) is kept (docs/reference/rest.md).
 pub const IDEMPOTENCY_RETENTION: Duration = Duration::hours(24);
 
 /// Marks a response whose idempotency record the handler already wrote.
@@ -186,7 +186,8 @@ async fn authenticate(State(app): State<Arc<App>>, mut request: Request, next: N
     }
 }
 
-/// Idempotency of API.md for every POST that sends `Idempotency-Key` (reveal excepted: it is never stored).
+/// Idempotency of docs/reference/rest.md for every POST that sends `Idempotency-Key` (reveal excepted: it is never
+/// stored).
 async fn idempotent(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
     let key = request.headers().get("idempotency-key").and_then(|value| value.to_str().ok()).map(str::to_owned);
     let (Some(key), true) = (key, request.method() == Method::POST && !request.uri().path().ends_with("/reveal"))
@@ -438,7 +439,7 @@ impl PageQuery {
     }
 }
 
-/// The list envelope of API.md.
+/// The list envelope of docs/reference/rest.md.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct List<T> {
     pub data: Vec<T>,

@@ -25,6 +25,7 @@ pub mod network;
 pub mod outbound;
 pub mod plans;
 pub mod runner;
+pub mod service;
 pub mod vault;
 pub mod web;
 pub mod webhooks;

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::{Extension, Json};
 use chrono::{DateTime, Datelike, Duration, Utc};
-use ghostcard_domain::card::{CardEvent, CardStatus, CloseReason};
+use ghostcard_domain::card::CardStatus;
 use ghostcard_domain::card_number::{CardNumber, Expiry};
 use ghostcard_domain::issuance::{CreationRefusal, check_card_creation};
 use ghostcard_domain::ledger::entries;
@@ -22,9 +22,9 @@ use utoipa::ToSchema;
 
 use super::cardholders::{load as load_cardholder, purchase_power_of};
 use super::{ApiError, ApiJson, Caller, Claimed, List, PageQuery, finish};
-use crate::App;
 use crate::gateway::GatewayError;
 use crate::ids::{has_prefix, new_id};
+use crate::{App, service};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -442,12 +442,10 @@ pub async fn cancel(
 ) -> Result<Response, ApiError> {
     let now = app.clock.now();
     let mut tx = app.store.begin().await?;
-    let mut record = load(&mut tx, &id, true).await?;
-    let mut card = record.to_card()?;
-    let transition = card.apply(CardEvent::Cancel, now).map_err(|_| {
-        ApiError::conflict("card_not_cancelable", "only an unused card inside its 24-hour window can be canceled")
-    })?;
-    release_unused(&app, tx, &mut record, card, Some(transition), (&caller, "card.cancel"), claim.as_deref(), now).await
+    let record = service::cards::cancel(&mut tx, &id, &caller.actor(), now).await?;
+    let response = finish(tx, claim.as_deref(), StatusCode::OK, &CardView::of(&record, now)).await?;
+    app.wake_jobs.notify_one();
+    Ok(response)
 }
 
 #[utoipa::path(post, path = "/v1/cards/{id}/refund-unused", operation_id = "refund_unused_amount", tag = "cards",
@@ -460,68 +458,21 @@ pub async fn refund_unused(
 ) -> Result<Response, ApiError> {
     let now = app.clock.now();
     let mut tx = app.store.begin().await?;
-    let mut record = load(&mut tx, &id, true).await?;
-    let mut card = record.to_card()?;
-    let event = match card.status() {
-        CardStatus::Active if !card.window_open(now) => Some(CardEvent::WindowPassed),
-        // An unused card has nothing to keep: refunding its amount ends it, as canceling does.
-        CardStatus::Active if card.held().is_zero() => Some(CardEvent::Cancel),
-        CardStatus::Used if card.held().is_zero() => Some(CardEvent::Close(CloseReason::UnusedRefunded)),
-        CardStatus::Active | CardStatus::Used | CardStatus::Frozen => None,
-        CardStatus::Expired | CardStatus::Canceled | CardStatus::Closed => {
-            return Err(ApiError::conflict(
-                "card_not_refundable",
-                format!("a {} card has no unused amount", card.status()),
-            ));
-        }
-    };
-    let transition = event.map(|event| card.apply(event, now)).transpose().map_err(ApiError::internal)?;
-    release_unused(&app, tx, &mut record, card, transition, (&caller, "card.refund_unused"), claim.as_deref(), now)
-        .await
-}
-
-/// Shrinks the card's amount to what is held and captured, releases the rest in the ledger, records the
-/// transition and the audit entry, commits, and gives back the funding hold once nothing can be charged.
-#[allow(clippy::too_many_arguments)]
-async fn release_unused(
-    app: &App,
-    mut tx: Tx,
-    record: &mut CardRecord,
-    mut card: ghostcard_domain::card::Card,
-    transition: Option<ghostcard_domain::card::Transition>,
-    (caller, action): (&Caller, &str),
-    claim: Option<&super::IdempotencyClaim>,
-    now: DateTime<Utc>,
-) -> Result<Response, ApiError> {
-    let released = card.refund_unused().map_err(ApiError::internal)?;
-    record.set_card(&card);
-    cards::update(&mut tx, record).await?;
-    if let Some(transition) = &transition {
-        cards::record_transition(&mut tx, &record.id, transition).await?;
-    }
-    ledger::commit(&mut tx, &entries::release_unused(&record.id, released), now).await.map_err(ApiError::internal)?;
-    audit::append(&mut tx, &card_audit(caller, action, &record.id, now)).await?;
-    if record.held == 0 && record.captured == 0 {
-        crate::jobs::enqueue_release(&mut tx, record, now).await?;
-    }
-    match record.status.as_str() {
-        "canceled" => crate::events::card(&mut tx, "card.canceled", record, now).await?,
-        "expired" => crate::events::card(&mut tx, "card.expired", record, now).await?,
-        _ => {}
-    }
-    let response = finish(tx, claim, StatusCode::OK, &CardView::of(record, now)).await?;
+    let record = service::cards::refund_unused(&mut tx, &id, &caller.actor(), now).await?;
+    let response = finish(tx, claim.as_deref(), StatusCode::OK, &CardView::of(&record, now)).await?;
     app.wake_jobs.notify_one();
     Ok(response)
 }
 
-fn card_audit(caller: &Caller, action: &str, card_id: &str, now: DateTime<Utc>) -> AuditEntry {
-    AuditEntry {
-        at: now,
-        actor: caller.actor.clone(),
-        action: action.to_owned(),
-        resource: Some(card_id.to_owned()),
-        outcome: "success".to_owned(),
-        origin: caller.origin.clone(),
-        detail: None,
+impl From<service::cards::CardError> for ApiError {
+    fn from(error: service::cards::CardError) -> ApiError {
+        use service::cards::CardError;
+        match error {
+            CardError::NotFound(id) => ApiError::not_found("card", &id),
+            CardError::NotCancelable => ApiError::conflict("card_not_cancelable", error.to_string()),
+            CardError::NotRefundable(_) => ApiError::conflict("card_not_refundable", error.to_string()),
+            CardError::Store(error) => error.into(),
+            CardError::Ledger(_) | CardError::Inconsistent(_) => ApiError::internal(error),
+        }
     }
 }

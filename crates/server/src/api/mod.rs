@@ -48,6 +48,13 @@ pub struct Caller {
     pub origin: Option<String>,
 }
 
+impl Caller {
+    /// The caller as the use cases record it.
+    pub fn actor(&self) -> crate::service::Actor {
+        crate::service::Actor { name: self.actor.clone(), origin: self.origin.clone() }
+    }
+}
+
 /// The idempotency key this request claimed, if it sent one. A handler that changes something completes it in
 /// its own transaction with [`finish`].
 #[derive(Debug, Clone)]

@@ -1122,7 +1122,7 @@ async fn reveal_card(
     card_page(&app, &signed_in, &card, None, None, Some(details)).await
 }
 
-/// Cancel and refund-unused: the API's handlers, as the cardholder.
+/// Cancel and refund-unused, as the cardholder: the same use cases as the API's.
 async fn card_action(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
@@ -1143,17 +1143,23 @@ async fn card_action(
             Once::Done(..) => return Ok(done),
             Once::Go(claim) => claim,
         };
-    let caller = axum::Extension(web_caller(&signed_in.cardholder, &headers));
-    let path = axum::extract::Path(card.id.clone());
-    let claimed = Some(axum::Extension(claim.clone()));
-    let result = if action == "cancel" {
-        crate::api::cards::cancel(State(app.clone()), path, claimed, caller).await
-    } else {
-        crate::api::cards::refund_unused(State(app.clone()), path, claimed, caller).await
+    let actor = web_caller(&signed_in.cardholder, &headers).actor();
+    let changed = async {
+        let mut tx = app.store.begin().await?;
+        let record = if action == "cancel" {
+            crate::service::cards::cancel(&mut tx, &card.id, &actor, now).await?
+        } else {
+            crate::service::cards::refund_unused(&mut tx, &card.id, &actor, now).await?
+        };
+        crate::api::finish(tx, Some(&claim), StatusCode::OK, &crate::api::cards::CardView::of(&record, now)).await
     };
-    match result {
-        Ok(_) => Ok(done),
+    match changed.await {
+        Ok(_) => {
+            app.wake_jobs.notify_one();
+            Ok(done)
+        }
         Err(error) => {
+            let error: ApiError = error;
             once::release(&app, &claim).await?;
             let card = own_card(&app, &signed_in, &id).await?;
             card_page(&app, &signed_in, &card, None, Some(error.message), None).await

@@ -1,0 +1,111 @@
+//! A card's cardholder-side changes: cancel an unused card, refund a card's unused amount.
+
+use chrono::{DateTime, Utc};
+use ghostcard_domain::card::{Card, CardEvent, CardStatus, CloseReason, Transition};
+use ghostcard_domain::ledger::entries;
+use ghostcard_store::audit::{self, AuditEntry};
+use ghostcard_store::cards::{self, CardRecord};
+use ghostcard_store::ledger::CommitError;
+use ghostcard_store::{StoreError, Tx, ledger};
+
+use super::Actor;
+use crate::ids::has_prefix;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CardError {
+    #[error("no card {0}")]
+    NotFound(String),
+    #[error("only an unused card inside its 24-hour window can be canceled")]
+    NotCancelable,
+    #[error("a {0} card has no unused amount")]
+    NotRefundable(CardStatus),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("ledger: {0}")]
+    Ledger(#[from] CommitError),
+    /// The stored card refuses a change its own state allowed: a bug, nothing is written.
+    #[error("stored card is inconsistent: {0}")]
+    Inconsistent(String),
+}
+
+/// The card `id`, locked for the change.
+pub async fn load_for_update(tx: &mut Tx, id: &str) -> Result<CardRecord, CardError> {
+    if !has_prefix(id, "card") {
+        return Err(CardError::NotFound(id.to_owned()));
+    }
+    cards::get_for_update(tx, id).await?.ok_or_else(|| CardError::NotFound(id.to_owned()))
+}
+
+/// Cancels an unused card inside its window: its amount and every hold are released.
+pub async fn cancel(tx: &mut Tx, id: &str, actor: &Actor, now: DateTime<Utc>) -> Result<CardRecord, CardError> {
+    let mut record = load_for_update(tx, id).await?;
+    let mut card = record.to_card()?;
+    let transition = card.apply(CardEvent::Cancel, now).map_err(|_| CardError::NotCancelable)?;
+    release_unused(tx, &mut record, card, Some(transition), (actor, "card.cancel"), now).await?;
+    Ok(record)
+}
+
+/// Refunds the card's unused amount: its amount becomes what is held and captured. An unused card ends as a
+/// cancellation does (or expires, past its window); a used card with nothing held is closed.
+pub async fn refund_unused(tx: &mut Tx, id: &str, actor: &Actor, now: DateTime<Utc>) -> Result<CardRecord, CardError> {
+    let mut record = load_for_update(tx, id).await?;
+    let mut card = record.to_card()?;
+    let event = match card.status() {
+        CardStatus::Active if !card.window_open(now) => Some(CardEvent::WindowPassed),
+        // An unused card has nothing to keep: refunding its amount ends it, as canceling does.
+        CardStatus::Active if card.held().is_zero() => Some(CardEvent::Cancel),
+        CardStatus::Used if card.held().is_zero() => Some(CardEvent::Close(CloseReason::UnusedRefunded)),
+        CardStatus::Active | CardStatus::Used | CardStatus::Frozen => None,
+        status @ (CardStatus::Expired | CardStatus::Canceled | CardStatus::Closed) => {
+            return Err(CardError::NotRefundable(status));
+        }
+    };
+    let transition = event
+        .map(|event| card.apply(event, now))
+        .transpose()
+        .map_err(|error| CardError::Inconsistent(error.to_string()))?;
+    release_unused(tx, &mut record, card, transition, (actor, "card.refund_unused"), now).await?;
+    Ok(record)
+}
+
+/// Writes the card with its unused amount released, the transition, the ledger entries, the audit entry, the
+/// funding-hold release job when nothing is left on the card, and the event of its new state.
+async fn release_unused(
+    tx: &mut Tx,
+    record: &mut CardRecord,
+    mut card: Card,
+    transition: Option<Transition>,
+    (actor, action): (&Actor, &str),
+    now: DateTime<Utc>,
+) -> Result<(), CardError> {
+    let released = card.refund_unused().map_err(|error| CardError::Inconsistent(error.to_string()))?;
+    record.set_card(&card);
+    cards::update(tx, record).await?;
+    if let Some(transition) = &transition {
+        cards::record_transition(tx, &record.id, transition).await?;
+    }
+    ledger::commit(tx, &entries::release_unused(&record.id, released), now).await?;
+    audit::append(tx, &audit_entry(actor, action, &record.id, now)).await?;
+    if record.held == 0 && record.captured == 0 {
+        crate::jobs::enqueue_release(tx, record, now).await?;
+    }
+    match record.status.as_str() {
+        "canceled" => crate::events::card(tx, "card.canceled", record, now).await?,
+        "expired" => crate::events::card(tx, "card.expired", record, now).await?,
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The audit entry of an action on a card.
+pub fn audit_entry(actor: &Actor, action: &str, card_id: &str, now: DateTime<Utc>) -> AuditEntry {
+    AuditEntry {
+        at: now,
+        actor: actor.name.clone(),
+        action: action.to_owned(),
+        resource: Some(card_id.to_owned()),
+        outcome: "success".to_owned(),
+        origin: actor.origin.clone(),
+        detail: None,
+    }
+}

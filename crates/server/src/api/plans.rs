@@ -7,15 +7,14 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::NaiveDate;
-use ghostcard_domain::plan::{InstallmentStatus, PlanStatus};
-use ghostcard_store::jobs;
 use ghostcard_store::plans::{self, PlanRecord};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{ApiError, ApiJson, Claimed, finish};
 use crate::ids::has_prefix;
-use crate::{App, runner};
+use crate::service::plans::{Payment, PaymentError};
+use crate::{App, service};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct InstallmentView {
@@ -111,47 +110,10 @@ pub async fn pay(
     claim: Claimed,
     ApiJson(body): ApiJson<PlanPayment>,
 ) -> Result<Response, ApiError> {
-    if !has_prefix(&id, "plan") {
-        return Err(ApiError::not_found("plan", &id));
-    }
-    let now = app.clock.now();
-    let today = app.today(now);
-    let mut tx = app.store.begin().await?;
-    let record = plans::get(&mut tx, &id).await?.ok_or_else(|| ApiError::not_found("plan", &id))?;
-    if record.plan.status != PlanStatus::Active {
-        return Err(ApiError::conflict(
-            "plan_not_active",
-            format!("the plan is {}; there is nothing to pay", record.plan.status.as_str()),
-        ));
-    }
-    let amount = match (body.amount, body.installment, body.payoff) {
-        (None, None, true) => record.plan.payoff_amount(today),
-        (None, Some(seq), false) => record
-            .plan
-            .installments
-            .iter()
-            .find(|installment| {
-                installment.seq == seq && installment.owed() > 0 && installment.status != InstallmentStatus::RolledOver
-            })
-            .map(|installment| installment.owed())
-            .ok_or_else(|| {
-                ApiError::invalid("invalid_installment", format!("installment {seq} has nothing owed"))
-                    .with_param("installment")
-            })?,
-        (Some(amount), None, false) => {
-            if amount <= 0 {
-                return Err(ApiError::invalid("invalid_amount", "amount is a positive integer of minor units")
-                    .with_param("amount"));
-            }
-            if amount > record.plan.balance() {
-                return Err(ApiError::invalid(
-                    "amount_exceeds_balance",
-                    format!("amount is more than the {} the plan still owes", record.plan.balance()),
-                )
-                .with_param("amount"));
-            }
-            amount
-        }
+    let payment = match (body.amount, body.installment, body.payoff) {
+        (None, None, true) => Payment::Payoff,
+        (None, Some(seq), false) => Payment::Installment(seq),
+        (Some(amount), None, false) => Payment::Amount(amount),
         _ => {
             return Err(ApiError::invalid(
                 "invalid_payment",
@@ -160,42 +122,34 @@ pub async fn pay(
             .with_param("amount"));
         }
     };
-    if let Some(source_id) = &body.funding_source_id {
-        let source = ghostcard_store::funding_sources::get(&mut tx, source_id).await?;
-        if !source.is_some_and(|source| source.cardholder_id == record.cardholder_id && source.status == "active") {
-            return Err(ApiError::invalid(
-                "invalid_funding_source",
-                "funding_source_id names no active funding card of this plan's cardholder",
-            )
-            .with_param("funding_source_id"));
-        }
-    }
-    let payment =
-        runner::Payment { plan_id: id.clone(), amount, payoff: body.payoff, funding_source_id: body.funding_source_id };
-    let key = format!("payment:{id}:{}", crate::ids::new_id("pay", now, &mut rand::rng()));
-    let job_id = runner::enqueue(&mut tx, runner::PLAN_PAYMENT, &key, &payment, now, now)
-        .await?
-        .ok_or_else(|| ApiError::internal("a new payment's job already existed"))?;
-    let job = jobs::lease(&mut tx, &job_id, &app.runner_id, now + chrono::Duration::minutes(5), now).await?;
-    ghostcard_store::commit(tx).await?;
-    match runner::payment(&app, &job, now).await {
-        Ok(Some(record)) => {
-            app.wake_jobs.notify_one();
-            finish(app.store.begin().await?, claim.as_deref(), StatusCode::OK, &PlanView::from(&record)).await
-        }
-        Ok(None) => {
-            Err(ApiError::refused("funding_declined", "the funding card declined the payment; nothing was paid"))
-        }
-        Err(error) => {
-            tracing::warn!(%error, plan = %id, "plan payment did not complete; the job runner retries it");
-            Err(ApiError {
+    let record = service::plans::pay(&app, &id, payment, body.funding_source_id, app.clock.now()).await?;
+    finish(app.store.begin().await?, claim.as_deref(), StatusCode::OK, &PlanView::from(&record)).await
+}
+
+impl From<PaymentError> for ApiError {
+    fn from(error: PaymentError) -> ApiError {
+        let message = error.to_string();
+        match error {
+            PaymentError::NotFound(id) => ApiError::not_found("plan", &id),
+            PaymentError::NotActive(_) => ApiError::conflict("plan_not_active", message),
+            PaymentError::NothingOwed(_) => ApiError::invalid("invalid_installment", message).with_param("installment"),
+            PaymentError::InvalidAmount => ApiError::invalid("invalid_amount", message).with_param("amount"),
+            PaymentError::ExceedsBalance(_) => {
+                ApiError::invalid("amount_exceeds_balance", message).with_param("amount")
+            }
+            PaymentError::InvalidFundingSource => {
+                ApiError::invalid("invalid_funding_source", message).with_param("funding_source_id")
+            }
+            PaymentError::Declined => ApiError::refused("funding_declined", message),
+            PaymentError::Pending => ApiError {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 kind: "api_error",
                 code: "payment_pending".to_owned(),
-                message: "the funding gateway did not answer; the payment is queued and will be retried".to_owned(),
+                message,
                 param: None,
                 retry_after_seconds: None,
-            })
+            },
+            PaymentError::Store(error) => error.into(),
         }
     }
 }

@@ -2,10 +2,11 @@
 //! errors and nothing of HTTP. Each runs inside the caller's transaction, so the adapter commits it together with
 //! what is its own (an idempotency record, a form's one-time token).
 //!
-//! The layer is being built: card cancellation and the refund of a card's unused amount live here; the other use
-//! cases are still written in the API's handlers (ARCHITECTURE.md).
+//! The layer is being built: card cancellation, the refund of a card's unused amount and early plan payments live
+//! here; the other use cases are still written in the API's handlers (ARCHITECTURE.md).
 
 pub mod cards;
+pub mod plans;
 
 /// Who acts, as the audit log records it.
 #[derive(Debug, Clone, PartialEq, Eq)]

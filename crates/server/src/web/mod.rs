@@ -44,8 +44,8 @@ use crate::api::cardholders::{
     AddFundingSource, CreateCardholder, link_funding_source, new_cardholder, purchase_power_of,
 };
 use crate::api::cards::CreateCard;
-use crate::api::plans::PlanPayment;
-use crate::api::{ApiError, ApiJson, Caller};
+use crate::api::{ApiError, Caller};
+use crate::service::plans::{Payment, PaymentError};
 use once::Once;
 
 const SESSION_COOKIE: &str = "gc_session";
@@ -1320,28 +1320,29 @@ async fn pay_plan(
             installment.owed() > 0 && installment.status != ghostcard_domain::plan::InstallmentStatus::RolledOver
         })
         .map(|installment| installment.seq);
-    let body = match (form.what.as_str(), next) {
-        ("all", _) => PlanPayment { amount: None, installment: None, payoff: true, funding_source_id: None },
-        (_, Some(seq)) => PlanPayment { amount: None, installment: Some(seq), payoff: false, funding_source_id: None },
+    let payment = match (form.what.as_str(), next) {
+        ("all", _) => Payment::Payoff,
+        (_, Some(seq)) => Payment::Installment(seq),
         _ => {
             once::release(&app, &claim).await?;
             return plan_page(&app, &signed_in, &plan, None, Some("Nothing is owed on this plan.".to_owned()));
         }
     };
-    let claimed = Some(axum::Extension(claim.clone()));
-    let result =
-        crate::api::plans::pay(State(app.clone()), axum::extract::Path(id.clone()), claimed, ApiJson(body)).await;
-    match result {
-        Ok(_) => Ok(paid),
+    match crate::service::plans::pay(&app, &id, payment, None, now).await {
+        Ok(_) => {
+            once::complete(&app, &claim, "paid").await?;
+            Ok(paid)
+        }
         Err(error) => {
             // A payment the gateway has not answered yet is queued: sending the form again must not pay twice.
-            if error.status == StatusCode::SERVICE_UNAVAILABLE {
+            if matches!(error, PaymentError::Pending) {
                 once::complete(&app, &claim, "queued").await?;
             } else {
                 once::release(&app, &claim).await?;
             }
+            let message = ApiError::from(error).message;
             let plan = own_plan(&app, &signed_in, &id).await?;
-            plan_page(&app, &signed_in, &plan, None, Some(error.message))
+            plan_page(&app, &signed_in, &plan, None, Some(message))
         }
     }
 }

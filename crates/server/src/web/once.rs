@@ -3,9 +3,9 @@
 //! form sent twice — a double click, a refresh, the back button — makes one card, one payment, one reveal log entry:
 //! the second post finds the first's record and is sent where the first went.
 //!
-//! The change and its record commit together where the change is the API's (card creation, cancel, refund of the
-//! unused amount, plan payments: their functions take the claim); a failed post gives its token back, so the form
-//! can be corrected and sent again.
+//! The change and its record commit together where they can (card creation, cancel, refund of the unused amount); a
+//! plan payment completes its record once the payment is done or queued. A failed post gives its token back, so the
+//! form can be corrected and sent again.
 
 use std::time::Duration;
 

@@ -17,10 +17,10 @@ use ghostcard_store::plans::PlanRecord;
 use ghostcard_store::{StoreError, Tx};
 use serde::Serialize;
 
-use crate::api::authorizations::AuthorizationView;
-use crate::api::cards::CardView;
-use crate::api::plans::PlanView;
 use crate::ids::new_id;
+use crate::views::AuthorizationView;
+use crate::views::CardView;
+use crate::views::PlanView;
 
 /// An event for `data`, ready to write.
 pub fn new(kind: &str, data: &impl Serialize, now: DateTime<Utc>) -> Event {

@@ -27,6 +27,7 @@ pub mod plans;
 pub mod runner;
 pub mod service;
 pub mod vault;
+pub mod views;
 pub mod web;
 pub mod webhooks;
 

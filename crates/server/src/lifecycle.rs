@@ -16,8 +16,8 @@ use ghostcard_store::plans::{self, PlanRecord};
 use ghostcard_store::{StoreError, Tx};
 
 use crate::App;
-use crate::api::authorizations::AuthorizationView;
 use crate::ids::new_id;
+use crate::views::AuthorizationView;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {

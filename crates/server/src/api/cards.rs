@@ -24,6 +24,7 @@ use super::cardholders::{load as load_cardholder, purchase_power_of};
 use super::{ApiError, ApiJson, Caller, Claimed, List, PageQuery, finish};
 use crate::gateway::GatewayError;
 use crate::ids::{has_prefix, new_id};
+use crate::views::CardView;
 use crate::{App, service};
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -37,72 +38,6 @@ pub struct CreateCard {
     pub funding_source_id: String,
     /// `pay_now`, `pay_in_4`, `pay_in_30`, `financing_3`, `financing_6`, `financing_12`, `financing_24`.
     pub plan: String,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct MerchantView {
-    pub acquirer_id: String,
-    pub id: String,
-    pub name: Option<String>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CardView {
-    pub id: String,
-    pub cardholder_id: String,
-    /// `active`, `used`, `expired`, `canceled`, `frozen`, `closed`.
-    pub status: String,
-    pub amount: i64,
-    pub held: i64,
-    pub captured: i64,
-    pub remaining_amount: i64,
-    pub currency: String,
-    pub bin: String,
-    pub last4: String,
-    pub exp_month: i64,
-    pub exp_year: i64,
-    pub valid_until: DateTime<Utc>,
-    pub plan: String,
-    pub plan_id: Option<String>,
-    pub funding_source_id: String,
-    pub merchant: Option<MerchantView>,
-    pub created_at: DateTime<Utc>,
-}
-
-impl CardView {
-    /// The card as the API shows it at `now`: an active card whose window has passed is `expired` even before
-    /// the expiry job has recorded it.
-    pub fn of(card: &CardRecord, now: DateTime<Utc>) -> CardView {
-        let status =
-            if card.status == "active" && now >= card.valid_until { "expired".to_owned() } else { card.status.clone() };
-        CardView {
-            id: card.id.clone(),
-            cardholder_id: card.cardholder_id.clone(),
-            status,
-            amount: card.amount,
-            held: card.held,
-            captured: card.captured,
-            remaining_amount: card.amount - card.held - card.captured,
-            currency: card.currency.clone(),
-            bin: card.bin.clone(),
-            last4: card.last4.clone(),
-            exp_month: card.exp_month,
-            exp_year: card.exp_year,
-            valid_until: card.valid_until,
-            plan: card.plan_kind.clone(),
-            plan_id: card.plan_id.clone(),
-            funding_source_id: card.funding_source_id.clone(),
-            merchant: match (&card.merchant_acquirer_id, &card.merchant_id) {
-                (Some(acquirer_id), Some(id)) => Some(MerchantView {
-                    acquirer_id: acquirer_id.clone(),
-                    id: id.clone(),
-                    name: card.merchant_name.clone(),
-                }),
-                _ => None,
-            },
-            created_at: card.created_at,
-        }
-    }
 }
 
 #[utoipa::path(post, path = "/v1/cards", operation_id = "create_card", tag = "cards", request_body = CreateCard,

@@ -14,12 +14,12 @@ use ghostcard_store::settings;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::authorizations::AuthorizationView;
 use super::{ApiError, ApiJson, Claimed, finish};
 use crate::App;
 use crate::authorize::{CvvInput, Descriptors, Job, Outcome, Settlement, decide_alone};
 use crate::ids::{has_prefix, new_id};
 use crate::lifecycle::{self, ClearingResult, LifecycleError};
+use crate::views::AuthorizationView;
 
 /// The acquirer id used when a simulated authorization names none.
 const SANDBOX_ACQUIRER_ID: &str = "999999";

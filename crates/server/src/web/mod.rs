@@ -711,7 +711,7 @@ async fn dashboard_page(
                     .currency()
                     .map(|currency| ghostcard_domain::money::Money::new(card.amount, currency).to_string())
                     .unwrap_or_default(),
-                status: crate::api::cards::CardView::of(card, now).status,
+                status: crate::views::CardView::of(card, now).status,
                 plan: card.plan_kind.replace('_', " "),
             })
             .collect(),
@@ -987,7 +987,7 @@ async fn card_page(
     let now = app.clock.now();
     let currency = card.currency()?;
     let money = |minor: i64| Money::new(minor, currency).to_string();
-    let view = crate::api::cards::CardView::of(card, now);
+    let view = crate::views::CardView::of(card, now);
     let mut tx = app.store.read().await?;
     let authorizations = authorizations::list(&mut tx, Some(&card.id), None, 100, None).await?;
     let clearings = ghostcard_store::clearings::for_card(&mut tx, &card.id).await?;
@@ -996,7 +996,7 @@ async fn card_page(
         .rows
         .iter()
         .map(|record| {
-            let shown = crate::api::authorizations::AuthorizationView::from(record);
+            let shown = crate::views::AuthorizationView::from(record);
             let result = match &shown.decline_message {
                 Some(message) => format!("Declined: {message}"),
                 None => shown.status.replace('_', " "),
@@ -1151,7 +1151,7 @@ async fn card_action(
         } else {
             crate::service::cards::refund_unused(&mut tx, &card.id, &actor, now).await?
         };
-        crate::api::finish(tx, Some(&claim), StatusCode::OK, &crate::api::cards::CardView::of(&record, now)).await
+        crate::api::finish(tx, Some(&claim), StatusCode::OK, &crate::views::CardView::of(&record, now)).await
     };
     match changed.await {
         Ok(_) => {

@@ -1,0 +1,224 @@
+//! The objects as the API shows them (and events and webhooks carry them): cards, authorizations, plans. They sit
+//! below every adapter — the API, the web app, the events — so that none of them imports another for its views.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use ghostcard_domain::decision::DeclineReason;
+use ghostcard_store::authorizations::AuthorizationRecord;
+use ghostcard_store::cards::CardRecord;
+use ghostcard_store::plans::PlanRecord;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MerchantView {
+    pub acquirer_id: String,
+    pub id: String,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CardView {
+    pub id: String,
+    pub cardholder_id: String,
+    /// `active`, `used`, `expired`, `canceled`, `frozen`, `closed`.
+    pub status: String,
+    pub amount: i64,
+    pub held: i64,
+    pub captured: i64,
+    pub remaining_amount: i64,
+    pub currency: String,
+    pub bin: String,
+    pub last4: String,
+    pub exp_month: i64,
+    pub exp_year: i64,
+    pub valid_until: DateTime<Utc>,
+    pub plan: String,
+    pub plan_id: Option<String>,
+    pub funding_source_id: String,
+    pub merchant: Option<MerchantView>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl CardView {
+    /// The card as the API shows it at `now`: an active card whose window has passed is `expired` even before
+    /// the expiry job has recorded it.
+    pub fn of(card: &CardRecord, now: DateTime<Utc>) -> CardView {
+        let status =
+            if card.status == "active" && now >= card.valid_until { "expired".to_owned() } else { card.status.clone() };
+        CardView {
+            id: card.id.clone(),
+            cardholder_id: card.cardholder_id.clone(),
+            status,
+            amount: card.amount,
+            held: card.held,
+            captured: card.captured,
+            remaining_amount: card.amount - card.held - card.captured,
+            currency: card.currency.clone(),
+            bin: card.bin.clone(),
+            last4: card.last4.clone(),
+            exp_month: card.exp_month,
+            exp_year: card.exp_year,
+            valid_until: card.valid_until,
+            plan: card.plan_kind.clone(),
+            plan_id: card.plan_id.clone(),
+            funding_source_id: card.funding_source_id.clone(),
+            merchant: match (&card.merchant_acquirer_id, &card.merchant_id) {
+                (Some(acquirer_id), Some(id)) => Some(MerchantView {
+                    acquirer_id: acquirer_id.clone(),
+                    id: id.clone(),
+                    name: card.merchant_name.clone(),
+                }),
+                _ => None,
+            },
+            created_at: card.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuthorizationMerchant {
+    pub acquirer_id: String,
+    pub id: String,
+    pub name: Option<String>,
+    pub city: Option<String>,
+    pub country: Option<String>,
+    pub mcc: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuthorizationNetwork {
+    pub stan: Option<String>,
+    pub rrn: Option<String>,
+    pub auth_code: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuthorizationView {
+    pub id: String,
+    pub card_id: Option<String>,
+    /// `purchase`, `verification`, `incremental`, `refund`, `advice`.
+    pub kind: String,
+    pub amount: i64,
+    pub currency: String,
+    /// `approved`, `declined`, `reversed`, `partially_reversed`, `captured`, `expired`.
+    pub status: String,
+    pub response_code: String,
+    pub decline_reason: Option<String>,
+    /// The decline reason in plain words.
+    pub decline_message: Option<String>,
+    /// The check or fraud rule that decided.
+    pub rule: String,
+    pub cvv_result: Option<String>,
+    /// The check an advice was posted past (flagged for review).
+    pub flag: Option<String>,
+    pub held: i64,
+    pub captured: i64,
+    pub merchant: AuthorizationMerchant,
+    pub network: AuthorizationNetwork,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<&AuthorizationRecord> for AuthorizationView {
+    fn from(record: &AuthorizationRecord) -> Self {
+        AuthorizationView {
+            id: record.id.clone(),
+            card_id: record.card_id.clone(),
+            kind: record.kind.clone(),
+            amount: record.amount,
+            currency: record.currency.clone(),
+            status: record.status.clone(),
+            response_code: record.response_code.clone(),
+            decline_message: record.decline_reason.as_deref().and_then(decline_message).map(str::to_owned),
+            decline_reason: record.decline_reason.clone(),
+            rule: record.rule.clone(),
+            cvv_result: record.cvv_result.clone(),
+            flag: record.flag.clone(),
+            held: record.held,
+            captured: record.captured,
+            merchant: AuthorizationMerchant {
+                acquirer_id: record.acquirer_id.clone(),
+                id: record.merchant_id.clone(),
+                name: record.merchant_name.clone(),
+                city: record.merchant_city.clone(),
+                country: record.merchant_country.clone(),
+                mcc: record.mcc.clone(),
+            },
+            network: AuthorizationNetwork {
+                stan: record.stan.clone(),
+                rrn: record.rrn.clone(),
+                auth_code: record.auth_code.clone(),
+            },
+            created_at: record.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InstallmentView {
+    pub seq: u32,
+    pub due_date: NaiveDate,
+    /// Principal + interest + fees, minor units.
+    pub amount: i64,
+    pub paid_amount: i64,
+    /// `scheduled`, `paid`, `failed`, `overdue`, `rolled_over`, `canceled`.
+    pub status: String,
+    pub principal: i64,
+    pub interest: i64,
+    pub fee: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlanView {
+    pub id: String,
+    pub card_id: String,
+    pub kind: String,
+    pub principal: i64,
+    pub fees: i64,
+    /// What is still owed.
+    pub balance: i64,
+    pub currency: String,
+    /// `active`, `completed`, `canceled`, `charged_off`.
+    pub status: String,
+    pub installments: Vec<InstallmentView>,
+}
+
+impl From<&PlanRecord> for PlanView {
+    fn from(record: &PlanRecord) -> Self {
+        let plan = &record.plan;
+        PlanView {
+            id: record.id.clone(),
+            card_id: record.card_id.clone(),
+            kind: plan.kind.as_str().to_owned(),
+            principal: plan.principal,
+            fees: plan.fees,
+            balance: plan.balance(),
+            currency: plan.currency.code().to_owned(),
+            status: plan.status.as_str().to_owned(),
+            installments: plan
+                .installments
+                .iter()
+                .map(|installment| InstallmentView {
+                    seq: installment.seq,
+                    due_date: installment.due_date,
+                    amount: installment.amount(),
+                    paid_amount: installment.paid,
+                    status: installment.status.as_str().to_owned(),
+                    principal: installment.principal,
+                    interest: installment.interest,
+                    fee: installment.fee,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The plain-words message of a stored decline code.
+fn decline_message(code: &str) -> Option<&'static str> {
+    let reason = serde_json::from_value::<DeclineReason>(serde_json::Value::String(code.to_owned())).ok();
+    reason
+        .or_else(|| {
+            (code == "invalid_request")
+                .then_some(DeclineReason::InvalidRequest(ghostcard_domain::decision::InvalidRequest::Format))
+        })
+        .map(|reason| reason.message())
+}

@@ -60,29 +60,7 @@ pub async fn create_card(
     caller: &Caller,
     claim: Option<&super::IdempotencyClaim>,
 ) -> Result<(CardRecord, Response), ApiError> {
-    let currency = Currency::from_code(&body.currency).map_err(|_| {
-        ApiError::invalid("invalid_currency", "use an ISO 4217 code such as USD").with_param("currency")
-    })?;
-    if currency != app.currency {
-        return Err(ApiError::invalid(
-            "currency_not_supported",
-            format!("cards are issued in {}", app.currency.code()),
-        )
-        .with_param("currency"));
-    }
-    if body.amount <= 0 {
-        return Err(
-            ApiError::invalid("invalid_amount", "amount is a positive integer of minor units").with_param("amount")
-        );
-    }
-    let amount = Money::new(body.amount, currency);
-    let plan = PlanKind::parse(&body.plan).ok_or_else(|| {
-        ApiError::invalid(
-            "invalid_plan",
-            "plan is one of pay_now, pay_in_4, pay_in_30, financing_3, financing_6, financing_12, financing_24",
-        )
-        .with_param("plan")
-    })?;
+    let (amount, plan) = amount_and_plan(app, body)?;
     let now = app.clock.now();
 
     // Checks before the funding hold, so a refused card holds nothing.
@@ -130,19 +108,7 @@ pub async fn create_card(
         let (record, _number) =
             issue(app, &mut tx, &card_id, &cardholder.id, &source.id, amount, plan, &funding_hold, now).await?;
         ledger::commit(&mut tx, &entries::issue_card(&record.id, amount), now).await.map_err(ApiError::internal)?;
-        audit::append(
-            &mut tx,
-            &AuditEntry {
-                at: now,
-                actor: caller.actor.clone(),
-                action: "card.create".to_owned(),
-                resource: Some(record.id.clone()),
-                outcome: "success".to_owned(),
-                origin: caller.origin.clone(),
-                detail: None,
-            },
-        )
-        .await?;
+        audit::append(&mut tx, &service::cards::audit_entry(&caller.actor(), "card.create", &record.id, now)).await?;
         crate::events::card(&mut tx, "card.created", &record, now).await?;
         let response = finish(tx, claim, StatusCode::CREATED, &CardView::of(&record, now)).await?;
         Ok((record, response))
@@ -155,6 +121,33 @@ pub async fn create_card(
         }
     }
     result
+}
+
+/// The amount and plan a card is asked for, checked.
+fn amount_and_plan(app: &App, body: &CreateCard) -> Result<(Money, PlanKind), ApiError> {
+    let currency = Currency::from_code(&body.currency).map_err(|_| {
+        ApiError::invalid("invalid_currency", "use an ISO 4217 code such as USD").with_param("currency")
+    })?;
+    if currency != app.currency {
+        return Err(ApiError::invalid(
+            "currency_not_supported",
+            format!("cards are issued in {}", app.currency.code()),
+        )
+        .with_param("currency"));
+    }
+    if body.amount <= 0 {
+        return Err(
+            ApiError::invalid("invalid_amount", "amount is a positive integer of minor units").with_param("amount")
+        );
+    }
+    let plan = PlanKind::parse(&body.plan).ok_or_else(|| {
+        ApiError::invalid(
+            "invalid_plan",
+            "plan is one of pay_now, pay_in_4, pay_in_30, financing_3, financing_6, financing_12, financing_24",
+        )
+        .with_param("plan")
+    })?;
+    Ok((Money::new(body.amount, currency), plan))
 }
 
 /// The card-creation refusals of docs/reference/behaviour.md before the funding hold, as API errors.

@@ -193,6 +193,32 @@ async fn authenticate(State(app): State<Arc<App>>, mut request: Request, next: N
     }
 }
 
+/// The answer to a request whose Idempotency-Key was not claimed: the stored answer, or why it cannot run.
+fn answer_without_running(claim: Claim) -> Response {
+    match claim {
+        Claim::Replay { status, body } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            let mut response = (status, body).into_response();
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+            response
+        }
+        Claim::Mismatch => ApiError::idempotency(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with a different request; use a new key",
+        )
+        .into_response(),
+        Claim::InFlight => ApiError::idempotency(
+            StatusCode::CONFLICT,
+            "idempotency_key_in_use",
+            "a request with this Idempotency-Key is still running; retry when it has finished",
+        )
+        .into_response(),
+        Claim::Claimed => ApiError::internal("a claimed key has no stored answer").into_response(),
+    }
+}
+
 /// Idempotency of docs/reference/rest.md for every POST that sends `Idempotency-Key` (reveal excepted: it is never
 /// stored).
 async fn idempotent(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
@@ -235,29 +261,7 @@ async fn idempotent(State(app): State<Arc<App>>, request: Request, next: Next) -
     };
     match claim.await {
         Ok(Claim::Claimed) => {}
-        Ok(Claim::Replay { status, body }) => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-            let mut response = (status, body).into_response();
-            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
-            return response;
-        }
-        Ok(Claim::Mismatch) => {
-            return ApiError::idempotency(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency_key_reused",
-                "this Idempotency-Key was used with a different request; use a new key",
-            )
-            .into_response();
-        }
-        Ok(Claim::InFlight) => {
-            return ApiError::idempotency(
-                StatusCode::CONFLICT,
-                "idempotency_key_in_use",
-                "a request with this Idempotency-Key is still running; retry when it has finished",
-            )
-            .into_response();
-        }
+        Ok(other) => return answer_without_running(other),
         Err(error) => return ApiError::from(error).into_response(),
     }
     let mut request = Request::from_parts(parts, Body::from(bytes));

@@ -263,42 +263,7 @@ impl Ledger {
                 });
                 Ok(Committed { transfer: next_id, reheld: None })
             }
-            Entry::PostHold { pending, amount, code } => {
-                let held = self.take_pending(*pending)?;
-                if amount.currency() != held.amount.currency() {
-                    return Err(LedgerError::CurrencyMismatch);
-                }
-                if !amount.is_positive() {
-                    return Err(LedgerError::NonPositiveAmount);
-                }
-                if amount.minor() > held.amount.minor() {
-                    return Err(LedgerError::ExceedsPending(*pending));
-                }
-                let kind = TransferKind::PostPending { pending: *pending };
-                self.push(Transfer {
-                    id: next_id,
-                    debit: held.debit.clone(),
-                    credit: held.credit.clone(),
-                    amount: *amount,
-                    kind,
-                    code: code.to_string(),
-                });
-                let rest = held.amount.minor() - amount.minor();
-                let reheld = (rest > 0).then(|| {
-                    let id = TransferId(next_id.0 + 1);
-                    let amount = Money::new(rest, held.amount.currency());
-                    self.push(Transfer {
-                        id,
-                        debit: held.debit,
-                        credit: held.credit,
-                        amount,
-                        kind: TransferKind::Pending,
-                        code: "rehold".to_owned(),
-                    });
-                    id
-                });
-                Ok(Committed { transfer: next_id, reheld })
-            }
+            Entry::PostHold { pending, amount, code } => self.post_hold(next_id, *pending, *amount, code),
             Entry::VoidHold { pending, code } => {
                 let held = self.take_pending(*pending)?;
                 let kind = TransferKind::VoidPending { pending: *pending };
@@ -313,6 +278,48 @@ impl Ledger {
                 Ok(Committed { transfer: next_id, reheld: None })
             }
         }
+    }
+
+    /// Posts `amount` of the pending transfer `pending` and holds the rest again as a new pending transfer.
+    fn post_hold(
+        &mut self,
+        next_id: TransferId,
+        pending: TransferId,
+        amount: Money,
+        code: &str,
+    ) -> Result<Committed, LedgerError> {
+        let held = self.take_pending(pending)?;
+        if amount.currency() != held.amount.currency() {
+            return Err(LedgerError::CurrencyMismatch);
+        }
+        if !amount.is_positive() {
+            return Err(LedgerError::NonPositiveAmount);
+        }
+        if amount.minor() > held.amount.minor() {
+            return Err(LedgerError::ExceedsPending(pending));
+        }
+        self.push(Transfer {
+            id: next_id,
+            debit: held.debit.clone(),
+            credit: held.credit.clone(),
+            amount,
+            kind: TransferKind::PostPending { pending },
+            code: code.to_owned(),
+        });
+        let rest = held.amount.minor() - amount.minor();
+        let reheld = (rest > 0).then(|| {
+            let id = TransferId(next_id.0 + 1);
+            self.push(Transfer {
+                id,
+                debit: held.debit,
+                credit: held.credit,
+                amount: Money::new(rest, held.amount.currency()),
+                kind: TransferKind::Pending,
+                code: "rehold".to_owned(),
+            });
+            id
+        });
+        Ok(Committed { transfer: next_id, reheld })
     }
 
     fn take_pending(&mut self, id: TransferId) -> Result<Transfer, LedgerError> {

@@ -132,32 +132,9 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition format.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        out.push_str("# HELP ghostcard_http_requests_total HTTP requests by method, route and status.\n");
-        out.push_str("# TYPE ghostcard_http_requests_total counter\n");
-        if let Ok(requests) = self.requests.lock() {
-            for ((method, route, status), count) in requests.iter() {
-                let _ = writeln!(
-                    out,
-                    "ghostcard_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {count}"
-                );
-            }
-        }
-        out.push_str("# HELP ghostcard_http_request_duration_seconds HTTP request latency by route.\n");
-        out.push_str("# TYPE ghostcard_http_request_duration_seconds histogram\n");
-        if let Ok(latency) = self.latency.lock() {
-            for (route, histogram) in latency.iter() {
-                histogram.render(&mut out, "ghostcard_http_request_duration_seconds", &format!("route=\"{route}\","));
-            }
-        }
-        out.push_str("# HELP ghostcard_refused_total What a bound turned away, by reason.\n");
-        out.push_str("# TYPE ghostcard_refused_total counter\n");
-        if let Ok(refusals) = self.refusals.lock() {
-            for (reason, count) in refusals.iter() {
-                let _ = writeln!(out, "ghostcard_refused_total{{reason=\"{reason}\"}} {count}");
-            }
-        }
+    /// The group commit's batches: counts, time per stage, and the histograms of their durations and of the log
+    /// flushes their answers waited for.
+    fn render_batches(&self, out: &mut String) {
         let totals = self.batch_totals();
         out.push_str(
             "# HELP ghostcard_authorization_batches_total Group-commit batches and the authorizations in them.\n",
@@ -193,12 +170,41 @@ impl Metrics {
             {
                 let _ = writeln!(out, "# HELP {name} {help}.");
                 let _ = writeln!(out, "# TYPE {name} histogram");
-                histogram.render(&mut out, name, "");
+                histogram.render(out, name, "");
                 let _ = writeln!(out, "# HELP {name}_max The longest of them, in seconds.");
                 let _ = writeln!(out, "# TYPE {name}_max gauge");
                 let _ = writeln!(out, "{name}_max {}", histogram.max.as_secs_f64());
             }
         }
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP ghostcard_http_requests_total HTTP requests by method, route and status.\n");
+        out.push_str("# TYPE ghostcard_http_requests_total counter\n");
+        if let Ok(requests) = self.requests.lock() {
+            for ((method, route, status), count) in requests.iter() {
+                let _ = writeln!(
+                    out,
+                    "ghostcard_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {count}"
+                );
+            }
+        }
+        out.push_str("# HELP ghostcard_http_request_duration_seconds HTTP request latency by route.\n");
+        out.push_str("# TYPE ghostcard_http_request_duration_seconds histogram\n");
+        if let Ok(latency) = self.latency.lock() {
+            for (route, histogram) in latency.iter() {
+                histogram.render(&mut out, "ghostcard_http_request_duration_seconds", &format!("route=\"{route}\","));
+            }
+        }
+        out.push_str("# HELP ghostcard_refused_total What a bound turned away, by reason.\n");
+        out.push_str("# TYPE ghostcard_refused_total counter\n");
+        if let Ok(refusals) = self.refusals.lock() {
+            for (reason, count) in refusals.iter() {
+                let _ = writeln!(out, "ghostcard_refused_total{{reason=\"{reason}\"}} {count}");
+            }
+        }
+        self.render_batches(&mut out);
         out.push_str("# HELP ghostcard_authorizations_total Authorization decisions by response code.\n");
         out.push_str("# TYPE ghostcard_authorizations_total counter\n");
         if let Ok(authorizations) = self.authorizations.lock() {

@@ -63,10 +63,17 @@ pub struct Submission {
 impl Submission {
     /// The network key, when the request came with a STAN and a transmission time.
     pub fn network_key(&self) -> Option<NetworkKey> {
+        NetworkKey::of(&self.request, &self.descriptors)
+    }
+}
+
+impl NetworkKey {
+    /// The key of a request: its acquirer, STAN and transmission time, when it came with the last two.
+    pub fn of(request: &AuthorizationRequest, descriptors: &Descriptors) -> Option<NetworkKey> {
         Some(NetworkKey {
-            acquirer_id: self.request.merchant.acquirer_id.clone(),
-            stan: self.descriptors.stan.clone()?,
-            transmission_time: self.descriptors.transmission_time.clone()?,
+            acquirer_id: request.merchant.acquirer_id.clone(),
+            stan: descriptors.stan.clone()?,
+            transmission_time: descriptors.transmission_time.clone()?,
         })
     }
 }

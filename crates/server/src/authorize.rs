@@ -36,11 +36,7 @@ pub struct Job {
 
 impl Job {
     fn network_key(&self) -> Option<NetworkKey> {
-        Some(NetworkKey {
-            acquirer_id: self.request.merchant.acquirer_id.clone(),
-            stan: self.descriptors.stan.clone()?,
-            transmission_time: self.descriptors.transmission_time.clone()?,
-        })
+        NetworkKey::of(&self.request, &self.descriptors)
     }
 }
 

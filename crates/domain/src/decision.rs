@@ -439,10 +439,6 @@ struct Checked {
 /// Rows 1 and 3–15 of the table (row 2, the card lookup, is the caller's), first failure wins.
 fn check_rows(input: &DecisionInput<'_>, card: &Card, bound_merchant: bool) -> Checked {
     let request = input.request;
-    let fail = |reason: DeclineReason, cvv_result: Option<CvvResult>| {
-        let rule = reason.code().to_owned();
-        Checked { result: Err((reason, rule)), cvv_result }
-    };
     // Refunds, advices and the bound merchant's incremental authorizations skip the CVV2 check.
     let cvv_checked = request.transaction_type != TransactionType::Refund
         && request.class != MessageClass::Advice
@@ -453,72 +449,108 @@ fn check_rows(input: &DecisionInput<'_>, card: &Card, bound_merchant: bool) -> C
         (CvvCheck::Match, true) => Some(CvvResult::Match),
         (CvvCheck::Mismatch, true) => Some(CvvResult::NoMatch),
     };
+    let result = match request_and_card_rows(input, card, bound_merchant, cvv_checked) {
+        Ok(RowsPassed::Refund) => Ok(()),
+        Ok(RowsPassed::Card) => purchase_rows(input, card),
+        Err(reason) => {
+            let rule = reason.code().to_owned();
+            Err((reason, rule))
+        }
+    };
+    Checked { result, cvv_result }
+}
 
+/// Which rows a request passed so far.
+enum RowsPassed {
+    /// Refunds face rows 1 and 2 only: accepted on any card state.
+    Refund,
+    /// Rows 1 and 3–8.
+    Card,
+}
+
+/// Rows 1 and 3–8: the request's own fields, then the card's expiry, CVV2, state and single use.
+fn request_and_card_rows(
+    input: &DecisionInput<'_>,
+    card: &Card,
+    bound_merchant: bool,
+    cvv_checked: bool,
+) -> Result<RowsPassed, DeclineReason> {
+    let request = input.request;
     // Row 1: what the parser cannot know on its own.
     if request.amount_minor < 0 {
-        return fail(DeclineReason::InvalidRequest(InvalidRequest::Amount), cvv_result);
+        return Err(DeclineReason::InvalidRequest(InvalidRequest::Amount));
     }
     if request.transaction_type == TransactionType::Refund {
         if request.amount_minor == 0 {
-            return fail(DeclineReason::InvalidRequest(InvalidRequest::Amount), cvv_result);
+            return Err(DeclineReason::InvalidRequest(InvalidRequest::Amount));
         }
-        // Refunds face rows 1 and 2 only: accepted on any card state.
-        return Checked { result: Ok(()), cvv_result };
+        return Ok(RowsPassed::Refund);
     }
     if request.expiry.is_none() && request.class != MessageClass::Advice {
-        return fail(DeclineReason::InvalidRequest(InvalidRequest::Format), cvv_result);
+        return Err(DeclineReason::InvalidRequest(InvalidRequest::Format));
     }
     // Row 3.
     if request.expiry.is_some_and(|expiry| expiry != card.expiry()) {
-        return fail(DeclineReason::ExpiryMismatch, cvv_result);
+        return Err(DeclineReason::ExpiryMismatch);
     }
     // Row 4.
     if cvv_checked && input.cvv != CvvCheck::Match {
-        return fail(DeclineReason::CvvMismatch, cvv_result);
+        return Err(DeclineReason::CvvMismatch);
     }
     // Rows 5–8.
     match card.status() {
-        CardStatus::Frozen => return fail(DeclineReason::CardFrozen, cvv_result),
-        CardStatus::Canceled | CardStatus::Closed => return fail(DeclineReason::CardClosed, cvv_result),
-        CardStatus::Expired => return fail(DeclineReason::CardExpired, cvv_result),
-        CardStatus::Active if !card.window_open(input.now) => return fail(DeclineReason::CardExpired, cvv_result),
+        CardStatus::Frozen => return Err(DeclineReason::CardFrozen),
+        CardStatus::Canceled | CardStatus::Closed => return Err(DeclineReason::CardClosed),
+        CardStatus::Expired => return Err(DeclineReason::CardExpired),
+        CardStatus::Active if !card.window_open(input.now) => return Err(DeclineReason::CardExpired),
         CardStatus::Active | CardStatus::Used => {}
     }
     if card.is_bound() && !bound_merchant {
-        return fail(DeclineReason::CardAlreadyUsed, cvv_result);
+        return Err(DeclineReason::CardAlreadyUsed);
     }
+    Ok(RowsPassed::Card)
+}
+
+/// Rows 9–15: currency, transaction type, merchant category and country, amount, the account, the fraud rules.
+/// A failure comes with the rule that refused (a fraud rule names itself).
+fn purchase_rows(input: &DecisionInput<'_>, card: &Card) -> Result<(), (DeclineReason, String)> {
+    let request = input.request;
+    let fail = |reason: DeclineReason| {
+        let rule = reason.code().to_owned();
+        Err((reason, rule))
+    };
     // Row 9.
     if request.currency_numeric != card.currency().numeric() {
-        return fail(DeclineReason::CurrencyNotSupported, cvv_result);
+        return fail(DeclineReason::CurrencyNotSupported);
     }
     // Row 10.
     if request.transaction_type != TransactionType::Purchase {
-        return fail(DeclineReason::TransactionNotPermitted, cvv_result);
+        return fail(DeclineReason::TransactionNotPermitted);
     }
     // Row 11.
     if input.rules.blocked_categories.iter().any(|range| range.contains(request.mcc)) {
-        return fail(DeclineReason::MerchantCategoryBlocked, cvv_result);
+        return fail(DeclineReason::MerchantCategoryBlocked);
     }
     // Row 12.
     if let Some(country) = request.country
         && !input.rules.allowed_countries.is_empty()
         && !input.rules.allowed_countries.contains(&country)
     {
-        return fail(DeclineReason::CountryBlocked, cvv_result);
+        return fail(DeclineReason::CountryBlocked);
     }
     // Row 13.
     if request.amount_minor > card.remaining().minor() {
-        return fail(DeclineReason::ExceedsCardAmount, cvv_result);
+        return fail(DeclineReason::ExceedsCardAmount);
     }
     // Row 14.
     if input.standing.restricted || input.standing.overdue {
-        return fail(DeclineReason::AccountRestricted, cvv_result);
+        return fail(DeclineReason::AccountRestricted);
     }
     // Row 15.
     if let Some(rule) = input.rules.fraud.authorization_refusal(input.cardholder_approvals, input.now) {
-        return Checked { result: Err((DeclineReason::SuspectedFraud, rule.to_owned())), cvv_result };
+        return Err((DeclineReason::SuspectedFraud, rule.to_owned()));
     }
-    Checked { result: Ok(()), cvv_result }
+    Ok(())
 }
 
 fn kind_of(request: &AuthorizationRequest, bound_merchant: bool) -> AuthorizationKind {

@@ -17,6 +17,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::authorization::AuthorizationStatus;
 use crate::card::{Card, CardEvent, CardStatus, MerchantBinding, Transition};
 use crate::decision::{
     AuthorizationKind, AuthorizationRequest, AuthorizationRules, CardholderStanding, CvvCheck, Decision, DecisionInput,
@@ -175,8 +176,8 @@ pub struct Decided {
 
 impl Decided {
     /// The status the authorization starts in.
-    pub fn status(&self) -> &'static str {
-        if self.decision.is_approved() { "approved" } else { "declined" }
+    pub fn status(&self) -> AuthorizationStatus {
+        if self.decision.is_approved() { AuthorizationStatus::Approved } else { AuthorizationStatus::Declined }
     }
 }
 

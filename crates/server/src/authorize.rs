@@ -7,6 +7,7 @@
 //! 0200s and the requests of a batch that conflicted with another writer.
 
 use chrono::{DateTime, Duration, Utc};
+use ghostcard_domain::authorization::AuthorizationStatus;
 use ghostcard_domain::card::Card;
 use ghostcard_domain::card_number::CardNumber;
 use ghostcard_domain::decision::{AuthorizationKind, AuthorizationRequest, CvvCheck};
@@ -66,8 +67,6 @@ pub enum AuthorizeError {
     Lifecycle(#[from] crate::lifecycle::LifecycleError),
     #[error("stored card is inconsistent: {0}")]
     Card(String),
-    #[error(transparent)]
-    Engine(#[from] EngineError),
 }
 
 /// Decides `jobs` in order and writes the result in the transaction on `tx`, returning one outcome per job; `begin`:
@@ -93,11 +92,13 @@ pub async fn decide_in(
             Ok(effects) => break effects,
             Err(EngineError::Incomplete(holders)) => {
                 if holders.iter().all(|holder| loaded.snapshot.complete.contains(holder)) {
-                    return Err(EngineError::Broken(format!("{holders:?} loaded and still incomplete")).into());
+                    crate::invariant::broken(format_args!(
+                        "the cards of {holders:?} were loaded and are still missing"
+                    ));
                 }
                 batch::load_cards_of(tx, &mut loaded, &holders).await?;
             }
-            Err(error) => return Err(error.into()),
+            Err(EngineError::Broken(what)) => crate::invariant::broken(what),
         }
     };
     let (decided_in, writing) = (deciding.elapsed(), std::time::Instant::now());
@@ -138,7 +139,7 @@ pub async fn decide_alone(app: &App, job: Job, settlement: Settlement) -> Result
         Err(error) => return Err(error),
     };
     if let (Outcome::Decided(record), Settlement::Immediate) = (&outcome, settlement)
-        && record.status == "approved"
+        && record.status == AuthorizationStatus::Approved
     {
         settle(app, &mut tx, record, now).await?;
     }
@@ -169,7 +170,7 @@ async fn settle(
         .map_err(|_| AuthorizeError::Card(format!("authorization {} currency", record.id)))?;
     let amount = Money::new(record.amount, currency);
     let record_id = format!("financial:{}", record.id);
-    if record.kind == AuthorizationKind::Refund.as_str() {
+    if record.kind == AuthorizationKind::Refund {
         lifecycle::merchant_refund(app, tx, card_id, amount, &record_id, now).await?;
     } else if amount.is_positive() {
         lifecycle::capture(app, tx, &record.id, amount, &record_id, now).await?;

@@ -44,7 +44,20 @@ impl Authorizer {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         std::thread::Builder::new().name("authorizer".to_owned()).spawn(move || {
             runtime.block_on(async {
-                let loops: Vec<_> = loops.into_iter().map(tokio::spawn).collect();
+                // A batch loop that panicked broke an invariant (an assertion, an overflow): stop, do not carry on
+                // with one loop fewer.
+                let loops: Vec<_> = loops
+                    .into_iter()
+                    .map(|batch_loop| {
+                        tokio::spawn(async move {
+                            if let Err(error) = tokio::spawn(batch_loop).await
+                                && error.is_panic()
+                            {
+                                crate::invariant::broken("an authorization batch loop panicked");
+                            }
+                        })
+                    })
+                    .collect();
                 for running in loops {
                     let _ = running.await;
                 }

@@ -11,6 +11,7 @@
 //! full copy of every authorization cost the batch much of its throughput (docs/performance-log).
 
 use chrono::{DateTime, Utc};
+use ghostcard_domain::authorization::AuthorizationStatus;
 use ghostcard_store::cards::CardRecord;
 use ghostcard_store::events::{self, Event};
 use ghostcard_store::plans::PlanRecord;
@@ -56,7 +57,11 @@ pub async fn card(tx: &mut Tx, kind: &str, card: &CardRecord, now: DateTime<Utc>
 
 /// The thin event of an authorization's decision.
 pub fn authorization(record: &ghostcard_store::authorizations::AuthorizationRecord, now: DateTime<Utc>) -> Event {
-    let kind = if record.status == "declined" { "authorization.declined" } else { "authorization.approved" };
+    let kind = if record.status == AuthorizationStatus::Declined {
+        "authorization.declined"
+    } else {
+        "authorization.approved"
+    };
     thin(kind, &record.id, now)
 }
 

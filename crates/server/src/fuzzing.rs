@@ -23,9 +23,9 @@ const CARDS: usize = 16;
 /// A request body for the card and funding-source endpoints (and the other JSON bodies): whatever it is, parsing
 /// answers a value or an error whose message and field name quote no digit run that could be a card number.
 pub fn json_bodies(bytes: &[u8]) {
-    check_body::<crate::api::cards::CreateCard>(bytes);
-    check_body::<crate::api::cardholders::AddFundingSource>(bytes);
-    check_body::<crate::api::cardholders::CreateCardholder>(bytes);
+    check_body::<crate::service::issuing::CreateCard>(bytes);
+    check_body::<crate::service::cardholders::AddFundingSource>(bytes);
+    check_body::<crate::service::cardholders::CreateCardholder>(bytes);
     check_body::<crate::api::network::ClearingBatch>(bytes);
     check_body::<crate::api::webhooks::CreateEndpoint>(bytes);
     check_body::<crate::api::plans::PlanPayment>(bytes);

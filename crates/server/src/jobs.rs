@@ -12,15 +12,14 @@
 
 use chrono::{DateTime, Duration, Utc};
 use ghostcard_domain::card::{CardEvent, CardStatus, CloseReason};
-use ghostcard_domain::ledger::entries;
-use ghostcard_store::authorizations;
+use ghostcard_store::authorizations::{self, AuthorizationRecord};
 use ghostcard_store::cards::{self, CardRecord};
-use ghostcard_store::{Tx, events, jobs, ledger, plans, webhooks};
+use ghostcard_store::{Tx, events, jobs, plans, webhooks};
 use serde::Serialize;
 
-use crate::App;
 use crate::lifecycle::{self, LifecycleError};
 use crate::runner::{self, FundingMovement, Release, RunnerError};
+use crate::{App, service};
 
 /// Items handled per query; a sweep repeats until nothing more is due.
 const SWEEP_BATCH: u32 = 500;
@@ -104,7 +103,8 @@ async fn purge_idempotency_records(app: &App, now: DateTime<Utc>) -> Result<u64,
     loop {
         let mut tx = app.store.begin().await?;
         let deleted =
-            ghostcard_store::idempotency::purge(&mut tx, now - crate::api::IDEMPOTENCY_RETENTION, SWEEP_BATCH).await?;
+            ghostcard_store::idempotency::purge(&mut tx, now - crate::service::IDEMPOTENCY_RETENTION, SWEEP_BATCH)
+                .await?;
         ghostcard_store::commit(tx).await?;
         purged += deleted;
         if deleted < u64::from(SWEEP_BATCH) {
@@ -190,27 +190,17 @@ async fn expire_hold(app: &App, authorization_id: &str, now: DateTime<Utc>) -> R
     let Some(mut authorization) = lifecycle::reverse(&mut tx, authorization_id, None, now).await? else {
         return Ok(());
     };
-    authorization.status = "expired".to_owned();
+    expired(&mut authorization)?;
     authorizations::update_progress(&mut tx, &authorization).await?;
-    let mut release_funding = None;
     if let Some(card_id) = &authorization.card_id
         && let Some(mut record) = cards::get_for_update(&mut tx, card_id).await?
     {
         let mut card = record.to_card()?;
         if card.status() == CardStatus::Used && card.held().is_zero() && card.captured().is_zero() {
-            let transition = card
-                .apply(CardEvent::Close(CloseReason::HoldExpiredWithoutCapture), now)
-                .map_err(|error| LifecycleError::Inconsistent(error.to_string()))?;
-            let released = card.refund_unused().map_err(|error| LifecycleError::Inconsistent(error.to_string()))?;
-            record.set_card(&card);
-            cards::update(&mut tx, &mut record).await?;
-            cards::record_transition(&mut tx, card_id, &transition).await?;
-            ledger::commit(&mut tx, &entries::release_unused(card_id, released), now).await?;
-            release_funding = Some(record);
+            let transition = card.apply(CardEvent::Close(CloseReason::HoldExpiredWithoutCapture), now);
+            let transition = transition.map_err(|error| LifecycleError::Inconsistent(error.to_string()))?;
+            service::cards::release_unused(&mut tx, &mut record, card, Some(transition), None, now).await?;
         }
-    }
-    if let Some(record) = release_funding {
-        enqueue_release(&mut tx, &record, now).await?;
     }
     ghostcard_store::commit(tx).await?;
     Ok(())
@@ -236,7 +226,7 @@ async fn expire_cards(app: &App, now: DateTime<Utc>) -> Result<u64, LifecycleErr
 /// its whole amount.
 async fn expire_card(app: &App, card_id: &str, now: DateTime<Utc>) -> Result<(), LifecycleError> {
     let mut tx = app.store.begin().await?;
-    release_holds(&mut tx, card_id, Some("expired"), now).await?;
+    release_holds(&mut tx, card_id, true, now).await?;
     let Some(mut record) = cards::get_for_update(&mut tx, card_id).await? else { return Ok(()) };
     let mut card = record.to_card()?;
     if card.status() != CardStatus::Active {
@@ -244,32 +234,27 @@ async fn expire_card(app: &App, card_id: &str, now: DateTime<Utc>) -> Result<(),
     }
     let transition =
         card.apply(CardEvent::WindowPassed, now).map_err(|error| LifecycleError::Inconsistent(error.to_string()))?;
-    let released = card.refund_unused().map_err(|error| LifecycleError::Inconsistent(error.to_string()))?;
-    record.set_card(&card);
-    cards::update(&mut tx, &mut record).await?;
-    cards::record_transition(&mut tx, card_id, &transition).await?;
-    ledger::commit(&mut tx, &entries::release_unused(card_id, released), now).await?;
-    crate::events::card(&mut tx, "card.expired", &record, now).await?;
-    enqueue_release(&mut tx, &record, now).await?;
+    service::cards::release_unused(&mut tx, &mut record, card, Some(transition), None, now).await?;
     ghostcard_store::commit(tx).await?;
     Ok(())
 }
 
-/// Releases every hold the card still has, marking each authorization `status` (e.g. `expired`) if given.
-async fn release_holds(
-    tx: &mut Tx,
-    card_id: &str,
-    status: Option<&str>,
-    now: DateTime<Utc>,
-) -> Result<(), LifecycleError> {
+/// Releases every hold the card still has; with `expire`, each authorization is marked expired.
+async fn release_holds(tx: &mut Tx, card_id: &str, expire: bool, now: DateTime<Utc>) -> Result<(), LifecycleError> {
     for authorization_id in authorizations::holding_for_card(tx, card_id).await? {
-        if let (Some(mut authorization), Some(status)) =
-            (lifecycle::reverse(tx, &authorization_id, None, now).await?, status)
-        {
-            authorization.status = status.to_owned();
+        if let (Some(mut authorization), true) = (lifecycle::reverse(tx, &authorization_id, None, now).await?, expire) {
+            expired(&mut authorization)?;
             authorizations::update_progress(tx, &authorization).await?;
         }
     }
+    Ok(())
+}
+
+/// Marks an authorization whose hold was just released as expired.
+fn expired(authorization: &mut AuthorizationRecord) -> Result<(), LifecycleError> {
+    let mut state = authorization.state();
+    state.expire().map_err(|error| LifecycleError::Inconsistent(error.to_string()))?;
+    authorization.set_state(&state);
     Ok(())
 }
 
@@ -310,7 +295,7 @@ async fn adjust_cards(app: &App, now: DateTime<Utc>) -> Result<u64, LifecycleErr
 
 async fn adjust_card(app: &App, card_id: &str, now: DateTime<Utc>) -> Result<(), LifecycleError> {
     let mut tx = app.store.begin().await?;
-    release_holds(&mut tx, card_id, None, now).await?;
+    release_holds(&mut tx, card_id, false, now).await?;
     let Some(mut record) = cards::get_for_update(&mut tx, card_id).await? else { return Ok(()) };
     let mut card = record.to_card()?;
     if card.status() != CardStatus::Used {
@@ -319,17 +304,12 @@ async fn adjust_card(app: &App, card_id: &str, now: DateTime<Utc>) -> Result<(),
     let transition = card
         .apply(CardEvent::Close(CloseReason::UnusedRefunded), now)
         .map_err(|error| LifecycleError::Inconsistent(error.to_string()))?;
-    let released = card.refund_unused().map_err(|error| LifecycleError::Inconsistent(error.to_string()))?;
-    record.set_card(&card);
-    cards::update(&mut tx, &mut record).await?;
-    cards::record_transition(&mut tx, card_id, &transition).await?;
-    ledger::commit(&mut tx, &entries::release_unused(card_id, released), now).await?;
+    service::cards::release_unused(&mut tx, &mut record, card, Some(transition), None, now).await?;
     if let Some(plan_id) = &record.plan_id
         && let Some(plan) = plans::get(&mut tx, plan_id).await?
     {
         crate::events::plan(&mut tx, "plan.adjusted", &plan, now).await?;
     }
-    enqueue_release(&mut tx, &record, now).await?;
     ghostcard_store::commit(tx).await?;
     Ok(())
 }

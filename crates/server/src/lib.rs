@@ -17,6 +17,7 @@ pub mod fuzzing;
 pub mod gateway;
 pub mod http;
 pub mod ids;
+pub mod invariant;
 pub mod jobs;
 pub mod lifecycle;
 pub mod limits;

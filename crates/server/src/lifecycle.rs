@@ -4,7 +4,8 @@
 //! the network listener and the clearing import share them.
 
 use chrono::{DateTime, Utc};
-use ghostcard_domain::card::{CardEvent, CardStatus, CloseReason};
+use ghostcard_domain::authorization::{AuthorizationError, AuthorizationStatus};
+use ghostcard_domain::card::{Card, CardEvent, CardStatus, CloseReason, Transition};
 use ghostcard_domain::ledger::{TransferId, entries};
 use ghostcard_domain::money::Money;
 use ghostcard_domain::plan::{Plan, PlanKind};
@@ -29,10 +30,20 @@ pub enum LifecycleError {
     Inconsistent(String),
     #[error("authorization {0} was declined; there is nothing to reverse or capture")]
     Declined(String),
+    #[error(transparent)]
+    Card(#[from] crate::service::cards::CardError),
 }
 
 fn inconsistent(error: impl std::fmt::Display) -> LifecycleError {
     LifecycleError::Inconsistent(error.to_string())
+}
+
+/// The authorization's state machine refused a change.
+fn refused(authorization_id: &str, error: AuthorizationError) -> LifecycleError {
+    match error {
+        AuthorizationError::Declined => LifecycleError::Declined(authorization_id.to_owned()),
+        AuthorizationError::NotPositive => inconsistent(error),
+    }
 }
 
 /// The result of one clearing record, as docs/reference/rest.md reports it.
@@ -80,7 +91,7 @@ pub async fn capture(
     clearing.authorization_id = Some(authorization.id.clone());
     clearing.card_id = authorization.card_id.clone();
     let card_id = authorization.card_id.clone();
-    let (Some(card_id), false) = (card_id, authorization.status == "declined") else {
+    let (Some(card_id), false) = (card_id, authorization.status == AuthorizationStatus::Declined) else {
         clearing.result = "rejected".to_owned();
         clearings::insert(tx, &clearing).await?;
         return Ok(result(&clearing, None));
@@ -92,19 +103,18 @@ pub async fn capture(
         clearings::insert(tx, &clearing).await?;
         return Ok(result(&clearing, None));
     }
-    let from_hold = amount.minor().min(authorization.held);
     let hold = authorization
         .hold_transfer_id
         .filter(|_| authorization.held > 0)
         .map(|id| (TransferId(id as u64), Money::new(authorization.held, amount.currency())));
     let flag = (amount.minor() > authorization.held).then_some("above_hold");
+    let mut state = authorization.state();
+    let from_hold = state.capture(amount.minor()).map_err(|error| refused(&authorization.id, error))?;
     let (posted, reheld) = post_purchase(app, tx, &mut record, hold, amount, clearing, flag, now).await?;
     if from_hold > 0 {
         authorization.hold_transfer_id = reheld.map(|id| id.0 as i64);
     }
-    authorization.held -= from_hold;
-    authorization.captured += amount.minor();
-    authorization.status = "captured".to_owned();
+    authorization.set_state(&state);
     authorizations::update_progress(tx, &authorization).await?;
     Ok(posted)
 }
@@ -151,9 +161,8 @@ async fn post_purchase(
     let committed = ledger::commit(tx, &entries::capture(&record.id, hold, amount), now).await?;
     let reheld = if from_hold > 0 { committed[0].reheld } else { None };
     let plan_id = add_to_plan(app, tx, record, amount, now).await?;
-    record.set_card(&card);
-    close_if_settled(tx, record, now).await?;
-    cards::update(tx, record).await?;
+    let settled = close_if_settled(&mut card, now)?;
+    cards::save(tx, record, &card, settled.as_ref()).await?;
     clearing.result = "posted".to_owned();
     clearing.flags = flag.unwrap_or_default().to_owned();
     clearings::insert(tx, &clearing).await?;
@@ -203,19 +212,13 @@ async fn add_to_plan(
     }
 }
 
-/// A used card with a plan, nothing held and nothing left to spend is done: it closes.
-async fn close_if_settled(tx: &mut Tx, record: &mut CardRecord, now: DateTime<Utc>) -> Result<(), LifecycleError> {
-    let mut card = record.to_card()?;
-    if card.status() == CardStatus::Used
-        && record.plan_id.is_some()
-        && card.held().is_zero()
-        && card.remaining().minor() <= 0
-    {
-        let transition = card.apply(CardEvent::Close(CloseReason::Settled), now).map_err(inconsistent)?;
-        cards::record_transition(tx, &record.id, &transition).await?;
-        record.set_card(&card);
+/// A used card (its capture has just given it a plan) with nothing held and nothing left to spend is done: it
+/// closes.
+fn close_if_settled(card: &mut Card, now: DateTime<Utc>) -> Result<Option<Transition>, LifecycleError> {
+    if card.status() == CardStatus::Used && card.held().is_zero() && card.remaining().minor() <= 0 {
+        return card.apply(CardEvent::Close(CloseReason::Settled), now).map(Some).map_err(inconsistent);
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Releases `amount` (default: all that is held) of an authorization. Releasing what is already released changes
@@ -227,10 +230,8 @@ pub async fn reverse(
     now: DateTime<Utc>,
 ) -> Result<Option<AuthorizationRecord>, LifecycleError> {
     let Some(mut authorization) = authorizations::get(tx, authorization_id).await? else { return Ok(None) };
-    if authorization.status == "declined" {
-        return Err(LifecycleError::Declined(authorization.id));
-    }
-    let release = amount.unwrap_or(authorization.held).clamp(0, authorization.held);
+    let mut state = authorization.state();
+    let release = state.reverse(amount).map_err(|error| refused(&authorization.id, error))?;
     let (Some(card_id), true) = (authorization.card_id.clone(), release > 0) else { return Ok(Some(authorization)) };
     let mut record =
         cards::get_for_update(tx, &card_id).await?.ok_or_else(|| inconsistent("authorization without its card"))?;
@@ -239,24 +240,24 @@ pub async fn reverse(
     card.release(Money::new(release, currency)).map_err(inconsistent)?;
     let hold =
         TransferId(authorization.hold_transfer_id.ok_or_else(|| inconsistent("held amount without a hold"))? as u64);
-    let rest = authorization.held - release;
     let mut steps = vec![entries::void(hold, "reversal")];
-    if rest > 0 {
-        steps.push(entries::hold(&card_id, Money::new(rest, currency)));
+    if state.held() > 0 {
+        steps.push(entries::hold(&card_id, Money::new(state.held(), currency)));
     }
     let committed = ledger::commit(tx, &steps, now).await?;
     authorization.hold_transfer_id = committed.get(1).map(|step| step.transfer.0 as i64);
-    authorization.held = rest;
-    authorization.status =
-        if rest == 0 && authorization.captured == 0 { "reversed" } else { "partially_reversed" }.to_owned();
+    authorization.set_state(&state);
     authorizations::update_progress(tx, &authorization).await?;
-    if card.status() == CardStatus::Used && card.held().is_zero() && card.captured().is_zero() && card.window_open(now)
+    let transition = if card.status() == CardStatus::Used
+        && card.held().is_zero()
+        && card.captured().is_zero()
+        && card.window_open(now)
     {
-        let transition = card.apply(CardEvent::FirstUseReversed, now).map_err(inconsistent)?;
-        cards::record_transition(tx, &card_id, &transition).await?;
-    }
-    record.set_card(&card);
-    cards::update(tx, &mut record).await?;
+        Some(card.apply(CardEvent::FirstUseReversed, now).map_err(inconsistent)?)
+    } else {
+        None
+    };
+    cards::save(tx, &mut record, &card, transition.as_ref()).await?;
     crate::events::emit(tx, "authorization.reversed", &AuthorizationView::from(&authorization), now).await?;
     Ok(Some(authorization))
 }
@@ -320,8 +321,7 @@ pub async fn merchant_refund(
         steps.extend(entries::release_unused(card_id, card.refund_unused().map_err(inconsistent)?));
     }
     ledger::commit(tx, &steps, now).await?;
-    record.set_card(&card);
-    cards::update(tx, &mut record).await?;
+    cards::save(tx, &mut record, &card, None).await?;
     clearings::insert(tx, &clearing).await?;
     let posted = result(&clearing, record.plan_id.clone());
     crate::events::emit(tx, "refund.posted", &posted, now).await?;

@@ -123,10 +123,10 @@ impl From<&AuthorizationRecord> for AuthorizationView {
         AuthorizationView {
             id: record.id.clone(),
             card_id: record.card_id.clone(),
-            kind: record.kind.clone(),
+            kind: record.kind.as_str().to_owned(),
             amount: record.amount,
             currency: record.currency.clone(),
-            status: record.status.clone(),
+            status: record.status.as_str().to_owned(),
             response_code: record.response_code.clone(),
             decline_message: record.decline_reason.as_deref().and_then(decline_message).map(str::to_owned),
             decline_reason: record.decline_reason.clone(),
@@ -221,4 +221,12 @@ fn decline_message(code: &str) -> Option<&'static str> {
                 .then_some(DeclineReason::InvalidRequest(ghostcard_domain::decision::InvalidRequest::Format))
         })
         .map(|reason| reason.message())
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct RevealedCard {
+    pub number: String,
+    pub exp_month: i64,
+    pub exp_year: i64,
+    pub cvv: String,
 }

@@ -139,7 +139,7 @@ async fn stored(app: &TestApp, cards: &[Card], outcomes: &[Outcome]) -> Stored {
         answers.push(format!(
             "{kind} {} {} {} {:?} {:?} held {} {} card {:?} code {}",
             names[&record.id],
-            record.kind,
+            record.kind.as_str(),
             record.response_code,
             record.decline_reason,
             record.flag,

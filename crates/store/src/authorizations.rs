@@ -5,10 +5,12 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use ghostcard_domain::authorization::{Authorization, AuthorizationStatus};
+use ghostcard_domain::decision::AuthorizationKind;
 use ghostcard_domain::engine::{NetworkKey, Past};
 
 use crate::together::Value;
-use crate::{Found, Page, Pending, Reads, Result, Target, Tx, Writes, for_update, from_micros, to_micros};
+use crate::{Found, Page, Pending, Reads, Result, StoreError, Target, Tx, Writes, for_update, from_micros, to_micros};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthorizationRecord {
@@ -16,12 +18,10 @@ pub struct AuthorizationRecord {
     /// `None` when the card number was not found.
     pub card_id: Option<String>,
     pub cardholder_id: Option<String>,
-    /// `purchase`, `verification`, `incremental`, `refund`, `advice`.
-    pub kind: String,
+    pub kind: AuthorizationKind,
     pub amount: i64,
     pub currency: String,
-    /// `approved`, `declined`, `reversed`, `partially_reversed`, `captured`, `expired`.
-    pub status: String,
+    pub status: AuthorizationStatus,
     pub response_code: String,
     pub decline_reason: Option<String>,
     pub rule: String,
@@ -53,6 +53,18 @@ pub struct AuthorizationRecord {
     pub decision: Option<String>,
 }
 
+impl AuthorizationRecord {
+    /// Its state after the decision, to change through the domain's state machine.
+    pub fn state(&self) -> Authorization {
+        Authorization::restore(self.status, self.held, self.captured)
+    }
+
+    /// Copies a changed state into the row (to be written by [`update_progress`]).
+    pub fn set_state(&mut self, state: &Authorization) {
+        (self.status, self.held, self.captured) = (state.status(), state.held(), state.captured());
+    }
+}
+
 /// Inserts authorizations with multi-row statements; [`crate::StoreError::Conflict`] if any network key was taken.
 pub async fn insert_many(tx: &mut Tx, authorizations: &[AuthorizationRecord]) -> Result<()> {
     let mut writes = Writes::new(tx);
@@ -70,10 +82,10 @@ pub fn add_many(writes: &mut Writes, authorizations: &[AuthorizationRecord]) {
                 Value::from(&authorization.id),
                 (&authorization.card_id).into(),
                 (&authorization.cardholder_id).into(),
-                (&authorization.kind).into(),
+                authorization.kind.as_str().into(),
                 authorization.amount.into(),
                 (&authorization.currency).into(),
-                (&authorization.status).into(),
+                authorization.status.as_str().into(),
                 (&authorization.response_code).into(),
                 (&authorization.decline_reason).into(),
                 (&authorization.rule).into(),
@@ -230,7 +242,7 @@ pub async fn update_progress(tx: &mut Tx, authorization: &AuthorizationRecord) -
         "UPDATE authorizations SET status = $1, hold_transfer_id = $2, held = $3, captured = $4, response_code = $5, \
          stand_in = $6 WHERE id = $7",
     )
-    .bind(&authorization.status)
+    .bind(authorization.status.as_str())
     .bind(authorization.hold_transfer_id)
     .bind(authorization.held)
     .bind(authorization.captured)
@@ -362,14 +374,17 @@ pub async fn holding_for_card(tx: &mut Tx, card_id: &str) -> Result<Vec<String>>
 }
 
 fn from_row(row: &AnyRow) -> Result<AuthorizationRecord> {
+    let id: String = row.try_get("id")?;
+    let corrupt = |what: &str| StoreError::Corrupt(format!("authorization {id} {what}"));
+    let kind = AuthorizationKind::parse(&row.try_get::<String, _>("kind")?).ok_or_else(|| corrupt("kind"))?;
+    let status = AuthorizationStatus::parse(&row.try_get::<String, _>("status")?).ok_or_else(|| corrupt("status"))?;
     Ok(AuthorizationRecord {
-        id: row.try_get("id")?,
         card_id: row.try_get("card_id")?,
         cardholder_id: row.try_get("cardholder_id")?,
-        kind: row.try_get("kind")?,
+        kind,
         amount: row.try_get("amount")?,
         currency: row.try_get("currency")?,
-        status: row.try_get("status")?,
+        status,
         response_code: row.try_get("response_code")?,
         decline_reason: row.try_get("decline_reason")?,
         rule: row.try_get("rule")?,
@@ -392,5 +407,6 @@ fn from_row(row: &AnyRow) -> Result<AuthorizationRecord> {
         stand_in: row.try_get::<i64, _>("stand_in")? != 0,
         created_at: from_micros(row.try_get("created_at")?)?,
         decision: row.try_get("decision")?,
+        id,
     })
 }

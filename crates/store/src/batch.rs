@@ -156,9 +156,10 @@ pub async fn write(
 ) -> Result<Vec<Stored>> {
     let invariant = |what: &str| StoreError::Corrupt(format!("authorization batch: {what}"));
     let requests = submissions.len();
-    if effects.answers.len() != requests || number_hashes.len() != requests {
-        return Err(invariant("one answer and one number hash per request"));
-    }
+    assert!(
+        effects.answers.len() == requests && number_hashes.len() == requests,
+        "one answer and one number hash per request"
+    );
     let Loaded { versions, recorded, found, last_transfer, .. } = loaded;
     let ids = ledger::reserve_ids_after(tx, &found, &last_transfer, effects.entries.len()).await?;
     // Each decided request's fields move into its record.
@@ -243,11 +244,11 @@ impl AuthorizationRecord {
             id,
             card_id: decided.card_id.clone(),
             cardholder_id: decided.cardholder_id.clone(),
-            kind: decision.kind.as_str().to_owned(),
+            kind: decision.kind,
             amount: request.amount_minor,
             currency: Currency::from_numeric(request.currency_numeric)
                 .map_or_else(|_| format!("{:03}", request.currency_numeric), |currency| currency.code().to_owned()),
-            status: decided.status().to_owned(),
+            status: decided.status(),
             response_code: decision.response_code.to_owned(),
             decline_reason: decision.decline_reason().map(|reason| reason.code().to_owned()),
             rule: decision.rule.clone(),

@@ -69,7 +69,7 @@ impl CardRecord {
     }
 
     /// Copies the domain card's state and amounts into the row (to be written by [`update`]).
-    pub fn set_card(&mut self, card: &Card) {
+    fn set_card(&mut self, card: &Card) {
         self.status = card.status().as_str().to_owned();
         self.frozen_from = card.frozen_from().map(|status| status.as_str().to_owned());
         self.amount = card.amount().minor();
@@ -577,6 +577,17 @@ pub fn add_transitions(writes: &mut Writes, transitions: &[(String, Transition)]
     }
 }
 
+/// Writes a changed domain card into its row and records the transition that changed its status, if one did: the
+/// way a card changes outside an authorization batch (which writes many at once with [`add_updates`]).
+pub async fn save(tx: &mut Conn, record: &mut CardRecord, card: &Card, transition: Option<&Transition>) -> Result<()> {
+    record.set_card(card);
+    update(tx, record).await?;
+    if let Some(transition) = transition {
+        record_transition(tx, &record.id, transition).await?;
+    }
+    Ok(())
+}
+
 /// Writes the card's mutable fields if nobody changed it since `card.version` was read; bumps the version.
 pub async fn update(tx: &mut Conn, card: &mut CardRecord) -> Result<()> {
     let result = sqlx::query(
@@ -678,7 +689,7 @@ pub async fn transitions(tx: &mut Tx, card_id: &str) -> Result<Vec<(String, Stri
     rows.into_iter().map(|(to, reason, at)| Ok((to, reason, from_micros(at)?))).collect()
 }
 
-pub async fn record_transition(tx: &mut Conn, card_id: &str, transition: &Transition) -> Result<()> {
+async fn record_transition(tx: &mut Conn, card_id: &str, transition: &Transition) -> Result<()> {
     sqlx::query(
         "INSERT INTO card_transitions (card_id, from_status, to_status, reason, at) VALUES ($1, $2, $3, $4, $5)",
     )

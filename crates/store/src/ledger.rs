@@ -301,10 +301,18 @@ pub async fn verify(tx: &mut Tx) -> Result<LedgerReport> {
         // take hours; hash joins are right for every size here.
         sqlx::query("SET LOCAL enable_nestloop = off").execute(&mut **tx).await?;
     }
-    // Postings: a transfer debits one account (+amount) and credits another (−amount); holds count while open.
-    // In the transfer model every row debits one account and credits another by the same amount, so these sums
-    // are zero by construction; they are reported because the API promises them. The checks below are the ones
-    // that can find something.
+    add_totals(tx, &mut report).await?;
+    add_transfer_problems(tx, &mut report).await?;
+    add_card_problems(tx, &mut report).await?;
+    report.ok = report.problems.is_empty();
+    Ok(report)
+}
+
+/// The postings' totals per currency. A transfer debits one account (+amount) and credits another (−amount); holds
+/// count while open. In the transfer model every row debits one account and credits another by the same amount, so
+/// these sums are zero by construction; they are reported because the API promises them. The checks of
+/// [`add_transfer_problems`] and [`add_card_problems`] are the ones that can find something.
+async fn add_totals(tx: &mut Tx, report: &mut LedgerReport) -> Result<()> {
     let totals: Vec<(String, i64, i64, i64, i64, i64)> = sqlx::query_as(
         "SELECT t.currency, COUNT(*), \
            CAST(COALESCE(SUM(CASE WHEN t.kind IN ('posted', 'post_pending') THEN t.amount END), 0) AS BIGINT), \
@@ -330,6 +338,12 @@ pub async fn verify(tx: &mut Tx) -> Result<LedgerReport> {
         }
         report.currencies.insert(currency, totals);
     }
+    Ok(())
+}
+
+/// Transfers that break a rule of the model: positive amounts, two distinct accounts, each resolution naming an
+/// earlier hold of the same accounts and currency and no larger than it, each hold resolved at most once.
+async fn add_transfer_problems(tx: &mut Tx, report: &mut LedgerReport) -> Result<()> {
     let checks: [(&str, &str); 5] = [
         ("has a non-positive amount", "SELECT id FROM ledger_transfers WHERE amount <= 0"),
         ("debits and credits the same account", "SELECT id FROM ledger_transfers WHERE debit = credit"),
@@ -356,7 +370,11 @@ pub async fn verify(tx: &mut Tx) -> Result<LedgerReport> {
             sqlx::query_scalar(&format!("{query} LIMIT {PROBLEM_EXAMPLES}")).fetch_all(&mut **tx).await?;
         report.problems.extend(ids.into_iter().map(|id| format!("transfer {id} {problem}")));
     }
-    // Every card's available amount in the ledger is what the card says remains.
+    Ok(())
+}
+
+/// Cards whose available-amount account differs from what the card says remains (`amount − held − captured`).
+async fn add_card_problems(tx: &mut Tx, report: &mut LedgerReport) -> Result<()> {
     let mismatched: Vec<(String, i64, i64)> = sqlx::query_as(&format!(
         "WITH postings AS ( \
            SELECT t.debit AS account, t.amount AS signed FROM ledger_transfers t \
@@ -381,8 +399,7 @@ pub async fn verify(tx: &mut Tx) -> Result<LedgerReport> {
             format!("card {card} has {remaining} remaining but {ledger} in the ledger")
         }),
     );
-    report.ok = report.problems.is_empty();
-    Ok(report)
+    Ok(())
 }
 
 fn from_row(row: &AnyRow) -> Result<Transfer> {

@@ -209,64 +209,69 @@ fn private_database_file(path: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// The dialect of a database URL, and the URL to connect with (SQLite files are created when missing).
+fn dialect_of(url: &str) -> Result<(Dialect, String)> {
+    if url.starts_with("sqlite:") {
+        let url = match url.contains("mode=") {
+            true => url.to_owned(),
+            false => format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' }),
+        };
+        Ok((Dialect::Sqlite, url))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Ok((Dialect::Postgres, url.to_owned()))
+    } else {
+        Err(StoreError::UnsupportedUrl)
+    }
+}
+
+/// A pool's options, with the session settings every new connection gets. SQLite: the write connection
+/// checkpoints at its own limit and has a smaller cache than the readers.
+fn pool_options(dialect: Dialect, writer: bool, options: &StoreOptions) -> AnyPoolOptions {
+    let (autocheckpoint, cache_kib) =
+        if writer { (Some(WRITER_AUTOCHECKPOINT_PAGES), WRITER_CACHE_KIB) } else { (None, READER_CACHE_KIB) };
+    let synchronous = options.sqlite_synchronous.clone();
+    let busy_timeout_ms = options.sqlite_busy_timeout.as_millis();
+    AnyPoolOptions::new()
+        // A broken connection shows itself on use; a ping before every acquire costs a round trip each time.
+        .test_before_acquire(false)
+        .after_connect(move |connection, _| {
+            let synchronous = synchronous.clone();
+            Box::pin(async move {
+                if dialect == Dialect::Sqlite {
+                    connection.execute("PRAGMA journal_mode = WAL").await?;
+                    connection.execute(format!("PRAGMA synchronous = {synchronous}").as_str()).await?;
+                    connection.execute("PRAGMA foreign_keys = ON").await?;
+                    connection.execute(format!("PRAGMA busy_timeout = {busy_timeout_ms}").as_str()).await?;
+                    connection.execute(format!("PRAGMA cache_size = -{cache_kib}").as_str()).await?;
+                    connection.execute("PRAGMA temp_store = MEMORY").await?;
+                    if let Some(pages) = autocheckpoint {
+                        connection.execute(format!("PRAGMA wal_autocheckpoint = {pages}").as_str()).await?;
+                    }
+                } else {
+                    // The planner's default prices a random page read at 4 sequential ones (spinning disks). On SSD
+                    // with the hot tables cached, that made it hash-join a batch's few hundred network keys against
+                    // a whole table scan instead of probing the unique index (docs/performance-log, session 3). 1.1
+                    // is the usual figure for SSDs.
+                    connection.execute("SET random_page_cost = 1.1").await?;
+                }
+                Ok(())
+            })
+        })
+}
+
 impl Store {
     /// Connects to `url` (`sqlite://PATH`, created if missing, or `postgres://…`). Does not migrate.
     pub async fn connect(url: &str, options: &StoreOptions) -> Result<Store> {
         sqlx::any::install_default_drivers();
-        let dialect = if url.starts_with("sqlite:") {
-            Dialect::Sqlite
-        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Dialect::Postgres
-        } else {
-            return Err(StoreError::UnsupportedUrl);
-        };
-        let url = match dialect {
-            Dialect::Sqlite if !url.contains("mode=") => {
-                format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
-            }
-            _ => url.to_owned(),
-        };
+        let (dialect, url) = dialect_of(url)?;
         if dialect == Dialect::Sqlite {
             let file = sqlx::sqlite::SqliteConnectOptions::from_str(&url)?.get_filename().to_owned();
             private_database_file(&file)?;
         }
         // Statement logging would print SQL text at INFO; parameters are never logged, but keep it quiet.
         let connect_options = AnyConnectOptions::from_str(&url)?.disable_statement_logging();
-        let synchronous = options.sqlite_synchronous.clone();
         let busy_timeout = options.sqlite_busy_timeout;
-        // SQLite: the write connection checkpoints at its own limit and has a smaller cache than the readers.
-        let pool_options = |writer: bool| {
-            let (autocheckpoint, cache_kib) =
-                if writer { (Some(WRITER_AUTOCHECKPOINT_PAGES), WRITER_CACHE_KIB) } else { (None, READER_CACHE_KIB) };
-            let synchronous = synchronous.clone();
-            AnyPoolOptions::new()
-                // A broken connection shows itself on use; a ping before every acquire costs a round trip each time.
-                .test_before_acquire(false)
-                .after_connect(move |connection, _| {
-                    let synchronous = synchronous.clone();
-                    Box::pin(async move {
-                        if dialect == Dialect::Sqlite {
-                            connection.execute("PRAGMA journal_mode = WAL").await?;
-                            connection.execute(format!("PRAGMA synchronous = {synchronous}").as_str()).await?;
-                            connection.execute("PRAGMA foreign_keys = ON").await?;
-                            let busy_timeout_ms = busy_timeout.as_millis();
-                            connection.execute(format!("PRAGMA busy_timeout = {busy_timeout_ms}").as_str()).await?;
-                            connection.execute(format!("PRAGMA cache_size = -{cache_kib}").as_str()).await?;
-                            connection.execute("PRAGMA temp_store = MEMORY").await?;
-                            if let Some(pages) = autocheckpoint {
-                                connection.execute(format!("PRAGMA wal_autocheckpoint = {pages}").as_str()).await?;
-                            }
-                        } else {
-                            // The planner's default prices a random page read at 4 sequential ones (spinning
-                            // disks). On SSD with the hot tables cached, that made it hash-join a batch's few
-                            // hundred network keys against a whole table scan instead of probing the unique index
-                            // (docs/performance-log, session 3). 1.1 is the usual figure for SSDs.
-                            connection.execute("SET random_page_cost = 1.1").await?;
-                        }
-                        Ok(())
-                    })
-                })
-        };
+        let pool_options = |writer: bool| pool_options(dialect, writer, options);
         let (pool, writer) = match dialect {
             Dialect::Postgres => (
                 pool_options(false).max_connections(options.max_connections).connect_with(connect_options).await?,

@@ -1,6 +1,8 @@
 //! The store on both databases: migrations, conditional updates, the ledger's once-only resolution, idempotency.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use ghostcard_domain::authorization::AuthorizationStatus;
+use ghostcard_domain::decision::AuthorizationKind;
 use ghostcard_domain::engine::NetworkKey;
 use ghostcard_domain::ledger::{Entry, LedgerError, entries};
 use ghostcard_domain::money::{Currency, Money};
@@ -462,10 +464,10 @@ async fn a_cardholder_s_recent_history_is_read_for_the_velocity_rules() {
             id: id.to_owned(),
             card_id: Some(format!("card_{holder}")),
             cardholder_id: Some(holder.to_owned()),
-            kind: kind.to_owned(),
+            kind: AuthorizationKind::parse(kind).expect("kind"),
             amount: 1_000,
             currency: "USD".to_owned(),
-            status: if code == "00" { "approved" } else { "declined" }.to_owned(),
+            status: if code == "00" { AuthorizationStatus::Approved } else { AuthorizationStatus::Declined },
             response_code: code.to_owned(),
             decline_reason: None,
             rule: "test".to_owned(),
@@ -543,10 +545,10 @@ async fn every_value_of_a_multi_row_statement_is_stored_as_written() {
                 id: format!("auth_{n}"),
                 card_id: Some("card_1".to_owned()),
                 cardholder_id: Some("ch_1".to_owned()),
-                kind: "purchase".to_owned(),
+                kind: AuthorizationKind::Purchase,
                 amount: -(n as i64) * 1_000_000_007,
                 currency: "USD".to_owned(),
-                status: "approved".to_owned(),
+                status: AuthorizationStatus::Approved,
                 response_code: "00".to_owned(),
                 decline_reason: (n % 2 == 0).then(|| text.to_string()),
                 rule: text.to_string(),

@@ -163,3 +163,22 @@ impl From<crate::vault::VaultError> for ApiError {
         ApiError::internal(error)
     }
 }
+
+impl From<crate::service::ServiceError> for ApiError {
+    fn from(error: crate::service::ServiceError) -> Self {
+        use crate::service::ServiceError;
+        let (error, param) = match error {
+            ServiceError::Invalid { code, message, param } => (ApiError::invalid(code, message), param),
+            ServiceError::NotFound { what, id, param } => (ApiError::not_found(what, &id), param),
+            ServiceError::Refused { code, message, param } => (ApiError::refused(code, message), param),
+            ServiceError::Conflict { code, message, param } => (ApiError::conflict(code, message), param),
+            ServiceError::Busy(busy) => (busy.into(), None),
+            ServiceError::Store(error) => (error.into(), None),
+            ServiceError::Internal(error) => (ApiError::internal(error), None),
+        };
+        match param {
+            Some(param) => error.with_param(param),
+            None => error,
+        }
+    }
+}

@@ -55,16 +55,9 @@ impl Caller {
     }
 }
 
-/// The idempotency key this request claimed, if it sent one. A handler that changes something completes it in
-/// its own transaction with [`finish`].
-#[derive(Debug, Clone)]
-pub struct IdempotencyClaim {
-    pub scope: String,
-    pub key: String,
-}
-
-/// How long an idempotency record (and the response it replays) is kept (docs/reference/rest.md).
-pub const IDEMPOTENCY_RETENTION: Duration = Duration::hours(24);
+/// The idempotency key this request claimed, if it sent one (an extension of the request). A handler that changes
+/// something completes it in its own transaction with [`finish`], or its use case does.
+pub use crate::service::{IDEMPOTENCY_RETENTION, IdempotencyClaim};
 
 /// Marks a response whose idempotency record the handler already wrote.
 const STORED_HEADER: &str = "x-ghostcard-idempotency-stored";
@@ -307,23 +300,25 @@ async fn record_answer(app: &App, claim: &IdempotencyClaim, response: Response) 
 /// Completes the request's idempotency record (if any) inside `tx`, commits, and builds the response: the record
 /// and the change it guards land together.
 pub async fn finish<T: serde::Serialize>(
-    mut tx: Tx,
+    tx: Tx,
     claim: Option<&IdempotencyClaim>,
     status: StatusCode,
     value: &T,
 ) -> Result<Response, ApiError> {
     let body = serde_json::to_string(value).map_err(ApiError::internal)?;
-    if let Some(claim) = claim {
-        idempotency::complete(&mut tx, &claim.scope, &claim.key, status.as_u16(), &body).await?;
-    }
-    ghostcard_store::commit(tx).await?;
+    crate::service::commit_with(tx, claim, status.as_u16(), &body).await?;
+    Ok(json_answer(status, body, claim.is_some()))
+}
+
+/// A JSON answer; `stored`: its idempotency record is already written (the middleware leaves it be).
+pub fn json_answer(status: StatusCode, body: String, stored: bool) -> Response {
     let mut response = (status, body).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    if claim.is_some() {
+    if stored {
         headers.insert(STORED_HEADER, HeaderValue::from_static("1"));
     }
-    Ok(response)
+    response
 }
 
 /// The optional claim extension, as handlers receive it.

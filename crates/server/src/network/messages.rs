@@ -244,9 +244,9 @@ async fn void_stand_in(app: &App, authorization_id: &str, code: &str) -> Result<
     if let Some(mut record) = authorizations::get(&mut tx, authorization_id).await? {
         record.response_code = code.to_owned();
         record.stand_in = true;
-        if record.held == 0 && record.captured == 0 && record.status != "declined" {
-            record.status = "reversed".to_owned();
-        }
+        let mut state = record.state();
+        state.void_stand_in();
+        record.set_state(&state);
         authorizations::update_progress(&mut tx, &record).await?;
     }
     ghostcard_store::commit(tx).await?;

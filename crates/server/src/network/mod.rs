@@ -113,16 +113,21 @@ impl Drop for PeerSlot {
 async fn serve_connection(app: Arc<App>, authorizer: Authorizer, socket: TcpStream) -> std::io::Result<()> {
     let _ = socket.set_nodelay(true);
     let (mut reader, writer) = socket.into_split();
-    let in_flight = Arc::new(Semaphore::new(app.config.iso8583_max_in_flight_per_connection));
     let (responses, outgoing) = mpsc::channel::<Vec<u8>>(app.config.iso8583_max_in_flight_per_connection);
     let writer_task = spawn_writer(writer, outgoing);
     let idle = Duration::from_secs(app.config.iso8583_idle_timeout_seconds);
-    let mut traffic = Traffic::new(Duration::from_secs(app.config.iso8583_echo_interval_seconds));
-    let max = app.config.iso8583_max_message_bytes;
+    let mut connection = Connection {
+        in_flight: Arc::new(Semaphore::new(app.config.iso8583_max_in_flight_per_connection)),
+        responses,
+        traffic: Traffic::new(Duration::from_secs(app.config.iso8583_echo_interval_seconds)),
+        max: app.config.iso8583_max_message_bytes,
+        app: app.clone(),
+        authorizer,
+    };
     let mut buffer: Vec<u8> = Vec::with_capacity(8192);
     let mut chunk = vec![0u8; 8192];
-    'reading: loop {
-        let read = match tokio::time::timeout_at(traffic.last + idle, reader.read(&mut chunk)).await {
+    loop {
+        let read = match tokio::time::timeout_at(connection.traffic.last + idle, reader.read(&mut chunk)).await {
             Ok(Ok(0)) => break,
             Ok(Ok(read)) => read,
             Ok(Err(error)) => return Err(error),
@@ -134,16 +139,41 @@ async fn serve_connection(app: Arc<App>, authorizer: Authorizer, socket: TcpStre
             }
         };
         buffer.extend_from_slice(&chunk[..read]);
-        // Frames are taken from `start` on, and what they used is dropped once per read. Dropping each frame as it
-        // was taken moved the rest of the read every time: quadratic in the frames of a read, up to 4,096 two-byte
-        // keep-alives in 8 KiB, each moving up to 8 KiB.
+        // What the frames used is dropped once per read. Dropping each frame as it was taken moved the rest of the
+        // read every time: quadratic in the frames of a read, up to 4,096 two-byte keep-alives in 8 KiB, each moving
+        // up to 8 KiB.
+        let Some(used) = connection.take_frames(&buffer).await else { break };
+        buffer.drain(..used);
+    }
+    drop(connection);
+    // Let the answers of requests already read go out before the connection closes.
+    let _ = tokio::time::timeout(Duration::from_millis(app.config.authorization_deadline_ms + 1000), writer_task).await;
+    Ok(())
+}
+
+/// A connection's reading side: what it needs to answer the frames it reads.
+struct Connection {
+    app: Arc<App>,
+    authorizer: Authorizer,
+    /// Bounds the requests answered at once: a client that never reads its responses stops being read from.
+    in_flight: Arc<Semaphore>,
+    responses: mpsc::Sender<Vec<u8>>,
+    traffic: Traffic,
+    max: usize,
+}
+
+impl Connection {
+    /// Takes every whole frame at the start of `buffer`, each request handled on a task of its own. Returns the
+    /// bytes used, or `None` when the connection must close (an oversized or undecodable frame it cannot answer).
+    async fn take_frames(&mut self, buffer: &[u8]) -> Option<usize> {
         let mut start = 0;
         loop {
-            match next_frame(&buffer[start..], max) {
-                Frame::Incomplete => break,
+            match next_frame(&buffer[start..], self.max) {
+                Frame::Incomplete => return Some(start),
                 Frame::KeepAlive { consumed } => start += consumed,
                 Frame::TooLarge { length } => {
                     if let Some(suppressed) = BAD_PEERS.allow() {
+                        let max = self.max;
                         tracing::warn!(
                             length,
                             max,
@@ -151,22 +181,21 @@ async fn serve_connection(app: Arc<App>, authorizer: Authorizer, socket: TcpStre
                             "network message over the size limit; closing the connection"
                         );
                     }
-                    break 'reading;
+                    return None;
                 }
                 Frame::Message { body, consumed } => {
-                    let decoded = decode(body);
                     start += consumed;
-                    let request = match decoded {
+                    let request = match decode(body) {
                         Ok(message) => {
-                            traffic.saw(&message);
+                            self.traffic.saw(&message);
                             message
                         }
-                        Err(failure) if answer_undecodable(&failure, &responses).await => continue,
-                        Err(_) => break 'reading,
+                        Err(failure) if answer_undecodable(&failure, &self.responses).await => continue,
+                        Err(_) => return None,
                     };
-                    // Bounded: a client that never reads its responses stops being read from.
-                    let Ok(permit) = in_flight.clone().acquire_owned().await else { break 'reading };
-                    let (app, authorizer, responses) = (app.clone(), authorizer.clone(), responses.clone());
+                    let permit = self.in_flight.clone().acquire_owned().await.ok()?;
+                    let (app, authorizer, responses) =
+                        (self.app.clone(), self.authorizer.clone(), self.responses.clone());
                     tokio::spawn(async move {
                         let response = handle(&app, &authorizer, request).await;
                         send(&responses, &response).await;
@@ -175,12 +204,7 @@ async fn serve_connection(app: Arc<App>, authorizer: Authorizer, socket: TcpStre
                 }
             }
         }
-        buffer.drain(..start);
     }
-    drop(responses);
-    // Let the answers of requests already read go out before the connection closes.
-    let _ = tokio::time::timeout(Duration::from_millis(app.config.authorization_deadline_ms + 1000), writer_task).await;
-    Ok(())
 }
 
 /// The connection's writer: answers that are ready together go out in one write (a batch decides many requests at

@@ -23,6 +23,9 @@ pub enum CardError {
     Store(#[from] StoreError),
     #[error("ledger: {0}")]
     Ledger(#[from] CommitError),
+    /// The card's state does not allow the change.
+    #[error("{0}")]
+    NotAllowed(String),
     /// The stored card refuses a change its own state allowed: a bug, nothing is written.
     #[error("stored card is inconsistent: {0}")]
     Inconsistent(String),
@@ -41,7 +44,7 @@ pub async fn cancel(tx: &mut Tx, id: &str, actor: &Actor, now: DateTime<Utc>) ->
     let mut record = load_for_update(tx, id).await?;
     let mut card = record.to_card()?;
     let transition = card.apply(CardEvent::Cancel, now).map_err(|_| CardError::NotCancelable)?;
-    release_unused(tx, &mut record, card, Some(transition), (actor, "card.cancel"), now).await?;
+    release_unused(tx, &mut record, card, Some(transition), Some((actor, "card.cancel")), now).await?;
     Ok(record)
 }
 
@@ -64,34 +67,72 @@ pub async fn refund_unused(tx: &mut Tx, id: &str, actor: &Actor, now: DateTime<U
         .map(|event| card.apply(event, now))
         .transpose()
         .map_err(|error| CardError::Inconsistent(error.to_string()))?;
-    release_unused(tx, &mut record, card, transition, (actor, "card.refund_unused"), now).await?;
+    release_unused(tx, &mut record, card, transition, Some((actor, "card.refund_unused")), now).await?;
     Ok(record)
 }
 
-/// Writes the card with its unused amount released, the transition, the ledger entries, the audit entry, the
-/// funding-hold release job when nothing is left on the card, and the event of its new state.
-async fn release_unused(
+/// What an operator may do to a card.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperatorChange {
+    /// A frozen card returns to the state it was frozen in.
+    Unfreeze,
+    /// The card spends nothing more: what it did not spend goes back, and open holds stay until they resolve on
+    /// their own.
+    Close,
+}
+
+/// An operator's change of a card, audited as `ops.card.unfreeze` or `ops.card.close`.
+pub async fn operator_change(
+    tx: &mut Tx,
+    id: &str,
+    change: OperatorChange,
+    actor: &Actor,
+    now: DateTime<Utc>,
+) -> Result<CardRecord, CardError> {
+    let mut record = load_for_update(tx, id).await?;
+    let mut card = record.to_card()?;
+    let (event, action) = match change {
+        OperatorChange::Unfreeze => (CardEvent::Unfreeze, "ops.card.unfreeze"),
+        OperatorChange::Close => (CardEvent::Close(CloseReason::Operator), "ops.card.close"),
+    };
+    let transition = card.apply(event, now).map_err(|error| CardError::NotAllowed(error.to_string()))?;
+    match change {
+        OperatorChange::Close => {
+            release_unused(tx, &mut record, card, Some(transition), Some((actor, action)), now).await?
+        }
+        OperatorChange::Unfreeze => {
+            cards::save(tx, &mut record, &card, Some(&transition)).await?;
+            audit::append(tx, &audit_entry(actor, action, &record.id, now)).await?;
+        }
+    }
+    Ok(record)
+}
+
+/// Writes the card (changed by `transition`, if any) with its unused amount released: the row, the transition, the
+/// ledger entries, the audit entry of the `actor`'s action (the jobs act unaudited), the release of the funding
+/// hold once the card can take no more money, and the event of its new state. Cardholders, operators and the
+/// lifecycle jobs end cards through this one function.
+pub async fn release_unused(
     tx: &mut Tx,
     record: &mut CardRecord,
     mut card: Card,
     transition: Option<Transition>,
-    (actor, action): (&Actor, &str),
+    audited: Option<(&Actor, &str)>,
     now: DateTime<Utc>,
 ) -> Result<(), CardError> {
     let released = card.refund_unused().map_err(|error| CardError::Inconsistent(error.to_string()))?;
-    record.set_card(&card);
-    cards::update(tx, record).await?;
-    if let Some(transition) = &transition {
-        cards::record_transition(tx, &record.id, transition).await?;
-    }
+    cards::save(tx, record, &card, transition.as_ref()).await?;
     ledger::commit(tx, &entries::release_unused(&record.id, released), now).await?;
-    audit::append(tx, &audit_entry(actor, action, &record.id, now)).await?;
-    if record.held == 0 && record.captured == 0 {
+    if let Some((actor, action)) = audited {
+        audit::append(tx, &audit_entry(actor, action, &record.id, now)).await?;
+    }
+    let status = card.status();
+    if matches!(status, CardStatus::Canceled | CardStatus::Expired | CardStatus::Closed) {
         crate::jobs::enqueue_release(tx, record, now).await?;
     }
-    match record.status.as_str() {
-        "canceled" => crate::events::card(tx, "card.canceled", record, now).await?,
-        "expired" => crate::events::card(tx, "card.expired", record, now).await?,
+    match status {
+        CardStatus::Canceled => crate::events::card(tx, "card.canceled", record, now).await?,
+        CardStatus::Expired => crate::events::card(tx, "card.expired", record, now).await?,
         _ => {}
     }
     Ok(())

@@ -26,7 +26,7 @@ use axum::routing::{get, post};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Duration, Utc};
-use ghostcard_domain::money::Money;
+use ghostcard_domain::money::{Currency, Money};
 use ghostcard_domain::plan::{Plan, PlanKind};
 use ghostcard_store::audit::{self, AuditEntry};
 use ghostcard_store::cardholders::{self, Cardholder};
@@ -40,12 +40,13 @@ mod once;
 mod ops;
 
 use crate::App;
-use crate::api::cardholders::{
+use crate::service::cardholders::{
     AddFundingSource, CreateCardholder, link_funding_source, new_cardholder, purchase_power_of,
 };
-use crate::api::cards::CreateCard;
-use crate::api::{ApiError, Caller};
+use crate::service::cards::CardError;
+use crate::service::issuing::{self, CreateCard};
 use crate::service::plans::{Payment, PaymentError};
+use crate::service::{Actor, ServiceError};
 use once::Once;
 
 const SESSION_COOKIE: &str = "gc_session";
@@ -491,8 +492,8 @@ async fn sign_up(State(app): State<Arc<App>>, headers: HeaderMap, Form(form): Fo
     };
     let cardholder = match new_cardholder(&app, &body, now).await {
         Ok(cardholder) => cardholder,
-        Err(error) if error.status == StatusCode::TOO_MANY_REQUESTS => return Ok(throttled(Duration::seconds(1))),
-        Err(error) => return again(error.message),
+        Err(ServiceError::Busy(_)) => return Ok(throttled(Duration::seconds(1))),
+        Err(error) => return again(page_error(error).1),
     };
     let mut tx = app.store.begin().await?;
     match cardholders::insert(&mut tx, &cardholder).await {
@@ -718,8 +719,22 @@ async fn dashboard_page(
     })
 }
 
-fn page_error(error: ApiError) -> PageError {
-    PageError(error.status, error.message)
+const SOMETHING_WENT_WRONG: &str = "Something went wrong on our side; try again.";
+
+/// A use case's refusal as a page: its status, and its sentence (what failed on our side is logged, not shown).
+fn page_error(error: ServiceError) -> PageError {
+    let status = match &error {
+        ServiceError::Invalid { .. } => StatusCode::BAD_REQUEST,
+        ServiceError::NotFound { .. } => StatusCode::NOT_FOUND,
+        ServiceError::Refused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        ServiceError::Conflict { .. } => StatusCode::CONFLICT,
+        ServiceError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
+        ServiceError::Store(_) | ServiceError::Internal(_) => {
+            tracing::error!(%error, "a web request failed");
+            return PageError(StatusCode::INTERNAL_SERVER_ERROR, SOMETHING_WENT_WRONG.to_owned());
+        }
+    };
+    PageError(status, error.to_string())
 }
 
 #[derive(Deserialize)]
@@ -756,7 +771,7 @@ async fn add_funding_source(
         Ok(source) => source,
         Err(error) => {
             once::release(&app, &claim).await?;
-            let mut response = dashboard_page(&app, &signed_in, None, Some(error.message), now).await?;
+            let mut response = dashboard_page(&app, &signed_in, None, Some(page_error(error).1), now).await?;
             *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
             return Ok(response);
         }
@@ -784,13 +799,9 @@ fn plan_name(kind: PlanKind, terms: &ghostcard_domain::plan::PlanTerms) -> Strin
     }
 }
 
-/// The API's caller for a cardholder's own request through the web app.
-fn web_caller(cardholder: &Cardholder, headers: &HeaderMap) -> Caller {
-    Caller {
-        actor: format!("cardholder:{}", cardholder.id),
-        scope: format!("web:{}", cardholder.id),
-        origin: crate::clients::origin(headers),
-    }
+/// Who acts in a cardholder's own request through the web app.
+fn web_actor(cardholder: &Cardholder, headers: &HeaderMap) -> Actor {
+    Actor { name: format!("cardholder:{}", cardholder.id), origin: crate::clients::origin(headers) }
 }
 
 #[derive(Template)]
@@ -917,15 +928,14 @@ async fn create_card(State(app): State<Arc<App>>, headers: HeaderMap, Form(form)
         plan: form.plan.clone(),
     };
     let shown = Money::new(body.amount, app.currency).format_amount();
-    match crate::api::cards::create_card(&app, &body, &web_caller(&signed_in.cardholder, &headers), Some(&claim)).await
-    {
+    match issuing::create(&app, &body, &web_actor(&signed_in.cardholder, &headers), Some(&claim)).await {
         Ok((card, _)) => {
             app.wake_jobs.notify_one();
             Ok(created(&card.id))
         }
         Err(error) => {
             once::release(&app, &claim).await?;
-            new_card_page(&app, &signed_in, Some(error.message), &shown, &form.plan).await
+            new_card_page(&app, &signed_in, Some(page_error(error).1), &shown, &form.plan).await
         }
     }
 }
@@ -988,51 +998,7 @@ async fn card_page(
     let currency = card.currency()?;
     let money = |minor: i64| Money::new(minor, currency).to_string();
     let view = crate::views::CardView::of(card, now);
-    let mut tx = app.store.read().await?;
-    let authorizations = authorizations::list(&mut tx, Some(&card.id), None, 100, None).await?;
-    let clearings = ghostcard_store::clearings::for_card(&mut tx, &card.id).await?;
-    drop(tx);
-    let mut activity: Vec<(DateTime<Utc>, ActivityRow)> = authorizations
-        .rows
-        .iter()
-        .map(|record| {
-            let shown = crate::views::AuthorizationView::from(record);
-            let result = match &shown.decline_message {
-                Some(message) => format!("Declined: {message}"),
-                None => shown.status.replace('_', " "),
-            };
-            (
-                record.created_at,
-                ActivityRow {
-                    when: record.created_at.format("%-d %b %H:%M").to_string(),
-                    merchant: record.merchant_name.clone().unwrap_or_else(|| record.merchant_id.clone()),
-                    amount: money(record.amount),
-                    result,
-                    class: if shown.decline_message.is_some() { "declined" } else { "" },
-                },
-            )
-        })
-        .collect();
-    // Captures and refunds from clearing, among the authorizations, newest first.
-    for clearing in &clearings {
-        let what = match clearing.kind.as_str() {
-            "refund" => "Refunded by the merchant",
-            "force_post" => "Purchase posted",
-            _ => "Purchase captured",
-        };
-        activity.push((
-            clearing.created_at,
-            ActivityRow {
-                when: clearing.created_at.format("%-d %b %H:%M").to_string(),
-                merchant: card.merchant_name.clone().unwrap_or_default(),
-                amount: money(clearing.amount),
-                result: what.to_owned(),
-                class: "",
-            },
-        ));
-    }
-    activity.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
-    let activity = activity.into_iter().map(|(_, row)| row).collect();
+    let activity = card_activity(app, card, currency).await?;
     let left = (card.valid_until - now).num_seconds().max(0);
     let active = view.status == "active";
     render(&CardPage {
@@ -1060,6 +1026,55 @@ async fn card_page(
         seconds_left: left,
         activity,
     })
+}
+
+/// The card's authorizations and its captures and refunds from clearing, newest first.
+async fn card_activity(app: &App, card: &CardRecord, currency: Currency) -> Result<Vec<ActivityRow>, PageError> {
+    let money = |minor: i64| Money::new(minor, currency).to_string();
+    let mut tx = app.store.read().await?;
+    let authorizations = authorizations::list(&mut tx, Some(&card.id), None, 100, None).await?;
+    let clearings = ghostcard_store::clearings::for_card(&mut tx, &card.id).await?;
+    drop(tx);
+    let mut activity: Vec<(DateTime<Utc>, ActivityRow)> = authorizations
+        .rows
+        .iter()
+        .map(|record| {
+            let shown = crate::views::AuthorizationView::from(record);
+            let result = match &shown.decline_message {
+                Some(message) => format!("Declined: {message}"),
+                None => shown.status.replace('_', " "),
+            };
+            (
+                record.created_at,
+                ActivityRow {
+                    when: record.created_at.format("%-d %b %H:%M").to_string(),
+                    merchant: record.merchant_name.clone().unwrap_or_else(|| record.merchant_id.clone()),
+                    amount: money(record.amount),
+                    result,
+                    class: if shown.decline_message.is_some() { "declined" } else { "" },
+                },
+            )
+        })
+        .collect();
+    for clearing in &clearings {
+        let what = match clearing.kind.as_str() {
+            "refund" => "Refunded by the merchant",
+            "force_post" => "Purchase posted",
+            _ => "Purchase captured",
+        };
+        activity.push((
+            clearing.created_at,
+            ActivityRow {
+                when: clearing.created_at.format("%-d %b %H:%M").to_string(),
+                merchant: card.merchant_name.clone().unwrap_or_default(),
+                amount: money(clearing.amount),
+                result: what.to_owned(),
+                class: "",
+            },
+        ));
+    }
+    activity.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+    Ok(activity.into_iter().map(|(_, row)| row).collect())
 }
 
 #[derive(Deserialize)]
@@ -1103,8 +1118,8 @@ async fn reveal_card(
         Once::Done(..) => return Ok(redirect(&format!("/app/cards/{}?done=reveal", card.id))),
         Once::Go(claim) => claim,
     };
-    let caller = web_caller(&signed_in.cardholder, &headers);
-    let revealed = match crate::api::cards::reveal_details(&app, &card, &caller, Some(&claim)).await {
+    let actor = web_actor(&signed_in.cardholder, &headers);
+    let revealed = match issuing::reveal(&app, &card, &actor, Some(&claim)).await {
         Ok(revealed) => revealed,
         Err(error) => {
             once::release(&app, &claim).await?;
@@ -1143,7 +1158,7 @@ async fn card_action(
             Once::Done(..) => return Ok(done),
             Once::Go(claim) => claim,
         };
-    let actor = web_caller(&signed_in.cardholder, &headers).actor();
+    let actor = web_actor(&signed_in.cardholder, &headers);
     let changed = async {
         let mut tx = app.store.begin().await?;
         let record = if action == "cancel" {
@@ -1151,18 +1166,25 @@ async fn card_action(
         } else {
             crate::service::cards::refund_unused(&mut tx, &card.id, &actor, now).await?
         };
-        crate::api::finish(tx, Some(&claim), StatusCode::OK, &crate::views::CardView::of(&record, now)).await
+        crate::service::commit_with(tx, Some(&claim), 303, &record.id).await?;
+        Ok::<_, CardError>(())
     };
     match changed.await {
-        Ok(_) => {
+        Ok(()) => {
             app.wake_jobs.notify_one();
             Ok(done)
         }
         Err(error) => {
-            let error: ApiError = error;
             once::release(&app, &claim).await?;
+            let message = match error {
+                CardError::Store(_) | CardError::Ledger(_) | CardError::Inconsistent(_) => {
+                    tracing::error!(%error, card = %card.id, "a card change from the web app failed");
+                    SOMETHING_WENT_WRONG.to_owned()
+                }
+                refused => refused.to_string(),
+            };
             let card = own_card(&app, &signed_in, &id).await?;
-            card_page(&app, &signed_in, &card, None, Some(error.message), None).await
+            card_page(&app, &signed_in, &card, None, Some(message), None).await
         }
     }
 }
@@ -1340,7 +1362,13 @@ async fn pay_plan(
             } else {
                 once::release(&app, &claim).await?;
             }
-            let message = ApiError::from(error).message;
+            let message = match error {
+                PaymentError::Store(error) => {
+                    tracing::error!(%error, plan = %id, "a plan payment from the web app failed");
+                    SOMETHING_WENT_WRONG.to_owned()
+                }
+                refused => refused.to_string(),
+            };
             let plan = own_plan(&app, &signed_in, &id).await?;
             plan_page(&app, &signed_in, &plan, None, Some(message))
         }

@@ -13,7 +13,7 @@ use ghostcard_store::idempotency::{self, Claim};
 
 use super::PageError;
 use crate::App;
-use crate::api::IdempotencyClaim;
+use crate::service::IdempotencyClaim;
 
 /// How long a second post waits for the first to finish before it is told to reload.
 const IN_FLIGHT_WAIT: Duration = Duration::from_secs(5);
@@ -47,7 +47,7 @@ pub(super) async fn begin(app: &App, subject: &str, path: &str, token: &str) -> 
             &claim.key,
             &request_hash,
             now,
-            crate::api::IDEMPOTENCY_RETENTION,
+            crate::service::IDEMPOTENCY_RETENTION,
             chrono::Duration::minutes(5),
         )
         .await?;

@@ -13,7 +13,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use chrono::{DateTime, Duration, Utc};
-use ghostcard_domain::card::{CardEvent, CloseReason};
+
 use ghostcard_domain::money::{Currency, Money};
 use ghostcard_store::audit::{self, AuditEntry};
 use ghostcard_store::operators::{self, Operator};
@@ -26,6 +26,8 @@ use super::{
     redirect, render, same, show_sign_in, submit_sign_in,
 };
 use crate::App;
+use crate::service::cards::{CardError, OperatorChange};
+use crate::service::{self, Actor};
 
 const SESSION_COOKIE: &str = "gc_ops_session";
 
@@ -238,6 +240,60 @@ struct FeedQuery {
     mcc: Option<String>,
 }
 
+/// The last 24 hours' authorizations as a chart: a column an hour, each stacked by outcome (approved first, then
+/// each decline reason), scaled to the busiest hour.
+struct HourlyChart {
+    /// The first column's hour, in hours since the epoch.
+    first_hour: i64,
+    segments: Vec<Segment>,
+    /// The legend: outcome, count, color.
+    outcomes: Vec<(String, i64, &'static str)>,
+}
+
+impl HourlyChart {
+    /// From counts by (hour since the epoch, outcome).
+    fn of(hourly: &[(i64, String, i64)], now: DateTime<Utc>) -> HourlyChart {
+        let first_hour = (now - Duration::hours(23)).timestamp() / 3600;
+        let mut totals: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+        let mut columns: Vec<std::collections::BTreeMap<String, i64>> = vec![Default::default(); 24];
+        for (hour, outcome, count) in hourly {
+            if let Some(column) = usize::try_from(hour - first_hour).ok().and_then(|index| columns.get_mut(index)) {
+                *column.entry(outcome.clone()).or_default() += count;
+                *totals.entry(outcome.clone()).or_default() += count;
+            }
+        }
+        let mut order: Vec<String> = totals.keys().filter(|outcome| *outcome != "approved").cloned().collect();
+        order.insert(0, "approved".to_owned());
+        let color = |outcome: &str| match order.iter().position(|known| known == outcome) {
+            Some(0) | None => APPROVED_COLOR,
+            Some(index) => DECLINE_COLORS[(index - 1) % DECLINE_COLORS.len()],
+        };
+        let busiest = columns.iter().map(|column| column.values().sum::<i64>()).max().unwrap_or(0).max(1);
+        let mut segments = Vec::new();
+        for (index, column) in columns.iter().enumerate() {
+            let hour = DateTime::from_timestamp((first_hour + index as i64) * 3600, 0).unwrap_or(now);
+            let mut top = 118;
+            for outcome in order.iter().filter(|outcome| column.contains_key(*outcome)) {
+                let count = column[outcome];
+                let height = (count * 110 / busiest).max(1);
+                top -= height;
+                segments.push(Segment {
+                    x: index as i64 * 14 + 2,
+                    y: top,
+                    height,
+                    color: color(outcome),
+                    title: format!("{}: {count} {}", hour.format("%H:00"), outcome.replace('_', " ")),
+                });
+            }
+        }
+        let outcomes = order
+            .iter()
+            .map(|outcome| (outcome.clone(), totals.get(outcome).copied().unwrap_or(0), color(outcome)))
+            .collect();
+        HourlyChart { first_hour, segments, outcomes }
+    }
+}
+
 async fn authorizations_page(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
@@ -252,53 +308,19 @@ async fn authorizations_page(
     let feed = authorizations::feed(&mut tx, code.as_deref(), reason.as_deref(), mcc.as_deref(), 100).await?;
     let hourly = authorizations::hourly_outcomes(&mut tx, now - Duration::hours(24)).await?;
     drop(tx);
-    // 24 hourly columns, each stacked by outcome (approved first, then each decline reason), scaled to the
-    // busiest hour.
-    let first_hour = (now - Duration::hours(23)).timestamp() / 3600;
-    let mut totals: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
-    let mut columns: Vec<std::collections::BTreeMap<String, i64>> = vec![Default::default(); 24];
-    for (hour, outcome, count) in &hourly {
-        if let Some(column) = usize::try_from(hour - first_hour).ok().and_then(|index| columns.get_mut(index)) {
-            *column.entry(outcome.clone()).or_default() += count;
-            *totals.entry(outcome.clone()).or_default() += count;
-        }
-    }
-    let mut order: Vec<String> = totals.keys().filter(|outcome| *outcome != "approved").cloned().collect();
-    order.insert(0, "approved".to_owned());
-    let color = |outcome: &str| match order.iter().position(|known| known == outcome) {
-        Some(0) | None => APPROVED_COLOR,
-        Some(index) => DECLINE_COLORS[(index - 1) % DECLINE_COLORS.len()],
-    };
-    let busiest = columns.iter().map(|column| column.values().sum::<i64>()).max().unwrap_or(0).max(1);
-    let mut segments = Vec::new();
-    for (index, column) in columns.iter().enumerate() {
-        let hour = DateTime::from_timestamp((first_hour + index as i64) * 3600, 0).unwrap_or(now);
-        let mut top = 118;
-        for outcome in order.iter().filter(|outcome| column.contains_key(*outcome)) {
-            let count = column[outcome];
-            let height = (count * 110 / busiest).max(1);
-            top -= height;
-            segments.push(Segment {
-                x: index as i64 * 14 + 2,
-                y: top,
-                height,
-                color: color(outcome),
-                title: format!("{}: {count} {}", hour.format("%H:00"), outcome.replace('_', " ")),
-            });
-        }
-    }
+    let chart = HourlyChart::of(&hourly, now);
     render(&AuthorizationsPage {
         csrf: signed_in.session.csrf.clone(),
         response_code: code.unwrap_or_default(),
         reason: reason.unwrap_or_default(),
         mcc: mcc.unwrap_or_default(),
         chart_width: 24 * 14 + 4,
-        first_label: DateTime::from_timestamp(first_hour * 3600, 0).unwrap_or(now).format("%-d %b %H:00").to_string(),
-        segments,
-        outcomes: order
-            .iter()
-            .map(|outcome| (outcome.clone(), totals.get(outcome).copied().unwrap_or(0), color(outcome)))
-            .collect(),
+        first_label: DateTime::from_timestamp(chart.first_hour * 3600, 0)
+            .unwrap_or(now)
+            .format("%-d %b %H:00")
+            .to_string(),
+        segments: chart.segments,
+        outcomes: chart.outcomes,
         rows: feed
             .iter()
             .map(|record| {
@@ -381,48 +403,24 @@ async fn card_action(
     let now = app.clock.now();
     let signed_in = require_operator!(app, headers, now);
     may_act(&signed_in, &form.csrf)?;
-    let event = match action.as_str() {
-        "unfreeze" => CardEvent::Unfreeze,
-        "close" => CardEvent::Close(CloseReason::Operator),
+    let change = match action.as_str() {
+        "unfreeze" => OperatorChange::Unfreeze,
+        "close" => OperatorChange::Close,
         _ => return Err(PageError(StatusCode::NOT_FOUND, "There is no such action.".to_owned())),
     };
+    let actor = Actor { name: signed_in.actor(), origin: crate::clients::origin(&headers) };
     let mut tx = app.store.begin().await?;
-    let Some(mut record) = cards::get_for_update(&mut tx, &id).await? else {
-        return Err(PageError(StatusCode::NOT_FOUND, "There is no such card.".to_owned()));
-    };
-    let mut card = record.to_card()?;
-    let transition = match card.apply(event, now) {
-        Ok(transition) => transition,
-        Err(error) => {
-            drop(tx);
-            return flags_page(&app, &signed_in, None, Some(format!("Not possible: {error}."))).await;
+    let record = match service::cards::operator_change(&mut tx, &id, change, &actor, now).await {
+        Ok(record) => record,
+        Err(CardError::NotFound(_)) => {
+            return Err(PageError(StatusCode::NOT_FOUND, "There is no such card.".to_owned()));
         }
+        Err(CardError::NotAllowed(reason)) => {
+            drop(tx);
+            return flags_page(&app, &signed_in, None, Some(format!("Not possible: {reason}."))).await;
+        }
+        Err(error) => return Err(PageError(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())),
     };
-    let mut entries = Vec::new();
-    if action == "close" {
-        // A closed card spends nothing more: what it did not spend goes back, and open holds stay until they
-        // resolve on their own.
-        let released = card.refund_unused().map_err(|error| PageError(StatusCode::CONFLICT, error.to_string()))?;
-        entries = ghostcard_domain::ledger::entries::release_unused(&record.id, released);
-    }
-    record.set_card(&card);
-    cards::update(&mut tx, &mut record).await?;
-    cards::record_transition(&mut tx, &record.id, &transition).await?;
-    ledger::commit(&mut tx, &entries, now)
-        .await
-        .map_err(|error| PageError(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()))?;
-    if action == "close" && record.held == 0 && record.captured == 0 {
-        // A card closed before it spent anything gives its funding hold back.
-        crate::jobs::enqueue_release(&mut tx, &record, now).await?;
-    }
-    audit::append(
-        &mut tx,
-        &AuditEntry {
-            resource: Some(record.id.clone()),
-            ..audit_entry(&signed_in.actor(), &format!("ops.card.{action}"), "success", &headers, now)
-        },
-    )
-    .await?;
     ghostcard_store::commit(tx).await?;
     let done = if action == "close" { "closed" } else { "unfrozen" };
     flags_page(&app, &signed_in, Some(format!("Card {} •••• {} {done}.", record.bin, record.last4)), None).await
@@ -572,4 +570,33 @@ async fn audit_page(State(app): State<Arc<App>>, headers: HeaderMap, Query(query
             })
             .collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn the_hourly_chart_stacks_approvals_first_and_scales_to_the_busiest_hour() {
+        let now = Utc.with_ymd_and_hms(2026, 12, 7, 12, 30, 0).unwrap();
+        let this_hour = now.timestamp() / 3600;
+        let hourly = [
+            (this_hour, "approved".to_owned(), 30),
+            (this_hour, "insufficient_funds".to_owned(), 10),
+            (this_hour - 1, "approved".to_owned(), 4),
+            (this_hour - 30, "approved".to_owned(), 99),
+        ];
+        let chart = HourlyChart::of(&hourly, now);
+        assert_eq!(chart.first_hour, this_hour - 23);
+        let legend: Vec<_> = chart.outcomes.iter().map(|(outcome, count, _)| (outcome.as_str(), *count)).collect();
+        assert_eq!(legend, [("approved", 34), ("insufficient_funds", 10)], "older than 24 hours is left out");
+        let last: Vec<_> = chart.segments.iter().filter(|segment| segment.x == 23 * 14 + 2).collect();
+        assert_eq!(last.len(), 2);
+        assert_eq!((last[0].height, last[0].color), (82, APPROVED_COLOR), "30 of the busiest hour's 40");
+        assert_eq!(last[0].y + last[0].height, 118, "approvals sit at the bottom");
+        assert_eq!(last[1].y + last[1].height, last[0].y, "the decline is stacked on top");
+        assert_eq!(last[1].height, 27);
+    }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use ghostcard_server::App;
-use ghostcard_server::bench::{BenchOptions, drive, now_text, provision};
+use ghostcard_server::bench::{BenchOptions, LoadReport, ProvisionedCard, drive, now_text, provision};
 use ghostcard_server::config::Config;
 use ghostcard_store::{Store, StoreOptions};
 use serde_json::json;
@@ -62,14 +62,7 @@ pub fn run(arguments: &Arguments) -> Result<()> {
 
 async fn bench(arguments: &Arguments, database_url: &str) -> Result<()> {
     let random = |bytes: usize| -> String { (0..bytes).map(|_| format!("{:02x}", rand::random::<u8>())).collect() };
-    let (kek, cvk) = (random(32), random(16));
-    let config = Config {
-        database_url: database_url.to_owned(),
-        kek: Some(kek.clone()),
-        cvk: Some(cvk.clone()),
-        log: "warn".to_owned(),
-        ..Config::default()
-    };
+    let keys = Keys { kek: random(32), cvk: random(16) };
     let database = if database_url.starts_with("postgres") { "postgres" } else { "sqlite" };
     let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get());
     eprintln!(
@@ -81,7 +74,6 @@ async fn bench(arguments: &Arguments, database_url: &str) -> Result<()> {
         arguments.warmup,
         arguments.rate.map(|rate| format!(", open loop at {rate}/s")).unwrap_or_default()
     );
-
     let pgbench = if arguments.pgbench {
         if database == "sqlite" {
             bail!("--pgbench compares with PostgreSQL's own benchmark: give a postgres:// --database-url");
@@ -91,102 +83,165 @@ async fn bench(arguments: &Arguments, database_url: &str) -> Result<()> {
     } else {
         None
     };
-
-    // Provision in this process, then let it go: the server runs as its own process, so its memory is its own.
-    let app = App::start(config).await.context("cannot open the database for the benchmark")?;
-    let started = Instant::now();
-    let total = arguments.cards;
-    let cards = provision(&app, total, |done| {
-        eprint!("\rprovisioning cards: {done}/{total} ({:.0}%)", done as f64 * 100.0 / total as f64);
-    })
-    .await?;
-    eprintln!("\rprovisioned {total} cards in {:.1} s{}", started.elapsed().as_secs_f64(), " ".repeat(20));
-    app.store.close().await;
-    drop(app);
-
-    let (http, network) = (free_address()?, free_address()?);
-    let mut server = Command::new(std::env::current_exe()?)
-        .arg("serve")
-        .env("GHOSTCARD_DATABASE_URL", database_url)
-        .env("GHOSTCARD_HTTP_ADDR", http.to_string())
-        .env("GHOSTCARD_ISO8583_ADDR", network.to_string())
-        .env("GHOSTCARD_KEK", &kek)
-        .env("GHOSTCARD_CVK", &cvk)
-        .env("GHOSTCARD_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .context("cannot start the server process")?;
-    let outcome = drive_server(arguments, server.id(), http, network, cards).await;
-    // SIGTERM: requests in flight finish; then the process's peak memory is what it reached under load.
-    let _ = Command::new("kill").arg("-TERM").arg(server.id().to_string()).status();
-    let _ = server.wait();
-    let (report, batches, server_rss) = outcome?;
-
+    let cards = provision_cards(database_url, &keys, arguments.cards).await?;
+    let (report, batches, server_rss) = serve_and_drive(arguments, database_url, &keys, cards).await?;
     eprintln!("verifying the ledger…");
     let store = Store::connect(database_url, &StoreOptions::default()).await?;
     let mut tx = store.read().await?;
     let ledger = ghostcard_store::ledger::verify(&mut tx).await?;
     drop(tx);
     store.close().await;
+    let results = Results { database, cores, report, batches, pgbench, server_rss, ledger_ok: ledger.ok };
+    results.print();
+    println!("{}", results.json(arguments));
+    if !ledger.ok {
+        bail!("the ledger does not verify after the benchmark: {:?}", ledger.problems);
+    }
+    Ok(())
+}
 
-    let per_batch = |stage: &str| {
-        batches.get(stage).copied().unwrap_or(0.0) * 1e3 / batches.get("batches").copied().unwrap_or(1.0).max(1.0)
+/// The keys the benchmark's server runs with (random, for this run only).
+struct Keys {
+    kek: String,
+    cvk: String,
+}
+
+/// Provisions `total` cards in this process, then lets it go: the server runs as its own process, so its memory is
+/// its own.
+async fn provision_cards(database_url: &str, keys: &Keys, total: usize) -> Result<Vec<ProvisionedCard>> {
+    let config = Config {
+        database_url: database_url.to_owned(),
+        kek: Some(keys.kek.clone()),
+        cvk: Some(keys.cvk.clone()),
+        log: "warn".to_owned(),
+        ..Config::default()
     };
-    println!("ghostcard bench — {} ({database}, {cores} cores)", now_text());
-    println!(
-        "  sent {} authorizations in {:.1} s; approved {}; declined {:?}; errors {}",
-        report.sent, report.seconds, report.approved, report.declined, report.errors
-    );
-    println!("  approved per second: {:.0}", report.approved_per_s);
-    if report.ran_out_of_cards {
-        println!("  the cards ran out before the end: the run stopped early; give more --cards for a full run");
+    let app = App::start(config).await.context("cannot open the database for the benchmark")?;
+    let started = Instant::now();
+    let cards = provision(&app, total, |done| {
+        eprint!("\rprovisioning cards: {done}/{total} ({:.0}%)", done as f64 * 100.0 / total as f64);
+    })
+    .await?;
+    eprintln!("\rprovisioned {total} cards in {:.1} s{}", started.elapsed().as_secs_f64(), " ".repeat(20));
+    app.store.close().await;
+    Ok(cards)
+}
+
+/// Starts `ghostcard serve` on the database, drives it, and stops it (SIGTERM: requests in flight finish; then the
+/// process's peak memory is what it reached under load).
+async fn serve_and_drive(
+    arguments: &Arguments,
+    database_url: &str,
+    keys: &Keys,
+    cards: Vec<ProvisionedCard>,
+) -> Result<(LoadReport, HashMap<String, f64>, Option<u64>)> {
+    let (http, network) = (free_address()?, free_address()?);
+    let mut server = Command::new(std::env::current_exe()?)
+        .arg("serve")
+        .env("GHOSTCARD_DATABASE_URL", database_url)
+        .env("GHOSTCARD_HTTP_ADDR", http.to_string())
+        .env("GHOSTCARD_ISO8583_ADDR", network.to_string())
+        .env("GHOSTCARD_KEK", &keys.kek)
+        .env("GHOSTCARD_CVK", &keys.cvk)
+        .env("GHOSTCARD_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .context("cannot start the server process")?;
+    let outcome = drive_server(arguments, server.id(), http, network, cards).await;
+    let _ = Command::new("kill").arg("-TERM").arg(server.id().to_string()).status();
+    let _ = server.wait();
+    outcome
+}
+
+/// What one run measured.
+struct Results {
+    database: &'static str,
+    cores: usize,
+    report: LoadReport,
+    /// The server's batch counters over the measured run.
+    batches: HashMap<String, f64>,
+    pgbench: Option<f64>,
+    server_rss: Option<u64>,
+    ledger_ok: bool,
+}
+
+impl Results {
+    fn batch(&self, name: &str) -> Option<f64> {
+        self.batches.get(name).copied()
     }
-    println!(
-        "  latency µs: p50 {}  p99 {}  p99.9 {}  max {}",
-        report.latency_us_p50, report.latency_us_p99, report.latency_us_p999, report.latency_us_max
-    );
-    println!(
-        "  group commit: {} batches, {:.0} authorizations each; per batch ms: load {:.1}, decide {:.1}, write {:.1}, commit {:.1}",
-        batches.get("batches").copied().unwrap_or(0.0),
-        batches.get("authorizations").copied().unwrap_or(0.0) / batches.get("batches").copied().unwrap_or(1.0).max(1.0),
-        per_batch("load"),
-        per_batch("decide"),
-        per_batch("write"),
-        per_batch("commit")
-    );
-    // Where a slow answer waited: a batch that took long (the next batch waited for it), or, on SQLite, a flush of
-    // the write-ahead log (its batches' answers waited for it). Counts are of the measured run.
-    let timed_batches = batches.get("timed_batches").copied().unwrap_or(0.0);
-    let batches_over_10ms = timed_batches - batches.get("batches_within_10ms").copied().unwrap_or(timed_batches);
-    println!("  batches over 10 ms: {batches_over_10ms:.0}");
-    let log_flush = batches.get("log_flushes").map(|&count| {
-        let seconds = batches.get("log_flush_seconds").copied().unwrap_or(0.0);
-        let within_10ms = batches.get("log_flushes_within_10ms").copied().unwrap_or(count);
-        let max_seconds = batches.get("log_flush_max_seconds").copied().unwrap_or(0.0);
+
+    /// Milliseconds a batch spent in `stage`, on average.
+    fn per_batch(&self, stage: &str) -> f64 {
+        self.batch(stage).unwrap_or(0.0) * 1e3 / self.batch("batches").unwrap_or(1.0).max(1.0)
+    }
+
+    /// Batches over 10 ms (the next batch waited for each).
+    fn batches_over_10ms(&self) -> f64 {
+        let timed = self.batch("timed_batches").unwrap_or(0.0);
+        timed - self.batch("batches_within_10ms").unwrap_or(timed)
+    }
+
+    /// SQLite's flushes of its write-ahead log (the answers of their batches waited for them): count, mean ms,
+    /// count over 10 ms, longest ms. Warm-up included.
+    fn log_flush(&self) -> Option<(f64, f64, f64, f64)> {
+        let count = self.batch("log_flushes")?;
+        let seconds = self.batch("log_flush_seconds").unwrap_or(0.0);
+        let within_10ms = self.batch("log_flushes_within_10ms").unwrap_or(count);
+        let max_seconds = self.batch("log_flush_max_seconds").unwrap_or(0.0);
+        Some((count, seconds * 1e3 / count.max(1.0), count - within_10ms, max_seconds * 1e3))
+    }
+
+    fn pgbench_ratio(&self) -> Option<f64> {
+        self.pgbench.map(|tps| self.report.approved_per_s / tps)
+    }
+
+    /// For people.
+    fn print(&self) {
+        let (report, database, cores) = (&self.report, self.database, self.cores);
+        println!("ghostcard bench — {} ({database}, {cores} cores)", now_text());
         println!(
-            "  write-ahead log flushes: {count:.0}, mean {:.2} ms, {:.0} over 10 ms, longest {:.1} ms (warm-up included)",
-            seconds * 1e3 / count.max(1.0),
-            count - within_10ms,
-            max_seconds * 1e3
+            "  sent {} authorizations in {:.1} s; approved {}; declined {:?}; errors {}",
+            report.sent, report.seconds, report.approved, report.declined, report.errors
         );
-        json!({
-            "count": count,
-            "mean_ms": (seconds * 1e6 / count.max(1.0)).round() / 1e3,
-            "over_10ms": count - within_10ms,
-            "max_ms": (max_seconds * 1e6).round() / 1e3,
-        })
-    });
-    let pgbench_ratio = pgbench.map(|tps| report.approved_per_s / tps);
-    if let (Some(tps), Some(ratio)) = (pgbench, pgbench_ratio) {
-        println!("  pgbench -c 8 -j 2 -T 30 (TPC-B) on the same server: {tps:.0} TPS; ghostcard = {ratio:.2}× pgbench");
+        println!("  approved per second: {:.0}", report.approved_per_s);
+        if report.ran_out_of_cards {
+            println!("  the cards ran out before the end: the run stopped early; give more --cards for a full run");
+        }
+        println!(
+            "  latency µs: p50 {}  p99 {}  p99.9 {}  max {}",
+            report.latency_us_p50, report.latency_us_p99, report.latency_us_p999, report.latency_us_max
+        );
+        println!(
+            "  group commit: {} batches, {:.0} authorizations each; per batch ms: load {:.1}, decide {:.1}, write {:.1}, commit {:.1}",
+            self.batch("batches").unwrap_or(0.0),
+            self.batch("authorizations").unwrap_or(0.0) / self.batch("batches").unwrap_or(1.0).max(1.0),
+            self.per_batch("load"),
+            self.per_batch("decide"),
+            self.per_batch("write"),
+            self.per_batch("commit")
+        );
+        println!("  batches over 10 ms: {:.0}", self.batches_over_10ms());
+        if let Some((count, mean_ms, over_10ms, max_ms)) = self.log_flush() {
+            println!(
+                "  write-ahead log flushes: {count:.0}, mean {mean_ms:.2} ms, {over_10ms:.0} over 10 ms, longest {max_ms:.1} ms (warm-up included)"
+            );
+        }
+        if let (Some(tps), Some(ratio)) = (self.pgbench, self.pgbench_ratio()) {
+            println!(
+                "  pgbench -c 8 -j 2 -T 30 (TPC-B) on the same server: {tps:.0} TPS; ghostcard = {ratio:.2}× pgbench"
+            );
+        }
+        println!(
+            "  server process peak resident memory: {} MiB",
+            self.server_rss.map_or_else(|| "unknown".to_owned(), |rss| rss.to_string())
+        );
+        println!("  ledger: {}", if self.ledger_ok { "verified" } else { "PROBLEMS (see below)" });
     }
-    println!(
-        "  server process peak resident memory: {} MiB",
-        server_rss.map_or_else(|| "unknown".to_owned(), |rss| rss.to_string())
-    );
-    println!("  ledger: {}", if ledger.ok { "verified".to_owned() } else { format!("PROBLEMS {:?}", ledger.problems) });
-    println!(
-        "{}",
+
+    /// For scripts: one JSON object.
+    fn json(&self, arguments: &Arguments) -> serde_json::Value {
+        let report = &self.report;
+        let round3 = |ms: f64| (ms * 1e3).round() / 1e3;
         json!({
             "approved_per_s": report.approved_per_s.round(),
             "latency_us_p50": report.latency_us_p50,
@@ -198,33 +253,34 @@ async fn bench(arguments: &Arguments, database_url: &str) -> Result<()> {
             "approved": report.approved,
             "declined": report.declined,
             "seconds": report.seconds,
-            "database": database,
-            "cores": cores,
-            "cards": total,
+            "database": self.database,
+            "cores": self.cores,
+            "cards": arguments.cards,
             "connections": arguments.connections,
             "pipeline": arguments.pipeline,
             "rate": arguments.rate,
             "warmup_s": arguments.warmup,
             "ran_out_of_cards": report.ran_out_of_cards,
-            "server_peak_rss_mib": server_rss,
-            "batches": batches.get("batches"),
+            "server_peak_rss_mib": self.server_rss,
+            "batches": self.batch("batches"),
             "batch_ms": {
-                "load": per_batch("load"),
-                "decide": per_batch("decide"),
-                "write": per_batch("write"),
-                "commit": per_batch("commit"),
+                "load": self.per_batch("load"),
+                "decide": self.per_batch("decide"),
+                "write": self.per_batch("write"),
+                "commit": self.per_batch("commit"),
             },
-            "batches_over_10ms": batches_over_10ms,
-            "log_flush": log_flush,
-            "ledger_ok": ledger.ok,
-            "pgbench_tps": pgbench.map(f64::round),
-            "pgbench_ratio": pgbench_ratio.map(|ratio| (ratio * 100.0).round() / 100.0),
+            "batches_over_10ms": self.batches_over_10ms(),
+            "log_flush": self.log_flush().map(|(count, mean_ms, over_10ms, max_ms)| json!({
+                "count": count,
+                "mean_ms": round3(mean_ms),
+                "over_10ms": over_10ms,
+                "max_ms": round3(max_ms),
+            })),
+            "ledger_ok": self.ledger_ok,
+            "pgbench_tps": self.pgbench.map(f64::round),
+            "pgbench_ratio": self.pgbench_ratio().map(|ratio| (ratio * 100.0).round() / 100.0),
         })
-    );
-    if !ledger.ok {
-        bail!("the ledger does not verify after the benchmark");
     }
-    Ok(())
 }
 
 /// Runs PostgreSQL's TPC-B benchmark on the bench database and returns its TPS: `pgbench -i -s 10`, then
@@ -267,8 +323,8 @@ async fn drive_server(
     pid: u32,
     http: SocketAddr,
     network: SocketAddr,
-    cards: Vec<ghostcard_server::bench::ProvisionedCard>,
-) -> Result<(ghostcard_server::bench::LoadReport, HashMap<String, f64>, Option<u64>)> {
+    cards: Vec<ProvisionedCard>,
+) -> Result<(LoadReport, HashMap<String, f64>, Option<u64>)> {
     let deadline = Instant::now() + Duration::from_secs(60);
     while tokio::net::TcpStream::connect(network).await.is_err() {
         if Instant::now() > deadline {

@@ -137,6 +137,14 @@ fn schedule(plan: &Value) -> Vec<String> {
 
 async fn chapters(client: &Client, base: &str) -> Result<Vec<Step>> {
     let mut steps = Vec::new();
+    let card_id = opening(client, base, &mut steps).await?;
+    let authorization_id = purchases(client, &card_id, &mut steps).await?;
+    afterwards(client, &card_id, &authorization_id, &mut steps).await?;
+    Ok(steps)
+}
+
+/// The server starts, Ada signs up, links a funding card and gets a card. Returns the card's id.
+async fn opening(client: &Client, base: &str, steps: &mut Vec<Step>) -> Result<String> {
     steps.push(Step {
         title: "A ghostcard server starts on a temporary SQLite database".to_owned(),
         lines: vec![format!("It listens on {base}; everything below goes through its HTTP API with an API key.")],
@@ -195,7 +203,11 @@ async fn chapters(client: &Client, base: &str) -> Result<Vec<Step>> {
         ],
         facts: json!({ "card": card }),
     });
+    Ok(card_id)
+}
 
+/// Two merchants try the card: the first is approved, the second declined. Returns the approval's id.
+async fn purchases(client: &Client, card_id: &str, steps: &mut Vec<Step>) -> Result<String> {
     let approved = client
         .post("/v1/simulate/authorize", json!({"card_id": card_id, "amount": 4_000, "mcc": "5942", "merchant_id": "BOOKSHOP-0001", "merchant_name": "Corner Books", "country": "US"}))
         .await?;
@@ -224,9 +236,13 @@ async fn chapters(client: &Client, base: &str) -> Result<Vec<Step>> {
         )],
         facts: json!({ "authorization": declined }),
     });
+    id(&approved)
+}
 
+/// Capture, merchant refund, reversal, refund of the unused amount, and the ledger check.
+async fn afterwards(client: &Client, card_id: &str, authorization_id: &str, steps: &mut Vec<Step>) -> Result<()> {
     let cleared =
-        client.post("/v1/simulate/clear", json!({"authorization_id": id(&approved)?, "amount": 3_000})).await?;
+        client.post("/v1/simulate/clear", json!({"authorization_id": authorization_id, "amount": 3_000})).await?;
     let plan_id = cleared["plan_id"].as_str().context("the capture created a plan")?.to_owned();
     let plan = client.get(&format!("/v1/plans/{plan_id}")).await?;
     let mut lines = vec!["The other 10.00 USD stays held; the pay-in-4 plan starts with the capture:".to_owned()];
@@ -247,7 +263,7 @@ async fn chapters(client: &Client, base: &str) -> Result<Vec<Step>> {
         facts: json!({ "clearing": refund, "plan": plan }),
     });
 
-    let released = client.post("/v1/simulate/reverse", json!({"authorization_id": id(&approved)?})).await?;
+    let released = client.post("/v1/simulate/reverse", json!({"authorization_id": authorization_id})).await?;
     steps.push(Step {
         title: "The bookshop releases the rest of its hold".to_owned(),
         lines: vec![format!(
@@ -285,5 +301,5 @@ async fn chapters(client: &Client, base: &str) -> Result<Vec<Step>> {
         )],
         facts: json!({ "ledger": ledger }),
     });
-    Ok(steps)
+    Ok(())
 }

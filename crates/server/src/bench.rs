@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use chrono::{Datelike, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use ghostcard_domain::card::CardStatus;
 use ghostcard_domain::card_number::{CardNumber, Expiry};
 use ghostcard_domain::ledger::entries;
@@ -109,28 +109,9 @@ pub async fn provision(app: &App, count: usize, progress: impl Fn(usize)) -> Res
         let mut issues = Vec::with_capacity(end - start);
         for index in start..end {
             if index < holder_count {
-                let holder = format!("ch_bench{index:018}");
-                holders.push(Cardholder {
-                    id: holder.clone(),
-                    email: format!("bench{index}@example.com"),
-                    name: "Bench".to_owned(),
-                    country: app.country.as_str().to_owned(),
-                    password_hash: None,
-                    status: "active".to_owned(),
-                    restricted_reason: None,
-                    created_at: now,
-                });
-                sources.push(FundingSource {
-                    id: format!("fs_bench{index:018}"),
-                    cardholder_id: holder,
-                    brand: "visa".to_owned(),
-                    last4: "4242".to_owned(),
-                    exp_month: 12,
-                    exp_year: 2031,
-                    gateway_token: "sandbox_ok_4242_424242".to_owned(),
-                    status: "active".to_owned(),
-                    created_at: now,
-                });
+                let (holder, source) = bench_cardholder(app, index, now);
+                holders.push(holder);
+                sources.push(source);
             }
             let owner = index % holder_count;
             let account_digits =
@@ -138,35 +119,7 @@ pub async fn provision(app: &App, count: usize, progress: impl Fn(usize)) -> Res
             let number = CardNumber::from_account_digits(&app.bin, &account_digits)
                 .map_err(|error| BenchError::Setup(error.to_string()))?;
             let id = format!("card_bench{index:016}");
-            let (data_key_version, number_ciphertext) = app.vault.encrypt_number(&id, &number, &mut rng);
-            records.push(CardRecord {
-                id: id.clone(),
-                cardholder_id: format!("ch_bench{owner:018}"),
-                funding_source_id: format!("fs_bench{owner:018}"),
-                number_hash: app.vault.number_hash(&number),
-                number_ciphertext,
-                data_key_version,
-                cvk_version: app.vault.current_cvk_version(),
-                bin: app.bin.as_str().to_owned(),
-                last4: number.last4().to_owned(),
-                exp_month: i64::from(expiry.month()),
-                exp_year: i64::from(expiry.year()),
-                currency: currency.code().to_owned(),
-                amount: CARD_AMOUNT,
-                held: 0,
-                captured: 0,
-                status: CardStatus::Active.as_str().to_owned(),
-                frozen_from: None,
-                merchant_acquirer_id: None,
-                merchant_id: None,
-                merchant_name: None,
-                plan_kind: "pay_now".to_owned(),
-                plan_id: None,
-                funding_hold_id: None,
-                valid_until: now + chrono::Duration::hours(app.config.card_validity_hours),
-                created_at: now,
-                version: 0,
-            });
+            records.push(bench_card(app, &id, owner, &number, expiry, now, &mut rng));
             issues.extend(entries::issue_card(&id, Money::new(CARD_AMOUNT, currency)));
             provisioned.push(ProvisionedCard {
                 cvv: cvk.cvv2(&number, expiry).expose().clone(),
@@ -185,6 +138,74 @@ pub async fn provision(app: &App, count: usize, progress: impl Fn(usize)) -> Res
     // Fresh statistics, so the planner treats the new tables as what they now are.
     app.store.analyze_bulk_loaded().await?;
     Ok(provisioned)
+}
+
+/// The bench's cardholder `index` and her funding source.
+fn bench_cardholder(app: &App, index: usize, now: DateTime<Utc>) -> (Cardholder, FundingSource) {
+    let holder = format!("ch_bench{index:018}");
+    let source = FundingSource {
+        id: format!("fs_bench{index:018}"),
+        cardholder_id: holder.clone(),
+        brand: "visa".to_owned(),
+        last4: "4242".to_owned(),
+        exp_month: 12,
+        exp_year: 2031,
+        gateway_token: "sandbox_ok_4242_424242".to_owned(),
+        status: "active".to_owned(),
+        created_at: now,
+    };
+    let cardholder = Cardholder {
+        id: holder,
+        email: format!("bench{index}@example.com"),
+        name: "Bench".to_owned(),
+        country: app.country.as_str().to_owned(),
+        password_hash: None,
+        status: "active".to_owned(),
+        restricted_reason: None,
+        created_at: now,
+    };
+    (cardholder, source)
+}
+
+/// An active pay-now card `id` of the bench's cardholder `owner`, its number encrypted as the vault does.
+fn bench_card(
+    app: &App,
+    id: &str,
+    owner: usize,
+    number: &CardNumber,
+    expiry: Expiry,
+    now: DateTime<Utc>,
+    rng: &mut impl rand::Rng,
+) -> CardRecord {
+    let (data_key_version, number_ciphertext) = app.vault.encrypt_number(id, number, rng);
+    CardRecord {
+        id: id.to_owned(),
+        cardholder_id: format!("ch_bench{owner:018}"),
+        funding_source_id: format!("fs_bench{owner:018}"),
+        number_hash: app.vault.number_hash(number),
+        number_ciphertext,
+        data_key_version,
+        cvk_version: app.vault.current_cvk_version(),
+        bin: app.bin.as_str().to_owned(),
+        last4: number.last4().to_owned(),
+        exp_month: i64::from(expiry.month()),
+        exp_year: i64::from(expiry.year()),
+        currency: app.currency.code().to_owned(),
+        amount: CARD_AMOUNT,
+        held: 0,
+        captured: 0,
+        status: CardStatus::Active.as_str().to_owned(),
+        frozen_from: None,
+        merchant_acquirer_id: None,
+        merchant_id: None,
+        merchant_name: None,
+        plan_kind: "pay_now".to_owned(),
+        plan_id: None,
+        funding_hold_id: None,
+        valid_until: now + chrono::Duration::hours(app.config.card_validity_hours),
+        created_at: now,
+        version: 0,
+    }
 }
 
 /// What the load generator saw.

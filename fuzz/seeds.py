@@ -2,7 +2,7 @@
 computed by psec: independent of ghostcard's own codec. Run it with the test suite's Python
 (target/test-python/bin/python fuzz/seeds.py) when the seeds should change; the corpora are committed.
 
-The network seeds use the cards that `ghostcard_server::fuzzing::NetworkTarget` provisions: BIN 424242, account
+The network seeds use the cards that `ghostcard_harness::fuzzing::NetworkTarget` provisions: BIN 424242, account
 digits 000000000, 000000001, ..., the test CVK, and an expiry three years ahead of the year the seeds were written
 (a seed of another year is still a useful input: it is declined 54)."""
 

@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use ghostcard_server::fuzzing::NetworkTarget;
+use ghostcard_harness::fuzzing::NetworkTarget;
 
 static TARGET: OnceLock<NetworkTarget> = OnceLock::new();
 

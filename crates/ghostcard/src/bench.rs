@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use ghostcard_harness::bench::{BenchOptions, LoadReport, ProvisionedCard, drive, now_text, provision};
 use ghostcard_server::App;
-use ghostcard_server::bench::{BenchOptions, LoadReport, ProvisionedCard, drive, now_text, provision};
 use ghostcard_server::config::Config;
 use ghostcard_store::{Store, StoreOptions};
 use serde_json::json;

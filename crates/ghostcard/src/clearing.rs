@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use ghostcard_server::App;
-use ghostcard_server::clearing::{ClearingRecordInput, post_record};
+use ghostcard_server::service::clearing::{ClearingRecordInput, post_record};
 use serde_json::json;
 
 use crate::ConfigArguments;

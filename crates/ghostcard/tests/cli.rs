@@ -68,7 +68,7 @@ fn bad_input_is_refused_with_a_hint() {
 
 #[test]
 fn jobs_are_listed_and_only_dead_ones_retried() {
-    let directory = ghostcard_store::scratch::Directory::new("cli-jobs").expect("temp dir");
+    let directory = ghostcard_harness::scratch::Directory::new("cli-jobs").expect("temp dir");
     let url = directory.sqlite_url("ghostcard.db");
     let output = ghostcard(&["jobs", "list", "--status", "dead", "--database-url", &url]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
@@ -85,7 +85,7 @@ fn jobs_are_listed_and_only_dead_ones_retried() {
 
 #[test]
 fn keys_rotate_adds_card_number_keys_and_cvk_versions_and_refuses_weak_ones() {
-    let directory = ghostcard_store::scratch::Directory::new("cli-keys").expect("temp dir");
+    let directory = ghostcard_harness::scratch::Directory::new("cli-keys").expect("temp dir");
     let url = directory.sqlite_url("ghostcard.db");
     let output = ghostcard(&["keys", "rotate", "--cvk", "--json", "--database-url", &url]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));

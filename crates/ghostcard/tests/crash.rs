@@ -8,11 +8,11 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ghostcard_harness::bench::provision;
 use ghostcard_iso8583::framing::{Frame, frame, next_frame};
 use ghostcard_iso8583::subfields::OriginalData;
 use ghostcard_iso8583::{Message, decode, encode};
 use ghostcard_server::App;
-use ghostcard_server::bench::provision;
 use ghostcard_server::config::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -104,7 +104,7 @@ async fn send_all(address: SocketAddr, messages: Vec<Message>) -> Vec<Message> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approvals_survive_sigkill_exactly_once() {
-    let directory = ghostcard_store::scratch::Directory::new("crash").expect("temp dir");
+    let directory = ghostcard_harness::scratch::Directory::new("crash").expect("temp dir");
     let database_url = directory.sqlite_url("crash.db");
     let config = Config {
         database_url: database_url.clone(),
@@ -231,6 +231,6 @@ async fn approvals_survive_sigkill_exactly_once() {
     assert_eq!(held, authorized_held, "the ledger holds exactly what the cards say is held");
 }
 
-fn card_purchase(card: &ghostcard_server::bench::ProvisionedCard, acquirer: &str, stan: u32) -> Message {
+fn card_purchase(card: &ghostcard_harness::bench::ProvisionedCard, acquirer: &str, stan: u32) -> Message {
     purchase(card.number(), card.yymm(), card.cvv(), acquirer, stan)
 }

@@ -45,7 +45,7 @@ async fn echo(stream: &mut TcpStream, stan: u32) -> Option<Message> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_out_of_descriptors_still_answers_health_checks_and_the_network() {
-    let directory = ghostcard_store::scratch::Directory::new("descriptors").expect("temp dir");
+    let directory = ghostcard_harness::scratch::Directory::new("descriptors").expect("temp dir");
     let (http, network) = (free_port(), free_port());
     let log = directory.path().join("serve.log");
     let child = Command::new("sh")

@@ -5,14 +5,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use ghostcard_harness::bench::{BenchOptions, drive, provision};
 use ghostcard_server::App;
-use ghostcard_server::bench::{BenchOptions, drive, provision};
 use ghostcard_server::config::Config;
 
 fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
     runtime.block_on(async {
-        let directory = ghostcard_store::scratch::Directory::new("cargo-bench").expect("temp dir");
+        let directory = ghostcard_harness::scratch::Directory::new("cargo-bench").expect("temp dir");
         let config = Config {
             database_url: directory.sqlite_url("bench.db"),
             kek: Some("ab".repeat(32)),

@@ -19,8 +19,9 @@ use ghostcard_store::batch::{self, Loaded};
 use ghostcard_store::{Conn, StoreError, authorizations};
 use rand::RngExt;
 
+use crate::App;
 use crate::ids::new_id;
-use crate::{App, lifecycle};
+use crate::service::lifecycle;
 
 /// One authorization request to decide.
 #[derive(Debug, Clone)]
@@ -64,7 +65,7 @@ pub enum AuthorizeError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{0}")]
-    Lifecycle(#[from] crate::lifecycle::LifecycleError),
+    Lifecycle(#[from] crate::service::lifecycle::LifecycleError),
     #[error("stored card is inconsistent: {0}")]
     Card(String),
 }

@@ -1,4 +1,4 @@
-//! The HTTP server loop: accepts connections for the router of [`crate::api`] within explicit bounds, so that no
+//! The HTTP server loop: accepts connections for [`crate::router`] within explicit bounds, so that no
 //! client, or crowd of clients, can take the server away from the others.
 //!
 //! - At most `limits.http` connections are open (under the process's descriptor limit, [`crate::limits`]). At the
@@ -6,7 +6,7 @@
 //!   one — so that idle connections cannot lock everyone else out; only when every connection is busy is the new one
 //!   closed.
 //! - A connection must send a complete request head within `http_header_timeout_seconds` of opening or of its last
-//!   answer, or it is closed (slow or silent clients); bodies have their own timeout ([`crate::api::input`]).
+//!   answer, or it is closed (slow or silent clients); bodies have their own timeout ([`crate::router`]).
 //! - A failed accept (descriptors or memory ran out) backs off instead of spinning, and is logged at most every 10 s.
 //! - On shutdown, requests in flight finish and idle connections close.
 
@@ -39,7 +39,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let router = crate::api::router(app.clone());
+    let router = crate::router::router(app.clone());
     let connections = Arc::new(Connections::new(app.limits.http));
     let header_timeout = Duration::from_secs(app.config.http_header_timeout_seconds.max(1));
     let (closing, _) = watch::channel(false);

@@ -13,12 +13,13 @@
 use chrono::{DateTime, Duration, Utc};
 use ghostcard_domain::card::{CardEvent, CardStatus, CloseReason};
 use ghostcard_store::authorizations::{self, AuthorizationRecord};
-use ghostcard_store::cards::{self, CardRecord};
+use ghostcard_store::cards;
 use ghostcard_store::{Tx, events, jobs, plans, webhooks};
 use serde::Serialize;
 
-use crate::lifecycle::{self, LifecycleError};
-use crate::runner::{self, FundingMovement, Release, RunnerError};
+use crate::queue::{self, FundingMovement, RunnerError};
+use crate::runner;
+use crate::service::lifecycle::{self, LifecycleError};
 use crate::{App, service};
 
 /// Items handled per query; a sweep repeats until nothing more is due.
@@ -258,23 +259,6 @@ fn expired(authorization: &mut AuthorizationRecord) -> Result<(), LifecycleError
     Ok(())
 }
 
-/// Enqueues the release of the card's funding hold (placed at creation), in the caller's transaction: the card
-/// will take no more money. Once per card.
-pub async fn enqueue_release(
-    tx: &mut Tx,
-    record: &CardRecord,
-    now: DateTime<Utc>,
-) -> Result<(), ghostcard_store::StoreError> {
-    let Some(hold) = &record.funding_hold_id else { return Ok(()) };
-    let release = Release {
-        card_id: record.id.clone(),
-        funding_source_id: record.funding_source_id.clone(),
-        hold_id: hold.clone(),
-    };
-    runner::enqueue(tx, runner::FUNDING_RELEASE, &format!("release:{}", record.id), &release, now, now).await?;
-    Ok(())
-}
-
 /// 14 days after a card's first capture: its open holds are released, its amount shrinks to what it captured,
 /// and it closes; the plan keeps the captured total.
 async fn adjust_cards(app: &App, now: DateTime<Utc>) -> Result<u64, LifecycleError> {
@@ -352,11 +336,11 @@ async fn true_up_pay_now(app: &App, now: DateTime<Utc>) -> Result<u64, Lifecycle
         for (card_id, currency, spent, charged) in due {
             let delta = spent - charged;
             let movement = FundingMovement { card_id: card_id.clone(), amount: delta.abs(), currency, pay_now: true };
-            let kind = if delta > 0 { runner::FUNDING_CHARGE } else { runner::FUNDING_REFUND };
+            let kind = if delta > 0 { queue::FUNDING_CHARGE } else { queue::FUNDING_REFUND };
             // Each movement is its own job (and gateway reference): the same difference can recur (a reversal, then
             // a new approval). What was asked for is recorded in the same transaction, so it is asked for once.
             let key = format!("pay_now:{card_id}:{}", crate::ids::new_id("move", now, &mut rand::rng()));
-            runner::enqueue(&mut tx, kind, &key, &movement, now, now).await?;
+            queue::enqueue(&mut tx, kind, &key, &movement, now, now).await?;
             cards::add_funding_charged(&mut tx, &card_id, delta).await?;
             trued += 1;
         }
@@ -385,9 +369,9 @@ async fn dispatch_events(app: &App, now: DateTime<Utc>) -> Result<u64, Lifecycle
             for event in pending.iter().filter(|event| endpoint.wants(&event.kind)) {
                 let delivery =
                     crate::webhooks::Delivery { event_id: event.id.clone(), endpoint_id: endpoint.id.clone() };
-                runner::enqueue(
+                queue::enqueue(
                     &mut tx,
-                    runner::WEBHOOK,
+                    queue::WEBHOOK,
                     &format!("webhook:{}:{}", event.id, endpoint.id),
                     &delivery,
                     now,

@@ -10,7 +10,7 @@ use ghostcard_store::plans::{self, PlanRecord};
 use ghostcard_store::{StoreError, Tx, cardholders, ledger};
 
 use crate::App;
-use crate::runner::{self, Collection, RunnerError};
+use crate::queue::{self, Collection, RunnerError};
 
 /// When the plan next needs the sweep: now if an installment is due for collection, else the start of its next
 /// work date.
@@ -59,9 +59,9 @@ pub async fn sweep(app: &App, plan_id: &str, now: DateTime<Utc>) -> Result<(), R
         };
         let attempt = if installment.status == InstallmentStatus::Failed { 2 } else { 1 };
         let collection = Collection { plan_id: record.id.clone(), seq, amount: installment.owed(), attempt };
-        runner::enqueue(
+        queue::enqueue(
             &mut tx,
-            runner::INSTALLMENT_COLLECTION,
+            queue::INSTALLMENT_COLLECTION,
             &format!("collect:{}:{seq}:{attempt}", record.id),
             &collection,
             now,

@@ -2,6 +2,7 @@
 //! below every adapter — the API, the web app, the events — so that none of them imports another for its views.
 
 use chrono::{DateTime, NaiveDate, Utc};
+use ghostcard_domain::card::CardStatus;
 use ghostcard_domain::decision::DeclineReason;
 use ghostcard_store::authorizations::AuthorizationRecord;
 use ghostcard_store::cards::CardRecord;
@@ -43,23 +44,25 @@ impl CardView {
     /// The card as the API shows it at `now`: an active card whose window has passed is `expired` even before
     /// the expiry job has recorded it.
     pub fn of(card: &CardRecord, now: DateTime<Utc>) -> CardView {
-        let status =
-            if card.status == "active" && now >= card.valid_until { "expired".to_owned() } else { card.status.clone() };
+        let status = match card.status {
+            CardStatus::Active if now >= card.valid_until => CardStatus::Expired,
+            status => status,
+        };
         CardView {
             id: card.id.clone(),
             cardholder_id: card.cardholder_id.clone(),
-            status,
+            status: status.as_str().to_owned(),
             amount: card.amount,
             held: card.held,
             captured: card.captured,
             remaining_amount: card.amount - card.held - card.captured,
-            currency: card.currency.clone(),
+            currency: card.currency.code().to_owned(),
             bin: card.bin.clone(),
             last4: card.last4.clone(),
             exp_month: card.exp_month,
             exp_year: card.exp_year,
             valid_until: card.valid_until,
-            plan: card.plan_kind.clone(),
+            plan: card.plan_kind.as_str().to_owned(),
             plan_id: card.plan_id.clone(),
             funding_source_id: card.funding_source_id.clone(),
             merchant: match (&card.merchant_acquirer_id, &card.merchant_id) {

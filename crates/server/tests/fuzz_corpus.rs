@@ -1,8 +1,8 @@
 //! The fuzz corpora of `fuzz/` replayed as regression tests, on the stable toolchain without libFuzzer: every input
 //! that the fuzzers kept (seeds, new coverage, and inputs that once failed) must pass the targets' checks.
 
+use ghostcard_harness::fuzzing::{NetworkTarget, json_bodies};
 use ghostcard_iso8583::fuzzing::corpus;
-use ghostcard_server::fuzzing::{NetworkTarget, json_bodies};
 
 #[test]
 fn the_json_bodies_corpus_replays() {

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{BACKENDS, TestApp};
-use ghostcard_store::scratch::tables_containing;
+use ghostcard_harness::scratch::tables_containing;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -200,7 +200,7 @@ async fn control_characters_are_a_clear_400_on_both_databases() {
 async fn live_mode_refuses_weak_keys_and_the_sandbox_key_files_keys() {
     use ghostcard_server::App;
     use ghostcard_server::config::{Config, Mode};
-    let directory = ghostcard_store::scratch::Directory::new("hostile-weak-keys").expect("directory");
+    let directory = ghostcard_harness::scratch::Directory::new("hostile-weak-keys").expect("directory");
     let database_url = directory.sqlite_url("program.db");
     // A sandbox start writes this database's key file.
     let sandbox = App::start(Config { database_url: database_url.clone(), ..Config::default() }).await.expect("starts");

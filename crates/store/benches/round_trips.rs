@@ -7,8 +7,9 @@
 
 use std::time::Instant;
 
+use ghostcard_harness::scratch;
 use ghostcard_store::group_commit::GroupCommit;
-use ghostcard_store::{Store, StoreOptions, cards, scratch};
+use ghostcard_store::{Store, StoreOptions, cards};
 
 const TRANSACTIONS: u32 = 3_000;
 

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use ghostcard_domain::card::{Card, CardStatus, MerchantBinding, Transition};
 use ghostcard_domain::card_number::Expiry;
 use ghostcard_domain::money::{Currency, Money};
+use ghostcard_domain::plan::PlanKind;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -28,16 +29,16 @@ pub struct CardRecord {
     pub last4: String,
     pub exp_month: i64,
     pub exp_year: i64,
-    pub currency: String,
+    pub currency: Currency,
     pub amount: i64,
     pub held: i64,
     pub captured: i64,
-    pub status: String,
-    pub frozen_from: Option<String>,
+    pub status: CardStatus,
+    pub frozen_from: Option<CardStatus>,
     pub merchant_acquirer_id: Option<String>,
     pub merchant_id: Option<String>,
     pub merchant_name: Option<String>,
-    pub plan_kind: String,
+    pub plan_kind: PlanKind,
     pub plan_id: Option<String>,
     /// The funding gateway's hold placed at creation.
     pub funding_hold_id: Option<String>,
@@ -48,36 +49,45 @@ pub struct CardRecord {
 }
 
 impl CardRecord {
-    pub fn currency(&self) -> Result<Currency> {
-        Currency::from_code(&self.currency).map_err(|_| StoreError::Corrupt(format!("card {} currency", self.id)))
-    }
-
-    /// The domain card this row describes.
+    /// The domain card this row describes; an expiry the domain refuses is [`StoreError::Corrupt`].
     pub fn to_card(&self) -> Result<Card> {
-        restore(
-            &self.id,
-            &Stored {
-                currency: &self.currency,
-                status: &self.status,
-                frozen_from: self.frozen_from.as_deref(),
-                amounts: (self.amount, self.held, self.captured),
-                expiry: (self.exp_year, self.exp_month),
-                valid_until: self.valid_until,
-                merchant: (self.merchant_acquirer_id.as_deref(), self.merchant_id.as_deref()),
-            },
-        )
+        let expiry = expiry_of(&self.id, self.exp_year, self.exp_month)?;
+        let money = |minor: i64| Money::new(minor, self.currency);
+        let merchant = match (&self.merchant_acquirer_id, &self.merchant_id) {
+            (Some(acquirer_id), Some(merchant_id)) => {
+                Some(MerchantBinding { acquirer_id: acquirer_id.clone(), merchant_id: merchant_id.clone() })
+            }
+            _ => None,
+        };
+        Ok(Card::restore(
+            self.status,
+            self.frozen_from,
+            money(self.amount),
+            money(self.held),
+            money(self.captured),
+            expiry,
+            self.valid_until,
+            merchant,
+        ))
     }
 
     /// Copies the domain card's state and amounts into the row (to be written by [`update`]).
     fn set_card(&mut self, card: &Card) {
-        self.status = card.status().as_str().to_owned();
-        self.frozen_from = card.frozen_from().map(|status| status.as_str().to_owned());
+        self.status = card.status();
+        self.frozen_from = card.frozen_from();
         self.amount = card.amount().minor();
         self.held = card.held().minor();
         self.captured = card.captured().minor();
         self.merchant_acquirer_id = card.merchant().map(|merchant| merchant.acquirer_id.clone());
         self.merchant_id = card.merchant().map(|merchant| merchant.merchant_id.clone());
     }
+}
+
+/// A stored expiry, checked.
+fn expiry_of(id: &str, year: i64, month: i64) -> Result<Expiry> {
+    let corrupt = || StoreError::Corrupt(format!("card {id} expiry"));
+    Expiry::new(u16::try_from(year).map_err(|_| corrupt())?, u8::try_from(month).map_err(|_| corrupt())?)
+        .map_err(|_| corrupt())
 }
 
 /// A card's state as stored, to restore the domain card from.
@@ -104,11 +114,7 @@ fn restore(id: &str, stored: &Stored<'_>) -> Result<Card> {
         None => None,
     };
     let (year, month) = stored.expiry;
-    let expiry = Expiry::new(
-        u16::try_from(year).map_err(|_| corrupt("expiry"))?,
-        u8::try_from(month).map_err(|_| corrupt("expiry"))?,
-    )
-    .map_err(|_| corrupt("expiry"))?;
+    let expiry = expiry_of(id, year, month)?;
     let merchant = match stored.merchant {
         (Some(acquirer_id), Some(merchant_id)) => {
             Some(MerchantBinding { acquirer_id: acquirer_id.to_owned(), merchant_id: merchant_id.to_owned() })
@@ -215,16 +221,16 @@ pub async fn insert_many(tx: &mut Tx, cards: &[CardRecord]) -> Result<()> {
                 .bind(&card.last4)
                 .bind(card.exp_month)
                 .bind(card.exp_year)
-                .bind(&card.currency)
+                .bind(card.currency.code())
                 .bind(card.amount)
                 .bind(card.held)
                 .bind(card.captured)
-                .bind(&card.status)
-                .bind(&card.frozen_from)
+                .bind(card.status.as_str())
+                .bind(card.frozen_from.map(CardStatus::as_str))
                 .bind(&card.merchant_acquirer_id)
                 .bind(&card.merchant_id)
                 .bind(&card.merchant_name)
-                .bind(&card.plan_kind)
+                .bind(card.plan_kind.as_str())
                 .bind(&card.plan_id)
                 .bind(&card.funding_hold_id)
                 .bind(to_micros(card.valid_until))
@@ -598,8 +604,8 @@ pub async fn update(tx: &mut Conn, card: &mut CardRecord) -> Result<()> {
     .bind(card.amount)
     .bind(card.held)
     .bind(card.captured)
-    .bind(&card.status)
-    .bind(&card.frozen_from)
+    .bind(card.status.as_str())
+    .bind(card.frozen_from.map(CardStatus::as_str))
     .bind(&card.merchant_acquirer_id)
     .bind(&card.merchant_id)
     .bind(&card.merchant_name)
@@ -704,8 +710,16 @@ async fn record_transition(tx: &mut Conn, card_id: &str, transition: &Transition
 }
 
 fn from_row(row: &AnyRow) -> Result<CardRecord> {
+    let id: String = row.try_get("id")?;
+    let corrupt = |what: &str| StoreError::Corrupt(format!("card {id} {what}"));
+    let currency = Currency::from_code(&row.try_get::<String, _>("currency")?).map_err(|_| corrupt("currency"))?;
+    let status = CardStatus::parse(&row.try_get::<String, _>("status")?).ok_or_else(|| corrupt("status"))?;
+    let frozen_from = match row.try_get::<Option<String>, _>("frozen_from")? {
+        Some(text) => Some(CardStatus::parse(&text).ok_or_else(|| corrupt("frozen_from"))?),
+        None => None,
+    };
+    let plan_kind = PlanKind::parse(&row.try_get::<String, _>("plan_kind")?).ok_or_else(|| corrupt("plan_kind"))?;
     Ok(CardRecord {
-        id: row.try_get("id")?,
         cardholder_id: row.try_get("cardholder_id")?,
         funding_source_id: row.try_get("funding_source_id")?,
         number_hash: row.try_get("number_hash")?,
@@ -716,20 +730,21 @@ fn from_row(row: &AnyRow) -> Result<CardRecord> {
         last4: row.try_get("last4")?,
         exp_month: row.try_get("exp_month")?,
         exp_year: row.try_get("exp_year")?,
-        currency: row.try_get("currency")?,
+        currency,
         amount: row.try_get("amount")?,
         held: row.try_get("held")?,
         captured: row.try_get("captured")?,
-        status: row.try_get("status")?,
-        frozen_from: row.try_get("frozen_from")?,
+        status,
+        frozen_from,
         merchant_acquirer_id: row.try_get("merchant_acquirer_id")?,
         merchant_id: row.try_get("merchant_id")?,
         merchant_name: row.try_get("merchant_name")?,
-        plan_kind: row.try_get("plan_kind")?,
+        plan_kind,
         plan_id: row.try_get("plan_id")?,
         funding_hold_id: row.try_get("funding_hold_id")?,
         valid_until: from_micros(row.try_get("valid_until")?)?,
         created_at: from_micros(row.try_get("created_at")?)?,
         version: row.try_get("version")?,
+        id,
     })
 }

@@ -2,17 +2,20 @@
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use ghostcard_domain::authorization::AuthorizationStatus;
+use ghostcard_domain::card::CardStatus;
 use ghostcard_domain::decision::AuthorizationKind;
 use ghostcard_domain::engine::NetworkKey;
 use ghostcard_domain::ledger::{Entry, LedgerError, entries};
 use ghostcard_domain::money::{Currency, Money};
+use ghostcard_domain::plan::PlanKind;
+use ghostcard_harness::scratch;
 use ghostcard_store::authorizations::AuthorizationRecord;
 use ghostcard_store::cardholders::{self, Cardholder};
 use ghostcard_store::cards::{self, CardRecord};
 use ghostcard_store::group_commit::GroupCommit;
 use ghostcard_store::idempotency::{self, Claim};
 use ghostcard_store::ledger::{self, CommitError};
-use ghostcard_store::{Dialect, Store, StoreError, StoreOptions, scratch};
+use ghostcard_store::{Dialect, Store, StoreError, StoreOptions};
 
 fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0).single().expect("valid")
@@ -183,16 +186,16 @@ fn card(id: &str, cardholder_id: &str, hash_byte: u8) -> CardRecord {
         last4: "4242".to_owned(),
         exp_month: 11,
         exp_year: 2029,
-        currency: "USD".to_owned(),
+        currency: Currency::USD,
         amount: 10_000,
         held: 0,
         captured: 0,
-        status: "active".to_owned(),
+        status: CardStatus::Active,
         frozen_from: None,
         merchant_acquirer_id: None,
         merchant_id: None,
         merchant_name: None,
-        plan_kind: "pay_now".to_owned(),
+        plan_kind: PlanKind::PayNow,
         plan_id: None,
         funding_hold_id: None,
         valid_until: now() + Duration::hours(24),
@@ -368,7 +371,7 @@ async fn writes_run_in_order_and_report_a_stale_card_or_a_taken_key() {
         };
         // A card a batch read at version 0 and used, with a hold of 1,000.
         let mut used_card = card("card_1", "ch_1", 1);
-        used_card.status = "used".to_owned();
+        used_card.status = CardStatus::Used;
         used_card.held = 1_000;
         let used_card = used_card.to_card().expect("a valid card");
         let used = |id: &'static str| cards::CardUpdate { id, version: 0, card: &used_card, merchant_name: None };

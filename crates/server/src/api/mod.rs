@@ -85,8 +85,9 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-/// The whole HTTP application.
-pub fn router(app: Arc<App>) -> axum::Router {
+/// The API's routes: `/v1` (authenticated, idempotent), the health and metrics endpoints and `/openapi.json`.
+/// [`crate::router`] puts them together with the web app's.
+pub fn routes(app: Arc<App>) -> axum::Router<Arc<App>> {
     let v1 = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(cardholders::create))
         .routes(routes!(cardholders::get))
@@ -119,22 +120,19 @@ pub fn router(app: Arc<App>) -> axum::Router {
     let openapi = Arc::new(openapi);
     axum::Router::new()
         .merge(v1)
-        .merge(crate::web::router())
         .route("/healthz", axum::routing::get(ops::healthz))
         .route("/readyz", axum::routing::get(ops::readyz))
         .route("/metrics", axum::routing::get(ops::metrics))
         .route("/openapi.json", axum::routing::get(move || async move { Json(openapi.as_ref().clone()) }))
-        .fallback(|| async {
-            ApiError::invalid("route_not_found", "no such endpoint; see /openapi.json").into_response()
-        })
-        .layer(middleware::from_fn_with_state(app.clone(), input::check_request))
-        .layer(middleware::from_fn_with_state(app.clone(), crate::clients::resolve_origin))
-        .layer(middleware::from_fn_with_state(app.clone(), measure))
-        .with_state(app)
+}
+
+/// The answer to a path nothing serves.
+pub async fn route_not_found() -> Response {
+    ApiError::invalid("route_not_found", "no such endpoint; see /openapi.json").into_response()
 }
 
 /// Records request counts and latencies for `/metrics`.
-async fn measure(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+pub(crate) async fn measure(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let route = request

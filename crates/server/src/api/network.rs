@@ -10,8 +10,8 @@ use utoipa::ToSchema;
 
 use super::{ApiError, ApiJson, Claimed, finish};
 use crate::App;
-use crate::clearing::{ClearingRecordInput, MAX_RECORDS_PER_REQUEST, post_record};
-use crate::lifecycle::ClearingResult;
+use crate::service::clearing::{ClearingRecordInput, MAX_RECORDS_PER_REQUEST, post_record};
+use crate::service::lifecycle::ClearingResult;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

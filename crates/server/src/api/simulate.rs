@@ -18,7 +18,7 @@ use super::{ApiError, ApiJson, Claimed, finish};
 use crate::App;
 use crate::authorize::{CvvInput, Descriptors, Job, Outcome, Settlement, decide_alone};
 use crate::ids::{has_prefix, new_id};
-use crate::lifecycle::{self, ClearingResult, LifecycleError};
+use crate::service::lifecycle::{self, ClearingResult, LifecycleError};
 use crate::views::AuthorizationView;
 
 /// The acquirer id used when a simulated authorization names none.
@@ -240,7 +240,7 @@ pub async fn refund(
     let now = app.clock.now();
     let mut tx = app.store.begin().await?;
     let card = super::cards::load(&mut tx, &body.card_id, true).await.map_err(|error| error.with_param("card_id"))?;
-    let currency = card.currency()?;
+    let currency = card.currency;
     let record_id = new_id("sim", now, &mut rand::rng());
     let result = lifecycle::merchant_refund(&app, &mut tx, &card.id, Money::new(amount, currency), &record_id, now)
         .await

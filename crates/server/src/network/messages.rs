@@ -18,7 +18,7 @@ use crate::App;
 use crate::authorize::{CvvInput, Descriptors, Job, Outcome as BatchOutcome, Settlement, decide_alone};
 use crate::authorizer::Authorizer;
 use crate::ids::new_id;
-use crate::lifecycle::{self, LifecycleError};
+use crate::service::lifecycle::{self, LifecycleError};
 
 /// Fields a response echoes when the request has them.
 const ECHOED: [u8; 12] = [2, 3, 4, 7, 11, 32, 37, 41, 42, 49, 70, 90];

@@ -128,13 +128,31 @@ pub async fn release_unused(
     }
     let status = card.status();
     if matches!(status, CardStatus::Canceled | CardStatus::Expired | CardStatus::Closed) {
-        crate::jobs::enqueue_release(tx, record, now).await?;
+        enqueue_release(tx, record, now).await?;
     }
     match status {
         CardStatus::Canceled => crate::events::card(tx, "card.canceled", record, now).await?,
         CardStatus::Expired => crate::events::card(tx, "card.expired", record, now).await?,
         _ => {}
     }
+    Ok(())
+}
+
+/// Enqueues the release of the card's funding hold (placed at creation), in the caller's transaction: the card
+/// will take no more money. Once per card.
+async fn enqueue_release(
+    tx: &mut Tx,
+    record: &CardRecord,
+    now: DateTime<Utc>,
+) -> Result<(), ghostcard_store::StoreError> {
+    let Some(hold) = &record.funding_hold_id else { return Ok(()) };
+    let release = crate::queue::Release {
+        card_id: record.id.clone(),
+        funding_source_id: record.funding_source_id.clone(),
+        hold_id: hold.clone(),
+    };
+    crate::queue::enqueue(tx, crate::queue::FUNDING_RELEASE, &format!("release:{}", record.id), &release, now, now)
+        .await?;
     Ok(())
 }
 

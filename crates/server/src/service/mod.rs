@@ -8,13 +8,18 @@
 //! - [`cards`]: cardholder, operator and job changes of a card (cancel, refund of the unused amount, unfreeze,
 //!   close, expiry).
 //! - [`plans`]: early plan payments.
+//! - [`lifecycle`]: what follows a decision (capture, force post, reversal, merchant refund), in the caller's
+//!   transaction; [`clearing`]: a clearing record matched to its authorization and posted through it.
 //!
-//! Authorizations are decided by [`crate::authorize`] (one engine for every entry point); clearing and the lifecycle
-//! after a decision by [`crate::lifecycle`].
+//! Authorizations are decided by [`crate::authorize`] (one engine for every entry point); the network listener, the
+//! sandbox and the group commit are its adapters. The jobs ([`crate::jobs`], [`crate::runner`]) run on the use
+//! cases here and on [`crate::plans`].
 
 pub mod cardholders;
 pub mod cards;
+pub mod clearing;
 pub mod issuing;
+pub mod lifecycle;
 pub mod plans;
 
 use chrono::Duration;

@@ -7,7 +7,7 @@ use ghostcard_store::plans::{self, PlanRecord};
 use ghostcard_store::{StoreError, Tx};
 
 use crate::ids::has_prefix;
-use crate::{App, runner};
+use crate::{App, queue, runner};
 
 /// What to pay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,9 +66,9 @@ pub async fn pay(
         check_funding_source(&mut tx, &record, source_id).await?;
     }
     let job =
-        runner::Payment { plan_id: plan_id.to_owned(), amount, payoff: payment == Payment::Payoff, funding_source_id };
+        queue::Payment { plan_id: plan_id.to_owned(), amount, payoff: payment == Payment::Payoff, funding_source_id };
     let key = format!("payment:{plan_id}:{}", crate::ids::new_id("pay", now, &mut rand::rng()));
-    let job_id = runner::enqueue(&mut tx, runner::PLAN_PAYMENT, &key, &job, now, now)
+    let job_id = queue::enqueue(&mut tx, queue::PLAN_PAYMENT, &key, &job, now, now)
         .await?
         .ok_or_else(|| StoreError::Corrupt("a new payment's job already existed".to_owned()))?;
     let job = jobs::lease(&mut tx, &job_id, &app.runner_id, now + chrono::Duration::minutes(5), now).await?;

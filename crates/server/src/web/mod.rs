@@ -708,12 +708,9 @@ async fn dashboard_page(
             .map(|card| CardRow {
                 id: card.id.clone(),
                 masked: format!("{} •••• {}", card.bin, card.last4),
-                amount: card
-                    .currency()
-                    .map(|currency| ghostcard_domain::money::Money::new(card.amount, currency).to_string())
-                    .unwrap_or_default(),
+                amount: Money::new(card.amount, card.currency).to_string(),
                 status: crate::views::CardView::of(card, now).status,
-                plan: card.plan_kind.replace('_', " "),
+                plan: card.plan_kind.as_str().replace('_', " "),
             })
             .collect(),
     })
@@ -995,7 +992,7 @@ async fn card_page(
     revealed: Option<(String, String, String)>,
 ) -> PageResult {
     let now = app.clock.now();
-    let currency = card.currency()?;
+    let currency = card.currency;
     let money = |minor: i64| Money::new(minor, currency).to_string();
     let view = crate::views::CardView::of(card, now);
     let activity = card_activity(app, card, currency).await?;
@@ -1015,7 +1012,7 @@ async fn card_page(
         held: money(card.held),
         captured: money(card.captured),
         remaining: money(view.remaining_amount),
-        plan_name: PlanKind::parse(&card.plan_kind).map(|kind| plan_name(kind, &app.plan_terms)).unwrap_or_default(),
+        plan_name: plan_name(card.plan_kind, &app.plan_terms),
         plan_id: card.plan_id.clone(),
         merchant: card.merchant_name.clone().or_else(|| card.merchant_id.clone()),
         active,

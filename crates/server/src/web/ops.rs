@@ -196,8 +196,8 @@ async fn search(State(app): State<Arc<App>>, headers: HeaderMap, Query(query): Q
                     card.bin,
                     card.last4,
                     card.status,
-                    money(card.captured, &card.currency),
-                    money(card.amount, &card.currency)
+                    money(card.captured, card.currency.code()),
+                    money(card.amount, card.currency.code())
                 )
             })
             .collect(),

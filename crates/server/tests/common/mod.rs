@@ -7,10 +7,10 @@ pub mod web;
 
 use std::sync::{Arc, Mutex, OnceLock};
 
+use ghostcard_harness::scratch;
 use ghostcard_server::App;
 use ghostcard_server::config::Config;
 use ghostcard_server::credentials::create_api_key;
-use ghostcard_store::scratch;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

@@ -14,6 +14,7 @@ use ghostcard_domain::card::CardStatus;
 use ghostcard_domain::card_number::{CardNumber, Expiry};
 use ghostcard_domain::ledger::entries;
 use ghostcard_domain::money::Money;
+use ghostcard_domain::plan::PlanKind;
 use ghostcard_iso8583::framing::{Frame, frame, next_frame};
 use ghostcard_iso8583::{Message, decode, encode};
 use ghostcard_store::cardholders::{self, Cardholder};
@@ -25,7 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use crate::App;
+use ghostcard_server::App;
 
 /// Cards per cardholder in a provisioned deployment. Card `i` belongs to cardholder `i mod (cards / 10)`, and the
 /// load uses the cards in order: consecutive requests come from different cardholders and a cardholder's next one
@@ -190,16 +191,16 @@ fn bench_card(
         last4: number.last4().to_owned(),
         exp_month: i64::from(expiry.month()),
         exp_year: i64::from(expiry.year()),
-        currency: app.currency.code().to_owned(),
+        currency: app.currency,
         amount: CARD_AMOUNT,
         held: 0,
         captured: 0,
-        status: CardStatus::Active.as_str().to_owned(),
+        status: CardStatus::Active,
         frozen_from: None,
         merchant_acquirer_id: None,
         merchant_id: None,
         merchant_name: None,
-        plan_kind: "pay_now".to_owned(),
+        plan_kind: PlanKind::PayNow,
         plan_id: None,
         funding_hold_id: None,
         valid_until: now + chrono::Duration::hours(app.config.card_validity_hours),

@@ -98,7 +98,7 @@ pub async fn capture(
     };
     let mut record =
         cards::get_for_update(tx, &card_id).await?.ok_or_else(|| inconsistent("authorization without its card"))?;
-    if amount.currency().code() != record.currency {
+    if amount.currency() != record.currency {
         clearing.result = "rejected".to_owned();
         clearings::insert(tx, &clearing).await?;
         return Ok(result(&clearing, None));
@@ -134,7 +134,7 @@ pub async fn force_post(
     let clearing = new_clearing("force_post", record_id, Some(card_id), amount, "rejected", now);
     let mut record =
         cards::get_for_update(tx, card_id).await?.ok_or_else(|| inconsistent("force post for a missing card"))?;
-    if amount.currency().code() != record.currency {
+    if amount.currency() != record.currency {
         clearings::insert(tx, &clearing).await?;
         return Ok(result(&clearing, None));
     }
@@ -182,9 +182,7 @@ async fn add_to_plan(
     let today = app.today(now);
     match &card.plan_id {
         None => {
-            let kind =
-                PlanKind::parse(&card.plan_kind).ok_or_else(|| inconsistent("card with an unknown plan kind"))?;
-            let plan = Plan::new(kind, amount, today, &app.plan_terms).map_err(inconsistent)?;
+            let plan = Plan::new(card.plan_kind, amount, today, &app.plan_terms).map_err(inconsistent)?;
             let record = PlanRecord {
                 id: new_id("plan", now, &mut rand::rng()),
                 card_id: card.id.clone(),
@@ -278,7 +276,7 @@ pub async fn merchant_refund(
     let mut clearing = new_clearing("refund", record_id, Some(card_id), amount, "posted", now);
     let mut record =
         cards::get_for_update(tx, card_id).await?.ok_or_else(|| inconsistent("refund for a missing card"))?;
-    if amount.currency().code() != record.currency {
+    if amount.currency() != record.currency {
         clearing.result = "rejected".to_owned();
         clearings::insert(tx, &clearing).await?;
         return Ok(result(&clearing, None));
@@ -287,7 +285,7 @@ pub async fn merchant_refund(
     let restored = card.refund(amount).map_err(inconsistent)?;
     let (to_plan, interest_paid, excess) = match &record.plan_id {
         // Pay now: the refund lowers what the card spent, and the pay-now true-up refunds the funding card.
-        Some(_) if record.plan_kind == PlanKind::PayNow.as_str() => (amount.minor(), 0, 0),
+        Some(_) if record.plan_kind == PlanKind::PayNow => (amount.minor(), 0, 0),
         Some(plan_id) => {
             let mut plan = plans::get(tx, plan_id).await?.ok_or_else(|| inconsistent("card names a missing plan"))?;
             let application = plan.plan.apply_refund(amount.minor(), app.today(now)).map_err(inconsistent)?;
@@ -298,13 +296,13 @@ pub async fn merchant_refund(
         None => (0, 0, amount.minor()),
     };
     if excess > 0 {
-        let movement = crate::runner::FundingMovement {
+        let movement = crate::queue::FundingMovement {
             card_id: card_id.to_owned(),
             amount: excess,
             currency: amount.currency().code().to_owned(),
             pay_now: false,
         };
-        crate::runner::enqueue(tx, crate::runner::FUNDING_REFUND, &format!("refund:{record_id}"), &movement, now, now)
+        crate::queue::enqueue(tx, crate::queue::FUNDING_REFUND, &format!("refund:{record_id}"), &movement, now, now)
             .await?;
     }
     let currency = amount.currency();

@@ -4,15 +4,15 @@
 
 use std::sync::Arc;
 
+use crate::scratch;
 use ghostcard_domain::card_number::{REDACTED_DIGIT_RUN, redact_digit_runs};
 use ghostcard_iso8583::{decode, encode};
-use ghostcard_store::scratch;
 use serde::de::DeserializeOwned;
 
-use crate::App;
-use crate::api::parse_json;
-use crate::authorizer::Authorizer;
-use crate::config::Config;
+use ghostcard_server::App;
+use ghostcard_server::api::parse_json;
+use ghostcard_server::authorizer::Authorizer;
+use ghostcard_server::config::Config;
 
 /// The test keys (never live ones): the network corpus's CVV2s are computed under this CVK.
 const CVK: &str = "0123456789ABCDEFFEDCBA9876543210";
@@ -23,12 +23,12 @@ const CARDS: usize = 16;
 /// A request body for the card and funding-source endpoints (and the other JSON bodies): whatever it is, parsing
 /// answers a value or an error whose message and field name quote no digit run that could be a card number.
 pub fn json_bodies(bytes: &[u8]) {
-    check_body::<crate::service::issuing::CreateCard>(bytes);
-    check_body::<crate::service::cardholders::AddFundingSource>(bytes);
-    check_body::<crate::service::cardholders::CreateCardholder>(bytes);
-    check_body::<crate::api::network::ClearingBatch>(bytes);
-    check_body::<crate::api::webhooks::CreateEndpoint>(bytes);
-    check_body::<crate::api::plans::PlanPayment>(bytes);
+    check_body::<ghostcard_server::service::issuing::CreateCard>(bytes);
+    check_body::<ghostcard_server::service::cardholders::AddFundingSource>(bytes);
+    check_body::<ghostcard_server::service::cardholders::CreateCardholder>(bytes);
+    check_body::<ghostcard_server::api::network::ClearingBatch>(bytes);
+    check_body::<ghostcard_server::api::webhooks::CreateEndpoint>(bytes);
+    check_body::<ghostcard_server::api::plans::PlanPayment>(bytes);
 }
 
 fn check_body<T: DeserializeOwned>(bytes: &[u8]) {
@@ -73,7 +73,7 @@ impl NetworkTarget {
     pub fn run(&self, bytes: &[u8]) {
         let Ok(request) = decode(bytes) else { return };
         let mti = request.mti().to_owned();
-        let response = self.runtime.block_on(crate::network::handle(&self.app, &self.authorizer, request));
+        let response = self.runtime.block_on(ghostcard_server::network::handle(&self.app, &self.authorizer, request));
         assert_eq!(response.mti().get(..2), mti.get(..2), "the answer is of the request's class");
         assert!(response.get(39).is_some(), "every answer has a response code");
         assert!(encode(&response).is_ok(), "every answer encodes");

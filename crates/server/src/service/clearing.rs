@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use crate::App;
 use crate::ids::has_prefix;
-use crate::lifecycle::{self, ClearingResult};
+use crate::service::lifecycle::{self, ClearingResult};
 
 /// The most records one request may carry.
 pub const MAX_RECORDS_PER_REQUEST: usize = 1000;

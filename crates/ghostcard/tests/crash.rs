@@ -207,7 +207,12 @@ async fn approvals_survive_sigkill_exactly_once() {
     let report = ghostcard_store::ledger::verify(&mut tx).await.expect("verifies");
     assert!(report.ok, "{:?}", report.problems);
     for ((acquirer, stan), auth_code) in &approvals {
-        let found = ghostcard_store::authorizations::find_by_network_key(&mut tx, acquirer, stan, "1126120000")
+        let key = ghostcard_domain::engine::NetworkKey {
+            acquirer_id: acquirer.clone(),
+            stan: stan.clone(),
+            transmission_time: "1126120000".to_owned(),
+        };
+        let found = ghostcard_store::authorizations::find_by_network_key(&mut tx, &key)
             .await
             .expect("reads")
             .unwrap_or_else(|| panic!("approval {acquirer}/{stan} that a client received is not in the database"));

@@ -153,7 +153,7 @@ pub async fn decide_alone(app: &App, job: Job, settlement: Settlement) -> Result
 async fn original(app: &App, job: &Job) -> Result<Outcome, AuthorizeError> {
     let key = job.network_key().ok_or_else(|| AuthorizeError::Card("a duplicate without a network key".to_owned()))?;
     let mut tx = app.store.read().await?;
-    match authorizations::find_by_network_key(&mut tx, &key.acquirer_id, &key.stan, &key.transmission_time).await? {
+    match authorizations::find_by_network_key(&mut tx, &key).await? {
         Some(original) => Ok(Outcome::Duplicate(original)),
         None => Err(AuthorizeError::Card("a duplicate without an original".to_owned())),
     }

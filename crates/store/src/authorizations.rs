@@ -255,17 +255,17 @@ pub async fn update_progress(tx: &mut Tx, authorization: &AuthorizationRecord) -
 }
 
 /// The authorization with this network key (field 32 + 11 + 7), if one was recorded.
-pub async fn find_by_network_key(
-    tx: &mut Tx,
-    acquirer_id: &str,
-    stan: &str,
-    transmission_time: &str,
-) -> Result<Option<AuthorizationRecord>> {
+pub async fn find_by_network_key(tx: &mut Tx, key: &NetworkKey) -> Result<Option<AuthorizationRecord>> {
     let sql = format!(
         "SELECT * FROM authorizations WHERE acquirer_id = $1 AND stan = $2 AND transmission_time = $3{}",
         for_update(tx)
     );
-    let row = sqlx::query(&sql).bind(acquirer_id).bind(stan).bind(transmission_time).fetch_optional(&mut **tx).await?;
+    let row = sqlx::query(&sql)
+        .bind(&key.acquirer_id)
+        .bind(&key.stan)
+        .bind(&key.transmission_time)
+        .fetch_optional(&mut **tx)
+        .await?;
     row.map(|row| from_row(&row)).transpose()
 }
 

@@ -61,16 +61,11 @@ pub async fn insert(tx: &mut Tx, reversal: &ReversalRecord) -> Result<()> {
 }
 
 /// The reversal with this network key, if one was recorded.
-pub async fn find_by_network_key(
-    tx: &mut Tx,
-    acquirer_id: &str,
-    stan: &str,
-    transmission_time: &str,
-) -> Result<Option<ReversalRecord>> {
+pub async fn find_by_network_key(tx: &mut Tx, key: &NetworkKey) -> Result<Option<ReversalRecord>> {
     let row = sqlx::query("SELECT * FROM reversals WHERE acquirer_id = $1 AND stan = $2 AND transmission_time = $3")
-        .bind(acquirer_id)
-        .bind(stan)
-        .bind(transmission_time)
+        .bind(&key.acquirer_id)
+        .bind(&key.stan)
+        .bind(&key.transmission_time)
         .fetch_optional(&mut **tx)
         .await?;
     row.map(|row| from_row(&row)).transpose()

@@ -8,6 +8,7 @@ use ghostcard_domain::card::MerchantBinding;
 use ghostcard_domain::card_number::{CardNumber, Expiry};
 use ghostcard_domain::country::Country;
 use ghostcard_domain::decision::{AuthorizationRequest, Mcc, MessageClass, TransactionType};
+use ghostcard_domain::engine::NetworkKey;
 use ghostcard_iso8583::Message;
 use ghostcard_iso8583::subfields::{self, OriginalData, TAG_CVV2, TAG_CVV2_RESULT};
 use ghostcard_store::authorizations::{self, AuthorizationRecord};
@@ -275,8 +276,13 @@ async fn reverse(app: &App, message: &Message) -> Result<String, LifecycleError>
         Err(_) => app.vault.keyed_hash(field(2).as_bytes()),
     };
     let now = app.clock.now();
+    let key = NetworkKey {
+        acquirer_id: field(32).to_owned(),
+        stan: field(11).to_owned(),
+        transmission_time: field(7).to_owned(),
+    };
     let mut tx = app.store.begin().await?;
-    if let Some(earlier) = reversals::find_by_network_key(&mut tx, field(32), field(11), field(7)).await? {
+    if let Some(earlier) = reversals::find_by_network_key(&mut tx, &key).await? {
         return Ok(earlier.response_code);
     }
     let original = message.get(90).and_then(OriginalData::parse);
@@ -302,9 +308,9 @@ async fn reverse(app: &App, message: &Message) -> Result<String, LifecycleError>
     let record = ReversalRecord {
         id: new_id("rev", now, &mut rand::rng()),
         mti: message.mti().to_owned(),
-        acquirer_id: field(32).to_owned(),
-        stan: field(11).to_owned(),
-        transmission_time: field(7).to_owned(),
+        acquirer_id: key.acquirer_id.clone(),
+        stan: key.stan.clone(),
+        transmission_time: key.transmission_time.clone(),
         original_acquirer_id: original.as_ref().map(|original| original.acquirer_id().to_owned()),
         original_stan: original.as_ref().map(|original| original.stan.clone()),
         original_transmission_time: original.as_ref().map(|original| original.transmission.clone()),
@@ -325,7 +331,7 @@ async fn reverse(app: &App, message: &Message) -> Result<String, LifecycleError>
             // A repeat of this reversal committed first: answer what it got.
             drop(tx);
             let mut tx = app.store.read().await?;
-            let earlier = reversals::find_by_network_key(&mut tx, field(32), field(11), field(7)).await?;
+            let earlier = reversals::find_by_network_key(&mut tx, &key).await?;
             Ok(earlier.map_or_else(|| "96".to_owned(), |earlier| earlier.response_code))
         }
         Err(error) => Err(error.into()),
@@ -340,9 +346,12 @@ async fn find_original(
     number_hash: &[u8],
 ) -> Result<Option<AuthorizationRecord>, StoreError> {
     if let Some(original) = original {
-        let found =
-            authorizations::find_by_network_key(tx, original.acquirer_id(), &original.stan, &original.transmission)
-                .await?;
+        let key = NetworkKey {
+            acquirer_id: original.acquirer_id().to_owned(),
+            stan: original.stan.clone(),
+            transmission_time: original.transmission.clone(),
+        };
+        let found = authorizations::find_by_network_key(tx, &key).await?;
         if let Some(found) = found.filter(|found| found.number_hash.as_deref() == Some(number_hash)) {
             return Ok(Some(found));
         }

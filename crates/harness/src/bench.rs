@@ -371,88 +371,49 @@ async fn connection_load(
     cards: Arc<Vec<ProvisionedCard>>,
     next: Arc<AtomicUsize>,
     options: &BenchOptions,
-    mut schedule: Option<mpsc::UnboundedReceiver<Vec<Instant>>>,
+    schedule: Option<mpsc::UnboundedReceiver<Vec<Instant>>>,
     measured: std::ops::Range<Instant>,
 ) -> ConnectionOutcome {
-    let deadline = measured.end;
-    let mut outcome = ConnectionOutcome::default();
+    let mut load = Load {
+        cards,
+        next,
+        pipeline: options.pipeline,
+        open_loop: options.rate.is_some(),
+        schedule,
+        due_now: VecDeque::new(),
+        acquirer: format!("{}", 100_000 + connection),
+        sequence: 0,
+        in_flight: HashMap::new(),
+        measured,
+        outcome: ConnectionOutcome::default(),
+    };
     let Ok(stream) = TcpStream::connect(address).await else {
-        outcome.errors += 1;
-        return outcome;
+        load.outcome.errors += 1;
+        return load.outcome;
     };
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.into_split();
-    let acquirer = format!("{}", 100_000 + connection);
-    // STAN → when it was due to be sent (open loop) or sent (closed loop).
-    let mut in_flight: HashMap<String, Instant> = HashMap::new();
     let mut buffer = Vec::with_capacity(16 * 1024);
     let mut chunk = vec![0u8; 16 * 1024];
-    let mut sequence: u64 = 0;
-    let open_loop = options.rate.is_some();
-    // Due times the pacer handed over while this connection waited for answers.
-    let mut due_now: VecDeque<Instant> = VecDeque::new();
     loop {
-        // Sending stops at the deadline (open loop: when the pacer has handed over every due time), or when the
-        // cards run out (then the answers due are still awaited).
-        let sending = if open_loop { schedule.is_some() || !due_now.is_empty() } else { Instant::now() < deadline }
-            && !outcome.ran_out_of_cards;
-        // Fill the window (closed loop) or send what is due (open loop).
-        let mut batch = Vec::new();
-        if sending {
-            loop {
-                let due = match (due_now.pop_front(), &mut schedule) {
-                    (Some(due), _) => due,
-                    (None, Some(pacer)) => match pacer.try_recv() {
-                        Ok(dealt) => {
-                            due_now.extend(dealt);
-                            continue;
-                        }
-                        Err(mpsc::error::TryRecvError::Empty) => break,
-                        Err(mpsc::error::TryRecvError::Disconnected) => {
-                            schedule = None;
-                            break;
-                        }
-                    },
-                    (None, None) if open_loop => break,
-                    (None, None) if in_flight.len() >= options.pipeline => break,
-                    (None, None) => Instant::now(),
-                };
-                let index = next.fetch_add(1, Ordering::Relaxed);
-                let Some(card) = cards.get(index) else {
-                    outcome.ran_out_of_cards = true;
-                    break;
-                };
-                sequence += 1;
-                let stan = format!("{:06}", sequence % 1_000_000);
-                let transmission = format!("{:010}", 1_126_000_000 + sequence / 1_000_000);
-                let message = request(card, &acquirer, &stan, &transmission);
-                if let Some(bytes) = encode(&message).ok().and_then(|bytes| frame(&bytes)) {
-                    batch.extend_from_slice(&bytes);
-                    in_flight.insert(stan, due);
-                    outcome.sent += u64::from(due >= measured.start);
-                }
-                if batch.len() > 64 * 1024 {
-                    break;
-                }
-            }
-        }
+        let sending = load.sending();
+        let batch = if sending { load.requests() } else { Vec::new() };
         if !batch.is_empty() && writer.write_all(&batch).await.is_err() {
-            outcome.errors += in_flight.len() as u64;
-            return outcome;
+            return load.failed();
         }
         // The schedule may have ended, or the cards run out, while sending.
-        let sending = sending && !outcome.ran_out_of_cards && (!open_loop || schedule.is_some());
-        if !sending && in_flight.is_empty() {
+        let sending = sending && !load.outcome.ran_out_of_cards && (!load.open_loop || load.schedule.is_some());
+        if !sending && load.in_flight.is_empty() {
             break;
         }
         let wait = if sending { Duration::from_secs(5) } else { Duration::from_secs(10) };
-        let read = match &mut schedule {
+        let read = match &mut load.schedule {
             // Open loop: wake for whichever comes first, the next due time or an answer.
             Some(pacer) if sending => tokio::select! {
                 due = pacer.recv() => {
                     match due {
-                        Some(dealt) => due_now.extend(dealt),
-                        None => schedule = None,
+                        Some(dealt) => load.due_now.extend(dealt),
+                        None => load.schedule = None,
                     }
                     continue;
                 }
@@ -461,24 +422,100 @@ async fn connection_load(
             _ => tokio::time::timeout(wait, reader.read(&mut chunk)).await,
         };
         match read {
-            Ok(Ok(0)) | Ok(Err(_)) => {
-                outcome.errors += in_flight.len() as u64;
-                return outcome;
-            }
+            Ok(Ok(0)) | Ok(Err(_)) => return load.failed(),
             Ok(Ok(read)) => buffer.extend_from_slice(&chunk[..read]),
-            Err(_) if !sending => {
-                // Answers that never came.
-                outcome.errors += in_flight.len() as u64;
-                return outcome;
-            }
+            // Answers that never came.
+            Err(_) if !sending => return load.failed(),
             Err(_) => {}
         }
-        while let Frame::Message { body, consumed } = next_frame(&buffer, 65_535) {
+        load.take_answers(&mut buffer);
+    }
+    load.outcome
+}
+
+/// One connection's state while it drives the listener.
+struct Load {
+    cards: Arc<Vec<ProvisionedCard>>,
+    /// The next card to use, shared by the connections.
+    next: Arc<AtomicUsize>,
+    pipeline: usize,
+    open_loop: bool,
+    /// Open loop: the pacer's due times, until it ends.
+    schedule: Option<mpsc::UnboundedReceiver<Vec<Instant>>>,
+    /// Due times the pacer handed over while this connection waited for answers.
+    due_now: VecDeque<Instant>,
+    acquirer: String,
+    sequence: u64,
+    /// STAN → when it was due to be sent (open loop) or sent (closed loop).
+    in_flight: HashMap<String, Instant>,
+    measured: std::ops::Range<Instant>,
+    outcome: ConnectionOutcome,
+}
+
+impl Load {
+    /// Sending stops at the deadline (open loop: when the pacer has handed over every due time), or when the cards
+    /// run out (then the answers due are still awaited).
+    fn sending(&self) -> bool {
+        let more = if self.open_loop {
+            self.schedule.is_some() || !self.due_now.is_empty()
+        } else {
+            Instant::now() < self.measured.end
+        };
+        more && !self.outcome.ran_out_of_cards
+    }
+
+    /// The framed requests to send now: enough to fill the window (closed loop) or what is due (open loop), at most
+    /// about 64 KiB.
+    fn requests(&mut self) -> Vec<u8> {
+        let mut batch = Vec::new();
+        loop {
+            let due = match (self.due_now.pop_front(), &mut self.schedule) {
+                (Some(due), _) => due,
+                (None, Some(pacer)) => match pacer.try_recv() {
+                    Ok(dealt) => {
+                        self.due_now.extend(dealt);
+                        continue;
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        self.schedule = None;
+                        break;
+                    }
+                },
+                (None, None) if self.open_loop => break,
+                (None, None) if self.in_flight.len() >= self.pipeline => break,
+                (None, None) => Instant::now(),
+            };
+            let index = self.next.fetch_add(1, Ordering::Relaxed);
+            let Some(card) = self.cards.get(index) else {
+                self.outcome.ran_out_of_cards = true;
+                break;
+            };
+            self.sequence += 1;
+            let stan = format!("{:06}", self.sequence % 1_000_000);
+            let transmission = format!("{:010}", 1_126_000_000 + self.sequence / 1_000_000);
+            let message = request(card, &self.acquirer, &stan, &transmission);
+            if let Some(bytes) = encode(&message).ok().and_then(|bytes| frame(&bytes)) {
+                batch.extend_from_slice(&bytes);
+                self.in_flight.insert(stan, due);
+                self.outcome.sent += u64::from(due >= self.measured.start);
+            }
+            if batch.len() > 64 * 1024 {
+                break;
+            }
+        }
+        batch
+    }
+
+    /// Counts the whole answers at the start of `buffer` (latency only within the measured run), and drops them.
+    fn take_answers(&mut self, buffer: &mut Vec<u8>) {
+        let outcome = &mut self.outcome;
+        while let Frame::Message { body, consumed } = next_frame(buffer, 65_535) {
             if let Ok(answer) = decode(body) {
-                if let Some(sent_at) = answer.get(11).and_then(|stan| in_flight.remove(stan)) {
+                if let Some(sent_at) = answer.get(11).and_then(|stan| self.in_flight.remove(stan)) {
                     match answer.get(39) {
                         None => outcome.errors += 1,
-                        Some(_) if sent_at < measured.start => {}
+                        Some(_) if sent_at < self.measured.start => {}
                         Some(code) => {
                             let micros = sent_at.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
                             outcome.latencies_us.push(micros);
@@ -495,7 +532,12 @@ async fn connection_load(
             buffer.drain(..consumed);
         }
     }
-    outcome
+
+    /// The connection failed: every request in flight is an error.
+    fn failed(mut self) -> ConnectionOutcome {
+        self.outcome.errors += self.in_flight.len() as u64;
+        self.outcome
+    }
 }
 
 fn request(card: &ProvisionedCard, acquirer: &str, stan: &str, transmission: &str) -> Message {

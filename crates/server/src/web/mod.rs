@@ -64,18 +64,12 @@ pub fn router() -> axum::Router<Arc<App>> {
         .route("/app/sign-out", post(sign_out))
         .route("/app/dashboard", get(dashboard))
         .route("/app/funding-sources", post(add_funding_source))
-        .route("/app/static/card.js", get(card_script))
-        .route("/app/cards/new", get(new_card))
-        .route("/app/cards/preview", post(preview_card))
-        .route("/app/cards", post(create_card))
-        .route("/app/cards/{id}", get(show_card))
-        .route("/app/cards/{id}/reveal", post(reveal_card))
-        .route("/app/cards/{id}/{action}", post(card_action))
-        .route("/app/plans/{id}", get(show_plan))
-        .route("/app/plans/{id}/pay", post(pay_plan))
+        .merge(card_pages::router())
+        .merge(plan_pages::router())
 }
 
 /// A page failure shown to a person: a short message, never internals.
+#[derive(Debug)]
 struct PageError(StatusCode, String);
 
 impl From<StoreError> for PageError {
@@ -780,8 +774,6 @@ async fn add_funding_source(
     Ok(redirect(LINKED))
 }
 
-// ---- One-time cards ----------------------------------------------------------------------------------------
-
 /// A plan as a person reads it.
 fn plan_name(kind: PlanKind, terms: &ghostcard_domain::plan::PlanTerms) -> String {
     match kind {
@@ -801,573 +793,61 @@ fn web_actor(cardholder: &Cardholder, headers: &HeaderMap) -> Actor {
     Actor { name: format!("cardholder:{}", cardholder.id), origin: crate::clients::origin(headers) }
 }
 
-#[derive(Template)]
-#[template(path = "new_card.html")]
-struct NewCardPage {
-    csrf: String,
-    error: Option<String>,
-    available: String,
-    currency: String,
-    amount: String,
-    plan: String,
-    plans: Vec<(String, String)>,
-    sources: Vec<(String, String)>,
-}
+mod card_pages;
+mod plan_pages;
 
-async fn new_card_page(app: &App, signed_in: &SignedIn, error: Option<String>, amount: &str, plan: &str) -> PageResult {
-    let now = app.clock.now();
-    let mut tx = app.store.read().await?;
-    let power = purchase_power_of(app, &mut tx, &signed_in.cardholder, now).await.map_err(page_error)?;
-    let sources = funding_sources::for_cardholder(&mut tx, &signed_in.cardholder.id).await?;
-    drop(tx);
-    let mut response = render(&NewCardPage {
-        csrf: signed_in.session.csrf.clone(),
-        error: error.clone(),
-        available: power.available.to_string(),
-        currency: app.currency.code().to_owned(),
-        amount: amount.to_owned(),
-        plan: plan.to_owned(),
-        plans: PlanKind::ALL.iter().map(|kind| (kind.as_str().to_owned(), plan_name(*kind, &app.plan_terms))).collect(),
-        sources: sources
-            .iter()
-            .filter(|source| source.status == "active")
-            .map(|source| (source.id.clone(), format!("{} ending {}", source.brand, source.last4)))
-            .collect(),
-    })?;
-    if error.is_some() {
-        *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_shows_its_sentence_and_an_internal_failure_shows_none_of_its_internals() {
+        let refused = page_error(ServiceError::refused("funding_declined", "the funding card declined the hold"));
+        assert_eq!(
+            (refused.0, refused.1.as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, "the funding card declined the hold")
+        );
+        let invalid = page_error(ServiceError::invalid("invalid_amount", "amount is positive").with_param("amount"));
+        assert_eq!(invalid.0, StatusCode::BAD_REQUEST);
+        assert_eq!(page_error(ServiceError::not_found("card", "card_1")).0, StatusCode::NOT_FOUND);
+        assert_eq!(page_error(ServiceError::conflict("card_not_cancelable", "used")).0, StatusCode::CONFLICT);
+        let internal = page_error(ServiceError::internal("connection to 10.0.0.7 refused; key=abc"));
+        assert_eq!((internal.0, internal.1.as_str()), (StatusCode::INTERNAL_SERVER_ERROR, SOMETHING_WENT_WRONG));
     }
-    Ok(response)
-}
 
-async fn new_card(State(app): State<Arc<App>>, headers: HeaderMap) -> PageResult {
-    let now = app.clock.now();
-    let signed_in = require_session!(app, headers, now);
-    new_card_page(&app, &signed_in, None, "", "pay_in_4").await
-}
+    #[test]
+    fn plans_are_named_as_a_person_reads_them() {
+        let terms = ghostcard_domain::plan::PlanTerms {
+            financing_apr_basis_points: 1_505,
+            ..ghostcard_domain::plan::PlanTerms::defaults(Currency::USD)
+        };
+        assert_eq!(plan_name(PlanKind::PayIn30, &terms), "Pay in 30 days, no interest");
+        assert_eq!(plan_name(PlanKind::Financing(12), &terms), "12 monthly payments at 15.05% APR");
+    }
 
-#[derive(Deserialize)]
-struct CardForm {
-    csrf: String,
-    /// Only on the final form (the preview's "Create the card").
-    once: Option<String>,
-    amount: String,
-    plan: String,
-    funding_source_id: String,
-}
+    #[test]
+    fn tokens_compare_whole_and_equal_only() {
+        assert!(same("a1b2", "a1b2"));
+        assert!(!same("a1b2", "a1b3") && !same("a1b2", "a1b") && !same("", "a"));
+        let (first, second) = (random_token(), random_token());
+        assert_ne!(first, second);
+        assert!(first.len() >= 32 && first.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"-_".contains(&byte)));
+    }
 
-#[derive(Template)]
-#[template(path = "card_preview.html")]
-struct PreviewPage {
-    csrf: String,
-    once: String,
-    amount: String,
-    amount_minor: i64,
-    plan: String,
-    plan_name: String,
-    funding_source_id: String,
-    schedule: Vec<(String, String)>,
-}
-
-/// Step 1: the schedule the card would have, before anything is created.
-async fn preview_card(State(app): State<Arc<App>>, headers: HeaderMap, Form(form): Form<CardForm>) -> PageResult {
-    let now = app.clock.now();
-    let signed_in = require_form!(app, headers, now, &form.csrf);
-    let amount = match Money::parse(form.amount.trim(), app.currency) {
-        Ok(amount) if amount.is_positive() => amount,
-        _ => {
-            let error = format!("Enter the amount in {} with a dot for cents, e.g. 40.00.", app.currency.code());
-            return new_card_page(&app, &signed_in, Some(error), &form.amount, &form.plan).await;
-        }
-    };
-    let Some(kind) = PlanKind::parse(&form.plan) else {
-        return new_card_page(&app, &signed_in, Some("Choose how you pay.".to_owned()), &form.amount, &form.plan).await;
-    };
-    let schedule = Plan::new(kind, amount, app.today(now), &app.plan_terms)
-        .map(|plan| {
-            plan.installments
-                .iter()
-                .map(|installment| {
-                    (installment.due_date.format("%-d %b %Y").to_string(), plan.money(installment.amount()).to_string())
-                })
-                .collect()
+    #[test]
+    fn every_page_forbids_framing_caching_and_foreign_scripts() {
+        let response = render(&SignUpPage {
+            csrf: "token".to_owned(),
+            error: None,
+            email: String::new(),
+            name: String::new(),
+            country: "US".to_owned(),
         })
-        .unwrap_or_default();
-    render(&PreviewPage {
-        csrf: signed_in.session.csrf.clone(),
-        once: random_token(),
-        amount: amount.to_string(),
-        amount_minor: amount.minor(),
-        plan: kind.as_str().to_owned(),
-        plan_name: plan_name(kind, &app.plan_terms),
-        funding_source_id: form.funding_source_id,
-        schedule,
-    })
-}
-
-/// Step 2: the card, through the same path as `POST /v1/cards`.
-async fn create_card(State(app): State<Arc<App>>, headers: HeaderMap, Form(form): Form<CardForm>) -> PageResult {
-    let now = app.clock.now();
-    let signed_in = require_form!(app, headers, now, &form.csrf);
-    let created = |id: &str| redirect(&format!("/app/cards/{id}?created=1"));
-    let token = form.once.as_deref().unwrap_or_default();
-    let claim = match once::begin(&app, &signed_in.cardholder.id, "/app/cards", token).await? {
-        Once::Done(body) => {
-            return Ok(once::stored_id(&body).map_or_else(|| redirect("/app/dashboard"), |id| created(&id)));
-        }
-        Once::Go(claim) => claim,
-    };
-    let body = CreateCard {
-        cardholder_id: signed_in.cardholder.id.clone(),
-        amount: form.amount.trim().parse().unwrap_or(0),
-        currency: app.currency.code().to_owned(),
-        funding_source_id: form.funding_source_id.clone(),
-        plan: form.plan.clone(),
-    };
-    let shown = Money::new(body.amount, app.currency).format_amount();
-    match issuing::create(&app, &body, &web_actor(&signed_in.cardholder, &headers), Some(&claim)).await {
-        Ok((card, _)) => {
-            app.wake_jobs.notify_one();
-            Ok(created(&card.id))
-        }
-        Err(error) => {
-            once::release(&app, &claim).await?;
-            new_card_page(&app, &signed_in, Some(page_error(error).1), &shown, &form.plan).await
-        }
-    }
-}
-
-/// The signed-in cardholder's card `id`, or a 404 page (someone else's card does not exist for them).
-async fn own_card(app: &App, signed_in: &SignedIn, id: &str) -> Result<CardRecord, PageError> {
-    let mut tx = app.store.read().await?;
-    let card = cards::get(&mut tx, id).await?;
-    card.filter(|card| card.cardholder_id == signed_in.cardholder.id)
-        .ok_or_else(|| PageError(StatusCode::NOT_FOUND, "There is no such card.".to_owned()))
-}
-
-#[derive(Template)]
-#[template(path = "card.html")]
-struct CardPage {
-    csrf: String,
-    once: String,
-    id: String,
-    masked: String,
-    notice: Option<String>,
-    error: Option<String>,
-    revealed: Option<(String, String, String)>,
-    can_reveal: bool,
-    status: String,
-    amount: String,
-    held: String,
-    captured: String,
-    remaining: String,
-    plan_name: String,
-    plan_id: Option<String>,
-    merchant: Option<String>,
-    active: bool,
-    refundable: bool,
-    valid_until: String,
-    valid_until_iso: String,
-    time_left: String,
-    seconds_left: i64,
-    activity: Vec<ActivityRow>,
-}
-
-/// One line of a card's activity: an authorization, a capture or a refund.
-struct ActivityRow {
-    when: String,
-    merchant: String,
-    amount: String,
-    result: String,
-    /// `declined` for a declined authorization (styled).
-    class: &'static str,
-}
-
-async fn card_page(
-    app: &App,
-    signed_in: &SignedIn,
-    card: &CardRecord,
-    notice: Option<String>,
-    error: Option<String>,
-    revealed: Option<(String, String, String)>,
-) -> PageResult {
-    let now = app.clock.now();
-    let currency = card.currency;
-    let money = |minor: i64| Money::new(minor, currency).to_string();
-    let view = crate::views::CardView::of(card, now);
-    let activity = card_activity(app, card, currency).await?;
-    let left = (card.valid_until - now).num_seconds().max(0);
-    let active = view.status == "active";
-    render(&CardPage {
-        csrf: signed_in.session.csrf.clone(),
-        once: random_token(),
-        id: card.id.clone(),
-        masked: format!("{} •••• {}", card.bin, card.last4),
-        notice,
-        error,
-        can_reveal: matches!(view.status.as_str(), "active" | "used"),
-        revealed,
-        status: view.status.clone(),
-        amount: money(card.amount),
-        held: money(card.held),
-        captured: money(card.captured),
-        remaining: money(view.remaining_amount),
-        plan_name: plan_name(card.plan_kind, &app.plan_terms),
-        plan_id: card.plan_id.clone(),
-        merchant: card.merchant_name.clone().or_else(|| card.merchant_id.clone()),
-        active,
-        refundable: matches!(view.status.as_str(), "used") && view.remaining_amount > 0,
-        valid_until: card.valid_until.format("%-d %b %Y %H:%M UTC").to_string(),
-        valid_until_iso: card.valid_until.to_rfc3339(),
-        time_left: format!("{} h {:02} min", left / 3600, (left % 3600) / 60),
-        seconds_left: left,
-        activity,
-    })
-}
-
-/// The card's authorizations and its captures and refunds from clearing, newest first.
-async fn card_activity(app: &App, card: &CardRecord, currency: Currency) -> Result<Vec<ActivityRow>, PageError> {
-    let money = |minor: i64| Money::new(minor, currency).to_string();
-    let mut tx = app.store.read().await?;
-    let authorizations = authorizations::list(&mut tx, Some(&card.id), None, 100, None).await?;
-    let clearings = ghostcard_store::clearings::for_card(&mut tx, &card.id).await?;
-    drop(tx);
-    let mut activity: Vec<(DateTime<Utc>, ActivityRow)> = authorizations
-        .rows
-        .iter()
-        .map(|record| {
-            let shown = crate::views::AuthorizationView::from(record);
-            let result = match &shown.decline_message {
-                Some(message) => format!("Declined: {message}"),
-                None => shown.status.replace('_', " "),
-            };
-            (
-                record.created_at,
-                ActivityRow {
-                    when: record.created_at.format("%-d %b %H:%M").to_string(),
-                    merchant: record.merchant_name.clone().unwrap_or_else(|| record.merchant_id.clone()),
-                    amount: money(record.amount),
-                    result,
-                    class: if shown.decline_message.is_some() { "declined" } else { "" },
-                },
-            )
-        })
-        .collect();
-    for clearing in &clearings {
-        let what = match clearing.kind.as_str() {
-            "refund" => "Refunded by the merchant",
-            "force_post" => "Purchase posted",
-            _ => "Purchase captured",
-        };
-        activity.push((
-            clearing.created_at,
-            ActivityRow {
-                when: clearing.created_at.format("%-d %b %H:%M").to_string(),
-                merchant: card.merchant_name.clone().unwrap_or_default(),
-                amount: money(clearing.amount),
-                result: what.to_owned(),
-                class: "",
-            },
-        ));
-    }
-    activity.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
-    Ok(activity.into_iter().map(|(_, row)| row).collect())
-}
-
-#[derive(Deserialize)]
-struct CardQuery {
-    created: Option<String>,
-    /// After a post: `cancel`, `refund-unused`, or `reveal` (a reveal form sent again shows nothing).
-    done: Option<String>,
-}
-
-async fn show_card(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    axum::extract::Path(id): axum::extract::Path<String>,
-    axum::extract::Query(query): axum::extract::Query<CardQuery>,
-) -> PageResult {
-    let now = app.clock.now();
-    let signed_in = require_session!(app, headers, now);
-    let card = own_card(&app, &signed_in, &id).await?;
-    let notice = match (query.created, query.done.as_deref()) {
-        (Some(_), _) => Some("Your card is ready. Show its details when you pay."),
-        (_, Some("cancel")) => Some("The card is canceled."),
-        (_, Some("refund-unused")) => Some("The unused amount is refunded."),
-        (_, Some("reveal")) => Some("The details were already shown for that form. Show them again if you need them."),
-        _ => None,
-    };
-    card_page(&app, &signed_in, &card, notice.map(str::to_owned), None, None).await
-}
-
-/// Shows the card's number, expiry and security code — audited, like `POST /v1/cards/{id}/reveal`.
-async fn reveal_card(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    axum::extract::Path(id): axum::extract::Path<String>,
-    Form(form): Form<OnceForm>,
-) -> PageResult {
-    let now = app.clock.now();
-    let signed_in = require_form!(app, headers, now, &form.csrf);
-    let card = own_card(&app, &signed_in, &id).await?;
-    let path = format!("/app/cards/{}/reveal", card.id);
-    let claim = match once::begin(&app, &signed_in.cardholder.id, &path, &form.once).await? {
-        Once::Done(..) => return Ok(redirect(&format!("/app/cards/{}?done=reveal", card.id))),
-        Once::Go(claim) => claim,
-    };
-    let actor = web_actor(&signed_in.cardholder, &headers);
-    let revealed = match issuing::reveal(&app, &card, &actor, Some(&claim)).await {
-        Ok(revealed) => revealed,
-        Err(error) => {
-            once::release(&app, &claim).await?;
-            return Err(page_error(error));
-        }
-    };
-    let spaced: String = revealed
-        .number
-        .as_bytes()
-        .chunks(4)
-        .map(|group| String::from_utf8_lossy(group).into_owned())
-        .collect::<Vec<_>>()
-        .join(" ");
-    let details = (spaced, format!("{:02}/{}", revealed.exp_month, revealed.exp_year % 100), revealed.cvv.clone());
-    card_page(&app, &signed_in, &card, None, None, Some(details)).await
-}
-
-/// Cancel and refund-unused, as the cardholder: the same use cases as the API's.
-async fn card_action(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    axum::extract::Path((id, action)): axum::extract::Path<(String, String)>,
-    Form(form): Form<OnceForm>,
-) -> PageResult {
-    let now = app.clock.now();
-    let signed_in = require_form!(app, headers, now, &form.csrf);
-    let card = own_card(&app, &signed_in, &id).await?;
-    if !matches!(action.as_str(), "cancel" | "refund-unused") {
-        return Err(PageError(StatusCode::NOT_FOUND, "There is no such page.".to_owned()));
-    }
-    let done = redirect(&format!("/app/cards/{}?done={action}", card.id));
-    let claim =
-        match once::begin(&app, &signed_in.cardholder.id, &format!("/app/cards/{}/{action}", card.id), &form.once)
-            .await?
-        {
-            Once::Done(..) => return Ok(done),
-            Once::Go(claim) => claim,
-        };
-    let actor = web_actor(&signed_in.cardholder, &headers);
-    let changed = async {
-        let mut tx = app.store.begin().await?;
-        let record = if action == "cancel" {
-            crate::service::cards::cancel(&mut tx, &card.id, &actor, now).await?
-        } else {
-            crate::service::cards::refund_unused(&mut tx, &card.id, &actor, now).await?
-        };
-        crate::service::commit_with(tx, Some(&claim), 303, &record.id).await?;
-        Ok::<_, CardError>(())
-    };
-    match changed.await {
-        Ok(()) => {
-            app.wake_jobs.notify_one();
-            Ok(done)
-        }
-        Err(error) => {
-            once::release(&app, &claim).await?;
-            let message = match error {
-                CardError::Store(_) | CardError::Ledger(_) | CardError::Inconsistent(_) => {
-                    tracing::error!(%error, card = %card.id, "a card change from the web app failed");
-                    SOMETHING_WENT_WRONG.to_owned()
-                }
-                refused => refused.to_string(),
-            };
-            let card = own_card(&app, &signed_in, &id).await?;
-            card_page(&app, &signed_in, &card, None, Some(message), None).await
-        }
-    }
-}
-
-async fn card_script() -> Response {
-    (
-        [
-            (CONTENT_TYPE, HeaderValue::from_static("text/javascript; charset=utf-8")),
-            (CACHE_CONTROL, HeaderValue::from_static("max-age=3600")),
-        ],
-        include_str!("../../static/card.js"),
-    )
-        .into_response()
-}
-
-// ---- Payment plans -----------------------------------------------------------------------------------------
-
-struct InstallmentRow {
-    seq: u32,
-    due: String,
-    amount: String,
-    paid: String,
-    status: String,
-    status_class: &'static str,
-    width: i64,
-}
-
-#[derive(Template)]
-#[template(path = "plan.html")]
-struct PlanPage {
-    csrf: String,
-    once: String,
-    id: String,
-    card_id: String,
-    notice: Option<String>,
-    error: Option<String>,
-    plan_name: String,
-    status: String,
-    principal: String,
-    fees: String,
-    has_fees: bool,
-    balance: String,
-    payoff: String,
-    active: bool,
-    installments: Vec<InstallmentRow>,
-}
-
-async fn own_plan(app: &App, signed_in: &SignedIn, id: &str) -> Result<PlanRecord, PageError> {
-    let mut tx = app.store.read().await?;
-    let plan = plans::get(&mut tx, id).await?;
-    plan.filter(|plan| plan.cardholder_id == signed_in.cardholder.id)
-        .ok_or_else(|| PageError(StatusCode::NOT_FOUND, "There is no such plan.".to_owned()))
-}
-
-fn plan_page(
-    app: &App,
-    signed_in: &SignedIn,
-    record: &PlanRecord,
-    notice: Option<String>,
-    error: Option<String>,
-) -> PageResult {
-    let plan = &record.plan;
-    let today = app.today(app.clock.now());
-    let largest = plan.installments.iter().map(|installment| installment.amount()).max().unwrap_or(1).max(1);
-    render(&PlanPage {
-        csrf: signed_in.session.csrf.clone(),
-        once: random_token(),
-        id: record.id.clone(),
-        card_id: record.card_id.clone(),
-        notice,
-        error,
-        plan_name: plan_name(plan.kind, &app.plan_terms),
-        status: plan.status.as_str().replace('_', " "),
-        principal: plan.money(plan.principal).to_string(),
-        fees: plan.money(plan.fees).to_string(),
-        has_fees: plan.fees > 0,
-        balance: plan.money(plan.balance()).to_string(),
-        payoff: plan.money(plan.payoff_amount(today)).to_string(),
-        active: plan.status == ghostcard_domain::plan::PlanStatus::Active,
-        installments: plan
-            .installments
-            .iter()
-            .map(|installment| {
-                use ghostcard_domain::plan::InstallmentStatus as Status;
-                InstallmentRow {
-                    seq: installment.seq,
-                    due: installment.due_date.format("%-d %b %Y").to_string(),
-                    amount: plan.money(installment.amount()).to_string(),
-                    paid: if installment.paid > 0 && installment.status != Status::Paid {
-                        plan.money(installment.paid).to_string()
-                    } else {
-                        String::new()
-                    },
-                    status: installment.status.as_str().replace('_', " "),
-                    status_class: match installment.status {
-                        Status::Paid => "paid",
-                        Status::Failed | Status::Overdue => "late",
-                        _ => "",
-                    },
-                    width: installment.amount() * 100 / largest,
-                }
-            })
-            .collect(),
-    })
-}
-
-async fn show_plan(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    axum::extract::Path(id): axum::extract::Path<String>,
-    axum::extract::Query(query): axum::extract::Query<PlanQuery>,
-) -> PageResult {
-    let now = app.clock.now();
-    let signed_in = require_session!(app, headers, now);
-    let plan = own_plan(&app, &signed_in, &id).await?;
-    let notice = query.paid.map(|_| "Thank you: your payment went through.".to_owned());
-    plan_page(&app, &signed_in, &plan, notice, None)
-}
-
-#[derive(Deserialize)]
-struct PlanQuery {
-    paid: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct PayForm {
-    csrf: String,
-    #[serde(default)]
-    once: String,
-    /// `next` (the next open installment) or `all`.
-    what: String,
-}
-
-/// Pays early through the same path as `POST /v1/plans/{id}/payments`.
-async fn pay_plan(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    axum::extract::Path(id): axum::extract::Path<String>,
-    Form(form): Form<PayForm>,
-) -> PageResult {
-    let now = app.clock.now();
-    let signed_in = require_form!(app, headers, now, &form.csrf);
-    let plan = own_plan(&app, &signed_in, &id).await?;
-    let paid = redirect(&format!("/app/plans/{}?paid=1", plan.id));
-    let claim =
-        match once::begin(&app, &signed_in.cardholder.id, &format!("/app/plans/{}/pay", plan.id), &form.once).await? {
-            Once::Done(..) => return Ok(paid),
-            Once::Go(claim) => claim,
-        };
-    let next = plan
-        .plan
-        .installments
-        .iter()
-        .find(|installment| {
-            installment.owed() > 0 && installment.status != ghostcard_domain::plan::InstallmentStatus::RolledOver
-        })
-        .map(|installment| installment.seq);
-    let payment = match (form.what.as_str(), next) {
-        ("all", _) => Payment::Payoff,
-        (_, Some(seq)) => Payment::Installment(seq),
-        _ => {
-            once::release(&app, &claim).await?;
-            return plan_page(&app, &signed_in, &plan, None, Some("Nothing is owed on this plan.".to_owned()));
-        }
-    };
-    match crate::service::plans::pay(&app, &id, payment, None, now).await {
-        Ok(_) => {
-            once::complete(&app, &claim, "paid").await?;
-            Ok(paid)
-        }
-        Err(error) => {
-            // A payment the gateway has not answered yet is queued: sending the form again must not pay twice.
-            if matches!(error, PaymentError::Pending) {
-                once::complete(&app, &claim, "queued").await?;
-            } else {
-                once::release(&app, &claim).await?;
-            }
-            let message = match error {
-                PaymentError::Store(error) => {
-                    tracing::error!(%error, plan = %id, "a plan payment from the web app failed");
-                    SOMETHING_WENT_WRONG.to_owned()
-                }
-                refused => refused.to_string(),
-            };
-            let plan = own_plan(&app, &signed_in, &id).await?;
-            plan_page(&app, &signed_in, &plan, None, Some(message))
-        }
+        .expect("renders");
+        let headers = response.headers();
+        assert_eq!(headers[CACHE_CONTROL], "no-store");
+        assert_eq!(headers["x-frame-options"], "DENY");
+        let policy = headers["content-security-policy"].to_str().expect("text");
+        assert!(policy.contains("default-src 'self'") && policy.contains("frame-ancestors 'none'"), "{policy}");
     }
 }

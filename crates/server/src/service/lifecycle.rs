@@ -96,13 +96,10 @@ pub async fn capture(
         clearings::insert(tx, &clearing).await?;
         return Ok(result(&clearing, None));
     };
-    let mut record =
-        cards::get_for_update(tx, &card_id).await?.ok_or_else(|| inconsistent("authorization without its card"))?;
-    if amount.currency() != record.currency {
-        clearing.result = "rejected".to_owned();
-        clearings::insert(tx, &clearing).await?;
-        return Ok(result(&clearing, None));
-    }
+    let mut record = match card_to_post_to(tx, &card_id, &clearing, amount).await? {
+        Ok(record) => record,
+        Err(rejected) => return Ok(rejected),
+    };
     let hold = authorization
         .hold_transfer_id
         .filter(|_| authorization.held > 0)
@@ -128,16 +125,10 @@ pub async fn force_post(
     record_id: &str,
     now: DateTime<Utc>,
 ) -> Result<ClearingResult, LifecycleError> {
-    if let Some(earlier) = duplicate(tx, record_id).await? {
-        return Ok(earlier);
-    }
-    let clearing = new_clearing("force_post", record_id, Some(card_id), amount, "rejected", now);
-    let mut record =
-        cards::get_for_update(tx, card_id).await?.ok_or_else(|| inconsistent("force post for a missing card"))?;
-    if amount.currency() != record.currency {
-        clearings::insert(tx, &clearing).await?;
-        return Ok(result(&clearing, None));
-    }
+    let (mut record, clearing) = match to_card("force_post", tx, card_id, amount, record_id, now).await? {
+        Posting::To(posting) => *posting,
+        Posting::Answered(answer) => return Ok(answer),
+    };
     Ok(post_purchase(app, tx, &mut record, None, amount, clearing, Some("force_post"), now).await?.0)
 }
 
@@ -270,17 +261,10 @@ pub async fn merchant_refund(
     record_id: &str,
     now: DateTime<Utc>,
 ) -> Result<ClearingResult, LifecycleError> {
-    if let Some(earlier) = duplicate(tx, record_id).await? {
-        return Ok(earlier);
-    }
-    let mut clearing = new_clearing("refund", record_id, Some(card_id), amount, "posted", now);
-    let mut record =
-        cards::get_for_update(tx, card_id).await?.ok_or_else(|| inconsistent("refund for a missing card"))?;
-    if amount.currency() != record.currency {
-        clearing.result = "rejected".to_owned();
-        clearings::insert(tx, &clearing).await?;
-        return Ok(result(&clearing, None));
-    }
+    let (mut record, clearing) = match to_card("refund", tx, card_id, amount, record_id, now).await? {
+        Posting::To(posting) => *posting,
+        Posting::Answered(answer) => return Ok(answer),
+    };
     let mut card = record.to_card()?;
     let restored = card.refund(amount).map_err(inconsistent)?;
     let (to_plan, interest_paid, excess) = match &record.plan_id {
@@ -324,6 +308,50 @@ pub async fn merchant_refund(
     let posted = result(&clearing, record.plan_id.clone());
     crate::events::emit(tx, "refund.posted", &posted, now).await?;
     Ok(posted)
+}
+
+/// Where a clearing record of `kind` straight to a card (a force post, a refund) stands before it posts.
+enum Posting {
+    /// A repeat of an earlier record, or a record in another currency than the card's (stored as `rejected`).
+    Answered(ClearingResult),
+    /// The card, locked for the change, and the record to post.
+    To(Box<(CardRecord, ClearingRecord)>),
+}
+
+async fn to_card(
+    kind: &str,
+    tx: &mut Tx,
+    card_id: &str,
+    amount: Money,
+    record_id: &str,
+    now: DateTime<Utc>,
+) -> Result<Posting, LifecycleError> {
+    if let Some(earlier) = duplicate(tx, record_id).await? {
+        return Ok(Posting::Answered(earlier));
+    }
+    let clearing = new_clearing(kind, record_id, Some(card_id), amount, "posted", now);
+    Ok(match card_to_post_to(tx, card_id, &clearing, amount).await? {
+        Ok(record) => Posting::To(Box::new((record, clearing))),
+        Err(rejected) => Posting::Answered(rejected),
+    })
+}
+
+/// The card a clearing record posts to, locked for the change; a record in another currency than the card's is
+/// stored as `rejected`, and its result is the answer (`Err`).
+async fn card_to_post_to(
+    tx: &mut Tx,
+    card_id: &str,
+    clearing: &ClearingRecord,
+    amount: Money,
+) -> Result<Result<CardRecord, ClearingResult>, LifecycleError> {
+    let record =
+        cards::get_for_update(tx, card_id).await?.ok_or_else(|| inconsistent("a clearing for a missing card"))?;
+    if amount.currency() != record.currency {
+        let rejected = ClearingRecord { result: "rejected".to_owned(), ..clearing.clone() };
+        clearings::insert(tx, &rejected).await?;
+        return Ok(Err(result(&rejected, None)));
+    }
+    Ok(Ok(record))
 }
 
 fn new_clearing(

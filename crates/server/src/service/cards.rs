@@ -1,4 +1,5 @@
-//! A card's cardholder-side changes: cancel an unused card, refund a card's unused amount.
+//! A card's changes after it is issued: cancel an unused card, refund its unused amount (cardholders), unfreeze or
+//! close it (operators), and `release_unused`, the one way a card ends (also for the lifecycle jobs).
 
 use chrono::{DateTime, Utc};
 use ghostcard_domain::card::{Card, CardEvent, CardStatus, CloseReason, Transition};

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::card::{Card, CardStatus, MerchantBinding};
 use crate::card_number::Expiry;
+use crate::controls::CardControls;
 use crate::country::Country;
 use crate::fraud::FraudRules;
 use crate::money::Money;
@@ -190,6 +191,7 @@ pub enum DeclineReason {
     ExpiryMismatch,
     CvvMismatch,
     CardFrozen,
+    CardPaused,
     CardClosed,
     CardExpired,
     CardAlreadyUsed,
@@ -197,6 +199,7 @@ pub enum DeclineReason {
     TransactionNotPermitted,
     MerchantCategoryBlocked,
     CountryBlocked,
+    SpendingControls,
     ExceedsCardAmount,
     AccountRestricted,
     SuspectedFraud,
@@ -223,6 +226,7 @@ impl DeclineReason {
             DeclineReason::ExpiryMismatch => "expiry_mismatch",
             DeclineReason::CvvMismatch => "cvv_mismatch",
             DeclineReason::CardFrozen => "card_frozen",
+            DeclineReason::CardPaused => "card_paused",
             DeclineReason::CardClosed => "card_closed",
             DeclineReason::CardExpired => "card_expired",
             DeclineReason::CardAlreadyUsed => "card_already_used",
@@ -230,6 +234,7 @@ impl DeclineReason {
             DeclineReason::TransactionNotPermitted => "transaction_not_permitted",
             DeclineReason::MerchantCategoryBlocked => "merchant_category_blocked",
             DeclineReason::CountryBlocked => "country_blocked",
+            DeclineReason::SpendingControls => "spending_controls",
             DeclineReason::ExceedsCardAmount => "exceeds_card_amount",
             DeclineReason::AccountRestricted => "account_restricted",
             DeclineReason::SuspectedFraud => "suspected_fraud",
@@ -245,12 +250,16 @@ impl DeclineReason {
             DeclineReason::CardNotFound => "14",
             DeclineReason::ExpiryMismatch | DeclineReason::CardExpired => "54",
             DeclineReason::CvvMismatch => "N7",
-            DeclineReason::CardFrozen | DeclineReason::CardClosed | DeclineReason::AccountRestricted => "62",
+            DeclineReason::CardFrozen
+            | DeclineReason::CardPaused
+            | DeclineReason::CardClosed
+            | DeclineReason::AccountRestricted => "62",
             DeclineReason::CardAlreadyUsed => "05",
             DeclineReason::CurrencyNotSupported
             | DeclineReason::TransactionNotPermitted
             | DeclineReason::MerchantCategoryBlocked
-            | DeclineReason::CountryBlocked => "57",
+            | DeclineReason::CountryBlocked
+            | DeclineReason::SpendingControls => "57",
             DeclineReason::ExceedsCardAmount => "51",
             DeclineReason::SuspectedFraud => "59",
         }
@@ -264,6 +273,7 @@ impl DeclineReason {
             DeclineReason::ExpiryMismatch => "The expiry date entered does not match the card.",
             DeclineReason::CvvMismatch => "The security code (CVV) was missing or did not match.",
             DeclineReason::CardFrozen => "The card is frozen for your protection.",
+            DeclineReason::CardPaused => "The card is paused. Resume it to use it again.",
             DeclineReason::CardClosed => "The card is closed or was canceled.",
             DeclineReason::CardExpired => "The card's 24-hour window has passed.",
             DeclineReason::CardAlreadyUsed => "This one-time card was already used at another merchant.",
@@ -271,10 +281,19 @@ impl DeclineReason {
             DeclineReason::TransactionNotPermitted => "This kind of transaction (such as cash) is not allowed.",
             DeclineReason::MerchantCategoryBlocked => "Purchases at this kind of merchant are not allowed.",
             DeclineReason::CountryBlocked => "Purchases from merchants in this country are not allowed.",
+            DeclineReason::SpendingControls => "The card's spending controls do not allow this merchant.",
             DeclineReason::ExceedsCardAmount => "The purchase is more than the amount left on the card.",
             DeclineReason::AccountRestricted => "Your account is restricted, for example by an overdue payment.",
             DeclineReason::SuspectedFraud => "The purchase looked unusual, so we stopped it to protect you.",
         }
+    }
+}
+
+impl DeclineReason {
+    /// Declines that the card's own controls chose (a pause, spending controls) do not count toward the fraud
+    /// rules' decline limits.
+    pub fn counts_toward_fraud(code: &str) -> bool {
+        code != DeclineReason::CardPaused.code() && code != DeclineReason::SpendingControls.code()
     }
 }
 
@@ -365,6 +384,8 @@ pub struct DecisionInput<'a> {
     /// The card the number resolved to, if any (row 2).
     pub card: Option<&'a Card>,
     pub cvv: CvvCheck,
+    /// The card's pause and spending controls.
+    pub controls: &'a CardControls,
     pub standing: CardholderStanding,
     /// Times of the cardholder's earlier approvals, for the authorization fraud rules (row 15).
     pub cardholder_approvals: &'a [DateTime<Utc>],
@@ -468,7 +489,7 @@ enum RowsPassed {
     Card,
 }
 
-/// Rows 1 and 3–8: the request's own fields, then the card's expiry, CVV2, state and single use.
+/// Rows 1 and 3–8: the request's own fields, then the card's expiry, CVV2, state (and pause) and single use.
 fn request_and_card_rows(
     input: &DecisionInput<'_>,
     card: &Card,
@@ -497,9 +518,10 @@ fn request_and_card_rows(
     if cvv_checked && input.cvv != CvvCheck::Match {
         return Err(DeclineReason::CvvMismatch);
     }
-    // Rows 5–8.
+    // Rows 5–8, a pause right after row 5 (only an active or used card can be paused).
     match card.status() {
         CardStatus::Frozen => return Err(DeclineReason::CardFrozen),
+        CardStatus::Active | CardStatus::Used if input.controls.paused => return Err(DeclineReason::CardPaused),
         CardStatus::Canceled | CardStatus::Closed => return Err(DeclineReason::CardClosed),
         CardStatus::Expired => return Err(DeclineReason::CardExpired),
         CardStatus::Active if !card.window_open(input.now) => return Err(DeclineReason::CardExpired),
@@ -511,7 +533,8 @@ fn request_and_card_rows(
     Ok(RowsPassed::Card)
 }
 
-/// Rows 9–15: currency, transaction type, merchant category and country, amount, the account, the fraud rules.
+/// Rows 9–15: currency, transaction type, merchant category and country (then the card's spending controls),
+/// amount, the account, the fraud rules.
 /// A failure comes with the rule that refused (a fraud rule names itself).
 fn purchase_rows(input: &DecisionInput<'_>, card: &Card) -> Result<(), (DeclineReason, String)> {
     let request = input.request;
@@ -537,6 +560,10 @@ fn purchase_rows(input: &DecisionInput<'_>, card: &Card) -> Result<(), (DeclineR
         && !input.rules.allowed_countries.contains(&country)
     {
         return fail(DeclineReason::CountryBlocked);
+    }
+    // The card's spending controls, right after rows 11 and 12.
+    if input.controls.spending.excludes(request.mcc, request.country) {
+        return fail(DeclineReason::SpendingControls);
     }
     // Row 13.
     if request.amount_minor > card.remaining().minor() {
@@ -592,6 +619,7 @@ mod tests {
         request: AuthorizationRequest,
         card: Option<Card>,
         cvv: CvvCheck,
+        controls: CardControls,
         standing: CardholderStanding,
         approvals: Vec<DateTime<Utc>>,
         now: DateTime<Utc>,
@@ -603,6 +631,7 @@ mod tests {
                 request,
                 card: Some(card(10_000)),
                 cvv: CvvCheck::Match,
+                controls: CardControls::default(),
                 standing: CardholderStanding::default(),
                 approvals: vec![],
                 now: now(),
@@ -615,6 +644,7 @@ mod tests {
                 request: &self.request,
                 card: self.card.as_ref(),
                 cvv: self.cvv,
+                controls: &self.controls,
                 standing: self.standing,
                 cardholder_approvals: &self.approvals,
                 rules: &rules,
@@ -792,6 +822,62 @@ mod tests {
         case.request.amount_minor = 1_000;
         case.now = now() + Duration::hours(30);
         assert!(case.decide().is_approved());
+    }
+
+    #[test]
+    fn a_paused_card_declines_purchases_and_verifications_right_after_the_frozen_check() {
+        for amount in [4_000, 0] {
+            let mut case = Case::new(purchase(amount));
+            case.controls.paused = true;
+            assert_declined(case.decide(), DeclineReason::CardPaused, "62");
+        }
+        // Row 4 (CVV2) comes first; a paused card that was then frozen is frozen (row 5).
+        let mut case = Case::new(purchase(4_000));
+        case.controls.paused = true;
+        case.cvv = CvvCheck::Mismatch;
+        assert_declined(case.decide(), DeclineReason::CvvMismatch, "N7");
+        let mut frozen = card(10_000);
+        frozen.apply(CardEvent::Freeze { rule: "x".to_owned() }, now()).expect("legal");
+        case.cvv = CvvCheck::Match;
+        case.card = Some(frozen);
+        assert_declined(case.decide(), DeclineReason::CardFrozen, "62");
+        // Refunds and advices are processed on a paused card.
+        let mut refund = purchase(2_500);
+        refund.transaction_type = TransactionType::Refund;
+        let mut case = Case::new(refund);
+        case.controls.paused = true;
+        assert_eq!(case.decide().response_code, "00");
+        let mut advice = purchase(4_000);
+        advice.class = MessageClass::Advice;
+        let mut case = Case::new(advice);
+        case.controls.paused = true;
+        let decision = case.decide();
+        assert_eq!((decision.response_code, decision.flag), ("00", Some(DeclineReason::CardPaused)));
+    }
+
+    #[test]
+    fn spending_controls_decline_right_after_the_programs_category_and_country_checks() {
+        let mut case = Case::new(purchase(4_000));
+        case.controls.spending.blocked_categories = vec![Mcc(5732)];
+        assert_declined(case.decide(), DeclineReason::SpendingControls, "57");
+        case.request.mcc = Mcc(7995);
+        assert_declined(case.decide(), DeclineReason::MerchantCategoryBlocked, "57");
+        let mut case = Case::new(purchase(4_000));
+        case.controls.spending.allowed_countries = vec![Country::parse("CA").expect("CA")];
+        assert_declined(case.decide(), DeclineReason::SpendingControls, "57");
+        case.request.country = None;
+        assert!(case.decide().is_approved(), "no merchant country: the country controls are skipped");
+        // Before the amount (row 13).
+        let mut case = Case::new(purchase(50_000));
+        case.controls.spending.allowed_categories = vec![Mcc(5411)];
+        assert_declined(case.decide(), DeclineReason::SpendingControls, "57");
+    }
+
+    #[test]
+    fn declines_the_cards_own_controls_chose_do_not_count_toward_fraud() {
+        assert!(!DeclineReason::counts_toward_fraud("card_paused"));
+        assert!(!DeclineReason::counts_toward_fraud("spending_controls"));
+        assert!(DeclineReason::counts_toward_fraud("cvv_mismatch"));
     }
 
     #[test]

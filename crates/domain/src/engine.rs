@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::authorization::AuthorizationStatus;
 use crate::card::{Card, CardEvent, CardStatus, MerchantBinding, Transition};
+use crate::controls::{CardControls, SpendingControls};
 use crate::decision::{
     AuthorizationKind, AuthorizationRequest, AuthorizationRules, CardholderStanding, CvvCheck, Decision, DecisionInput,
     DeclineReason, InvalidRequest, MessageClass, Outcome, TransactionType, decide,
@@ -84,6 +85,8 @@ impl NetworkKey {
 pub struct CardEntry {
     pub cardholder_id: String,
     pub card: Card,
+    /// Its pause and spending controls.
+    pub controls: CardControls,
     /// The merchant's name from the first use (set with the binding).
     pub merchant_name: Option<String>,
 }
@@ -109,8 +112,9 @@ impl Past {
             )
     }
 
+    /// A decline that counts toward the fraud rules' limits (not one the card's own controls chose).
     pub fn is_decline(&self) -> bool {
-        self.decline_reason.is_some()
+        self.decline_reason.as_deref().is_some_and(DeclineReason::counts_toward_fraud)
     }
 
     pub fn is_cvv_failure(&self) -> bool {
@@ -181,6 +185,17 @@ impl Decided {
     }
 }
 
+/// The controls of a request that names no card.
+static NO_CONTROLS: CardControls = CardControls {
+    paused: false,
+    spending: SpendingControls {
+        allowed_categories: Vec::new(),
+        blocked_categories: Vec::new(),
+        allowed_countries: Vec::new(),
+        blocked_countries: Vec::new(),
+    },
+};
+
 /// What a decision read, stored with it so that it can be replayed: the request's own fields are stored beside it
 /// in the authorization. Stored as JSON with every authorization, so fields at their usual value are left out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -225,6 +240,10 @@ pub struct CardInputs {
     pub window_open: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub merchant: Option<MerchantBinding>,
+    #[serde(skip_serializing_if = "is_false", default)]
+    pub paused: bool,
+    #[serde(skip_serializing_if = "SpendingControls::is_empty", default)]
+    pub spending_controls: SpendingControls,
 }
 
 fn is_authorization(class: &MessageClass) -> bool {
@@ -404,6 +423,7 @@ impl Batch<'_> {
                 request: &submission.request,
                 card: entry.map(|entry| &entry.card),
                 cvv: if entry.is_some() { submission.cvv } else { CvvCheck::Absent },
+                controls: entry.map_or(&NO_CONTROLS, |entry| &entry.controls),
                 standing,
                 cardholder_approvals: &approvals,
                 rules: context.rules,
@@ -423,6 +443,8 @@ impl Batch<'_> {
                 captured: entry.card.captured().minor(),
                 window_open: entry.card.window_open(context.now),
                 merchant: entry.card.merchant().cloned(),
+                paused: entry.controls.paused,
+                spending_controls: entry.controls.spending.clone(),
             }),
             restricted: standing.restricted,
             overdue: standing.overdue,
@@ -684,9 +706,12 @@ mod tests {
         fn new(restricted: bool, overdue: bool) -> World {
             let cards = (0..CARDS)
                 .map(|index| {
+                    // The last card is paused: its declines must not count toward the freeze in either order.
+                    let controls = CardControls { paused: index == CARDS - 1, ..CardControls::default() };
                     let entry = CardEntry {
                         cardholder_id: holder_of(index),
                         card: card(2_000 * (index as i64 + 1)),
+                        controls,
                         merchant_name: None,
                     };
                     (format!("card_{index}"), entry)

@@ -8,6 +8,7 @@
 pub mod authorization;
 pub mod card;
 pub mod card_number;
+pub mod controls;
 pub mod country;
 pub mod cvv;
 pub mod decision;

@@ -206,6 +206,8 @@ fn bench_card(
         valid_until: now + chrono::Duration::hours(app.config.card_validity_hours),
         created_at: now,
         version: 0,
+        paused: false,
+        spending_controls: Default::default(),
     }
 }
 

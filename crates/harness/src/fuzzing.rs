@@ -29,6 +29,7 @@ pub fn json_bodies(bytes: &[u8]) {
     check_body::<ghostcard_server::api::network::ClearingBatch>(bytes);
     check_body::<ghostcard_server::api::webhooks::CreateEndpoint>(bytes);
     check_body::<ghostcard_server::api::plans::PlanPayment>(bytes);
+    check_body::<ghostcard_domain::controls::SpendingControls>(bytes);
 }
 
 fn check_body<T: DeserializeOwned>(bytes: &[u8]) {

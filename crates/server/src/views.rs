@@ -3,7 +3,9 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use ghostcard_domain::card::CardStatus;
-use ghostcard_domain::decision::DeclineReason;
+use ghostcard_domain::controls::SpendingControls;
+use ghostcard_domain::country::Country;
+use ghostcard_domain::decision::{DeclineReason, Mcc};
 use ghostcard_store::authorizations::AuthorizationRecord;
 use ghostcard_store::cards::CardRecord;
 use ghostcard_store::plans::PlanRecord;
@@ -21,7 +23,7 @@ pub struct MerchantView {
 pub struct CardView {
     pub id: String,
     pub cardholder_id: String,
-    /// `active`, `used`, `expired`, `canceled`, `frozen`, `closed`.
+    /// `active`, `used`, `paused`, `expired`, `canceled`, `frozen`, `closed`.
     pub status: String,
     pub amount: i64,
     pub held: i64,
@@ -37,21 +39,47 @@ pub struct CardView {
     pub plan_id: Option<String>,
     pub funding_source_id: String,
     pub merchant: Option<MerchantView>,
+    pub spending_controls: SpendingControlsView,
     pub created_at: DateTime<Utc>,
+}
+
+/// Where a card may be used; empty lists: no limit of that kind.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct SpendingControlsView {
+    /// Four-digit merchant category codes.
+    pub allowed_categories: Vec<String>,
+    pub blocked_categories: Vec<String>,
+    /// ISO 3166 alpha-2.
+    pub allowed_countries: Vec<String>,
+    pub blocked_countries: Vec<String>,
+}
+
+impl From<&SpendingControls> for SpendingControlsView {
+    fn from(controls: &SpendingControls) -> Self {
+        let codes = |mccs: &[Mcc]| mccs.iter().map(ToString::to_string).collect();
+        let countries = |countries: &[Country]| countries.iter().map(|country| country.as_str().to_owned()).collect();
+        SpendingControlsView {
+            allowed_categories: codes(&controls.allowed_categories),
+            blocked_categories: codes(&controls.blocked_categories),
+            allowed_countries: countries(&controls.allowed_countries),
+            blocked_countries: countries(&controls.blocked_countries),
+        }
+    }
 }
 
 impl CardView {
     /// The card as the API shows it at `now`: an active card whose window has passed is `expired` even before
-    /// the expiry job has recorded it.
+    /// the expiry job has recorded it; an active or used card that is paused is `paused`.
     pub fn of(card: &CardRecord, now: DateTime<Utc>) -> CardView {
         let status = match card.status {
-            CardStatus::Active if now >= card.valid_until => CardStatus::Expired,
-            status => status,
+            CardStatus::Active if now >= card.valid_until => CardStatus::Expired.as_str(),
+            CardStatus::Active | CardStatus::Used if card.paused => "paused",
+            status => status.as_str(),
         };
         CardView {
             id: card.id.clone(),
             cardholder_id: card.cardholder_id.clone(),
-            status: status.as_str().to_owned(),
+            status: status.to_owned(),
             amount: card.amount,
             held: card.held,
             captured: card.captured,
@@ -73,6 +101,7 @@ impl CardView {
                 }),
                 _ => None,
             },
+            spending_controls: SpendingControlsView::from(&card.spending_controls),
             created_at: card.created_at,
         }
     }

@@ -114,6 +114,20 @@ async fn a_cardholder_signs_up_links_a_funding_card_and_signs_out_in_a_real_brow
     }
     browser.resize(1100, 900).await;
 
+    // Pause the card: its merchant's next authorization is declined; resume it.
+    browser.goto(&format!("{}/app/cards/{card_id}", app.base)).await;
+    browser.click(&format!("form[action='/app/cards/{card_id}/pause'] button")).await;
+    browser.wait_for_text("The card is paused").await;
+    assert_eq!(browser.text("[data-testid=status]").await, "paused");
+    let paused = app.authorize(&card_id, 500, "SHOP1").await;
+    assert_eq!(
+        (paused["response_code"].as_str(), paused["decline_reason"].as_str()),
+        (Some("62"), Some("card_paused"))
+    );
+    browser.click(&format!("form[action='/app/cards/{card_id}/resume'] button")).await;
+    browser.wait_for_text("The card is resumed.").await;
+    assert_eq!(browser.text("[data-testid=status]").await, "used");
+
     // Refund the unused 10.00.
     browser.goto(&format!("{}/app/cards/{card_id}", app.base)).await;
     browser.click(&format!("form[action='/app/cards/{card_id}/refund-unused'] button")).await;
@@ -316,6 +330,15 @@ async fn an_operator_reviews_a_fraud_flag_and_a_viewer_cannot_act() {
     let page = browser.wait_for_text("ops.card.unfreeze").await;
     assert!(page.contains(&card_id), "the review is in the audit log");
     assert!(!page.contains("4242424242424242"));
+    // An admin pauses the card from a search, and resumes it.
+    browser.goto(&format!("{}/ops/search?q={card_id}", app.base)).await;
+    browser.click(&format!("form[action='/ops/cards/{card_id}/pause'] button")).await;
+    browser.wait_for_text("paused.").await;
+    assert_eq!(app.get(&format!("/v1/cards/{card_id}")).await.1["status"], "paused");
+    browser.goto(&format!("{}/ops/search?q={card_id}", app.base)).await;
+    browser.click(&format!("form[action='/ops/cards/{card_id}/resume'] button")).await;
+    browser.wait_for_text("resumed.").await;
+    assert_eq!(app.get(&format!("/v1/cards/{card_id}")).await.1["status"], "active");
     browser.close().await;
 
     // A viewer signs in but may not act, even with a valid form.

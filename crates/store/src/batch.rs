@@ -51,7 +51,12 @@ impl Loaded {
 
     fn add(&mut self, card: BatchCard) {
         let versions = Versions { row: card.version, cvk: card.cvk_version };
-        let entry = CardEntry { cardholder_id: card.cardholder_id, card: card.card, merchant_name: card.merchant_name };
+        let entry = CardEntry {
+            cardholder_id: card.cardholder_id,
+            card: card.card,
+            controls: card.controls,
+            merchant_name: card.merchant_name,
+        };
         self.versions.insert(card.id.clone(), versions);
         self.by_hash.insert(card.number_hash, card.id.clone());
         self.snapshot.cards.insert(card.id, entry);

@@ -6,6 +6,7 @@
 use chrono::{DateTime, Utc};
 use ghostcard_domain::card::{Card, CardStatus, MerchantBinding, Transition};
 use ghostcard_domain::card_number::Expiry;
+use ghostcard_domain::controls::{CardControls, SpendingControls};
 use ghostcard_domain::money::{Currency, Money};
 use ghostcard_domain::plan::PlanKind;
 use sqlx::Row;
@@ -46,9 +47,17 @@ pub struct CardRecord {
     pub created_at: DateTime<Utc>,
     /// Incremented by every update; an update names the version it read.
     pub version: i64,
+    /// Paused by its cardholder or the integrator: purchases and verifications decline `card_paused`.
+    pub paused: bool,
+    pub spending_controls: SpendingControls,
 }
 
 impl CardRecord {
+    /// Its pause and spending controls, as the decision reads them.
+    pub fn controls(&self) -> CardControls {
+        CardControls { paused: self.paused, spending: self.spending_controls.clone() }
+    }
+
     /// The domain card this row describes; an expiry the domain refuses is [`StoreError::Corrupt`].
     pub fn to_card(&self) -> Result<Card> {
         let expiry = expiry_of(&self.id, self.exp_year, self.exp_month)?;
@@ -145,6 +154,7 @@ pub struct BatchCard {
     pub version: i64,
     pub merchant_name: Option<String>,
     pub card: Card,
+    pub controls: CardControls,
 }
 
 /// A batch's change of a card, written by [`add_updates`].
@@ -160,7 +170,7 @@ pub struct CardUpdate<'a> {
 /// The columns of a [`BatchCard`], in the order [`batch_card`] and [`PackedBatchCard`] read them.
 const BATCH_COLUMNS: &str = "id, cardholder_id, number_hash, cvk_version, version, merchant_name, currency, amount, \
                              held, captured, status, frozen_from, exp_year, exp_month, valid_until, \
-                             merchant_acquirer_id, merchant_id";
+                             merchant_acquirer_id, merchant_id, paused, spending_controls";
 
 fn batch_card(row: &AnyRow) -> Result<BatchCard> {
     let id: String = row.try_get("id")?;
@@ -182,13 +192,17 @@ fn batch_card(row: &AnyRow) -> Result<BatchCard> {
         },
     )?;
     Ok(BatchCard {
-        id,
         cardholder_id: row.try_get("cardholder_id")?,
         number_hash: row.try_get("number_hash")?,
         cvk_version: row.try_get("cvk_version")?,
         version: row.try_get("version")?,
         merchant_name: row.try_get("merchant_name")?,
+        controls: CardControls {
+            paused: row.try_get::<i64, _>("paused")? != 0,
+            spending: controls_of(&id, row.try_get::<Option<String>, _>("spending_controls")?.as_deref())?,
+        },
         card,
+        id,
     })
 }
 
@@ -198,13 +212,13 @@ pub async fn insert(tx: &mut Tx, card: &CardRecord) -> Result<()> {
 
 /// Inserts many cards with multi-row statements (provisioning, benchmarks).
 pub async fn insert_many(tx: &mut Tx, cards: &[CardRecord]) -> Result<()> {
-    const COLUMNS: usize = 26;
+    const COLUMNS: usize = 28;
     for chunk in cards.chunks(crate::rows_per_statement(COLUMNS)) {
         let sql = format!(
             "INSERT INTO cards (id, cardholder_id, funding_source_id, number_hash, number_ciphertext, data_key_version, \
              cvk_version, bin, last4, exp_month, exp_year, currency, amount, held, captured, status, frozen_from, \
              merchant_acquirer_id, merchant_id, merchant_name, plan_kind, plan_id, funding_hold_id, valid_until, \
-             created_at, version) VALUES {}",
+             created_at, version, paused, spending_controls) VALUES {}",
             crate::placeholders(tx, chunk.len(), COLUMNS)
         );
         let mut query = sqlx::query(&sql);
@@ -235,11 +249,30 @@ pub async fn insert_many(tx: &mut Tx, cards: &[CardRecord]) -> Result<()> {
                 .bind(&card.funding_hold_id)
                 .bind(to_micros(card.valid_until))
                 .bind(to_micros(card.created_at))
-                .bind(card.version);
+                .bind(card.version)
+                .bind(i64::from(card.paused))
+                .bind(controls_json(&card.spending_controls)?);
         }
         query.execute(&mut **tx).await.map_err(StoreError::from_insert)?;
     }
     Ok(())
+}
+
+/// Spending controls as stored: JSON, or NULL for none.
+fn controls_json(controls: &SpendingControls) -> Result<Option<String>> {
+    if controls.is_empty() {
+        return Ok(None);
+    }
+    serde_json::to_string(controls).map(Some).map_err(|error| StoreError::Corrupt(error.to_string()))
+}
+
+/// Stored spending controls, read back.
+fn controls_of(id: &str, json: Option<&str>) -> Result<SpendingControls> {
+    match json {
+        None => Ok(SpendingControls::default()),
+        Some(json) => serde_json::from_str(json)
+            .map_err(|error| StoreError::Corrupt(format!("card {id} spending controls: {error}"))),
+    }
 }
 
 /// How many cards exist (a fresh database has none).
@@ -366,6 +399,8 @@ struct PackedBatchCard(
     i64,
     Option<String>,
     Option<String>,
+    i64,
+    Option<String>,
 );
 
 impl PackedBatchCard {
@@ -388,6 +423,8 @@ impl PackedBatchCard {
             valid_until,
             acquirer,
             merchant,
+            paused,
+            spending_controls,
         ) = self;
         let card = restore(
             &id,
@@ -402,13 +439,14 @@ impl PackedBatchCard {
             },
         )?;
         Ok(BatchCard {
-            id,
             cardholder_id,
             number_hash: from_hex(&number_hash)?,
             cvk_version,
             version,
             merchant_name,
             card,
+            controls: CardControls { paused: paused != 0, spending: controls_of(&id, spending_controls.as_deref())? },
+            id,
         })
     }
 }
@@ -599,7 +637,7 @@ pub async fn update(tx: &mut Conn, card: &mut CardRecord) -> Result<()> {
     let result = sqlx::query(
         "UPDATE cards SET amount = $1, held = $2, captured = $3, status = $4, frozen_from = $5, \
          merchant_acquirer_id = $6, merchant_id = $7, merchant_name = $8, plan_id = $9, funding_hold_id = $10, \
-         version = version + 1 WHERE id = $11 AND version = $12",
+         paused = $11, spending_controls = $12, version = version + 1 WHERE id = $13 AND version = $14",
     )
     .bind(card.amount)
     .bind(card.held)
@@ -611,6 +649,8 @@ pub async fn update(tx: &mut Conn, card: &mut CardRecord) -> Result<()> {
     .bind(&card.merchant_name)
     .bind(&card.plan_id)
     .bind(&card.funding_hold_id)
+    .bind(i64::from(card.paused))
+    .bind(controls_json(&card.spending_controls)?)
     .bind(&card.id)
     .bind(card.version)
     .execute(&mut *tx)
@@ -745,6 +785,8 @@ fn from_row(row: &AnyRow) -> Result<CardRecord> {
         valid_until: from_micros(row.try_get("valid_until")?)?,
         created_at: from_micros(row.try_get("created_at")?)?,
         version: row.try_get("version")?,
+        paused: row.try_get::<i64, _>("paused")? != 0,
+        spending_controls: controls_of(&id, row.try_get::<Option<String>, _>("spending_controls")?.as_deref())?,
         id,
     })
 }

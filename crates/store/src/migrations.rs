@@ -20,6 +20,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (9, "cardholder approvals, covering", include_str!("migrations/0009_cardholder_approvals_covering.sql")),
     (10, "hardening", include_str!("migrations/0010_hardening.sql")),
     (11, "decision records", include_str!("migrations/0011_decision_records.sql")),
+    (12, "card controls", include_str!("migrations/0012_card_controls.sql")),
 ];
 
 pub(crate) async fn run(store: &Store, now: chrono::DateTime<chrono::Utc>) -> Result<Vec<i64>> {

@@ -3,7 +3,10 @@
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use ghostcard_domain::authorization::AuthorizationStatus;
 use ghostcard_domain::card::CardStatus;
+use ghostcard_domain::controls::SpendingControls;
+use ghostcard_domain::country::Country;
 use ghostcard_domain::decision::AuthorizationKind;
+use ghostcard_domain::decision::Mcc;
 use ghostcard_domain::engine::NetworkKey;
 use ghostcard_domain::ledger::{Entry, LedgerError, entries};
 use ghostcard_domain::money::{Currency, Money};
@@ -29,7 +32,7 @@ async fn stores(test: &str) -> Stores {
     let mut stores = Vec::new();
     for url in [sqlite_url, postgres_url] {
         let store = Store::connect(&url, &StoreOptions::default()).await.expect("connects");
-        assert_eq!(store.migrate(now()).await.expect("migrates"), (1..=11).collect::<Vec<i64>>());
+        assert_eq!(store.migrate(now()).await.expect("migrates"), (1..=12).collect::<Vec<i64>>());
         assert!(store.migrate(now()).await.expect("migrates again").is_empty(), "migrations apply once");
         stores.push(store);
     }
@@ -109,9 +112,17 @@ async fn verify_finds_a_card_that_disagrees_with_its_ledger_account() {
         ledger::post_many(&mut tx, &entries::issue_card("card_1", usd(10_000)), now()).await.expect("posts");
         ledger::commit(&mut tx, &[entries::hold("card_1", usd(2_500))], now()).await.expect("holds");
         card.held = 2_500;
+        // Its controls are written by the update and read back by both lookups.
+        card.paused = true;
+        card.spending_controls = SpendingControls {
+            blocked_categories: vec![Mcc(7995), Mcc(742)],
+            allowed_countries: vec![Country::parse("US").expect("US")],
+            ..SpendingControls::default()
+        };
         cards::update(&mut tx, &mut card).await.expect("updates");
         ghostcard_store::commit(tx).await.expect("commits");
         let mut tx = store.read().await.expect("reads");
+        assert_eq!(cards::get(&mut tx, "card_1").await.expect("reads").expect("found"), card);
         let report = ledger::verify(&mut tx).await.expect("verifies");
         assert!(report.ok, "{:?}", report.problems);
         assert_eq!(report.currencies["USD"].open_holds, 2_500);
@@ -125,6 +136,7 @@ async fn verify_finds_a_card_that_disagrees_with_its_ledger_account() {
             version: card.version,
             merchant_name: card.merchant_name.clone(),
             card: card.to_card().expect("a valid card"),
+            controls: card.controls(),
         };
         assert_eq!(found, vec![expected]);
         drop(tx);
@@ -201,6 +213,8 @@ fn card(id: &str, cardholder_id: &str, hash_byte: u8) -> CardRecord {
         valid_until: now() + Duration::hours(24),
         created_at: now(),
         version: 0,
+        paused: false,
+        spending_controls: Default::default(),
     }
 }
 

@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::{Extension, Json};
 use ghostcard_domain::card::CardStatus;
+use ghostcard_domain::controls::SpendingControls;
 use ghostcard_store::Tx;
 use ghostcard_store::cards::{self, CardRecord};
 use serde::Deserialize;
@@ -135,6 +136,51 @@ pub async fn refund_unused(
     Ok(response)
 }
 
+#[utoipa::path(post, path = "/v1/cards/{id}/pause", operation_id = "pause_card", tag = "cards",
+    responses((status = 200, body = CardView), (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)))]
+pub async fn pause(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    claim: Claimed,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
+    set_paused(&app, &id, true, claim, &caller).await
+}
+
+#[utoipa::path(post, path = "/v1/cards/{id}/resume", operation_id = "resume_card", tag = "cards",
+    responses((status = 200, body = CardView), (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)))]
+pub async fn resume(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    claim: Claimed,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
+    set_paused(&app, &id, false, claim, &caller).await
+}
+
+async fn set_paused(app: &App, id: &str, paused: bool, claim: Claimed, caller: &Caller) -> Result<Response, ApiError> {
+    let now = app.clock.now();
+    let mut tx = app.store.begin().await?;
+    let record = service::cards::set_paused(&mut tx, id, paused, &caller.actor(), now).await?;
+    finish(tx, claim.as_deref(), StatusCode::OK, &CardView::of(&record, now)).await
+}
+
+#[utoipa::path(post, path = "/v1/cards/{id}/spending-controls", operation_id = "set_spending_controls", tag = "cards",
+    request_body(content = Object, description = "`allowed_categories`, `blocked_categories` (four-digit MCCs), `allowed_countries`, `blocked_countries` (alpha-2); each optional"),
+    responses((status = 200, body = CardView), (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
+pub async fn spending_controls(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    claim: Claimed,
+    Extension(caller): Extension<Caller>,
+    ApiJson(controls): ApiJson<SpendingControls>,
+) -> Result<Response, ApiError> {
+    let now = app.clock.now();
+    let mut tx = app.store.begin().await?;
+    let record = service::cards::set_spending_controls(&mut tx, &id, controls, &caller.actor(), now).await?;
+    finish(tx, claim.as_deref(), StatusCode::OK, &CardView::of(&record, now)).await
+}
+
 impl From<service::cards::CardError> for ApiError {
     fn from(error: service::cards::CardError) -> ApiError {
         use service::cards::CardError;
@@ -143,6 +189,7 @@ impl From<service::cards::CardError> for ApiError {
             CardError::NotCancelable => ApiError::conflict("card_not_cancelable", error.to_string()),
             CardError::NotRefundable(_) => ApiError::conflict("card_not_refundable", error.to_string()),
             CardError::NotAllowed(_) => ApiError::conflict("card_state_conflict", error.to_string()),
+            CardError::NotPausable(_) => ApiError::conflict("card_not_pausable", error.to_string()),
             CardError::Store(error) => error.into(),
             CardError::Ledger(_) | CardError::Inconsistent(_) => ApiError::internal(error),
         }

@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use ghostcard_domain::card::{Card, CardEvent, CardStatus, CloseReason, Transition};
+use ghostcard_domain::controls::SpendingControls;
 use ghostcard_domain::ledger::entries;
 use ghostcard_store::audit::{self, AuditEntry};
 use ghostcard_store::cards::{self, CardRecord};
@@ -20,6 +21,8 @@ pub enum CardError {
     NotCancelable,
     #[error("a {0} card has no unused amount")]
     NotRefundable(CardStatus),
+    #[error("a {0} card cannot be paused or resumed")]
+    NotPausable(CardStatus),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("ledger: {0}")]
@@ -69,6 +72,55 @@ pub async fn refund_unused(tx: &mut Tx, id: &str, actor: &Actor, now: DateTime<U
         .transpose()
         .map_err(|error| CardError::Inconsistent(error.to_string()))?;
     release_unused(tx, &mut record, card, transition, Some((actor, "card.refund_unused")), now).await?;
+    Ok(record)
+}
+
+/// Pauses the card (`true`) or resumes it (`false`): a paused card declines purchases and verifications
+/// `card_paused`; everything else (captures, reversals, refunds, advices, its 24-hour window) goes on. Pausing a
+/// paused card or resuming one that is not paused changes nothing. Only an active or used card can be paused or
+/// resumed (frozen, closed, canceled and expired cards: [`CardError::NotPausable`]).
+pub async fn set_paused(
+    tx: &mut Tx,
+    id: &str,
+    paused: bool,
+    actor: &Actor,
+    now: DateTime<Utc>,
+) -> Result<CardRecord, CardError> {
+    let mut record = load_for_update(tx, id).await?;
+    // An active card whose window has passed is expired, even before the expiry job has recorded it.
+    match record.status {
+        CardStatus::Used => {}
+        CardStatus::Active if now < record.valid_until => {}
+        CardStatus::Active => return Err(CardError::NotPausable(CardStatus::Expired)),
+        status => return Err(CardError::NotPausable(status)),
+    }
+    if record.paused == paused {
+        return Ok(record);
+    }
+    record.paused = paused;
+    cards::update(tx, &mut record).await?;
+    let (action, event) = if paused { ("card.pause", "card.paused") } else { ("card.resume", "card.resumed") };
+    audit::append(tx, &audit_entry(actor, action, &record.id, now)).await?;
+    crate::events::card(tx, event, &record, now).await?;
+    Ok(record)
+}
+
+/// Replaces the card's spending controls (empty lists: none), on a card in any state.
+pub async fn set_spending_controls(
+    tx: &mut Tx,
+    id: &str,
+    controls: SpendingControls,
+    actor: &Actor,
+    now: DateTime<Utc>,
+) -> Result<CardRecord, CardError> {
+    let mut record = load_for_update(tx, id).await?;
+    if record.spending_controls == controls {
+        return Ok(record);
+    }
+    record.spending_controls = controls;
+    cards::update(tx, &mut record).await?;
+    audit::append(tx, &audit_entry(actor, "card.spending_controls", &record.id, now)).await?;
+    crate::events::card(tx, "card.updated", &record, now).await?;
     Ok(record)
 }
 

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Datelike, Duration, Utc};
 use ghostcard_domain::card::CardStatus;
 use ghostcard_domain::card_number::{CardNumber, Expiry};
+use ghostcard_domain::controls::SpendingControls;
 use ghostcard_domain::issuance::{CreationRefusal, check_card_creation};
 use ghostcard_domain::ledger::entries;
 use ghostcard_domain::money::{Currency, Money};
@@ -33,6 +34,11 @@ pub struct CreateCard {
     pub funding_source_id: String,
     /// `pay_now`, `pay_in_4`, `pay_in_30`, `financing_3`, `financing_6`, `financing_12`, `financing_24`.
     pub plan: String,
+    /// Where the card may be used: `allowed_categories`, `blocked_categories` (four-digit MCCs), `allowed_countries`,
+    /// `blocked_countries` (alpha-2); each optional.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub spending_controls: Option<SpendingControls>,
 }
 
 /// Creates a one-time card (API and web app): the refusals of docs/reference/behaviour.md in order, the funding hold,
@@ -76,7 +82,8 @@ pub async fn create(
             .ok_or_else(|| ServiceError::not_found("cardholder", &cardholder.id))?;
         refusal(app, &mut tx, &cardholder, amount, now).await?;
         let (record, _number) =
-            issue(app, &mut tx, &card_id, &cardholder.id, &source.id, amount, plan, &funding_hold, now).await?;
+            issue(app, &mut tx, &card_id, &cardholder.id, &source.id, (amount, plan), request, &funding_hold, now)
+                .await?;
         ledger::commit(&mut tx, &entries::issue_card(&record.id, amount), now).await.map_err(ServiceError::internal)?;
         audit::append(&mut tx, &super::cards::audit_entry(actor, "card.create", &record.id, now)).await?;
         crate::events::card(&mut tx, "card.created", &record, now).await?;
@@ -186,8 +193,8 @@ async fn issue(
     card_id: &str,
     cardholder_id: &str,
     funding_source_id: &str,
-    amount: Money,
-    plan: PlanKind,
+    (amount, plan): (Money, PlanKind),
+    request: &CreateCard,
     funding_hold: &str,
     now: DateTime<Utc>,
 ) -> Result<(CardRecord, CardNumber), ServiceError> {
@@ -229,6 +236,8 @@ async fn issue(
             valid_until: now + Duration::hours(app.config.card_validity_hours),
             created_at: now,
             version: 0,
+            paused: false,
+            spending_controls: request.spending_controls.clone().unwrap_or_default(),
         };
         cards::insert(tx, &record).await?;
         return Ok((record, number));

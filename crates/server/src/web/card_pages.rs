@@ -136,6 +136,7 @@ async fn create_card(State(app): State<Arc<App>>, headers: HeaderMap, Form(form)
         currency: app.currency.code().to_owned(),
         funding_source_id: form.funding_source_id.clone(),
         plan: form.plan.clone(),
+        spending_controls: None,
     };
     let shown = Money::new(body.amount, app.currency).format_amount();
     match issuing::create(&app, &body, &web_actor(&signed_in.cardholder, &headers), Some(&claim)).await {
@@ -178,6 +179,8 @@ struct CardPage {
     plan_id: Option<String>,
     merchant: Option<String>,
     active: bool,
+    /// The pause action the card offers: `pause`, `resume`, or none.
+    pause: Option<&'static str>,
     refundable: bool,
     valid_until: String,
     valid_until_iso: String,
@@ -210,7 +213,9 @@ async fn card_page(
     let view = crate::views::CardView::of(card, now);
     let activity = card_activity(app, card, currency).await?;
     let left = (card.valid_until - now).num_seconds().max(0);
-    let active = view.status == "active";
+    let window_open = card.status == ghostcard_domain::card::CardStatus::Active && now < card.valid_until;
+    let active = window_open && !card.paused;
+    let pausable = window_open || card.status == ghostcard_domain::card::CardStatus::Used;
     render(&CardPage {
         csrf: signed_in.session.csrf.clone(),
         once: random_token(),
@@ -218,7 +223,7 @@ async fn card_page(
         masked: format!("{} •••• {}", card.bin, card.last4),
         notice,
         error,
-        can_reveal: matches!(view.status.as_str(), "active" | "used"),
+        can_reveal: pausable,
         revealed,
         status: view.status.clone(),
         amount: money(card.amount),
@@ -229,7 +234,8 @@ async fn card_page(
         plan_id: card.plan_id.clone(),
         merchant: card.merchant_name.clone().or_else(|| card.merchant_id.clone()),
         active,
-        refundable: matches!(view.status.as_str(), "used") && view.remaining_amount > 0,
+        pause: pausable.then_some(if card.paused { "resume" } else { "pause" }),
+        refundable: card.status == ghostcard_domain::card::CardStatus::Used && view.remaining_amount > 0,
         valid_until: card.valid_until.format("%-d %b %Y %H:%M UTC").to_string(),
         valid_until_iso: card.valid_until.to_rfc3339(),
         time_left: format!("{} h {:02} min", left / 3600, (left % 3600) / 60),
@@ -307,6 +313,8 @@ async fn show_card(
         (Some(_), _) => Some("Your card is ready. Show its details when you pay."),
         (_, Some("cancel")) => Some("The card is canceled."),
         (_, Some("refund-unused")) => Some("The unused amount is refunded."),
+        (_, Some("pause")) => Some("The card is paused: purchases are declined until you resume it."),
+        (_, Some("resume")) => Some("The card is resumed."),
         (_, Some("reveal")) => Some("The details were already shown for that form. Show them again if you need them."),
         _ => None,
     };
@@ -357,7 +365,7 @@ async fn card_action(
     let now = app.clock.now();
     let signed_in = require_form!(app, headers, now, &form.csrf);
     let card = own_card(&app, &signed_in, &id).await?;
-    if !matches!(action.as_str(), "cancel" | "refund-unused") {
+    if !matches!(action.as_str(), "cancel" | "refund-unused" | "pause" | "resume") {
         return Err(PageError(StatusCode::NOT_FOUND, "There is no such page.".to_owned()));
     }
     let done = redirect(&format!("/app/cards/{}?done={action}", card.id));
@@ -371,10 +379,11 @@ async fn card_action(
     let actor = web_actor(&signed_in.cardholder, &headers);
     let changed = async {
         let mut tx = app.store.begin().await?;
-        let record = if action == "cancel" {
-            crate::service::cards::cancel(&mut tx, &card.id, &actor, now).await?
-        } else {
-            crate::service::cards::refund_unused(&mut tx, &card.id, &actor, now).await?
+        let record = match action.as_str() {
+            "cancel" => crate::service::cards::cancel(&mut tx, &card.id, &actor, now).await?,
+            "pause" => crate::service::cards::set_paused(&mut tx, &card.id, true, &actor, now).await?,
+            "resume" => crate::service::cards::set_paused(&mut tx, &card.id, false, &actor, now).await?,
+            _ => crate::service::cards::refund_unused(&mut tx, &card.id, &actor, now).await?,
         };
         crate::service::commit_with(tx, Some(&claim), 303, &record.id).await?;
         Ok::<_, CardError>(())

@@ -168,9 +168,11 @@ struct SearchQuery {
 #[template(path = "ops_search.html")]
 struct SearchPage {
     csrf: String,
+    admin: bool,
     q: String,
     cardholders: Vec<String>,
-    cards: Vec<String>,
+    /// Id, what the card is, and the pause action it offers (`pause` or `resume`), if any.
+    cards: Vec<(String, String, Option<&'static str>)>,
 }
 
 async fn search(State(app): State<Arc<App>>, headers: HeaderMap, Query(query): Query<SearchQuery>) -> PageResult {
@@ -182,6 +184,7 @@ async fn search(State(app): State<Arc<App>>, headers: HeaderMap, Query(query): Q
     drop(tx);
     render(&SearchPage {
         csrf: signed_in.session.csrf.clone(),
+        admin: signed_in.admin(),
         q: query.q.clone(),
         cardholders: holders
             .iter()
@@ -190,15 +193,22 @@ async fn search(State(app): State<Arc<App>>, headers: HeaderMap, Query(query): Q
         cards: found
             .iter()
             .map(|card| {
-                format!(
+                let view = crate::views::CardView::of(card, now);
+                let text = format!(
                     "{} — {} •••• {}, {}, {} of {}",
                     card.id,
                     card.bin,
                     card.last4,
-                    card.status,
+                    view.status,
                     money(card.captured, card.currency.code()),
                     money(card.amount, card.currency.code())
-                )
+                );
+                let pause = match view.status.as_str() {
+                    "active" | "used" => Some("pause"),
+                    "paused" => Some("resume"),
+                    _ => None,
+                };
+                (card.id.clone(), text, pause)
             })
             .collect(),
     })
@@ -403,14 +413,16 @@ async fn card_action(
     let now = app.clock.now();
     let signed_in = require_operator!(app, headers, now);
     may_act(&signed_in, &form.csrf)?;
-    let change = match action.as_str() {
-        "unfreeze" => OperatorChange::Unfreeze,
-        "close" => OperatorChange::Close,
-        _ => return Err(PageError(StatusCode::NOT_FOUND, "There is no such action.".to_owned())),
-    };
     let actor = Actor { name: signed_in.actor(), origin: crate::clients::origin(&headers) };
     let mut tx = app.store.begin().await?;
-    let record = match service::cards::operator_change(&mut tx, &id, change, &actor, now).await {
+    let changed = match action.as_str() {
+        "unfreeze" => service::cards::operator_change(&mut tx, &id, OperatorChange::Unfreeze, &actor, now).await,
+        "close" => service::cards::operator_change(&mut tx, &id, OperatorChange::Close, &actor, now).await,
+        "pause" => service::cards::set_paused(&mut tx, &id, true, &actor, now).await,
+        "resume" => service::cards::set_paused(&mut tx, &id, false, &actor, now).await,
+        _ => return Err(PageError(StatusCode::NOT_FOUND, "There is no such action.".to_owned())),
+    };
+    let record = match changed {
         Ok(record) => record,
         Err(CardError::NotFound(_)) => {
             return Err(PageError(StatusCode::NOT_FOUND, "There is no such card.".to_owned()));
@@ -419,10 +431,19 @@ async fn card_action(
             drop(tx);
             return flags_page(&app, &signed_in, None, Some(format!("Not possible: {reason}."))).await;
         }
+        Err(refused @ CardError::NotPausable(_)) => {
+            drop(tx);
+            return flags_page(&app, &signed_in, None, Some(format!("Not possible: {refused}."))).await;
+        }
         Err(error) => return Err(PageError(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())),
     };
     ghostcard_store::commit(tx).await?;
-    let done = if action == "close" { "closed" } else { "unfrozen" };
+    let done = match action.as_str() {
+        "close" => "closed",
+        "pause" => "paused",
+        "resume" => "resumed",
+        _ => "unfrozen",
+    };
     flags_page(&app, &signed_in, Some(format!("Card {} •••• {} {done}.", record.bin, record.last4)), None).await
 }
 

@@ -86,20 +86,24 @@ pub struct Card {
 pub async fn new_card(app: &TestApp, email: &str, amount: i64, plan: &str) -> (String, Card) {
     let (cardholder, source) = app.cardholder_with_funding(email, "4242424242424242").await;
     let (_, card) = app.card(&cardholder, &source, amount, plan).await;
-    let id = card["id"].as_str().expect("id").to_owned();
+    let id = card["id"].as_str().expect("id");
+    (cardholder, reveal(app, id).await)
+}
+
+/// The card `id`'s details, revealed through the API.
+pub async fn reveal(app: &TestApp, id: &str) -> Card {
     let (_, revealed) = app.post(&format!("/v1/cards/{id}/reveal"), json!({})).await;
     let yymm = format!(
         "{:02}{:02}",
         revealed["exp_year"].as_i64().expect("year") % 100,
         revealed["exp_month"].as_i64().expect("month")
     );
-    let card = Card {
-        id,
+    Card {
+        id: id.to_owned(),
         number: revealed["number"].as_str().expect("number").to_owned(),
         yymm,
         cvv: revealed["cvv"].as_str().expect("cvv").to_owned(),
-    };
-    (cardholder, card)
+    }
 }
 
 /// A 0100 purchase of `amount` from merchant `merchant` with STAN `stan`.

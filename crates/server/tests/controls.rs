@@ -19,6 +19,11 @@ async fn a_paused_card_declines_purchases_until_it_is_resumed_and_everything_els
         assert_eq!((status, paused["status"].as_str()), (StatusCode::OK, Some("paused")), "{paused}");
         let (status, again) = app.post(&format!("/v1/cards/{}/pause", card.id), json!({})).await;
         assert_eq!((status, again["status"].as_str()), (StatusCode::OK, Some("paused")), "pausing twice: no change");
+        let cardholder = paused["cardholder_id"].as_str().expect("cardholder");
+        let (_, listed) = app.get(&format!("/v1/cards?cardholder_id={cardholder}&status=paused")).await;
+        assert_eq!(listed["data"][0]["id"], card.id.as_str(), "{listed}");
+        let (_, active) = app.get(&format!("/v1/cards?cardholder_id={cardholder}&status=active")).await;
+        assert_eq!(active["data"], json!([]), "a paused card is not listed as active");
 
         // Purchases and verifications decline 62 `card_paused`; so many of them do not freeze the card.
         for stan in 1..=6 {

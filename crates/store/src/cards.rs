@@ -663,6 +663,7 @@ pub async fn update(tx: &mut Conn, card: &mut CardRecord) -> Result<()> {
 }
 
 /// Cards newest first, filtered by cardholder and status, after `starting_after` (a card id).
+/// A page of cards, newest first; `status` as the API shows it (`paused` for an active or used card that is paused).
 pub async fn list(
     tx: &mut Tx,
     cardholder_id: Option<&str>,
@@ -671,7 +672,8 @@ pub async fn list(
     starting_after: Option<&str>,
 ) -> Result<Page<CardRecord>> {
     let rows = sqlx::query(
-        "SELECT * FROM cards WHERE ($1 IS NULL OR cardholder_id = $1) AND ($2 IS NULL OR status = $2) \
+        "SELECT * FROM cards WHERE ($1 IS NULL OR cardholder_id = $1) \
+         AND ($2 IS NULL OR CASE WHEN paused = 1 AND status IN ('active', 'used') THEN 'paused' ELSE status END = $2) \
          AND ($3 IS NULL OR id < $3) ORDER BY id DESC LIMIT $4",
     )
     .bind(cardholder_id)

@@ -49,10 +49,11 @@ pub async fn list(
     let limit = PageQuery { limit: query.limit, starting_after: None }.limit()?;
     if let Some(status) = &query.status
         && CardStatus::parse(status).is_none()
+        && status != "paused"
     {
         return Err(ApiError::invalid(
             "invalid_status",
-            "status is one of active, used, expired, canceled, frozen, closed",
+            "status is one of active, used, paused, expired, canceled, frozen, closed",
         )
         .with_param("status"));
     }

@@ -8,11 +8,23 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::country::Country;
 use crate::decision::Mcc;
 
-/// A card's controls; the default is none (not paused, no spending controls).
+/// A card's controls; the default is none (not paused, no spending controls). Spending controls are boxed and absent
+/// when empty (most cards), so a card's entry in a batch stays small.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CardControls {
     pub paused: bool,
-    pub spending: SpendingControls,
+    pub spending: Option<Box<SpendingControls>>,
+}
+
+impl CardControls {
+    pub fn new(paused: bool, spending: SpendingControls) -> CardControls {
+        CardControls { paused, spending: (!spending.is_empty()).then(|| Box::new(spending)) }
+    }
+
+    /// True when the spending controls exclude a purchase at a merchant of category `mcc` in `country`.
+    pub fn excludes(&self, mcc: Mcc, country: Option<Country>) -> bool {
+        self.spending.as_deref().is_some_and(|spending| spending.excludes(mcc, country))
+    }
 }
 
 /// Which merchants a card may be used at. An empty allow list allows every value; a value on a block list is

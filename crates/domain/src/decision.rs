@@ -562,7 +562,7 @@ fn purchase_rows(input: &DecisionInput<'_>, card: &Card) -> Result<(), (DeclineR
         return fail(DeclineReason::CountryBlocked);
     }
     // The card's spending controls, right after rows 11 and 12.
-    if input.controls.spending.excludes(request.mcc, request.country) {
+    if input.controls.excludes(request.mcc, request.country) {
         return fail(DeclineReason::SpendingControls);
     }
     // Row 13.
@@ -595,6 +595,7 @@ mod tests {
     use super::*;
     use crate::card::CardEvent;
     use crate::card::tests::{card, merchant, now, usd};
+    use crate::controls::SpendingControls;
     use chrono::Duration;
     use proptest::prelude::*;
 
@@ -858,18 +859,21 @@ mod tests {
     #[test]
     fn spending_controls_decline_right_after_the_programs_category_and_country_checks() {
         let mut case = Case::new(purchase(4_000));
-        case.controls.spending.blocked_categories = vec![Mcc(5732)];
+        case.controls =
+            CardControls::new(false, SpendingControls { blocked_categories: vec![Mcc(5732)], ..Default::default() });
         assert_declined(case.decide(), DeclineReason::SpendingControls, "57");
         case.request.mcc = Mcc(7995);
         assert_declined(case.decide(), DeclineReason::MerchantCategoryBlocked, "57");
         let mut case = Case::new(purchase(4_000));
-        case.controls.spending.allowed_countries = vec![Country::parse("CA").expect("CA")];
+        let canada = vec![Country::parse("CA").expect("CA")];
+        case.controls = CardControls::new(false, SpendingControls { allowed_countries: canada, ..Default::default() });
         assert_declined(case.decide(), DeclineReason::SpendingControls, "57");
         case.request.country = None;
         assert!(case.decide().is_approved(), "no merchant country: the country controls are skipped");
         // Before the amount (row 13).
         let mut case = Case::new(purchase(50_000));
-        case.controls.spending.allowed_categories = vec![Mcc(5411)];
+        case.controls =
+            CardControls::new(false, SpendingControls { allowed_categories: vec![Mcc(5411)], ..Default::default() });
         assert_declined(case.decide(), DeclineReason::SpendingControls, "57");
     }
 

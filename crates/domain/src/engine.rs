@@ -186,15 +186,7 @@ impl Decided {
 }
 
 /// The controls of a request that names no card.
-static NO_CONTROLS: CardControls = CardControls {
-    paused: false,
-    spending: SpendingControls {
-        allowed_categories: Vec::new(),
-        blocked_categories: Vec::new(),
-        allowed_countries: Vec::new(),
-        blocked_countries: Vec::new(),
-    },
-};
+static NO_CONTROLS: CardControls = CardControls { paused: false, spending: None };
 
 /// What a decision read, stored with it so that it can be replayed: the request's own fields are stored beside it
 /// in the authorization. Stored as JSON with every authorization, so fields at their usual value are left out.
@@ -242,8 +234,8 @@ pub struct CardInputs {
     pub merchant: Option<MerchantBinding>,
     #[serde(skip_serializing_if = "is_false", default)]
     pub paused: bool,
-    #[serde(skip_serializing_if = "SpendingControls::is_empty", default)]
-    pub spending_controls: SpendingControls,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub spending_controls: Option<SpendingControls>,
 }
 
 fn is_authorization(class: &MessageClass) -> bool {
@@ -444,7 +436,7 @@ impl Batch<'_> {
                 window_open: entry.card.window_open(context.now),
                 merchant: entry.card.merchant().cloned(),
                 paused: entry.controls.paused,
-                spending_controls: entry.controls.spending.clone(),
+                spending_controls: entry.controls.spending.as_deref().cloned(),
             }),
             restricted: standing.restricted,
             overdue: standing.overdue,

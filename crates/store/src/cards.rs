@@ -55,7 +55,7 @@ pub struct CardRecord {
 impl CardRecord {
     /// Its pause and spending controls, as the decision reads them.
     pub fn controls(&self) -> CardControls {
-        CardControls { paused: self.paused, spending: self.spending_controls.clone() }
+        CardControls::new(self.paused, self.spending_controls.clone())
     }
 
     /// The domain card this row describes; an expiry the domain refuses is [`StoreError::Corrupt`].
@@ -197,10 +197,10 @@ fn batch_card(row: &AnyRow) -> Result<BatchCard> {
         cvk_version: row.try_get("cvk_version")?,
         version: row.try_get("version")?,
         merchant_name: row.try_get("merchant_name")?,
-        controls: CardControls {
-            paused: row.try_get::<i64, _>("paused")? != 0,
-            spending: controls_of(&id, row.try_get::<Option<String>, _>("spending_controls")?.as_deref())?,
-        },
+        controls: CardControls::new(
+            row.try_get::<i64, _>("paused")? != 0,
+            controls_of(&id, row.try_get::<Option<String>, _>("spending_controls")?.as_deref())?,
+        ),
         card,
         id,
     })
@@ -445,7 +445,7 @@ impl PackedBatchCard {
             version,
             merchant_name,
             card,
-            controls: CardControls { paused: paused != 0, spending: controls_of(&id, spending_controls.as_deref())? },
+            controls: CardControls::new(paused != 0, controls_of(&id, spending_controls.as_deref())?),
             id,
         })
     }

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub mod rules;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
@@ -123,6 +125,10 @@ pub struct Config {
     /// Proxies (addresses or ranges such as `10.0.0.0/8`) whose `X-Forwarded-For` is believed for a request's
     /// origin; from anyone else the header is ignored.
     pub trusted_proxies: Vec<String>,
+    /// The decision's merchant categories and countries and fraud limits (`[rules]`).
+    pub rules: rules::RulesConfig,
+    /// The payment plans' terms (`[plan_terms]`).
+    pub plan_terms: rules::PlanTermsConfig,
 }
 
 impl Default for Config {
@@ -167,6 +173,8 @@ impl Default for Config {
             database_max_connections: 16,
             log: "info".to_owned(),
             trusted_proxies: Vec::new(),
+            rules: rules::RulesConfig::default(),
+            plan_terms: rules::PlanTermsConfig::default(),
         }
     }
 }

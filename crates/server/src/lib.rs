@@ -152,13 +152,14 @@ impl App {
         let clock = Clock::with_offset(offset);
         let vault = Vault::open(&store, &kek, cvk, clock.now(), &mut rand::rng()).await?;
         let minimum_card_amount = Money::new(config.minimum_card_amount, currency);
-        let rules = AuthorizationRules::defaults(country, currency.minor_per_major());
+        let rules = config.rules.authorization_rules(country, currency).map_err(StartError::Config)?;
+        let plan_terms = config.plan_terms.plan_terms(currency).map_err(StartError::Config)?;
         Ok(Arc::new(App {
             rules_version: rules_version(&rules),
             rules,
             purchase_power: PurchasePowerPolicy::defaults(currency)
                 .map_err(|error| StartError::Config(error.to_string()))?,
-            plan_terms: PlanTerms::defaults(currency),
+            plan_terms,
             time_zone,
             gateway: Arc::new(SandboxGateway::default()),
             metrics: Metrics::default(),

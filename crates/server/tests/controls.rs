@@ -121,3 +121,33 @@ async fn spending_controls_decline_57_and_are_set_at_creation_or_later() {
         app.assert_ledger_verifies().await;
     }
 }
+
+#[tokio::test]
+async fn the_built_in_rules_come_from_the_configuration() {
+    for backend in BACKENDS {
+        let app = TestApp::spawn_with(backend, "controls_configured", |config| {
+            config.rules.blocked_categories = vec!["5732".to_owned()];
+            config.rules.card_declines = vec![ghostcard_server::config::rules::Velocity {
+                name: "two_declines".to_owned(),
+                window_seconds: 600,
+                max: 2,
+            }];
+        })
+        .await;
+        let mut network = Network::connect(&app).await;
+        let (_, card) = new_card(&app, "configured@example.com", 5_000, "pay_now").await;
+        let mut gambling = purchase(&card, 1_000, 1, "SHOP1");
+        gambling.set(18, "7995");
+        assert_eq!(network.exchange(&gambling).await.get(39), Some("00"), "7995 is no longer blocked");
+        let (_, card) = new_card(&app, "configured2@example.com", 5_000, "pay_now").await;
+        for stan in 2..=3 {
+            assert_eq!(network.exchange(&purchase(&card, 1_000, stan, "SHOP1")).await.get(39), Some("57"));
+        }
+        let (_, list) = app.get(&format!("/v1/authorizations?card_id={}", card.id)).await;
+        assert_eq!(list["data"][0]["decline_reason"], "merchant_category_blocked");
+        let (_, frozen) = app.get(&format!("/v1/cards/{}", card.id)).await;
+        assert_eq!(frozen["status"], "frozen", "frozen by the configured limit of 2 declines");
+        let (_, events) = app.get("/v1/events?type=fraud.flagged").await;
+        assert_eq!(events["data"][0]["data"]["id"], card.id.as_str(), "{events}");
+    }
+}

@@ -213,6 +213,20 @@ impl Card {
         now < self.valid_until
     }
 
+    /// The status as shown at `now`: an active card whose window has passed is expired, even before the expiry job
+    /// has recorded it.
+    pub fn status_at(&self, now: DateTime<Utc>) -> CardStatus {
+        match self.status {
+            CardStatus::Active if !self.window_open(now) => CardStatus::Expired,
+            status => status,
+        }
+    }
+
+    /// Only a card that can still spend can be paused or resumed: active inside its window, or used.
+    pub fn pausable(&self, now: DateTime<Utc>) -> bool {
+        matches!(self.status_at(now), CardStatus::Active | CardStatus::Used)
+    }
+
     /// True once the card has been consumed by a purchase (it stays true while frozen or after closing).
     pub fn is_bound(&self) -> bool {
         self.merchant.is_some()
@@ -385,6 +399,20 @@ pub(crate) mod tests {
         card.apply(CardEvent::FirstUseReversed, now()).expect("legal");
         assert_eq!((card.status(), card.merchant()), (CardStatus::Active, None));
         assert!(late.apply(CardEvent::FirstUseReversed, now() + Duration::hours(24)).is_err());
+    }
+
+    #[test]
+    fn a_card_is_pausable_while_it_can_spend_and_shown_expired_at_the_end_of_its_window() {
+        let unused = card(10_000);
+        let end = unused.valid_until();
+        assert!(unused.pausable(end - chrono::Duration::microseconds(1)));
+        assert_eq!((unused.status_at(end), unused.pausable(end)), (CardStatus::Expired, false), "the bound itself");
+        let mut used = card(10_000);
+        used.hold(usd(4_000)).expect("fits");
+        used.apply(CardEvent::FirstUse(merchant("SHOP1")), now()).expect("legal");
+        assert!(used.pausable(end + chrono::Duration::days(3)), "a used card outlives the window");
+        used.apply(CardEvent::Freeze { rule: "x".to_owned() }, now()).expect("legal");
+        assert!(!used.pausable(now()));
     }
 
     #[test]

@@ -71,8 +71,7 @@ impl CardView {
     /// The card as the API shows it at `now`: an active card whose window has passed is `expired` even before
     /// the expiry job has recorded it; an active or used card that is paused is `paused`.
     pub fn of(card: &CardRecord, now: DateTime<Utc>) -> CardView {
-        let status = match card.status {
-            CardStatus::Active if now >= card.valid_until => CardStatus::Expired.as_str(),
+        let status = match card.to_card().map_or(card.status, |state| state.status_at(now)) {
             CardStatus::Active | CardStatus::Used if card.paused => "paused",
             status => status.as_str(),
         };

@@ -87,12 +87,9 @@ pub async fn set_paused(
     now: DateTime<Utc>,
 ) -> Result<CardRecord, CardError> {
     let mut record = load_for_update(tx, id).await?;
-    // An active card whose window has passed is expired, even before the expiry job has recorded it.
-    match record.status {
-        CardStatus::Used => {}
-        CardStatus::Active if now < record.valid_until => {}
-        CardStatus::Active => return Err(CardError::NotPausable(CardStatus::Expired)),
-        status => return Err(CardError::NotPausable(status)),
+    let card = record.to_card()?;
+    if !card.pausable(now) {
+        return Err(CardError::NotPausable(card.status_at(now)));
     }
     if record.paused == paused {
         return Ok(record);

@@ -1,6 +1,8 @@
 //! The cardholder's one-time cards: a new card (its schedule shown before it is created), the card page (masked;
 //! reveal audited; cancel; refund of the unused amount; activity with decline reasons in plain words).
 
+use ghostcard_domain::card::CardStatus;
+
 use super::*;
 
 pub(super) fn router() -> axum::Router<Arc<App>> {
@@ -213,9 +215,9 @@ async fn card_page(
     let view = crate::views::CardView::of(card, now);
     let activity = card_activity(app, card, currency).await?;
     let left = (card.valid_until - now).num_seconds().max(0);
-    let window_open = card.status == ghostcard_domain::card::CardStatus::Active && now < card.valid_until;
-    let active = window_open && !card.paused;
-    let pausable = window_open || card.status == ghostcard_domain::card::CardStatus::Used;
+    let state = card.to_card()?;
+    let active = state.status_at(now) == CardStatus::Active && !card.paused;
+    let pausable = state.pausable(now);
     render(&CardPage {
         csrf: signed_in.session.csrf.clone(),
         once: random_token(),
@@ -235,7 +237,7 @@ async fn card_page(
         merchant: card.merchant_name.clone().or_else(|| card.merchant_id.clone()),
         active,
         pause: pausable.then_some(if card.paused { "resume" } else { "pause" }),
-        refundable: card.status == ghostcard_domain::card::CardStatus::Used && view.remaining_amount > 0,
+        refundable: card.status == CardStatus::Used && view.remaining_amount > 0,
         valid_until: card.valid_until.format("%-d %b %Y %H:%M UTC").to_string(),
         valid_until_iso: card.valid_until.to_rfc3339(),
         time_left: format!("{} h {:02} min", left / 3600, (left % 3600) / 60),

@@ -121,6 +121,8 @@ pub struct CardholderStanding {
     pub restricted: bool,
     /// Some installment is overdue.
     pub overdue: bool,
+    /// When the cardholder signed up (the authorization rules' `cardholder_tenure_days`).
+    pub joined: Option<DateTime<Utc>>,
 }
 
 /// An inclusive range of merchant category codes.
@@ -203,6 +205,10 @@ pub enum DeclineReason {
     ExceedsCardAmount,
     AccountRestricted,
     SuspectedFraud,
+    /// An active authorization rule of the issuer's (after row 15).
+    AuthRule,
+    /// The issuer's decision endpoint said no.
+    DeclinedByEndpoint,
 }
 
 /// What kind of malformed request it was, which picks the ISO 8583 code.
@@ -238,6 +244,8 @@ impl DeclineReason {
             DeclineReason::ExceedsCardAmount => "exceeds_card_amount",
             DeclineReason::AccountRestricted => "account_restricted",
             DeclineReason::SuspectedFraud => "suspected_fraud",
+            DeclineReason::AuthRule => "auth_rule",
+            DeclineReason::DeclinedByEndpoint => "declined_by_endpoint",
         }
     }
 
@@ -254,7 +262,7 @@ impl DeclineReason {
             | DeclineReason::CardPaused
             | DeclineReason::CardClosed
             | DeclineReason::AccountRestricted => "62",
-            DeclineReason::CardAlreadyUsed => "05",
+            DeclineReason::CardAlreadyUsed | DeclineReason::AuthRule | DeclineReason::DeclinedByEndpoint => "05",
             DeclineReason::CurrencyNotSupported
             | DeclineReason::TransactionNotPermitted
             | DeclineReason::MerchantCategoryBlocked
@@ -285,15 +293,24 @@ impl DeclineReason {
             DeclineReason::ExceedsCardAmount => "The purchase is more than the amount left on the card.",
             DeclineReason::AccountRestricted => "Your account is restricted, for example by an overdue payment.",
             DeclineReason::SuspectedFraud => "The purchase looked unusual, so we stopped it to protect you.",
+            DeclineReason::AuthRule => "The card program's rules do not allow this purchase.",
+            DeclineReason::DeclinedByEndpoint => "The card program declined this purchase.",
         }
     }
 }
 
 impl DeclineReason {
-    /// Declines that the card's own controls chose (a pause, spending controls) do not count toward the fraud
-    /// rules' decline limits.
+    /// Declines that the card's own controls or the issuer chose (a pause, spending controls, an authorization rule,
+    /// the decision endpoint) do not count toward the fraud rules' decline limits.
     pub fn counts_toward_fraud(code: &str) -> bool {
-        code != DeclineReason::CardPaused.code() && code != DeclineReason::SpendingControls.code()
+        ![
+            DeclineReason::CardPaused,
+            DeclineReason::SpendingControls,
+            DeclineReason::AuthRule,
+            DeclineReason::DeclinedByEndpoint,
+        ]
+        .iter()
+        .any(|reason| reason.code() == code)
     }
 }
 

@@ -17,6 +17,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::auth_rules::{Approval, Approvals, Facts, Per, RuleSet};
 use crate::authorization::AuthorizationStatus;
 use crate::card::{Card, CardEvent, CardStatus, MerchantBinding, Transition};
 use crate::controls::{CardControls, SpendingControls};
@@ -89,6 +90,8 @@ pub struct CardEntry {
     pub controls: CardControls,
     /// The merchant's name from the first use (set with the binding).
     pub merchant_name: Option<String>,
+    /// When the card was created (the authorization rules' `card_age_seconds`).
+    pub created_at: DateTime<Utc>,
 }
 
 /// An earlier authorization, as the velocity rules count it.
@@ -98,6 +101,8 @@ pub struct Past {
     /// Field 39 as stored (a stand-in answer replaces the decision's `00`).
     pub response_code: Cow<'static, str>,
     pub decline_reason: Option<Cow<'static, str>>,
+    /// Field 4 (what a velocity limit of amount adds up).
+    pub amount: i64,
     pub at: DateTime<Utc>,
 }
 
@@ -137,6 +142,9 @@ pub struct Snapshot {
     /// By card id: the authorizations of the requests' cards within that window that were declined (the rule that
     /// counts a card's declines reads nothing else of a card).
     pub card_declines: HashMap<String, Vec<Past>>,
+    /// By card id: every authorization of the requests' cards within the longest per-card velocity limit of the
+    /// authorization rules (empty when no rule counts per card).
+    pub card_history: HashMap<String, Vec<Past>>,
     /// Network keys already recorded.
     pub recorded: HashSet<NetworkKey>,
     /// Network keys whose reversal arrived before them.
@@ -149,6 +157,10 @@ pub struct Context<'a> {
     pub rules: &'a AuthorizationRules,
     /// Names the rules and configuration the decisions were made with (recorded with each decision).
     pub rules_version: &'a str,
+    /// The issuer's authorization rules in force.
+    pub auth_rules: &'a RuleSet,
+    /// The hour of `now` in the deployment's time zone (0–23), which the authorization rules may read.
+    pub hour_of_day: i64,
     pub now: DateTime<Utc>,
 }
 
@@ -217,6 +229,13 @@ pub struct DecisionRecord {
     /// Its reversal arrived first.
     #[serde(skip_serializing_if = "is_false", default)]
     pub reversed_first: bool,
+    /// The version of the authorization rule set that was evaluated (absent: none was).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub rule_set: Option<i64>,
+    /// One letter per rule of that set, in its order: `p` pass, `d` decline, `w` would decline (a shadow rule),
+    /// `-` not in its scope.
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub rule_results: String,
 }
 
 /// The card as the decision saw it.
@@ -336,7 +355,8 @@ struct Batch<'a> {
     snapshot: &'a Snapshot,
     context: &'a Context<'a>,
     effects: Effects,
-    /// Authorizations decided in this batch, by cardholder and by card (the history the snapshot does not have yet).
+    /// Authorizations decided in this batch, by cardholder and by card (the history the snapshot does not have yet;
+    /// by card only the declines, unless authorization rules may count a card's approvals).
     added: HashMap<String, Vec<Past>>,
     added_by_card: HashMap<String, Vec<Past>>,
     /// Network keys decided in this batch.
@@ -408,7 +428,7 @@ impl Batch<'_> {
                 self.history(holder).filter(|past| past.spends() && past.at > since).map(|past| past.at).collect()
             })
             .unwrap_or_default();
-        let decision = if reversed_first {
+        let mut decision = if reversed_first {
             reversed_before_arrival()
         } else {
             decide(&DecisionInput {
@@ -422,7 +442,7 @@ impl Batch<'_> {
                 now: context.now,
             })
         };
-        let record = DecisionRecord {
+        let mut record = DecisionRecord {
             rules: context.rules_version.to_owned(),
             class: submission.request.class,
             transaction: submission.request.transaction_type,
@@ -442,8 +462,83 @@ impl Batch<'_> {
             overdue: standing.overdue,
             approvals_ms_ago: approvals.iter().map(|at| (context.now - *at).num_milliseconds()).collect(),
             reversed_first,
+            rule_set: None,
+            rule_results: String::new(),
         };
+        if let Some(entry) = entry
+            && self.rules_apply(&decision, submission, reversed_first)
+            && let Some(card_id) = &submission.card_id
+        {
+            let evaluation = self.evaluate_rules(submission, card_id, entry, standing.joined);
+            record.rule_set = Some(context.auth_rules.version);
+            record.rule_results = evaluation.results;
+            if let Some(rule) = evaluation.declined_by {
+                let reason = DeclineReason::AuthRule;
+                decision = Decision {
+                    response_code: reason.response_code(),
+                    outcome: Outcome::Declined(reason),
+                    rule,
+                    first_use: false,
+                    flag: None,
+                    ..decision
+                };
+            }
+        }
         (decision, record)
+    }
+
+    /// The issuer's rules run on what ghostcard would approve, except refunds and advices (which they never
+    /// decline) and an original whose reversal came first.
+    fn rules_apply(&self, decision: &Decision, submission: &Submission, reversed_first: bool) -> bool {
+        !self.context.auth_rules.is_empty()
+            && !reversed_first
+            && decision.is_approved()
+            && submission.request.class != MessageClass::Advice
+            && matches!(
+                decision.kind,
+                AuthorizationKind::Purchase | AuthorizationKind::Incremental | AuthorizationKind::Verification
+            )
+    }
+
+    /// The authorization rules' results for a request on a card.
+    fn evaluate_rules(
+        &self,
+        submission: &Submission,
+        card_id: &str,
+        entry: &CardEntry,
+        joined: Option<DateTime<Utc>>,
+    ) -> crate::auth_rules::Evaluation {
+        let context = self.context;
+        let request = &submission.request;
+        let currency = crate::money::Currency::from_numeric(request.currency_numeric).map(|currency| currency.code());
+        let facts = Facts {
+            mcc: request.mcc,
+            country: request.country,
+            amount: request.amount_minor,
+            merchant_id: &request.merchant.merchant_id,
+            acquirer_id: &request.merchant.acquirer_id,
+            currency: currency.unwrap_or(""),
+            card_age_seconds: (context.now - entry.created_at).num_seconds(),
+            cardholder_tenure_days: joined.map_or(0, |joined| (context.now - joined).num_days()),
+            hour_of_day: context.hour_of_day,
+            card_id,
+            cardholder_id: &entry.cardholder_id,
+        };
+        let approvals = |pasts: &mut dyn Iterator<Item = &Past>| -> Vec<Approval> {
+            pasts.filter(|past| past.spends()).map(|past| Approval { at: past.at, amount: past.amount }).collect()
+        };
+        let card = match context.auth_rules.longest_window(Per::Card) {
+            Some(_) => {
+                let stored = self.snapshot.card_history.get(card_id).into_iter().flatten();
+                approvals(&mut stored.chain(self.added_by_card.get(card_id).into_iter().flatten()))
+            }
+            None => Vec::new(),
+        };
+        let cardholder = match context.auth_rules.longest_window(Per::Cardholder) {
+            Some(_) => approvals(&mut self.history(&entry.cardholder_id)),
+            None => Vec::new(),
+        };
+        context.auth_rules.evaluate(&facts, Approvals { card: &card, cardholder: &cardholder }, context.now)
     }
 
     /// Applies a decision to its card: an approval's hold and first use; a decline's fraud rules. Then the decision
@@ -461,17 +556,21 @@ impl Batch<'_> {
             self.approve(submission, card_id, entry, decided, hold)?;
         }
         let actions = match decided.decision.decline_reason() {
-            // A purchase called off before it arrived is not an attempt on the card.
-            Some(reason) if !reversed_first => self.fraud_after_decline(&holder, card_id, reason),
+            // A purchase called off before it arrived is not an attempt on the card, nor is a decline the card's
+            // controls or the issuer's rules chose.
+            Some(reason) if !reversed_first && DeclineReason::counts_toward_fraud(reason.code()) => {
+                self.fraud_after_decline(&holder, card_id, reason)
+            }
             _ => Vec::new(),
         };
         let past = Past {
             kind: decided.decision.kind,
             response_code: Cow::Borrowed(decided.decision.response_code),
             decline_reason: decided.decision.decline_reason().map(|reason| Cow::Borrowed(reason.code())),
+            amount: submission.request.amount_minor,
             at: self.context.now,
         };
-        if past.is_decline() {
+        if past.is_decline() || !self.context.auth_rules.is_empty() {
             self.added_by_card.entry(card_id.to_owned()).or_default().push(past.clone());
         }
         self.added.entry(holder.clone()).or_default().push(past);
@@ -599,6 +698,31 @@ mod tests {
         rules
     }
 
+    /// Issuer rules that short streams reach: an amount limit, a card's approvals counted in shadow, a cardholder's
+    /// amount over ten minutes.
+    fn auth_rules() -> RuleSet {
+        use crate::auth_rules::{Attribute, Body, Condition, Mode, Operation, Rule, Scope, Value, Velocity};
+        let rule = |id: &str, mode, body| Rule { id: id.to_owned(), version: 1, mode, scope: Scope::program(), body };
+        let velocity =
+            |max_count, max_amount, per| Body::Velocity(Velocity { window_seconds: 600, max_count, max_amount, per });
+        RuleSet::new(
+            3,
+            vec![
+                rule(
+                    "rule_big",
+                    Mode::Active,
+                    Body::Conditions(vec![Condition {
+                        attribute: Attribute::Amount,
+                        operation: Operation::IsGreaterThan,
+                        value: Value::Number(9_000),
+                    }]),
+                ),
+                rule("rule_card", Mode::Shadow, velocity(Some(1), None, Per::Card)),
+                rule("rule_holder", Mode::Active, velocity(None, Some(6_000), Per::Cardholder)),
+            ],
+        )
+    }
+
     fn holder_of(card: usize) -> String {
         format!("ch_{}", card % 2)
     }
@@ -705,11 +829,13 @@ mod tests {
                         card: card(2_000 * (index as i64 + 1)),
                         controls,
                         merchant_name: None,
+                        created_at: now() - Duration::hours(1),
                     };
                     (format!("card_{index}"), entry)
                 })
                 .collect();
-            let standings = HashMap::from([("ch_1".to_owned(), CardholderStanding { restricted, overdue })]);
+            let standings =
+                HashMap::from([("ch_1".to_owned(), CardholderStanding { restricted, overdue, joined: None })]);
             World {
                 cards,
                 standings,
@@ -727,7 +853,10 @@ mod tests {
         /// The snapshot the store would load for these submissions at `at`, with these cardholders complete.
         fn snapshot(&self, submissions: &[Submission], complete: &HashSet<String>, at: DateTime<Utc>) -> Snapshot {
             let mut snapshot = Snapshot { complete: complete.clone(), ..Snapshot::default() };
-            let since = at - Duration::seconds(rules().fraud.history_window_seconds());
+            let auth_rules = auth_rules();
+            let window = auth_rules.longest_window(Per::Cardholder).unwrap_or(0);
+            let since = at - Duration::seconds(rules().fraud.history_window_seconds().max(window));
+            let card_since = at - Duration::seconds(auth_rules.longest_window(Per::Card).unwrap_or(0));
             for submission in submissions {
                 if let Some(id) = &submission.card_id {
                     let entry = self.cards[id].clone();
@@ -740,6 +869,8 @@ mod tests {
                         self.history.get(&holder).into_iter().flatten().filter(|(_, past)| past.at > since).collect();
                     let declines = history.iter().filter(|(card, past)| card == id && past.decline_reason.is_some());
                     snapshot.card_declines.insert(id.clone(), declines.map(|(_, past)| past.clone()).collect());
+                    let on_card = history.iter().filter(|(card, past)| card == id && past.at > card_since);
+                    snapshot.card_history.insert(id.clone(), on_card.map(|(_, past)| past.clone()).collect());
                     snapshot.history.insert(holder, history.into_iter().map(|(_, past)| past.clone()).collect());
                 }
                 if let Some(key) = submission.network_key() {
@@ -762,7 +893,9 @@ mod tests {
         /// Decides a batch and writes what it changed, as the store does.
         fn run(&mut self, submissions: &[Submission], at: DateTime<Utc>) {
             let rules = rules();
-            let context = Context { rules: &rules, rules_version: "test", now: at };
+            let auth_rules = auth_rules();
+            let context =
+                Context { rules: &rules, rules_version: "test", auth_rules: &auth_rules, hour_of_day: 12, now: at };
             let mut complete = HashSet::new();
             let effects = loop {
                 match decide_batch(&self.snapshot(submissions, &complete, at), submissions, &context) {
@@ -791,6 +924,7 @@ mod tests {
                                         .decision
                                         .decline_reason()
                                         .map(|reason| reason.code().into()),
+                                    amount: submission.request.amount_minor,
                                     at,
                                 },
                             ));
@@ -878,10 +1012,42 @@ mod tests {
             json,
             serde_json::json!({
                 "rules": "test", "expiry_matched": true, "cvv": "match",
-                "card": {"status": "active", "amount": 2000, "window_open": true}
+                "card": {"status": "active", "amount": 2000, "window_open": true},
+                "rule_set": 3, "rule_results": "ppp"
             })
         );
         assert_eq!(&serde_json::from_value::<DecisionRecord>(json).expect("deserializes"), record);
+    }
+
+    #[test]
+    fn an_active_rule_declines_05_names_itself_and_never_freezes_the_card() {
+        let purchase = |stan: u8| {
+            Step::Submit(Request {
+                card: Some(3),
+                amount: if stan == 0 { 5_000 } else { 1_500 },
+                class: MessageClass::Authorization,
+                transaction: TransactionType::Purchase,
+                cvv: CvvCheck::Match,
+                expiry_matches: true,
+                merchant: 0,
+                stan: Some(stan),
+            })
+        };
+        // Card 3 holds 8,000: 5,000 is approved; then 1,500 more at the same merchant is past the shadow per-card
+        // count (recorded only) and past the cardholder's 6,000 in ten minutes (declined), five times: more than
+        // the three declines that freeze a card.
+        let world = run(&(0..6).map(purchase).collect::<Vec<_>>(), 1, false, false);
+        let codes: Vec<&str> = world.answers.iter().map(|(_, code)| *code).collect();
+        assert_eq!(codes, ["00", "05", "05", "05", "05", "05"]);
+        assert_eq!(world.records[0].rule_results, "ppp");
+        assert_eq!(world.records[1].rule_results, "pwd");
+        assert_eq!(world.records[1].rule_set, Some(3));
+        assert_eq!(world.cards["card_3"].card.status(), CardStatus::Used, "rule declines do not freeze");
+        let declined = world.history["ch_1"].iter().filter(|(_, past)| past.decline_reason.is_some());
+        assert!(
+            declined.clone().count() == 5
+                && declined.clone().all(|(_, past)| past.decline_reason.as_deref() == Some("auth_rule"))
+        );
     }
 
     proptest! {

@@ -21,6 +21,19 @@ pub fn new_id(prefix: &str, now: DateTime<Utc>, rng: &mut impl Rng) -> String {
     id
 }
 
+/// The smallest id with `prefix` made at `at`: every id made at `at` or later sorts above it, every id made before
+/// below (a time window as a range of ids).
+pub fn floor(prefix: &str, at: DateTime<Utc>) -> String {
+    let mut id = String::with_capacity(prefix.len() + 11);
+    id.push_str(prefix);
+    id.push('_');
+    let millis = u64::try_from(at.timestamp_millis()).unwrap_or(0);
+    for shift in (0..10).rev() {
+        id.push(char::from(ALPHABET[((millis >> (shift * 5)) & 31) as usize]));
+    }
+    id
+}
+
 /// True when `id` looks like an id with `prefix` (so a wrong kind of id is a clear 404, not a database error).
 pub fn has_prefix(id: &str, prefix: &str) -> bool {
     id.strip_prefix(prefix)
@@ -42,6 +55,7 @@ mod tests {
         let first = new_id("card", start, &mut rng);
         let second = new_id("card", start + Duration::milliseconds(1), &mut rng);
         assert!(first < second);
+        assert!(floor("card", start) < first && first < floor("card", start + Duration::milliseconds(1)));
         assert!(has_prefix(&first, "card"));
         assert!(!has_prefix(&first, "ch"));
         assert!(!has_prefix("card_x", "card"));

@@ -5,6 +5,7 @@
 //! an `Rng`; nothing reads a clock, a file, a socket or a database. The store, the server and the command line
 //! build on these types and must not re-implement these rules.
 
+pub mod auth_rules;
 pub mod authorization;
 pub mod card;
 pub mod card_number;

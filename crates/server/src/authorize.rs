@@ -7,6 +7,7 @@
 //! 0200s and the requests of a batch that conflicted with another writer.
 
 use chrono::{DateTime, Duration, Utc};
+use ghostcard_domain::auth_rules::Per;
 use ghostcard_domain::authorization::AuthorizationStatus;
 use ghostcard_domain::card::Card;
 use ghostcard_domain::card_number::CardNumber;
@@ -83,11 +84,21 @@ pub async fn decide_in(
     let loading = std::time::Instant::now();
     let hashes: Vec<Vec<u8>> = jobs.iter().map(|job| job.number_hash.clone()).collect();
     let keys: Vec<NetworkKey> = jobs.iter().filter_map(Job::network_key).collect();
-    let since = now - Duration::seconds(app.rules.fraud.history_window_seconds());
+    // One rule set for the whole batch, taken once.
+    let auth_rules = app.decisioning.rules();
+    let since = batch::Since {
+        cardholders: now
+            - Duration::seconds(
+                app.rules.fraud.history_window_seconds().max(auth_rules.longest_window(Per::Cardholder).unwrap_or(0)),
+            ),
+        cards: auth_rules.longest_window(Per::Card).map(|window| now - Duration::seconds(window)),
+    };
     let mut loaded = batch::load(tx, &hashes, &keys, since, app.today(now), begin).await?;
     let submissions = jobs.iter().map(|job| submission(app, &loaded, job, now)).collect::<Result<Vec<_>, _>>()?;
     let (loaded_in, deciding) = (loading.elapsed(), std::time::Instant::now());
-    let context = Context { rules: &app.rules, rules_version: &app.rules_version, now };
+    let hour_of_day = i64::from(chrono::Timelike::hour(&now.with_timezone(&app.time_zone)));
+    let context =
+        Context { rules: &app.rules, rules_version: &app.rules_version, auth_rules: &auth_rules, hour_of_day, now };
     let effects = loop {
         match engine::decide_batch(&loaded.snapshot, &submissions, &context) {
             Ok(effects) => break effects,

@@ -19,7 +19,6 @@ use ghostcard_store::{StoreError, Tx};
 use serde::Serialize;
 
 use crate::ids::new_id;
-use crate::views::AuthorizationView;
 use crate::views::CardView;
 use crate::views::PlanView;
 
@@ -106,10 +105,11 @@ impl EventView {
         let data = match (&event.data, &event.subject) {
             (Some(data), _) => serde_json::from_str(data).unwrap_or(serde_json::Value::Null),
             (None, Some(subject)) if event.kind.starts_with("authorization.") => {
-                ghostcard_store::authorizations::get(tx, subject)
-                    .await?
-                    .and_then(|record| serde_json::to_value(AuthorizationView::from(&record)).ok())
-                    .unwrap_or(serde_json::Value::Null)
+                match ghostcard_store::authorizations::get(tx, subject).await? {
+                    Some(record) => serde_json::to_value(crate::views::authorization(tx, &record).await?)
+                        .unwrap_or(serde_json::Value::Null),
+                    None => serde_json::Value::Null,
+                }
             }
             (None, Some(subject)) => ghostcard_store::cards::get(tx, subject)
                 .await?

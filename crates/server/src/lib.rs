@@ -9,6 +9,7 @@ pub mod clients;
 pub mod clock;
 pub mod config;
 pub mod credentials;
+pub mod decisioning;
 pub mod events;
 #[doc(hidden)]
 pub mod gateway;
@@ -78,6 +79,8 @@ pub struct App {
     pub rules: AuthorizationRules,
     /// Names `rules` in every decision record: `config-` and a digest of the rules in force.
     pub rules_version: String,
+    /// The issuer's authorization rules (run-time data, unlike `rules`).
+    pub decisioning: decisioning::Decisioning,
     pub purchase_power: PurchasePowerPolicy,
     pub plan_terms: PlanTerms,
     /// The deployment's time zone: calendar dates (installment due dates) are its dates.
@@ -154,8 +157,9 @@ impl App {
         let minimum_card_amount = Money::new(config.minimum_card_amount, currency);
         let rules = config.rules.authorization_rules(country, currency).map_err(StartError::Config)?;
         let plan_terms = config.plan_terms.plan_terms(currency).map_err(StartError::Config)?;
-        Ok(Arc::new(App {
+        let app = Arc::new(App {
             rules_version: rules_version(&rules),
+            decisioning: decisioning::Decisioning::default(),
             rules,
             purchase_power: PurchasePowerPolicy::defaults(currency)
                 .map_err(|error| StartError::Config(error.to_string()))?,
@@ -181,7 +185,10 @@ impl App {
             country,
             bin,
             minimum_card_amount,
-        }))
+        });
+        app.decisioning.refresh(&app.store).await?;
+        tokio::spawn(decisioning::watch(Arc::downgrade(&app)));
+        Ok(app)
     }
 
     /// The deployment's calendar date at `now`.

@@ -13,6 +13,7 @@ pub const PLAN_PAYMENT: &str = "plan_payment";
 pub const FUNDING_CHARGE: &str = "funding_charge";
 pub const FUNDING_REFUND: &str = "funding_refund";
 pub const FUNDING_RELEASE: &str = "funding_release";
+pub const BACKTEST: &str = "backtest";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {

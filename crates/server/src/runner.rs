@@ -7,6 +7,7 @@
 //! | `plan_payment` | an early payment the cardholder asked for | as above |
 //! | `funding_charge`, `funding_refund` | pay now: charges or refunds the difference between what the card spent and what its funding card paid; refunds of merchant refunds above a plan's balance | retried with backoff, then dead |
 //! | `funding_release` | releases the hold placed on the funding card at creation | retried with backoff, then dead |
+//! | `backtest` | replays an authorization rule version over the stored decisions of a window ([`crate::service::auth_rules`]) | retried with backoff, then dead |
 //!
 //! Every gateway call names the job's dedupe key as its reference, and the gateway answers a repeated reference
 //! with its first answer; the outcome is recorded in one transaction with the job's completion, under the job's
@@ -26,8 +27,8 @@ use crate::App;
 use crate::gateway::GatewayError;
 use crate::ids::new_id;
 use crate::queue::{
-    Collection, FUNDING_CHARGE, FUNDING_REFUND, FUNDING_RELEASE, FundingMovement, INSTALLMENT_COLLECTION, PLAN_PAYMENT,
-    Payment, Release, RunnerError, WEBHOOK, enqueue,
+    BACKTEST, Collection, FUNDING_CHARGE, FUNDING_REFUND, FUNDING_RELEASE, FundingMovement, INSTALLMENT_COLLECTION,
+    PLAN_PAYMENT, Payment, Release, RunnerError, WEBHOOK, enqueue,
 };
 
 /// Jobs claimed at a time.
@@ -83,6 +84,7 @@ pub async fn run(app: &App, job: &Job, now: DateTime<Utc>) -> Result<(), RunnerE
         PLAN_PAYMENT => payment(app, job, now).await.map(|_| ()),
         FUNDING_CHARGE | FUNDING_REFUND => funding_movement(app, job, now).await,
         FUNDING_RELEASE => release(app, job, now).await,
+        BACKTEST => backtest(app, job, now).await,
         other => Err(RunnerError::Failed(format!("unknown job kind {other}"))),
     };
     if let Err(error) = result {
@@ -187,6 +189,16 @@ async fn release(app: &App, job: &Job, now: DateTime<Utc>) -> Result<(), RunnerE
         app.gateway.release(&source.gateway_token, &release.hold_id).await.map_err(gateway_failure)?;
     }
     done(app, app.store.begin().await?, job, now).await
+}
+
+/// Replays a backtest's window (reading only), then records its results with the job's completion.
+async fn backtest(app: &App, job: &Job, now: DateTime<Utc>) -> Result<(), RunnerError> {
+    let completed = crate::service::auth_rules::replay(app, &payload(job)?).await?;
+    let mut tx = app.store.begin().await?;
+    if let Some(completed) = completed {
+        crate::service::auth_rules::complete(&mut tx, &completed, now).await?;
+    }
+    done(app, tx, job, now).await
 }
 
 /// Charges a due installment and records the outcome: paid, or the plan's failure rule (retry after 2 days, then

@@ -2,10 +2,12 @@
 //! below every adapter — the API, the web app, the events — so that none of them imports another for its views.
 
 use chrono::{DateTime, NaiveDate, Utc};
+use ghostcard_domain::auth_rules::RuleResult;
 use ghostcard_domain::card::CardStatus;
 use ghostcard_domain::controls::SpendingControls;
 use ghostcard_domain::country::Country;
 use ghostcard_domain::decision::{DeclineReason, Mcc};
+use ghostcard_store::auth_rules::SetEntry;
 use ghostcard_store::authorizations::AuthorizationRecord;
 use ghostcard_store::cards::CardRecord;
 use ghostcard_store::plans::PlanRecord;
@@ -146,11 +148,85 @@ pub struct AuthorizationView {
     pub captured: i64,
     pub merchant: AuthorizationMerchant,
     pub network: AuthorizationNetwork,
+    /// `ghostcard`, `endpoint` (the issuer's decision endpoint answered) or `fallback` (it was asked and did not
+    /// answer in time or usably: ghostcard's verdict stood).
+    pub decided_by: String,
+    /// The issuer's authorization rules that ran, in order, with their version and result.
+    pub rule_results: Vec<RuleResultView>,
     pub created_at: DateTime<Utc>,
 }
 
-impl From<&AuthorizationRecord> for AuthorizationView {
-    fn from(record: &AuthorizationRecord) -> Self {
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RuleResultView {
+    pub rule_id: String,
+    pub version: i64,
+    /// `active` or `shadow`.
+    pub mode: String,
+    /// `pass`, `decline` or `would_decline` (a shadow rule that matched).
+    pub result: String,
+}
+
+/// What a decision record says about the rules and the decision endpoint (the rest of it is not shown).
+#[derive(Debug, Default, serde::Deserialize)]
+struct Trace {
+    rule_set: Option<i64>,
+    #[serde(default)]
+    rule_results: String,
+    decided_by: Option<String>,
+}
+
+impl Trace {
+    fn of(record: &AuthorizationRecord) -> Trace {
+        record.decision.as_deref().and_then(|json| serde_json::from_str(json).ok()).unwrap_or_default()
+    }
+}
+
+/// The authorizations as the API shows them, each with the rules that ran on it (the rule sets they name are read
+/// in `tx`).
+pub async fn authorizations(
+    tx: &mut ghostcard_store::Tx,
+    records: &[AuthorizationRecord],
+) -> Result<Vec<AuthorizationView>, ghostcard_store::StoreError> {
+    let mut sets: std::collections::HashMap<i64, Vec<SetEntry>> = std::collections::HashMap::new();
+    let mut views = Vec::with_capacity(records.len());
+    for record in records {
+        let trace = Trace::of(record);
+        if let Some(version) = trace.rule_set
+            && !sets.contains_key(&version)
+        {
+            let set = ghostcard_store::auth_rules::set(tx, version).await?.unwrap_or_default();
+            sets.insert(version, set);
+        }
+        let set = trace.rule_set.and_then(|version| sets.get(&version)).map_or(&[][..], Vec::as_slice);
+        views.push(AuthorizationView::of(record, &trace, set));
+    }
+    Ok(views)
+}
+
+/// One authorization as the API shows it.
+pub async fn authorization(
+    tx: &mut ghostcard_store::Tx,
+    record: &AuthorizationRecord,
+) -> Result<AuthorizationView, ghostcard_store::StoreError> {
+    let mut views = authorizations(tx, std::slice::from_ref(record)).await?;
+    views.pop().ok_or_else(|| ghostcard_store::StoreError::Corrupt("no view of an authorization".to_owned()))
+}
+
+impl AuthorizationView {
+    fn of(record: &AuthorizationRecord, trace: &Trace, set: &[SetEntry]) -> Self {
+        let rule_results = set
+            .iter()
+            .zip(trace.rule_results.chars())
+            .filter_map(|(entry, letter)| {
+                let result = RuleResult::from_letter(letter).filter(|result| *result != RuleResult::NotInScope)?;
+                Some(RuleResultView {
+                    rule_id: entry.rule_id.clone(),
+                    version: entry.version,
+                    mode: entry.mode.as_str().to_owned(),
+                    result: result.as_str().to_owned(),
+                })
+            })
+            .collect();
         AuthorizationView {
             id: record.id.clone(),
             card_id: record.card_id.clone(),
@@ -179,6 +255,8 @@ impl From<&AuthorizationRecord> for AuthorizationView {
                 rrn: record.rrn.clone(),
                 auth_code: record.auth_code.clone(),
             },
+            decided_by: trace.decided_by.clone().unwrap_or_else(|| "ghostcard".to_owned()),
+            rule_results,
             created_at: record.created_at,
         }
     }
@@ -244,7 +322,7 @@ impl From<&PlanRecord> for PlanView {
 }
 
 /// The plain-words message of a stored decline code.
-fn decline_message(code: &str) -> Option<&'static str> {
+pub fn decline_message(code: &str) -> Option<&'static str> {
     let reason = serde_json::from_value::<DeclineReason>(serde_json::Value::String(code.to_owned())).ok();
     reason
         .or_else(|| {
@@ -260,4 +338,82 @@ pub struct RevealedCard {
     pub exp_month: i64,
     pub exp_year: i64,
     pub cvv: String,
+}
+
+/// An authorization rule (one version of it) as the API shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RuleView {
+    pub id: String,
+    pub name: String,
+    pub version: i64,
+    /// `shadow`, `active` or `disabled`.
+    pub mode: String,
+    #[schema(value_type = Object)]
+    pub scope: ghostcard_domain::auth_rules::Scope,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub conditions: Option<Vec<ghostcard_domain::auth_rules::Condition>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub velocity: Option<ghostcard_domain::auth_rules::Velocity>,
+    /// When the rule was first created.
+    pub created_at: DateTime<Utc>,
+    /// When this version was made, and by whom.
+    pub updated_at: DateTime<Utc>,
+    pub updated_by: String,
+}
+
+impl RuleView {
+    pub fn of(version: &ghostcard_store::auth_rules::RuleVersion, created_at: DateTime<Utc>) -> RuleView {
+        use ghostcard_domain::auth_rules::Body;
+        let (conditions, velocity) = match &version.body {
+            Body::Conditions(conditions) => (Some(conditions.clone()), None),
+            Body::Velocity(velocity) => (None, Some(velocity.clone())),
+        };
+        RuleView {
+            id: version.rule_id.clone(),
+            name: version.name.clone(),
+            version: version.version,
+            mode: version.mode.as_str().to_owned(),
+            scope: version.scope.clone(),
+            conditions,
+            velocity,
+            created_at,
+            updated_at: version.created_at,
+            updated_by: version.created_by.clone(),
+        }
+    }
+}
+
+/// A backtest as the API shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BacktestView {
+    pub id: String,
+    /// `pending`, then `complete`.
+    pub status: String,
+    pub rule_id: String,
+    pub version: i64,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    /// `{evaluated, approved_to_declined, sample}` once complete.
+    #[schema(value_type = Option<Object>)]
+    pub results: Option<serde_json::Value>,
+    pub created_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+impl BacktestView {
+    pub fn of(backtest: &ghostcard_store::auth_rules::Backtest) -> BacktestView {
+        BacktestView {
+            id: backtest.id.clone(),
+            status: backtest.status.clone(),
+            rule_id: backtest.rule_id.clone(),
+            version: backtest.version,
+            start: backtest.start,
+            end: backtest.end,
+            results: backtest.results.as_deref().and_then(|json| serde_json::from_str(json).ok()),
+            created_at: backtest.created_at,
+            completed_at: backtest.completed_at,
+        }
+    }
 }

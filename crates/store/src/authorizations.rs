@@ -159,7 +159,7 @@ pub fn add_history(reads: &mut Reads, cardholder_ids: &[String], since: DateTime
     let postgres = reads.is_postgres();
     let after = if postgres { "$1" } else { "?" };
     reads.push_in_lists(&[Value::from(to_micros(since))], cardholder_ids, |member| {
-        let columns = "cardholder_id, kind, response_code, decline_reason, created_at";
+        let columns = "cardholder_id, kind, response_code, decline_reason, amount, created_at";
         let query =
             format!("SELECT {columns} FROM authorizations WHERE created_at > {after} AND cardholder_id{member}");
         crate::packed(postgres, columns, query)
@@ -171,7 +171,7 @@ pub fn add_card_declines(reads: &mut Reads, card_ids: &[String], since: DateTime
     let postgres = reads.is_postgres();
     let after = if postgres { "$1" } else { "?" };
     reads.push_in_lists(&[Value::from(to_micros(since))], card_ids, |member| {
-        let columns = "card_id, kind, response_code, decline_reason, created_at";
+        let columns = "card_id, kind, response_code, decline_reason, amount, created_at";
         let query = format!(
             "SELECT {columns} FROM authorizations WHERE decline_reason IS NOT NULL AND created_at > {after} \
              AND card_id{member}"
@@ -180,19 +180,108 @@ pub fn add_card_declines(reads: &mut Reads, card_ids: &[String], since: DateTime
     })
 }
 
-/// What [`add_history`] or [`add_card_declines`] found: (cardholder or card, authorization).
+/// Each of these cards' authorizations since `since` (what an authorization rule counting a card's approvals
+/// reads).
+pub fn add_card_history(reads: &mut Reads, card_ids: &[String], since: DateTime<Utc>) -> Pending {
+    let postgres = reads.is_postgres();
+    let after = if postgres { "$1" } else { "?" };
+    reads.push_in_lists(&[Value::from(to_micros(since))], card_ids, |member| {
+        let columns = "card_id, kind, response_code, decline_reason, amount, created_at";
+        let query = format!("SELECT {columns} FROM authorizations WHERE created_at > {after} AND card_id{member}");
+        crate::packed(postgres, columns, query)
+    })
+}
+
+/// What [`add_history`], [`add_card_declines`] or [`add_card_history`] found: (cardholder or card, authorization).
 pub fn history_in(found: &Found, pending: &Pending) -> Result<Vec<(String, Past)>> {
-    type Row = (String, String, String, Option<String>, i64);
+    type Row = (String, String, String, Option<String>, i64, i64);
     let rows: Vec<Row> = match found.packed::<Row>(pending) {
         Some(rows) => rows?,
         None => found
             .rows(pending)
-            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?, row.try_get(4)?)))
+            .map(|row| {
+                Ok((
+                    row.try_get(0)?,
+                    row.try_get(1)?,
+                    row.try_get(2)?,
+                    row.try_get(3)?,
+                    row.try_get(4)?,
+                    row.try_get(5)?,
+                ))
+            })
             .collect::<Result<_>>()?,
     };
     rows.into_iter()
-        .map(|(owner, kind, code, reason, at)| Ok((owner, crate::batch::past(&kind, code, reason, from_micros(at)?)?)))
+        .map(|(owner, kind, code, reason, amount, at)| {
+            Ok((owner, crate::batch::past(&kind, code, reason, amount, from_micros(at)?)?))
+        })
         .collect()
+}
+
+/// A stored decision, with what a report or a backtest replays it from: the request's fields, the decision record
+/// and when its card and cardholder were created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replayed {
+    pub id: String,
+    pub card_id: Option<String>,
+    pub cardholder_id: Option<String>,
+    pub kind: AuthorizationKind,
+    pub amount: i64,
+    pub currency: String,
+    pub response_code: String,
+    pub decline_reason: Option<String>,
+    pub acquirer_id: String,
+    pub merchant_id: String,
+    pub merchant_country: Option<String>,
+    pub mcc: String,
+    pub created_at: DateTime<Utc>,
+    pub decision: Option<String>,
+    pub card_created_at: Option<DateTime<Utc>>,
+    pub cardholder_created_at: Option<DateTime<Utc>>,
+}
+
+/// Up to `limit` authorizations with ids above `after` and below `before`, in id (creation) order: a window of time
+/// read page by page ([`ghostcard_domain::ids::floor`] makes its bounds).
+pub async fn replay_page(tx: &mut Tx, after: &str, before: &str, limit: u32) -> Result<Vec<Replayed>> {
+    let rows = sqlx::query(
+        "SELECT a.id, a.card_id, a.cardholder_id, a.kind, a.amount, a.currency, a.response_code, a.decline_reason, \
+         a.acquirer_id, a.merchant_id, a.merchant_country, a.mcc, a.created_at, a.decision, \
+         c.created_at AS card_created_at, h.created_at AS cardholder_created_at FROM authorizations a \
+         LEFT JOIN cards c ON c.id = a.card_id LEFT JOIN cardholders h ON h.id = a.cardholder_id \
+         WHERE a.id > $1 AND a.id < $2 ORDER BY a.id LIMIT $3",
+    )
+    .bind(after)
+    .bind(before)
+    .bind(i64::from(limit))
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.iter().map(replayed).collect()
+}
+
+fn replayed(row: &AnyRow) -> Result<Replayed> {
+    let kind: String = row.try_get("kind")?;
+    let optional_time = |column: &str| -> Result<Option<DateTime<Utc>>> {
+        row.try_get::<Option<i64>, _>(column)?.map(from_micros).transpose()
+    };
+    Ok(Replayed {
+        id: row.try_get("id")?,
+        card_id: row.try_get("card_id")?,
+        cardholder_id: row.try_get("cardholder_id")?,
+        kind: AuthorizationKind::parse(&kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("authorization kind {kind:?}")))?,
+        amount: row.try_get("amount")?,
+        currency: row.try_get("currency")?,
+        response_code: row.try_get("response_code")?,
+        decline_reason: row.try_get("decline_reason")?,
+        acquirer_id: row.try_get("acquirer_id")?,
+        merchant_id: row.try_get("merchant_id")?,
+        merchant_country: row.try_get("merchant_country")?,
+        mcc: row.try_get("mcc")?,
+        created_at: from_micros(row.try_get("created_at")?)?,
+        decision: row.try_get("decision")?,
+        card_created_at: optional_time("card_created_at")?,
+        cardholder_created_at: optional_time("cardholder_created_at")?,
+    })
 }
 
 /// The newest authorizations of all cards, optionally only those with this response code, decline reason or

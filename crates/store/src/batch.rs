@@ -56,11 +56,20 @@ impl Loaded {
             card: card.card,
             controls: card.controls,
             merchant_name: card.merchant_name,
+            created_at: card.created_at,
         };
         self.versions.insert(card.id.clone(), versions);
         self.by_hash.insert(card.number_hash, card.id.clone());
         self.snapshot.cards.insert(card.id, entry);
     }
+}
+
+/// How far back a batch reads the history of its cardholders, and of its cards (`None`: no rule counts a card's
+/// authorizations).
+#[derive(Debug, Clone, Copy)]
+pub struct Since {
+    pub cardholders: DateTime<Utc>,
+    pub cards: Option<DateTime<Utc>>,
 }
 
 /// Loads the snapshot for requests naming cards by these number hashes and carrying these network keys: the cards,
@@ -71,7 +80,7 @@ pub async fn load(
     tx: &mut Conn,
     hashes: &[Vec<u8>],
     keys: &[NetworkKey],
-    since: DateTime<Utc>,
+    since: Since,
     today: NaiveDate,
     begin: Option<&str>,
 ) -> Result<Loaded> {
@@ -89,9 +98,10 @@ pub async fn load(
     let reversed_first = reversals::add_reversed_before_arrival_many(&mut reads, keys);
     let standings = cardholders::add_statuses(&mut reads, &holders);
     let active_plans = plans::add_active_for_cardholders(&mut reads, &holders);
-    let history = authorizations::add_history(&mut reads, &holders, since);
+    let history = authorizations::add_history(&mut reads, &holders, since.cardholders);
     let card_ids: Vec<String> = found_cards.iter().map(|record| record.id.clone()).collect();
-    let card_declines = authorizations::add_card_declines(&mut reads, &card_ids, since);
+    let card_declines = authorizations::add_card_declines(&mut reads, &card_ids, since.cardholders);
+    let card_history = since.cards.map(|since| authorizations::add_card_history(&mut reads, &card_ids, since));
     // The holds' ids are reserved from it when written: nothing writes a transfer in the batch before them.
     let last_transfer = ledger::add_last_id(&mut reads);
     let found = reads.run(tx).await?;
@@ -105,8 +115,10 @@ pub async fn load(
         }
     }
     snapshot.reversed = reversals::reversed_before_arrival_in(&found, &reversed_first)?.into_iter().collect();
-    for (holder, status) in cardholders::statuses_in(&found, &standings)? {
-        snapshot.standings.entry(holder).or_default().restricted = status == "restricted";
+    for (holder, found) in cardholders::statuses_in(&found, &standings)? {
+        let standing = snapshot.standings.entry(holder).or_default();
+        standing.restricted = found.status == "restricted";
+        standing.joined = Some(found.created_at);
     }
     for plan in plans::active_for_cardholders_in(&found, &active_plans)? {
         if plan.plan.has_arrears(today) {
@@ -118,6 +130,11 @@ pub async fn load(
     }
     for (card, past) in authorizations::history_in(&found, &card_declines)? {
         snapshot.card_declines.entry(card).or_default().push(past);
+    }
+    if let Some(card_history) = &card_history {
+        for (card, past) in authorizations::history_in(&found, card_history)? {
+            snapshot.card_history.entry(card).or_default().push(past);
+        }
     }
     let mut loaded =
         Loaded { snapshot, versions: HashMap::new(), by_hash: HashMap::new(), recorded, found, last_transfer };
@@ -295,9 +312,10 @@ pub(crate) fn past(
     kind: &str,
     response_code: String,
     decline_reason: Option<String>,
+    amount: i64,
     at: DateTime<Utc>,
 ) -> Result<Past> {
     let kind = ghostcard_domain::decision::AuthorizationKind::parse(kind)
         .ok_or_else(|| StoreError::Corrupt(format!("authorization kind {kind:?}")))?;
-    Ok(Past { kind, response_code: response_code.into(), decline_reason: decline_reason.map(Into::into), at })
+    Ok(Past { kind, response_code: response_code.into(), decline_reason: decline_reason.map(Into::into), amount, at })
 }

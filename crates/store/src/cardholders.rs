@@ -51,8 +51,15 @@ pub async fn insert_many(tx: &mut Tx, cardholders: &[Cardholder]) -> Result<()> 
     Ok(())
 }
 
-/// The status of each of these cardholders.
-pub async fn statuses(tx: &mut Tx, ids: &[String]) -> Result<std::collections::HashMap<String, String>> {
+/// A cardholder's status and sign-up time, as the authorization path reads them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Standing {
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The status and sign-up time of each of these cardholders.
+pub async fn statuses(tx: &mut Tx, ids: &[String]) -> Result<std::collections::HashMap<String, Standing>> {
     let mut reads = Reads::new(tx);
     let pending = add_statuses(&mut reads, ids);
     statuses_in(&reads.run(tx).await?, &pending)
@@ -62,16 +69,23 @@ pub async fn statuses(tx: &mut Tx, ids: &[String]) -> Result<std::collections::H
 pub fn add_statuses(reads: &mut Reads, ids: &[String]) -> Pending {
     let postgres = reads.is_postgres();
     reads.push_in_lists(&[], ids, |member| {
-        crate::packed(postgres, "id, status", format!("SELECT id, status FROM cardholders WHERE id{member}"))
+        let columns = "id, status, created_at";
+        crate::packed(postgres, columns, format!("SELECT {columns} FROM cardholders WHERE id{member}"))
     })
 }
 
 /// What [`add_statuses`] found.
-pub fn statuses_in(found: &Found, pending: &Pending) -> Result<std::collections::HashMap<String, String>> {
-    match found.packed::<(String, String)>(pending) {
-        Some(rows) => Ok(rows?.into_iter().collect()),
-        None => found.rows(pending).map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect(),
-    }
+pub fn statuses_in(found: &Found, pending: &Pending) -> Result<std::collections::HashMap<String, Standing>> {
+    let rows: Vec<(String, String, i64)> = match found.packed(pending) {
+        Some(rows) => rows?,
+        None => found
+            .rows(pending)
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+            .collect::<Result<_>>()?,
+    };
+    rows.into_iter()
+        .map(|(id, status, created_at)| Ok((id, Standing { status, created_at: from_micros(created_at)? })))
+        .collect()
 }
 
 pub async fn get(tx: &mut Tx, id: &str) -> Result<Option<Cardholder>> {

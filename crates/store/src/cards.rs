@@ -155,6 +155,7 @@ pub struct BatchCard {
     pub merchant_name: Option<String>,
     pub card: Card,
     pub controls: CardControls,
+    pub created_at: DateTime<Utc>,
 }
 
 /// A batch's change of a card, written by [`add_updates`].
@@ -170,7 +171,7 @@ pub struct CardUpdate<'a> {
 /// The columns of a [`BatchCard`], in the order [`batch_card`] and [`PackedBatchCard`] read them.
 const BATCH_COLUMNS: &str = "id, cardholder_id, number_hash, cvk_version, version, merchant_name, currency, amount, \
                              held, captured, status, frozen_from, exp_year, exp_month, valid_until, \
-                             merchant_acquirer_id, merchant_id, paused, spending_controls";
+                             merchant_acquirer_id, merchant_id, paused, spending_controls, created_at";
 
 fn batch_card(row: &AnyRow) -> Result<BatchCard> {
     let id: String = row.try_get("id")?;
@@ -201,6 +202,7 @@ fn batch_card(row: &AnyRow) -> Result<BatchCard> {
             row.try_get::<i64, _>("paused")? != 0,
             controls_of(&id, row.try_get::<Option<String>, _>("spending_controls")?.as_deref())?,
         ),
+        created_at: from_micros(row.try_get("created_at")?)?,
         card,
         id,
     })
@@ -401,6 +403,7 @@ struct PackedBatchCard(
     Option<String>,
     i64,
     Option<String>,
+    i64,
 );
 
 impl PackedBatchCard {
@@ -425,6 +428,7 @@ impl PackedBatchCard {
             merchant,
             paused,
             spending_controls,
+            created_at,
         ) = self;
         let card = restore(
             &id,
@@ -446,6 +450,7 @@ impl PackedBatchCard {
             merchant_name,
             card,
             controls: CardControls::new(paused != 0, controls_of(&id, spending_controls.as_deref())?),
+            created_at: from_micros(created_at)?,
             id,
         })
     }

@@ -10,6 +10,7 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod auth_rules;
 pub mod authorizations;
 pub mod batch;
 pub mod cardholders;

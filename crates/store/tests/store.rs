@@ -32,7 +32,7 @@ async fn stores(test: &str) -> Stores {
     let mut stores = Vec::new();
     for url in [sqlite_url, postgres_url] {
         let store = Store::connect(&url, &StoreOptions::default()).await.expect("connects");
-        assert_eq!(store.migrate(now()).await.expect("migrates"), (1..=12).collect::<Vec<i64>>());
+        assert_eq!(store.migrate(now()).await.expect("migrates"), (1..=13).collect::<Vec<i64>>());
         assert!(store.migrate(now()).await.expect("migrates again").is_empty(), "migrations apply once");
         stores.push(store);
     }
@@ -137,6 +137,7 @@ async fn verify_finds_a_card_that_disagrees_with_its_ledger_account() {
             merchant_name: card.merchant_name.clone(),
             card: card.to_card().expect("a valid card"),
             controls: card.controls(),
+            created_at: card.created_at,
         };
         assert_eq!(found, vec![expected]);
         drop(tx);

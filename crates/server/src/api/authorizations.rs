@@ -38,5 +38,5 @@ pub async fn list(
         query.starting_after.as_deref(),
     )
     .await?;
-    Ok(Json(List { data: page.rows.iter().map(AuthorizationView::from).collect(), has_more: page.has_more }))
+    Ok(Json(List { data: crate::views::authorizations(&mut tx, &page.rows).await?, has_more: page.has_more }))
 }

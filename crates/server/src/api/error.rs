@@ -177,7 +177,7 @@ impl From<crate::service::ServiceError> for ApiError {
             ServiceError::Internal(error) => (ApiError::internal(error), None),
         };
         match param {
-            Some(param) => error.with_param(param),
+            Some(param) => error.with_param(&param),
             None => error,
         }
     }

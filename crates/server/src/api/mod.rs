@@ -1,6 +1,7 @@
 //! The REST API of docs/reference/rest.md: routing, authentication, idempotency, JSON bodies, pagination and errors.
 //! Handlers live in one module per resource; they call the domain and the store and never contain SQL.
 
+pub mod auth_rules;
 pub mod authorizations;
 pub mod cardholders;
 pub mod cards;
@@ -102,6 +103,12 @@ pub fn routes(app: Arc<App>) -> axum::Router<Arc<App>> {
         .routes(routes!(cards::resume))
         .routes(routes!(cards::spending_controls))
         .routes(routes!(authorizations::list))
+        .routes(routes!(auth_rules::create, auth_rules::list))
+        .routes(routes!(auth_rules::get, auth_rules::update, auth_rules::disable))
+        .routes(routes!(auth_rules::versions))
+        .routes(routes!(auth_rules::report))
+        .routes(routes!(auth_rules::create_backtest))
+        .routes(routes!(auth_rules::get_backtest))
         .routes(routes!(ledger::verify))
         .routes(routes!(simulate::authorize))
         .routes(routes!(plans::get))

@@ -114,8 +114,9 @@ pub async fn authorize(
         Outcome::Decided(record) | Outcome::Duplicate(record) => record,
     };
     // The authorization is already durable; the idempotency record follows in its own transaction.
-    let tx = app.store.begin().await?;
-    finish(tx, claim.as_deref(), StatusCode::OK, &AuthorizationView::from(&record)).await
+    let mut tx = app.store.begin().await?;
+    let view = crate::views::authorization(&mut tx, &record).await?;
+    finish(tx, claim.as_deref(), StatusCode::OK, &view).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -184,7 +185,8 @@ pub async fn reverse(
         .await
         .map_err(lifecycle_error)?
         .ok_or_else(|| ApiError::not_found("authorization", &body.authorization_id).with_param("authorization_id"))?;
-    finish(tx, claim.as_deref(), StatusCode::OK, &AuthorizationView::from(&record)).await
+    let view = crate::views::authorization(&mut tx, &record).await?;
+    finish(tx, claim.as_deref(), StatusCode::OK, &view).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

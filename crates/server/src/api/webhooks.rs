@@ -38,6 +38,8 @@ pub const EVENT_TYPES: &[&str] = &[
     "installment.failed",
     "installment.late_fee",
     "fraud.flagged",
+    "auth_rule.created",
+    "auth_rule.updated",
 ];
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -18,7 +18,6 @@ use ghostcard_store::{StoreError, Tx};
 
 use crate::App;
 use crate::ids::new_id;
-use crate::views::AuthorizationView;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
@@ -247,7 +246,8 @@ pub async fn reverse(
         None
     };
     cards::save(tx, &mut record, &card, transition.as_ref()).await?;
-    crate::events::emit(tx, "authorization.reversed", &AuthorizationView::from(&authorization), now).await?;
+    let view = crate::views::authorization(tx, &authorization).await?;
+    crate::events::emit(tx, "authorization.reversed", &view, now).await?;
     Ok(Some(authorization))
 }
 

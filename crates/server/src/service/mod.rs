@@ -15,12 +15,15 @@
 //! sandbox and the group commit are its adapters. The jobs ([`crate::jobs`], [`crate::runner`]) run on the use
 //! cases here and on [`crate::plans`].
 
+pub mod auth_rules;
 pub mod cardholders;
 pub mod cards;
 pub mod clearing;
 pub mod issuing;
 pub mod lifecycle;
 pub mod plans;
+
+use std::borrow::Cow;
 
 use chrono::Duration;
 use ghostcard_store::{StoreError, Tx, idempotency};
@@ -65,16 +68,16 @@ pub async fn commit_with(
 pub enum ServiceError {
     /// The request itself is wrong (the API's 400).
     #[error("{message}")]
-    Invalid { code: &'static str, message: String, param: Option<&'static str> },
+    Invalid { code: &'static str, message: String, param: Option<Cow<'static, str>> },
     /// No such resource, or not the caller's (404).
     #[error("no such {what}")]
-    NotFound { what: &'static str, id: String, param: Option<&'static str> },
+    NotFound { what: &'static str, id: String, param: Option<Cow<'static, str>> },
     /// Understood, but refused by a rule or by the funding card (422).
     #[error("{message}")]
-    Refused { code: &'static str, message: String, param: Option<&'static str> },
+    Refused { code: &'static str, message: String, param: Option<Cow<'static, str>> },
     /// The resource's state does not allow it (409).
     #[error("{message}")]
-    Conflict { code: &'static str, message: String, param: Option<&'static str> },
+    Conflict { code: &'static str, message: String, param: Option<Cow<'static, str>> },
     /// Too much work of this kind at once (the password workers); try again in a second.
     #[error(transparent)]
     Busy(#[from] crate::clients::Busy),
@@ -107,12 +110,12 @@ impl ServiceError {
     }
 
     /// The same error, naming the request field at fault.
-    pub fn with_param(mut self, field: &'static str) -> ServiceError {
+    pub fn with_param(mut self, field: impl Into<Cow<'static, str>>) -> ServiceError {
         match &mut self {
             ServiceError::Invalid { param, .. }
             | ServiceError::NotFound { param, .. }
             | ServiceError::Refused { param, .. }
-            | ServiceError::Conflict { param, .. } => *param = Some(field),
+            | ServiceError::Conflict { param, .. } => *param = Some(field.into()),
             ServiceError::Busy(_) | ServiceError::Store(_) | ServiceError::Internal(_) => {}
         }
         self

@@ -257,10 +257,10 @@ async fn card_activity(app: &App, card: &CardRecord, currency: Currency) -> Resu
         .rows
         .iter()
         .map(|record| {
-            let shown = crate::views::AuthorizationView::from(record);
-            let result = match &shown.decline_message {
+            let message = record.decline_reason.as_deref().and_then(crate::views::decline_message);
+            let result = match message {
                 Some(message) => format!("Declined: {message}"),
-                None => shown.status.replace('_', " "),
+                None => record.status.as_str().replace('_', " "),
             };
             (
                 record.created_at,
@@ -269,7 +269,7 @@ async fn card_activity(app: &App, card: &CardRecord, currency: Currency) -> Resu
                     merchant: record.merchant_name.clone().unwrap_or_else(|| record.merchant_id.clone()),
                     amount: money(record.amount),
                     result,
-                    class: if shown.decline_message.is_some() { "declined" } else { "" },
+                    class: if message.is_some() { "declined" } else { "" },
                 },
             )
         })

@@ -61,6 +61,69 @@ pub struct Submission {
     pub card_id: Option<String>,
     /// The CVV2 check against that card (the CVK is the caller's business).
     pub cvv: CvvCheck,
+    /// Where the issuer's decision endpoint stands for it.
+    pub endpoint: EndpointStep,
+}
+
+/// The issuer's decision endpoint, as a submission meets it. The endpoint is asked outside any batch: a would-be
+/// approval comes back as [`Answer::Ask`] with nothing applied, and is submitted again with the answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum EndpointStep {
+    /// No endpoint is configured.
+    #[default]
+    None,
+    /// Ask it before approving.
+    Ask,
+    /// It was asked; this is what came of it.
+    Answered(Verdict),
+}
+
+/// What came of asking the decision endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Approve,
+    /// Declined, with the endpoint's own reason if it gave one.
+    Decline(Option<String>),
+    /// No usable answer: ghostcard's own verdict stands.
+    Fallback(Fallback),
+}
+
+/// Why the decision endpoint's answer was not used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fallback {
+    /// No answer within the timeout.
+    Timeout,
+    /// No connection, or a status other than 200.
+    Error,
+    /// A 200 whose body was not `{"approve": true}` or `{"approve": false, …}`.
+    BadAnswer,
+    /// The circuit is open after repeated failures: the endpoint was not asked.
+    CircuitOpen,
+}
+
+impl Fallback {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fallback::Timeout => "timeout",
+            Fallback::Error => "error",
+            Fallback::BadAnswer => "bad_answer",
+            Fallback::CircuitOpen => "circuit_open",
+        }
+    }
+}
+
+/// Who decided an authorization.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecidedBy {
+    /// The endpoint was not asked (none configured, ghostcard declined, refunds, advices, verifications).
+    #[default]
+    Ghostcard,
+    /// The endpoint's answer decided.
+    Endpoint,
+    /// The endpoint was asked and gave no usable answer: ghostcard's verdict stood.
+    Fallback,
 }
 
 impl Submission {
@@ -174,6 +237,9 @@ pub enum Answer {
     DuplicateOfRecorded(NetworkKey),
     /// A repeat of an earlier submission of this batch (its index).
     DuplicateInBatch(usize),
+    /// ghostcard would approve it and the decision endpoint decides: nothing of it is applied; ask the endpoint and
+    /// submit it again with the answer.
+    Ask(Decided),
 }
 
 /// A decided authorization.
@@ -236,6 +302,19 @@ pub struct DecisionRecord {
     /// `-` not in its scope.
     #[serde(skip_serializing_if = "String::is_empty", default)]
     pub rule_results: String,
+    /// Left out when ghostcard decided alone.
+    #[serde(skip_serializing_if = "is_ghostcard", default)]
+    pub decided_by: DecidedBy,
+    /// Why the endpoint's answer was not used (with `decided_by` `fallback`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub fallback: Option<Fallback>,
+    /// The reason the endpoint gave for its decline.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub endpoint_reason: Option<String>,
+}
+
+fn is_ghostcard(decided_by: &DecidedBy) -> bool {
+    *decided_by == DecidedBy::Ghostcard
 }
 
 /// The card as the decision saw it.
@@ -329,6 +408,35 @@ pub fn reversed_before_arrival() -> Decision {
     }
 }
 
+/// An approval after the decision endpoint was asked: its answer decides, or ghostcard's verdict stands.
+fn with_verdict(decision: Decision, mut record: DecisionRecord, verdict: &Verdict) -> (Decision, DecisionRecord) {
+    match verdict {
+        Verdict::Approve => {
+            record.decided_by = DecidedBy::Endpoint;
+            (decision, record)
+        }
+        Verdict::Decline(reason) => {
+            record.decided_by = DecidedBy::Endpoint;
+            record.endpoint_reason.clone_from(reason);
+            let reason = DeclineReason::DeclinedByEndpoint;
+            let decision = Decision {
+                response_code: reason.response_code(),
+                outcome: Outcome::Declined(reason),
+                rule: "decision_endpoint".to_owned(),
+                first_use: false,
+                flag: None,
+                ..decision
+            };
+            (decision, record)
+        }
+        Verdict::Fallback(fallback) => {
+            record.decided_by = DecidedBy::Fallback;
+            record.fallback = Some(*fallback);
+            (decision, record)
+        }
+    }
+}
+
 /// Decides `submissions` in order against `snapshot`.
 pub fn decide_batch(
     snapshot: &Snapshot,
@@ -380,7 +488,19 @@ impl Batch<'_> {
             Some(card_id) => Some(self.card(card_id)?),
             None => None,
         };
-        let (decision, record) = self.decide(submission, entry.as_ref(), reversed_first);
+        let (mut decision, mut record) = self.decide(submission, entry.as_ref(), reversed_first);
+        let asks_endpoint = decision.is_approved()
+            && !reversed_first
+            && submission.request.class != MessageClass::Advice
+            && matches!(decision.kind, AuthorizationKind::Purchase | AuthorizationKind::Incremental);
+        let ask = match (&submission.endpoint, asks_endpoint) {
+            (EndpointStep::Ask, true) => true,
+            (EndpointStep::Answered(verdict), true) => {
+                (decision, record) = with_verdict(decision, record, verdict);
+                false
+            }
+            _ => false,
+        };
         let mut decided = Decided {
             card_id: submission.card_id.clone(),
             cardholder_id: entry.as_ref().map(|entry| entry.cardholder_id.clone()),
@@ -390,6 +510,13 @@ impl Batch<'_> {
             decision,
             record,
         };
+        if ask {
+            // Not decided yet: a repeat of it in this batch is decided on its own.
+            if let Some(key) = submission.network_key() {
+                self.keys.remove(&key);
+            }
+            return Ok(Answer::Ask(decided));
+        }
         self.note(decided.status_event(), &submission.id);
         if let (Some(card_id), Some(entry)) = (&submission.card_id, entry) {
             self.apply(submission, card_id, entry, &mut decided, reversed_first)?;
@@ -464,6 +591,9 @@ impl Batch<'_> {
             reversed_first,
             rule_set: None,
             rule_results: String::new(),
+            decided_by: DecidedBy::Ghostcard,
+            fallback: None,
+            endpoint_reason: None,
         };
         if let Some(entry) = entry
             && self.rules_apply(&decision, submission, reversed_first)
@@ -797,6 +927,7 @@ mod tests {
             },
             card_id: request.card.map(|card| format!("card_{card}")),
             cvv: request.cvv,
+            endpoint: EndpointStep::None,
         }
     }
 
@@ -908,6 +1039,7 @@ mod tests {
             let base = self.answers.len();
             for (submission, answer) in submissions.iter().zip(&effects.answers) {
                 let answered = match answer {
+                    Answer::Ask(_) => panic!("the streams have no decision endpoint"),
                     Answer::Decided(decided) => {
                         let answered = (submission.id.clone(), decided.decision.response_code);
                         if let Some(key) = submission.network_key() {
@@ -1048,6 +1180,57 @@ mod tests {
             declined.clone().count() == 5
                 && declined.clone().all(|(_, past)| past.decline_reason.as_deref() == Some("auth_rule"))
         );
+    }
+
+    #[test]
+    fn the_decision_endpoint_is_asked_only_for_would_be_approvals_and_its_answer_decides() {
+        let world = World::new(false, false);
+        let at = now();
+        let request = |amount, class| Request {
+            card: Some(0),
+            amount,
+            class,
+            transaction: TransactionType::Purchase,
+            cvv: CvvCheck::Match,
+            expiry_matches: true,
+            merchant: 0,
+            stan: Some(1),
+        };
+        let decide = |request: &Request, endpoint: EndpointStep| {
+            let submission = Submission { endpoint, ..submission(0, request, at) };
+            let snapshot = world.snapshot(std::slice::from_ref(&submission), &HashSet::new(), at);
+            let (rules, auth_rules) = (rules(), RuleSet::default());
+            let context =
+                Context { rules: &rules, rules_version: "test", auth_rules: &auth_rules, hour_of_day: 12, now: at };
+            decide_batch(&snapshot, &[submission], &context).expect("decides")
+        };
+        let purchase = request(500, MessageClass::Authorization);
+        // Asking: nothing is applied, no event, no hold.
+        let asked = decide(&purchase, EndpointStep::Ask);
+        assert!(matches!(&asked.answers[0], Answer::Ask(decided) if decided.decision.is_approved()));
+        assert!(asked.entries.is_empty() && asked.events.is_empty() && asked.cards.is_empty());
+        // What ghostcard declines itself, and advices and verifications, are never sent.
+        for never in [
+            request(5_000, MessageClass::Authorization),
+            request(0, MessageClass::Authorization),
+            request(500, MessageClass::Advice),
+        ] {
+            let Answer::Decided(decided) = &decide(&never, EndpointStep::Ask).answers[0] else { panic!("asked") };
+            assert_eq!(decided.record.decided_by, DecidedBy::Ghostcard);
+        }
+        let answered = |verdict| match decide(&purchase, EndpointStep::Answered(verdict)).answers.remove(0) {
+            Answer::Decided(decided) => decided,
+            other => panic!("{other:?}"),
+        };
+        let approved = answered(Verdict::Approve);
+        assert_eq!((approved.decision.response_code, approved.record.decided_by), ("00", DecidedBy::Endpoint));
+        let declined = answered(Verdict::Decline(Some("risk".to_owned())));
+        assert_eq!(declined.decision.response_code, "05");
+        assert_eq!(declined.decision.decline_reason(), Some(&DeclineReason::DeclinedByEndpoint));
+        assert_eq!((declined.held, declined.record.endpoint_reason.as_deref()), (0, Some("risk")));
+        let fallback = answered(Verdict::Fallback(Fallback::Timeout));
+        assert_eq!((fallback.decision.response_code, fallback.record.decided_by), ("00", DecidedBy::Fallback));
+        assert_eq!((fallback.held, fallback.record.fallback), (500, Some(Fallback::Timeout)));
     }
 
     proptest! {

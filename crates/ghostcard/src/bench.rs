@@ -45,6 +45,15 @@ pub struct Arguments {
     /// dropped afterwards) over the same kind of connection, and report ghostcard's throughput as a multiple of it.
     #[arg(long, requires = "database_url")]
     pgbench: bool,
+    /// Run with this many active and as many shadow authorization rules, none of which matches the benchmark's
+    /// purchases (a quarter each: merchant categories, amount and country, approvals per card, amount per
+    /// cardholder): what evaluating them costs.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    rules: usize,
+    /// Register a decision endpoint that answers "approve" after this many milliseconds (the example decider, in
+    /// this process): every approval waits for it.
+    #[arg(long, value_name = "MS")]
+    decision_endpoint_ms: Option<u64>,
 }
 
 pub fn run(arguments: &Arguments) -> Result<()> {
@@ -83,7 +92,11 @@ async fn bench(arguments: &Arguments, database_url: &str) -> Result<()> {
     } else {
         None
     };
-    let cards = provision_cards(database_url, &keys, arguments.cards).await?;
+    let decider = match arguments.decision_endpoint_ms {
+        Some(delay) => Some(start_decider(delay).await?),
+        None => None,
+    };
+    let cards = provision_cards(database_url, &keys, arguments, decider.as_ref()).await?;
     let (report, batches, server_rss) = serve_and_drive(arguments, database_url, &keys, cards).await?;
     eprintln!("verifying the ledger…");
     let store = Store::connect(database_url, &StoreOptions::default()).await?;
@@ -108,7 +121,13 @@ struct Keys {
 
 /// Provisions `total` cards in this process, then lets it go: the server runs as its own process, so its memory is
 /// its own.
-async fn provision_cards(database_url: &str, keys: &Keys, total: usize) -> Result<Vec<ProvisionedCard>> {
+async fn provision_cards(
+    database_url: &str,
+    keys: &Keys,
+    arguments: &Arguments,
+    decider: Option<&Decider>,
+) -> Result<Vec<ProvisionedCard>> {
+    let total = arguments.cards;
     let config = Config {
         database_url: database_url.to_owned(),
         kek: Some(keys.kek.clone()),
@@ -123,8 +142,90 @@ async fn provision_cards(database_url: &str, keys: &Keys, total: usize) -> Resul
     })
     .await?;
     eprintln!("\rprovisioned {total} cards in {:.1} s{}", started.elapsed().as_secs_f64(), " ".repeat(20));
+    add_rules(&app, arguments.rules).await?;
+    if let Some(decider) = decider {
+        register_decider(&app, decider).await?;
+    }
     app.store.close().await;
     Ok(cards)
+}
+
+/// `count` active and `count` shadow rules that match none of the benchmark's purchases.
+async fn add_rules(app: &App, count: usize) -> Result<()> {
+    use ghostcard_server::service::auth_rules::{self, NewRule};
+    if count == 0 {
+        return Ok(());
+    }
+    let actor = ghostcard_server::service::Actor { name: "bench".to_owned(), origin: None };
+    let mut tx = app.store.begin().await?;
+    for index in 0..count {
+        for mode in ["active", "shadow"] {
+            let body = match index % 4 {
+                0 => json!({"conditions": [{"attribute": "mcc", "operation": "is_one_of",
+                            "value": ["7995", "5993", "5921", format!("{:04}", 1000 + index)]}]}),
+                1 => {
+                    json!({"conditions": [{"attribute": "amount", "operation": "is_greater_than", "value": 1_000_000_000},
+                            {"attribute": "country", "operation": "is_not_one_of", "value": ["US", "CA"]}]})
+                }
+                2 => json!({"velocity": {"window_seconds": 3_600, "max_count": 1_000, "per": "card"}}),
+                _ => {
+                    json!({"velocity": {"window_seconds": 86_400, "max_amount": 1_000_000_000_000_i64, "per": "cardholder"}})
+                }
+            };
+            let mut rule = json!({"name": format!("bench {mode} {index}"), "mode": mode, "scope": {"program": true}});
+            if let (Some(rule), Some(body)) = (rule.as_object_mut(), body.as_object()) {
+                rule.extend(body.clone());
+            }
+            let rule: NewRule = serde_json::from_value(rule)?;
+            auth_rules::create(&mut tx, rule, &actor, app.clock.now())
+                .await
+                .map_err(|error| anyhow::anyhow!("{error}"))?;
+        }
+    }
+    ghostcard_store::commit(tx).await?;
+    eprintln!("added {count} active and {count} shadow authorization rules");
+    Ok(())
+}
+
+/// The example decision endpoint, answering in this process.
+struct Decider {
+    url: String,
+    secret: String,
+}
+
+async fn start_decider(delay_ms: u64) -> Result<Decider> {
+    use ghostcard_harness::example_decider::{self, Policy};
+    let (secret, key) = ghostcard_server::webhooks::new_secret(&mut rand::rng());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/decide", listener.local_addr()?);
+    let policy = Policy { delay: Duration::from_millis(delay_ms), quiet: true, ..Policy::default() };
+    tokio::spawn(example_decider::serve(listener, key.expose().clone(), policy));
+    Ok(Decider { url, secret: secret.expose().clone() })
+}
+
+/// Registers the decider as the decision endpoint (as `POST /v1/decision-endpoints` does).
+async fn register_decider(app: &App, decider: &Decider) -> Result<()> {
+    use ghostcard_store::decision_endpoints::{self, DecisionEndpoint};
+    let now = app.clock.now();
+    let id = ghostcard_server::ids::new_id("de", now, &mut rand::rng());
+    let key = ghostcard_harness::example_decider::key_of(&decider.secret).context("the decider's secret")?;
+    let context = ghostcard_server::decision_endpoint::secret_context(&id);
+    let (secret_version, secret_ciphertext) = app.vault.encrypt_secret(&context, &key, &mut rand::rng());
+    let endpoint = DecisionEndpoint {
+        id,
+        url: decider.url.clone(),
+        timeout_ms: 1_000,
+        secret_version,
+        secret_ciphertext,
+        status: "enabled".to_owned(),
+        created_at: now,
+        disabled_at: None,
+    };
+    let mut tx = app.store.begin().await?;
+    decision_endpoints::replace(&mut tx, &endpoint).await?;
+    ghostcard_store::commit(tx).await?;
+    eprintln!("decision endpoint at {} (answers after its delay)", decider.url);
+    Ok(())
 }
 
 /// Starts `ghostcard serve` on the database, drives it, and stops it (SIGTERM: requests in flight finish; then the
@@ -260,6 +361,8 @@ impl Results {
             "pipeline": arguments.pipeline,
             "rate": arguments.rate,
             "warmup_s": arguments.warmup,
+            "rules": arguments.rules,
+            "decision_endpoint_ms": arguments.decision_endpoint_ms,
             "ran_out_of_cards": report.ran_out_of_cards,
             "server_peak_rss_mib": self.server_rss,
             "batches": self.batch("batches"),

@@ -5,6 +5,7 @@
 mod admin;
 mod bench;
 mod clearing;
+mod decider;
 mod demo;
 mod serve;
 mod simulate;
@@ -87,6 +88,15 @@ cargo run --release -- bench --database-url postgres://postgres@127.0.0.1:5432/g
     /// unless --keep is given.
     #[command(after_long_help = "Examples:\n  ghostcard demo\n  ghostcard demo --json | jq '.steps[].title'")]
     Demo(demo::Arguments),
+    /// Run an example decision endpoint: it checks each request's signature and approves or declines by a
+    /// simple policy
+    ///
+    /// With a decision endpoint registered (POST /v1/decision-endpoints), every purchase ghostcard would approve
+    /// is sent to it, signed like a webhook, and its answer decides; without an answer in time ghostcard's own
+    /// verdict stands. This one declines amounts above --decline-above and the categories of --decline-mcc, and
+    /// prints each decision.
+    #[command(after_long_help = decider::EXAMPLES)]
+    ExampleDecider(decider::Arguments),
 }
 
 const SERVE_EXAMPLES: &str =
@@ -135,6 +145,7 @@ fn main() -> ExitCode {
         Command::Operator(command) => admin::operator(command),
         Command::Clearing(command) => clearing::run(command),
         Command::Simulate(command) => simulate::run(command),
+        Command::ExampleDecider(arguments) => decider::run(&arguments),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -111,3 +111,56 @@ fn keys_rotate_adds_card_number_keys_and_cvk_versions_and_refuses_weak_ones() {
     let help = String::from_utf8(ghostcard(&["keys", "rotate", "--help"]).stdout).expect("utf-8");
     assert!(help.contains("--cvk") && help.contains("Examples:"), "{help}");
 }
+
+#[test]
+fn the_example_decider_checks_signatures_and_declines_by_its_policy() {
+    use std::io::{BufRead, BufReader};
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let refused = ghostcard(&["example-decider", "--secret", "not-a-secret"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("whsec_"), "the error says what a secret looks like");
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ghostcard"))
+        .args(["example-decider", "--listen", "127.0.0.1:0", "--secret", secret, "--decline-above", "10000", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let mut banner = String::new();
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    stderr.read_line(&mut banner).expect("a first line");
+    let url = banner.split_whitespace().find(|word| word.starts_with("http://")).expect("its URL").to_owned();
+    let key = ghostcard_harness::example_decider::key_of(secret).expect("a key");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let ask = |amount: i64, signed: bool| {
+        let body = serde_json::json!({"type": "authorization.request", "data": {
+            "authorization": {"id": "auth_1", "amount": amount, "currency": "USD", "merchant": {"id": "SHOP1", "mcc": "5732"}},
+            "ghostcard_decision": {"approve": true}}})
+        .to_string();
+        let timestamp = chrono::Utc::now().timestamp();
+        let signature = if signed {
+            ghostcard_server::webhooks::signature(&key, "msg_1", timestamp, &body)
+        } else {
+            "v1,bm90IGEgc2lnbmF0dXJl".to_owned()
+        };
+        runtime.block_on(async {
+            let response = reqwest::Client::new()
+                .post(&url)
+                .header("webhook-id", "msg_1")
+                .header("webhook-timestamp", timestamp.to_string())
+                .header("webhook-signature", signature)
+                .body(body)
+                .send()
+                .await
+                .expect("answered");
+            (response.status().as_u16(), response.json::<serde_json::Value>().await.expect("JSON"))
+        })
+    };
+    assert_eq!(ask(5_000, true), (200, serde_json::json!({"approve": true})));
+    assert_eq!(ask(10_001, true), (200, serde_json::json!({"approve": false, "decline_reason": "amount_above_limit"})));
+    assert_eq!(ask(5_000, false).0, 401, "an unsigned request is refused");
+    child.kill().expect("stops");
+    let output = child.wait_with_output().expect("output");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(printed.lines().count(), 2, "one line per decision: {printed}");
+}

@@ -13,7 +13,7 @@ use ghostcard_domain::card::Card;
 use ghostcard_domain::card_number::CardNumber;
 use ghostcard_domain::decision::{AuthorizationKind, AuthorizationRequest, CvvCheck};
 pub use ghostcard_domain::engine::Descriptors;
-use ghostcard_domain::engine::{self, Context, EngineError, NetworkKey, Submission};
+use ghostcard_domain::engine::{self, Context, EndpointStep, EngineError, NetworkKey, Submission};
 use ghostcard_domain::money::Money;
 pub use ghostcard_store::batch::Stored as Outcome;
 use ghostcard_store::batch::{self, Loaded};
@@ -35,6 +35,35 @@ pub struct Job {
     pub request: AuthorizationRequest,
     pub cvv: CvvInput,
     pub descriptors: Descriptors,
+    /// The authorization's id and approval code, kept when the job is decided again after the decision endpoint
+    /// answered.
+    pub assigned: Option<(String, String)>,
+    /// Where the decision endpoint stands for it ([`crate::decision_endpoint`]).
+    pub endpoint: EndpointStep,
+    /// When the decision endpoint's answer is due at the latest (the network's deadline less a margin).
+    pub deadline: Option<std::time::Instant>,
+}
+
+impl Job {
+    /// A job for a request, not yet decided.
+    pub fn new(
+        number: Option<CardNumber>,
+        number_hash: Vec<u8>,
+        request: AuthorizationRequest,
+        cvv: CvvInput,
+        descriptors: Descriptors,
+    ) -> Job {
+        Job {
+            number,
+            number_hash,
+            request,
+            cvv,
+            descriptors,
+            assigned: None,
+            endpoint: EndpointStep::None,
+            deadline: None,
+        }
+    }
 }
 
 impl Job {
@@ -194,9 +223,14 @@ async fn settle(
 /// resolved to, and its CVV2 check.
 fn submission(app: &App, loaded: &Loaded, job: &Job, now: DateTime<Utc>) -> Result<Submission, AuthorizeError> {
     let card = loaded.card_by_hash(&job.number_hash);
+    let (id, auth_code) = match &job.assigned {
+        Some((id, code)) => (id.clone(), code.clone()),
+        None => (new_id("auth", now, &mut rand::rng()), authorization_code()),
+    };
     Ok(Submission {
-        id: new_id("auth", now, &mut rand::rng()),
-        auth_code: authorization_code(),
+        id,
+        auth_code,
+        endpoint: job.endpoint.clone(),
         request: job.request.clone(),
         descriptors: job.descriptors.clone(),
         card_id: card.map(|(id, _, _)| id.to_owned()),

@@ -9,6 +9,7 @@ pub mod clients;
 pub mod clock;
 pub mod config;
 pub mod credentials;
+pub mod decision_endpoint;
 pub mod decisioning;
 pub mod events;
 #[doc(hidden)]
@@ -97,6 +98,8 @@ pub struct App {
     /// Wakes the job runner (after a commit that enqueued work).
     pub wake_jobs: tokio::sync::Notify,
     pub webhook_client: reqwest::Client,
+    /// For the decision endpoint: its own connections, kept alive between requests.
+    pub decision_client: reqwest::Client,
 }
 
 impl std::fmt::Debug for App {
@@ -177,6 +180,8 @@ impl App {
                 std::time::Duration::from_secs(config.webhook_timeout_seconds.max(1)),
             )
             .map_err(|error| StartError::Config(format!("webhook client: {error}")))?,
+            decision_client: outbound::client(config.mode, std::time::Duration::from_millis(1_500))
+                .map_err(|error| StartError::Config(format!("decision endpoint client: {error}")))?,
             config,
             store,
             vault,
@@ -186,7 +191,7 @@ impl App {
             bin,
             minimum_card_amount,
         });
-        app.decisioning.refresh(&app.store).await?;
+        decisioning::refresh(&app).await?;
         tokio::spawn(decisioning::watch(Arc::downgrade(&app)));
         Ok(app)
     }

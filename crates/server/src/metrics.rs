@@ -61,6 +61,9 @@ pub struct Metrics {
     log_flushes: Mutex<Histogram>,
     /// What a bound turned away (connections over a limit, rate-limited requests), by reason.
     refusals: Mutex<BTreeMap<&'static str, u64>>,
+    /// The decision endpoint: requests by outcome (`approve`, `decline`, or the fallback), and their latency.
+    endpoint_outcomes: Mutex<BTreeMap<&'static str, u64>>,
+    endpoint_latency: Mutex<Histogram>,
 }
 
 /// Totals of the authorizer's batches, to see where a batch's time goes.
@@ -103,6 +106,21 @@ impl Metrics {
         if let Ok(mut flushes) = self.log_flushes.lock() {
             flushes.observe(elapsed);
         }
+    }
+
+    /// One ask of the decision endpoint: its outcome, and how long it took when the endpoint was asked.
+    pub fn observe_decision_endpoint(&self, outcome: &'static str, elapsed: Option<Duration>) {
+        if let Ok(mut outcomes) = self.endpoint_outcomes.lock() {
+            *outcomes.entry(outcome).or_default() += 1;
+        }
+        if let (Some(elapsed), Ok(mut latency)) = (elapsed, self.endpoint_latency.lock()) {
+            latency.observe(elapsed);
+        }
+    }
+
+    /// The decision endpoint's outcomes so far (the console shows them).
+    pub fn decision_endpoint_outcomes(&self) -> BTreeMap<&'static str, u64> {
+        self.endpoint_outcomes.lock().map(|outcomes| outcomes.clone()).unwrap_or_default()
     }
 
     pub fn observe_authorization(&self, response_code: &str) {
@@ -212,7 +230,25 @@ impl Metrics {
                 let _ = writeln!(out, "ghostcard_authorizations_total{{response_code=\"{code}\"}} {count}");
             }
         }
+        self.render_decision_endpoint(&mut out);
         out
+    }
+
+    fn render_decision_endpoint(&self, out: &mut String) {
+        let Ok(outcomes) = self.endpoint_outcomes.lock() else { return };
+        if outcomes.is_empty() {
+            return;
+        }
+        out.push_str("# HELP ghostcard_decision_endpoint_requests_total Would-be approvals sent to the decision endpoint, by outcome (approve, decline, timeout, error, bad_answer, circuit_open).\n");
+        out.push_str("# TYPE ghostcard_decision_endpoint_requests_total counter\n");
+        for (outcome, count) in outcomes.iter() {
+            let _ = writeln!(out, "ghostcard_decision_endpoint_requests_total{{outcome=\"{outcome}\"}} {count}");
+        }
+        if let Ok(latency) = self.endpoint_latency.lock() {
+            out.push_str("# HELP ghostcard_decision_endpoint_duration_seconds How long the decision endpoint took.\n");
+            out.push_str("# TYPE ghostcard_decision_endpoint_duration_seconds histogram\n");
+            latency.render(out, "ghostcard_decision_endpoint_duration_seconds", "");
+        }
     }
 }
 

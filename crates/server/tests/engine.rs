@@ -88,10 +88,10 @@ fn jobs(app: &TestApp, cards: &[Card]) -> Vec<Job> {
                     "123".to_owned(),
                 ),
             };
-            Job {
+            Job::new(
                 number,
                 number_hash,
-                request: AuthorizationRequest {
+                AuthorizationRequest {
                     class: if advice { MessageClass::Advice } else { MessageClass::Authorization },
                     transaction_type: TransactionType::Purchase,
                     amount_minor: amount,
@@ -101,15 +101,15 @@ fn jobs(app: &TestApp, cards: &[Card]) -> Vec<Job> {
                     merchant: MerchantBinding { acquirer_id: "123456".to_owned(), merchant_id: merchant.to_owned() },
                     country: Some(Country::parse("US").expect("US")),
                 },
-                cvv: CvvInput::Received(cvv),
-                descriptors: Descriptors {
+                CvvInput::Received(cvv),
+                Descriptors {
                     merchant_name: Some(format!("{merchant} STORE")),
                     stan: Some(format!("{stan:06}")),
                     rrn: Some(format!("RRN{stan:09}")),
                     transmission_time: Some("1207120000".to_owned()),
                     ..Descriptors::default()
                 },
-            }
+            )
         })
         .collect()
 }
@@ -134,6 +134,7 @@ async fn stored(app: &TestApp, cards: &[Card], outcomes: &[Outcome]) -> Stored {
         let (kind, record) = match outcome {
             Outcome::Decided(record) => ("decided", record),
             Outcome::Duplicate(record) => ("duplicate", record),
+            Outcome::Ask(record) => ("ask", record),
         };
         names.entry(record.id.clone()).or_insert_with(|| format!("authorization {index}"));
         answers.push(format!(

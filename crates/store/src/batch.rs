@@ -164,6 +164,8 @@ pub enum Stored {
     Decided(AuthorizationRecord),
     /// A repeat: its original's record (recorded before, or earlier in the batch).
     Duplicate(AuthorizationRecord),
+    /// ghostcard would approve it and the decision endpoint decides: the record it would have (not written).
+    Ask(AuthorizationRecord),
 }
 
 /// Writes what the engine decided for `submissions` (with the number hash each came with), returning one
@@ -186,10 +188,16 @@ pub async fn write(
     let ids = ledger::reserve_ids_after(tx, &found, &last_transfer, effects.entries.len()).await?;
     // Each decided request's fields move into its record.
     let mut records = Vec::with_capacity(requests);
+    // Would-be approvals the decision endpoint decides: not written; the caller asks it and submits them again.
+    let mut asks = Vec::new();
     for ((submission, answer), hash) in submissions.into_iter().zip(&effects.answers).zip(number_hashes) {
-        if let Answer::Decided(decided) = answer {
-            let hold = decided.hold_entry.map(|index| ids[index]);
-            records.push(AuthorizationRecord::decided(submission, decided, hash, hold, now));
+        match answer {
+            Answer::Decided(decided) => {
+                let hold = decided.hold_entry.map(|index| ids[index]);
+                records.push(AuthorizationRecord::decided(submission, decided, hash, hold, now));
+            }
+            Answer::Ask(decided) => asks.push(AuthorizationRecord::decided(submission, decided, hash, None, now)),
+            Answer::DuplicateInBatch(_) | Answer::DuplicateOfRecorded(_) => {}
         }
     }
     let mut changed = Vec::with_capacity(effects.cards.len());
@@ -217,15 +225,17 @@ pub async fn write(
 
     // Each decided request owns its record: moved out, not copied.
     let mut records = records.into_iter();
+    let mut asks = asks.into_iter();
     let mut stored: Vec<Stored> = Vec::with_capacity(requests);
     for answer in &effects.answers {
         let next = match answer {
             Answer::Decided(_) => {
                 Stored::Decided(records.next().ok_or_else(|| invariant("a decision without its record"))?)
             }
+            Answer::Ask(_) => Stored::Ask(asks.next().ok_or_else(|| invariant("an ask without its record"))?),
             Answer::DuplicateInBatch(earlier) => match stored.get(*earlier) {
                 Some(Stored::Decided(record) | Stored::Duplicate(record)) => Stored::Duplicate(record.clone()),
-                None => return Err(invariant("a repeat before its original")),
+                Some(Stored::Ask(_)) | None => return Err(invariant("a repeat before its original")),
             },
             Answer::DuplicateOfRecorded(key) => {
                 Stored::Duplicate(recorded.get(key).cloned().ok_or_else(|| invariant("a repeat of nothing"))?)

@@ -17,6 +17,7 @@ pub mod cardholders;
 pub mod cards;
 pub mod clearings;
 pub mod data_keys;
+pub mod decision_endpoints;
 pub mod events;
 pub mod funding_sources;
 pub mod group_commit;

@@ -21,7 +21,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (10, "hardening", include_str!("migrations/0010_hardening.sql")),
     (11, "decision records", include_str!("migrations/0011_decision_records.sql")),
     (12, "card controls", include_str!("migrations/0012_card_controls.sql")),
-    (13, "authorization rules", include_str!("migrations/0013_auth_rules.sql")),
+    (13, "authorization rules and the decision endpoint", include_str!("migrations/0013_auth_rules.sql")),
 ];
 
 pub(crate) async fn run(store: &Store, now: chrono::DateTime<chrono::Utc>) -> Result<Vec<i64>> {

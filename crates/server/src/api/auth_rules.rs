@@ -24,7 +24,7 @@ async fn commit_change(
     view: &RuleView,
 ) -> Result<Response, ApiError> {
     let response = finish(tx, claim.as_deref(), status, view).await?;
-    app.decisioning.refresh(&app.store).await?;
+    crate::decisioning::refresh(app).await?;
     Ok(response)
 }
 

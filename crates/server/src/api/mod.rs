@@ -5,6 +5,7 @@ pub mod auth_rules;
 pub mod authorizations;
 pub mod cardholders;
 pub mod cards;
+pub mod decision_endpoints;
 pub mod error;
 pub mod events;
 pub mod input;
@@ -109,6 +110,8 @@ pub fn routes(app: Arc<App>) -> axum::Router<Arc<App>> {
         .routes(routes!(auth_rules::report))
         .routes(routes!(auth_rules::create_backtest))
         .routes(routes!(auth_rules::get_backtest))
+        .routes(routes!(decision_endpoints::create, decision_endpoints::list))
+        .routes(routes!(decision_endpoints::disable))
         .routes(routes!(ledger::verify))
         .routes(routes!(simulate::authorize))
         .routes(routes!(plans::get))

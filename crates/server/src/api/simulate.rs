@@ -108,10 +108,11 @@ pub async fn authorize(
         merchant_city: body.merchant_city.clone(),
         ..Descriptors::default()
     };
-    let job =
-        Job { number: None, number_hash: card.number_hash.clone(), request, cvv: CvvInput::AssumeCorrect, descriptors };
-    let record = match decide_alone(&app, job, Settlement::HoldOnly).await.map_err(ApiError::internal)? {
+    let job = Job::new(None, card.number_hash.clone(), request, CvvInput::AssumeCorrect, descriptors);
+    let decide = |job| async { decide_alone(&app, job, Settlement::HoldOnly).await.map_err(|error| error.to_string()) };
+    let record = match crate::decision_endpoint::decide_asking(&app, job, decide).await.map_err(ApiError::internal)? {
         Outcome::Decided(record) | Outcome::Duplicate(record) => record,
+        Outcome::Ask(_) => return Err(ApiError::internal("the decision endpoint was asked twice")),
     };
     // The authorization is already durable; the idempotency record follows in its own transaction.
     let mut tx = app.store.begin().await?;

@@ -40,6 +40,10 @@ pub const EVENT_TYPES: &[&str] = &[
     "fraud.flagged",
     "auth_rule.created",
     "auth_rule.updated",
+    "decision_endpoint.created",
+    "decision_endpoint.disabled",
+    "decision_endpoint.circuit_opened",
+    "decision_endpoint.circuit_closed",
 ];
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -18,6 +18,7 @@ use ghostcard_store::{StoreError, Tx};
 use crate::App;
 use crate::authorize::{CvvInput, Descriptors, Job, Outcome as BatchOutcome, Settlement, decide_alone};
 use crate::authorizer::Authorizer;
+use crate::decision_endpoint::{DEADLINE_MARGIN, decide_asking};
 use crate::ids::new_id;
 use crate::service::lifecycle::{self, LifecycleError};
 
@@ -183,19 +184,18 @@ async fn authorization(app: &App, authorizer: &Authorizer, message: &Message) ->
     let (cvv_sent, number_hash, amount_minor) =
         (parsed.cvv_sent, parsed.number_hash.clone(), parsed.request.amount_minor);
     let settlement = parsed.settlement;
-    let job = Job {
-        number: parsed.number,
-        number_hash: parsed.number_hash,
-        request: parsed.request,
-        cvv: parsed.cvv,
-        descriptors: parsed.descriptors,
-    };
+    let mut job = Job::new(parsed.number, parsed.number_hash, parsed.request, parsed.cvv, parsed.descriptors);
+    let deadline = Duration::from_millis(app.config.authorization_deadline_ms);
+    job.deadline = Some(std::time::Instant::now() + deadline.saturating_sub(DEADLINE_MARGIN));
     let work = async {
         match settlement {
-            Settlement::HoldOnly => authorizer.submit(job).await,
+            Settlement::HoldOnly => decide_asking(app, job, |job| authorizer.submit(job)).await,
             // Boxed: a rare path with a large future; every request's task would otherwise carry its size.
             Settlement::Immediate => {
-                Box::pin(decide_alone(app, job, Settlement::Immediate)).await.map_err(|error| error.to_string())
+                let decide = |job| async {
+                    Box::pin(decide_alone(app, job, Settlement::Immediate)).await.map_err(|error| error.to_string())
+                };
+                Box::pin(decide_asking(app, job, decide)).await
             }
         }
     };
@@ -218,6 +218,10 @@ async fn authorization(app: &App, authorizer: &Authorizer, message: &Message) ->
             tracing::error!(%error, "authorization failed");
             respond(message, "96")
         }
+        Some(Ok(BatchOutcome::Ask(_))) => {
+            tracing::error!("the decision endpoint was asked twice for one authorization");
+            respond(message, "96")
+        }
         None => {
             tracing::warn!("authorization missed its deadline; answering stand-in");
             let code = app.config.stand_in_response_code.clone();
@@ -229,7 +233,7 @@ async fn authorization(app: &App, authorizer: &Authorizer, message: &Message) ->
                         tracing::error!(%error, authorization = %record.id, "could not void a hold committed after its deadline");
                     }
                 }
-                Ok(BatchOutcome::Duplicate(_)) => {}
+                Ok(BatchOutcome::Duplicate(_) | BatchOutcome::Ask(_)) => {}
                 Err(error) => tracing::error!(%error, "authorization after its deadline failed"),
             }
             stand_in

@@ -41,4 +41,15 @@ CREATE INDEX backtests_rule ON backtests (rule_id, id);
 -- A velocity limit of amount adds up the cardholder's approvals: the amount joins the covering index.
 CREATE INDEX authorizations_cardholder_history_amount ON authorizations
     (cardholder_id, created_at, kind, response_code, decline_reason, amount);
-DROP INDEX authorizations_cardholder_history
+DROP INDEX authorizations_cardholder_history;
+-- The issuer's decision endpoint: at most one is enabled. Its signing secret is encrypted as webhook secrets are.
+CREATE TABLE decision_endpoints (
+    id TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    timeout_ms BIGINT NOT NULL,
+    secret_version BIGINT NOT NULL,
+    secret_ciphertext {bytes} NOT NULL,
+    status TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    disabled_at BIGINT
+)

@@ -1,0 +1,258 @@
+//! The issuer's decision endpoint: every purchase ghostcard would approve is sent to it, signed like a webhook, with
+//! ghostcard's own verdict, and its answer decides (docs/reference/behaviour.md, "The decision endpoint").
+//!
+//! Group commit never waits for it. A job is decided once with [`EndpointStep::Ask`]: a would-be approval comes
+//! back from the batch as [`Outcome::Ask`] with nothing applied or written, and the batch goes on without it. The
+//! request's own task then asks the endpoint ([`ask`]) and submits the job again with the answer, to be decided in
+//! a later batch against the state of then: if ghostcard would still approve, the answer decides (or, without a
+//! usable answer, ghostcard's verdict stands: `fallback`). Other cards' decisions flow meanwhile, and a slow
+//! endpoint holds only the requests that wait for it.
+//!
+//! A timeout, a failed connection, a status other than 200 or an unreadable answer is a fallback. After
+//! [`FAILURES_TO_OPEN`] in a row the circuit opens: for [`OPEN_FOR`] the endpoint is not asked (fallback
+//! `circuit_open`); then the next request tries it again, and a success closes the circuit.
+
+use std::future::Future;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use ghostcard_domain::card_number::redact_digit_runs;
+use ghostcard_domain::engine::{EndpointStep, Fallback, Verdict};
+use ghostcard_domain::secret::Secret;
+use ghostcard_store::authorizations::AuthorizationRecord;
+use serde::Deserialize;
+
+use crate::App;
+use crate::authorize::{Job, Outcome};
+use crate::ids::new_id;
+
+/// Consecutive failures that open the circuit.
+pub const FAILURES_TO_OPEN: u32 = 5;
+/// How long an open circuit keeps requests from the endpoint.
+pub const OPEN_FOR: Duration = Duration::from_secs(30);
+/// The margin an answer needs before the network's deadline.
+pub const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
+/// The longest answer read.
+const MAX_ANSWER_BYTES: usize = 16 * 1024;
+
+/// The enabled endpoint, as a node holds it.
+#[derive(Debug)]
+pub struct Endpoint {
+    pub id: String,
+    pub url: String,
+    pub timeout: Duration,
+    pub key: Secret<Vec<u8>>,
+}
+
+/// The associated data an endpoint's secret is encrypted with.
+pub fn secret_context(endpoint_id: &str) -> String {
+    format!("decision_endpoint:{endpoint_id}")
+}
+
+/// Repeated failures keep requests from the endpoint for a while.
+#[derive(Debug, Default)]
+pub struct Circuit {
+    failures: AtomicU32,
+    open_until: Mutex<Option<Instant>>,
+}
+
+impl Circuit {
+    fn is_open(&self) -> bool {
+        let open_until = self.open_until.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        open_until.is_some_and(|until| Instant::now() < until)
+    }
+
+    /// Records a success: true when it closed an open circuit.
+    fn succeeded(&self) -> bool {
+        self.failures.store(0, Ordering::Relaxed);
+        self.open_until.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take().is_some()
+    }
+
+    /// Records a failure: true when it opened the circuit.
+    fn failed(&self) -> bool {
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures < FAILURES_TO_OPEN {
+            return false;
+        }
+        self.failures.store(0, Ordering::Relaxed);
+        let mut open_until = self.open_until.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let opened = open_until.is_none();
+        *open_until = Some(Instant::now() + OPEN_FOR);
+        opened
+    }
+
+    /// Forgets everything (a new endpoint).
+    pub fn reset(&self) {
+        self.failures.store(0, Ordering::Relaxed);
+        *self.open_until.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+    }
+}
+
+/// Decides `job` with `decide`; with an endpoint enabled, a would-be approval is decided a second time with the
+/// endpoint's answer (asked in between, outside any batch).
+pub async fn decide_asking<F, Fut>(app: &App, mut job: Job, decide: F) -> Result<Outcome, String>
+where
+    F: Fn(Job) -> Fut,
+    Fut: Future<Output = Result<Outcome, String>>,
+{
+    if app.decisioning.endpoint().is_none() {
+        return decide(job).await;
+    }
+    job.endpoint = EndpointStep::Ask;
+    match decide(job.clone()).await? {
+        Outcome::Ask(pending) => {
+            let verdict = ask(app, &pending, job.deadline).await;
+            job.assigned = Some((pending.id.clone(), pending.auth_code.clone().unwrap_or_default()));
+            job.endpoint = EndpointStep::Answered(verdict);
+            decide(job).await
+        }
+        decided => Ok(decided),
+    }
+}
+
+/// What the endpoint says of a would-be approval (`pending`), by `deadline` (the network's, less the margin).
+pub async fn ask(app: &App, pending: &AuthorizationRecord, deadline: Option<Instant>) -> Verdict {
+    let Some(endpoint) = app.decisioning.endpoint() else { return Verdict::Fallback(Fallback::Error) };
+    if app.decisioning.circuit.is_open() {
+        app.metrics.observe_decision_endpoint("circuit_open", None);
+        return Verdict::Fallback(Fallback::CircuitOpen);
+    }
+    let timeout = deadline
+        .map_or(endpoint.timeout, |deadline| endpoint.timeout.min(deadline.saturating_duration_since(Instant::now())));
+    let started = Instant::now();
+    let verdict = match request_body(app, pending).await {
+        Ok(body) if !timeout.is_zero() => send(app, &endpoint, body, timeout).await,
+        Ok(_) => Verdict::Fallback(Fallback::Timeout),
+        Err(error) => {
+            tracing::error!(%error, authorization = %pending.id, "could not build the decision request");
+            Verdict::Fallback(Fallback::Error)
+        }
+    };
+    let outcome = match &verdict {
+        Verdict::Approve => "approve",
+        Verdict::Decline(_) => "decline",
+        Verdict::Fallback(fallback) => fallback.as_str(),
+    };
+    app.metrics.observe_decision_endpoint(outcome, Some(started.elapsed()));
+    let circuit = &app.decisioning.circuit;
+    let changed = match verdict {
+        Verdict::Fallback(_) => circuit.failed().then_some("decision_endpoint.circuit_opened"),
+        _ => circuit.succeeded().then_some("decision_endpoint.circuit_closed"),
+    };
+    if let Some(kind) = changed {
+        tracing::warn!(endpoint = %endpoint.id, event = kind, "the decision endpoint's circuit changed");
+        record_circuit(app, kind, &endpoint.id).await;
+    }
+    verdict
+}
+
+/// `{"type": "authorization.request", "data": {"authorization", "card", "ghostcard_decision"}}`.
+async fn request_body(app: &App, pending: &AuthorizationRecord) -> Result<String, ghostcard_store::StoreError> {
+    let mut tx = app.store.read().await?;
+    let mut authorization = crate::views::authorization(&mut tx, pending).await?;
+    authorization.status = "pending".to_owned();
+    let card = match &pending.card_id {
+        Some(id) => ghostcard_store::cards::get(&mut tx, id).await?,
+        None => None,
+    };
+    drop(tx);
+    let card = card.map(|card| crate::views::CardView::of(&card, app.clock.now()));
+    let body = serde_json::json!({
+        "type": "authorization.request",
+        "data": {"authorization": authorization, "card": card, "ghostcard_decision": {"approve": true}},
+    });
+    Ok(body.to_string())
+}
+
+/// The endpoint's answer.
+#[derive(Deserialize)]
+struct Answer {
+    approve: bool,
+    #[serde(default)]
+    decline_reason: Option<String>,
+}
+
+async fn send(app: &App, endpoint: &Endpoint, body: String, timeout: Duration) -> Verdict {
+    if crate::outbound::check_url(&endpoint.url, app.config.mode).is_err() {
+        return Verdict::Fallback(Fallback::Error);
+    }
+    let id = new_id("msg", Utc::now(), &mut rand::rng());
+    // The real clock, not the sandbox's: receivers check the timestamp against their own.
+    let timestamp = Utc::now().timestamp();
+    let signature = crate::webhooks::signature(endpoint.key.expose(), &id, timestamp, &body);
+    let sent = app
+        .decision_client
+        .post(&endpoint.url)
+        .timeout(timeout)
+        .header("content-type", "application/json")
+        .header("webhook-id", &id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", signature)
+        .body(body)
+        .send()
+        .await;
+    let response = match sent {
+        Ok(response) if response.status() == reqwest::StatusCode::OK => response,
+        Ok(_) => return Verdict::Fallback(Fallback::Error),
+        Err(error) if error.is_timeout() => return Verdict::Fallback(Fallback::Timeout),
+        Err(_) => return Verdict::Fallback(Fallback::Error),
+    };
+    let bytes = match response.bytes().await {
+        Ok(bytes) if bytes.len() <= MAX_ANSWER_BYTES => bytes,
+        Ok(_) => return Verdict::Fallback(Fallback::BadAnswer),
+        Err(error) if error.is_timeout() => return Verdict::Fallback(Fallback::Timeout),
+        Err(_) => return Verdict::Fallback(Fallback::Error),
+    };
+    match serde_json::from_slice::<Answer>(&bytes) {
+        Ok(Answer { approve: true, .. }) => Verdict::Approve,
+        Ok(Answer { approve: false, decline_reason }) => Verdict::Decline(decline_reason.map(|reason| clean(&reason))),
+        Err(_) => Verdict::Fallback(Fallback::BadAnswer),
+    }
+}
+
+/// An endpoint's decline reason as it is kept: printable, short, no digit run that could be a card number.
+fn clean(reason: &str) -> String {
+    let printable: String = reason.chars().filter(|character| !character.is_control()).take(200).collect();
+    redact_digit_runs(&printable).into_owned()
+}
+
+/// Writes the event of a circuit that opened or closed.
+async fn record_circuit(app: &App, kind: &str, endpoint_id: &str) {
+    let now = app.clock.now();
+    let written = async {
+        let mut tx = app.store.begin().await?;
+        crate::events::emit(&mut tx, kind, &serde_json::json!({"id": endpoint_id}), now).await?;
+        ghostcard_store::commit(tx).await
+    };
+    if let Err(error) = written.await {
+        tracing::error!(%error, "could not record the decision endpoint's circuit event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_circuit_opens_after_repeated_failures_and_a_success_closes_it() {
+        let circuit = Circuit::default();
+        for _ in 1..FAILURES_TO_OPEN {
+            assert!(!circuit.failed());
+        }
+        assert!(!circuit.is_open());
+        assert!(circuit.failed(), "the fifth failure in a row opens it");
+        assert!(circuit.is_open());
+        assert!(circuit.succeeded(), "a success closes it");
+        assert!(!circuit.is_open());
+        assert!(!circuit.succeeded());
+    }
+
+    #[test]
+    fn a_decline_reason_is_kept_short_printable_and_without_card_numbers() {
+        assert_eq!(clean("too risky\u{1b}[2J"), "too risky[2J");
+        assert!(!clean("card 4242424242424242 blocked").contains("4242424242424242"));
+        assert_eq!(clean(&"x".repeat(500)).len(), 200);
+    }
+}

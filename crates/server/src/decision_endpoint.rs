@@ -59,7 +59,8 @@ pub struct Circuit {
 }
 
 impl Circuit {
-    fn is_open(&self) -> bool {
+    /// True while requests are kept from the endpoint.
+    pub fn is_open(&self) -> bool {
         let open_until = self.open_until.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         open_until.is_some_and(|until| Instant::now() < until)
     }

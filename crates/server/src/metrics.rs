@@ -118,6 +118,18 @@ impl Metrics {
         }
     }
 
+    /// How many times the decision endpoint was asked, how long it took on average and at most.
+    pub fn decision_endpoint_latency(&self) -> (u64, Duration, Duration) {
+        self.endpoint_latency.lock().map_or((0, Duration::ZERO, Duration::ZERO), |latency| {
+            let mean = if latency.count == 0 {
+                Duration::ZERO
+            } else {
+                Duration::from_micros(u64::try_from(latency.sum_micros / u128::from(latency.count)).unwrap_or(u64::MAX))
+            };
+            (latency.count, mean, latency.max)
+        })
+    }
+
     /// The decision endpoint's outcomes so far (the console shows them).
     pub fn decision_endpoint_outcomes(&self) -> BTreeMap<&'static str, u64> {
         self.endpoint_outcomes.lock().map(|outcomes| outcomes.clone()).unwrap_or_default()

@@ -374,3 +374,77 @@ async fn an_operator_reviews_a_fraud_flag_and_a_viewer_cannot_act() {
     assert_eq!(console.status(), StatusCode::SEE_OTHER);
     app.assert_ledger_verifies().await;
 }
+
+#[tokio::test]
+async fn an_operator_reads_a_rule_backtests_it_and_promotes_it_and_sees_the_endpoints_health() {
+    let app = TestApp::spawn(Backend::Sqlite, "web_rules").await;
+    ghostcard_server::jobs::spawn_timer(app.app.clone(), std::time::Duration::from_secs(60));
+    let (status, rule) = app
+        .post(
+            "/v1/auth-rules",
+            json!({"name": "Over 10", "mode": "shadow", "scope": {"program": true},
+                   "conditions": [{"attribute": "amount", "operation": "is_greater_than", "value": 1_000}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{rule}");
+    let rule_id = rule["id"].as_str().expect("id").to_owned();
+    // An endpoint nobody answers at: the purchase falls back to ghostcard's approval.
+    let (status, _) =
+        app.post("/v1/decision-endpoints", json!({"url": "http://127.0.0.1:9/decide", "timeout_ms": 200})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (cardholder, source) = app.cardholder_with_funding("rules@example.com", "4242424242424242").await;
+    let (_, card) = app.card(&cardholder, &source, 2_000, "pay_now").await;
+    let approved = app.authorize(card["id"].as_str().expect("id"), 1_500, "SHOP1").await;
+    assert_eq!((approved["response_code"].as_str(), approved["decided_by"].as_str()), (Some("00"), Some("fallback")));
+    let now = app.app.clock.now();
+    let (_, password) =
+        ghostcard_server::credentials::create_operator(&app.app.store, "ada@example.com", "Ada", "admin", "test", now)
+            .await
+            .expect("admin");
+
+    let browser = Browser::start().await;
+    browser.goto(&format!("{}/ops/sign-in", app.base)).await;
+    browser.type_into("#email", "ada@example.com").await;
+    browser.type_into("#password", &password).await;
+    browser.click("button[type=submit]").await;
+    browser.wait_for_text("Signed in as Ada").await;
+    browser.click("a[href='/ops/rules']").await;
+    let page = browser.wait_for_text("Authorization rules").await;
+    assert!(page.contains("Over 10") && page.contains("amount is greater than 1000"), "{page}");
+    assert!(browser.text("#endpoint-health").await.contains("asked 1 times, 1 fallbacks"), "{page}");
+    browser.screenshot(&screenshots().join("ops-rules.png")).await;
+
+    browser.click(&format!("a[href='/ops/rules/{rule_id}']")).await;
+    browser.wait_for_text("Last 24 hours").await;
+    assert!(browser.text("#report").await.contains("would have declined 1"));
+    browser.click(&format!("form[action='/ops/rules/{rule_id}/backtests'] button")).await;
+    browser.wait_for_text("The backtest is running").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        browser.goto(&format!("{}/ops/rules/{rule_id}", app.base)).await;
+        if browser.wait_for_text("Backtests").await.contains("1 approvals it would have declined") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the backtest did not complete");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    browser.click(&format!("form[action='/ops/rules/{rule_id}/promote'] button")).await;
+    let page = browser.wait_for_text("The rule is active").await;
+    assert!(
+        page.contains("<del>\"shadow\"</del>") || page.contains("<del>shadow</del>"),
+        "the diff of version 2: {page}"
+    );
+    browser.screenshot(&screenshots().join("ops-rule.png")).await;
+    browser.close().await;
+    let (_, promoted) = app.get(&format!("/v1/auth-rules/{rule_id}")).await;
+    assert_eq!((promoted["mode"].as_str(), promoted["version"].as_i64()), (Some("active"), Some(2)));
+    assert!(promoted["updated_by"].as_str().is_some_and(|actor| actor.starts_with("operator:")), "{promoted}");
+    let (_, second) = app.card(&cardholder, &source, 2_000, "pay_now").await;
+    let declined = app.post(
+        "/v1/simulate/authorize",
+        json!({"card_id": second["id"], "amount": 1_500, "mcc": "5732", "merchant_id": "SHOP1", "merchant_name": "Shop", "country": "US"}),
+    )
+    .await
+    .1;
+    assert_eq!(declined["decline_reason"], "auth_rule", "{declined}");
+}

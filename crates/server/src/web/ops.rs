@@ -2,8 +2,8 @@
 //! create`) and sessions, with two roles — `viewer` reads everything, `admin` also acts (unfreeze or close a card,
 //! lift a cardholder's restriction, retry a dead job), each action audited. Pages: overview (ledger verification
 //! with balances by account, what needs attention, search), the authorization feed with filters and a chart of
-//! outcomes by hour, fraud flags to review, jobs and webhook deliveries, the audit log. Card numbers appear only
-//! masked. Sessions, CSRF and lockout work as in the cardholder app.
+//! outcomes by hour, fraud flags to review, jobs and webhook deliveries, the audit log, and the issuer's
+//! authorization rules with the decision endpoint's health ([`rules`]). Card numbers appear only masked. Sessions, CSRF and lockout work as in the cardholder app.
 
 use std::sync::Arc;
 
@@ -44,6 +44,10 @@ pub fn router() -> axum::Router<Arc<App>> {
         .route("/ops/jobs", get(jobs_page))
         .route("/ops/jobs/{id}/retry", post(retry_job))
         .route("/ops/audit", get(audit_page))
+        .route("/ops/rules", get(rules::rules_page))
+        .route("/ops/rules/{id}", get(rules::rule_page))
+        .route("/ops/rules/{id}/backtests", post(rules::start_backtest))
+        .route("/ops/rules/{id}/promote", post(rules::promote))
 }
 
 struct SignedIn {
@@ -86,6 +90,8 @@ macro_rules! require_operator {
         }
     };
 }
+
+mod rules;
 
 /// An admin's action with the session's CSRF token, or the reason it is refused.
 fn may_act(signed_in: &SignedIn, csrf: &str) -> Result<(), PageError> {

@@ -54,6 +54,14 @@ pub struct Arguments {
     /// this process): every approval waits for it.
     #[arg(long, value_name = "MS")]
     decision_endpoint_ms: Option<u64>,
+    /// Store this many past decisions (on the provisioned cards, over the day that ended two days ago) before the
+    /// run: what a backtest reads.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    stored_authorizations: usize,
+    /// As the measured run begins, start a backtest of a rule over the last four days through the HTTP API, and
+    /// report how long it took (with --stored-authorizations, and --rate to see what it costs live latency).
+    #[arg(long)]
+    backtest: bool,
 }
 
 pub fn run(arguments: &Arguments) -> Result<()> {
@@ -96,15 +104,16 @@ async fn bench(arguments: &Arguments, database_url: &str) -> Result<()> {
         Some(delay) => Some(start_decider(delay).await?),
         None => None,
     };
-    let cards = provision_cards(database_url, &keys, arguments, decider.as_ref()).await?;
-    let (report, batches, server_rss) = serve_and_drive(arguments, database_url, &keys, cards).await?;
+    let (cards, backtest) = provision_cards(database_url, &keys, arguments, decider.as_ref()).await?;
+    let (report, batches, server_rss, backtest) =
+        serve_and_drive(arguments, database_url, &keys, cards, backtest).await?;
     eprintln!("verifying the ledger…");
     let store = Store::connect(database_url, &StoreOptions::default()).await?;
     let mut tx = store.read().await?;
     let ledger = ghostcard_store::ledger::verify(&mut tx).await?;
     drop(tx);
     store.close().await;
-    let results = Results { database, cores, report, batches, pgbench, server_rss, ledger_ok: ledger.ok };
+    let results = Results { database, cores, report, batches, pgbench, server_rss, backtest, ledger_ok: ledger.ok };
     results.print();
     println!("{}", results.json(arguments));
     if !ledger.ok {
@@ -126,7 +135,7 @@ async fn provision_cards(
     keys: &Keys,
     arguments: &Arguments,
     decider: Option<&Decider>,
-) -> Result<Vec<ProvisionedCard>> {
+) -> Result<(Vec<ProvisionedCard>, Option<Backtest>)> {
     let total = arguments.cards;
     let config = Config {
         database_url: database_url.to_owned(),
@@ -146,8 +155,66 @@ async fn provision_cards(
     if let Some(decider) = decider {
         register_decider(&app, decider).await?;
     }
+    let stored = arguments.stored_authorizations;
+    if stored > 0 {
+        let started = Instant::now();
+        ghostcard_harness::bench::store_history(&app, stored, total, |done| {
+            eprint!("\rstoring past decisions: {done}/{stored} ({:.0}%)", done as f64 * 100.0 / stored as f64);
+        })
+        .await?;
+        eprintln!("\rstored {stored} past decisions in {:.1} s{}", started.elapsed().as_secs_f64(), " ".repeat(20));
+    }
+    let backtest = if arguments.backtest { Some(prepare_backtest(&app).await?) } else { None };
     app.store.close().await;
-    Ok(cards)
+    Ok((cards, backtest))
+}
+
+/// A backtest to start during the run: the API key to start it with and the rule.
+struct Backtest {
+    key: String,
+    rule_id: String,
+    /// Once run: seconds it took, and how many decisions it evaluated.
+    ran: Option<(f64, u64)>,
+}
+
+async fn prepare_backtest(app: &App) -> Result<Backtest> {
+    use ghostcard_server::service::auth_rules::{self, NewRule};
+    let now = app.clock.now();
+    let (_, key) = ghostcard_server::credentials::create_api_key(&app.store, "bench", "bench", now).await?;
+    let rule: NewRule = serde_json::from_value(json!({"name": "bench backtest", "mode": "shadow",
+        "scope": {"program": true}, "conditions": [{"attribute": "mcc", "operation": "is_one_of", "value": ["7995"]}]}))?;
+    let actor = ghostcard_server::service::Actor { name: "bench".to_owned(), origin: None };
+    let mut tx = app.store.begin().await?;
+    let rule = auth_rules::create(&mut tx, rule, &actor, now).await.map_err(|error| anyhow::anyhow!("{error}"))?;
+    ghostcard_store::commit(tx).await?;
+    Ok(Backtest { key, rule_id: rule.id, ran: None })
+}
+
+/// Starts the backtest through the API after `after`, and waits for it to complete: (seconds, evaluated).
+async fn run_backtest(http: SocketAddr, backtest: &Backtest, after: Duration) -> Result<(f64, u64)> {
+    tokio::time::sleep(after).await;
+    let client = reqwest::Client::new();
+    let base = format!("http://{http}/v1/auth-rules/{}/backtests", backtest.rule_id);
+    let end = chrono::Utc::now() + chrono::Duration::hours(1);
+    let start = end - chrono::Duration::days(4);
+    let started = Instant::now();
+    let created: serde_json::Value = client
+        .post(&base)
+        .bearer_auth(&backtest.key)
+        .json(&json!({"start": start.to_rfc3339(), "end": end.to_rfc3339()}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let id = created["id"].as_str().context("the backtest was not created")?.to_owned();
+    loop {
+        let found: serde_json::Value =
+            client.get(format!("{base}/{id}")).bearer_auth(&backtest.key).send().await?.json().await?;
+        if found["status"] == "complete" {
+            return Ok((started.elapsed().as_secs_f64(), found["results"]["evaluated"].as_u64().unwrap_or(0)));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// `count` active and `count` shadow rules that match none of the benchmark's purchases.
@@ -235,7 +302,8 @@ async fn serve_and_drive(
     database_url: &str,
     keys: &Keys,
     cards: Vec<ProvisionedCard>,
-) -> Result<(LoadReport, HashMap<String, f64>, Option<u64>)> {
+    backtest: Option<Backtest>,
+) -> Result<Driven> {
     let (http, network) = (free_address()?, free_address()?);
     let mut server = Command::new(std::env::current_exe()?)
         .arg("serve")
@@ -248,7 +316,7 @@ async fn serve_and_drive(
         .stdout(Stdio::null())
         .spawn()
         .context("cannot start the server process")?;
-    let outcome = drive_server(arguments, server.id(), http, network, cards).await;
+    let outcome = drive_server(arguments, server.id(), http, network, cards, backtest).await;
     let _ = Command::new("kill").arg("-TERM").arg(server.id().to_string()).status();
     let _ = server.wait();
     outcome
@@ -263,8 +331,12 @@ struct Results {
     batches: HashMap<String, f64>,
     pgbench: Option<f64>,
     server_rss: Option<u64>,
+    backtest: Option<Backtest>,
     ledger_ok: bool,
 }
+
+/// What driving the server gave: the load's report, the server's batch counters, its peak memory, the backtest.
+type Driven = (LoadReport, HashMap<String, f64>, Option<u64>, Option<Backtest>);
 
 impl Results {
     fn batch(&self, name: &str) -> Option<f64> {
@@ -336,6 +408,9 @@ impl Results {
             "  server process peak resident memory: {} MiB",
             self.server_rss.map_or_else(|| "unknown".to_owned(), |rss| rss.to_string())
         );
+        if let Some((seconds, evaluated)) = self.backtest.as_ref().and_then(|backtest| backtest.ran) {
+            println!("  backtest during the run: {evaluated} decisions evaluated in {seconds:.1} s");
+        }
         println!("  ledger: {}", if self.ledger_ok { "verified" } else { "PROBLEMS (see below)" });
     }
 
@@ -362,6 +437,11 @@ impl Results {
             "rate": arguments.rate,
             "warmup_s": arguments.warmup,
             "rules": arguments.rules,
+            "stored_authorizations": arguments.stored_authorizations,
+            "backtest": self.backtest.as_ref().and_then(|backtest| backtest.ran).map(|(seconds, evaluated)| json!({
+                "seconds": (seconds * 10.0).round() / 10.0,
+                "evaluated": evaluated,
+            })),
             "decision_endpoint_ms": arguments.decision_endpoint_ms,
             "ran_out_of_cards": report.ran_out_of_cards,
             "server_peak_rss_mib": self.server_rss,
@@ -427,7 +507,8 @@ async fn drive_server(
     http: SocketAddr,
     network: SocketAddr,
     cards: Vec<ProvisionedCard>,
-) -> Result<(LoadReport, HashMap<String, f64>, Option<u64>)> {
+    mut backtest: Option<Backtest>,
+) -> Result<Driven> {
     let deadline = Instant::now() + Duration::from_secs(60);
     while tokio::net::TcpStream::connect(network).await.is_err() {
         if Instant::now() > deadline {
@@ -455,7 +536,17 @@ async fn drive_server(
             server_metrics(http).await
         }
     });
-    let report = drive(network, Arc::new(cards), &options).await.context("cannot run the load generator")?;
+    let load = drive(network, Arc::new(cards), &options);
+    let report = match &backtest {
+        Some(started) => {
+            let (report, ran) = tokio::join!(load, run_backtest(http, started, options.warmup));
+            let ran = ran.context("the backtest")?;
+            backtest = backtest.map(|backtest| Backtest { ran: Some(ran), ..backtest });
+            report
+        }
+        None => load.await,
+    }
+    .context("cannot run the load generator")?;
     let at_start = at_start.await.context("reading the server's metrics")??;
     let mut batches = server_metrics(http).await?;
     for (key, value) in batches.iter_mut() {
@@ -464,7 +555,7 @@ async fn drive_server(
             *value -= at_start.get(key).copied().unwrap_or(0.0);
         }
     }
-    Ok((report, batches, peak_resident_mib(pid)))
+    Ok((report, batches, peak_resident_mib(pid), backtest))
 }
 
 /// The server's batch and log-flush counters from its `/metrics`, by short name.

@@ -10,13 +10,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Datelike, Utc};
+use ghostcard_domain::authorization::AuthorizationStatus;
 use ghostcard_domain::card::CardStatus;
 use ghostcard_domain::card_number::{CardNumber, Expiry};
+use ghostcard_domain::decision::AuthorizationKind;
 use ghostcard_domain::ledger::entries;
 use ghostcard_domain::money::Money;
 use ghostcard_domain::plan::PlanKind;
 use ghostcard_iso8583::framing::{Frame, frame, next_frame};
 use ghostcard_iso8583::{Message, decode, encode};
+use ghostcard_store::authorizations::{self, AuthorizationRecord};
 use ghostcard_store::cardholders::{self, Cardholder};
 use ghostcard_store::cards::{self, CardRecord};
 use ghostcard_store::funding_sources::{self, FundingSource};
@@ -139,6 +142,69 @@ pub async fn provision(app: &App, count: usize, progress: impl Fn(usize)) -> Res
     // Fresh statistics, so the planner treats the new tables as what they now are.
     app.store.analyze_bulk_loaded().await?;
     Ok(provisioned)
+}
+
+/// Stores `count` past decisions on the provisioned cards (`cards` of them), spread evenly over the day that ended
+/// two days ago: outside every velocity window of the live run, inside a backtest's. Nine in ten are approvals that
+/// have expired (they hold nothing, so the ledger is as before), one in ten a decline.
+pub async fn store_history(app: &App, count: usize, cards: usize, progress: impl Fn(usize)) -> Result<(), BenchError> {
+    const PER_TRANSACTION: usize = 20_000;
+    let now = app.clock.now();
+    let start = now - chrono::Duration::days(3);
+    let step_ms = (86_400_000 / count.max(1)).max(1) as i64;
+    let holder_count = cards.div_ceil(CARDS_PER_CARDHOLDER).max(1);
+    let mut rng = rand::rng();
+    for first in (0..count).step_by(PER_TRANSACTION) {
+        let last = (first + PER_TRANSACTION).min(count);
+        let records: Vec<AuthorizationRecord> = (first..last)
+            .map(|index| {
+                let at = start + chrono::Duration::milliseconds(index as i64 * step_ms);
+                let card = index % cards.max(1);
+                past_decision(ghostcard_domain::ids::new_id("auth", at, &mut rng), card, card % holder_count, index, at)
+            })
+            .collect();
+        let mut tx = app.store.begin().await?;
+        authorizations::insert_many(&mut tx, &records).await?;
+        ghostcard_store::commit(tx).await?;
+        progress(last);
+    }
+    app.store.analyze_bulk_loaded().await?;
+    Ok(())
+}
+
+fn past_decision(id: String, card: usize, owner: usize, index: usize, at: DateTime<Utc>) -> AuthorizationRecord {
+    let declined = index % 10 == 9;
+    AuthorizationRecord {
+        id,
+        card_id: Some(format!("card_bench{card:016}")),
+        cardholder_id: Some(format!("ch_bench{owner:018}")),
+        kind: AuthorizationKind::Purchase,
+        amount: 100 + (index % 50) as i64 * 100,
+        currency: "USD".to_owned(),
+        status: if declined { AuthorizationStatus::Declined } else { AuthorizationStatus::Expired },
+        response_code: if declined { "51" } else { "00" }.to_owned(),
+        decline_reason: declined.then(|| "exceeds_card_amount".to_owned()),
+        rule: if declined { "exceeds_card_amount" } else { "all_checks_passed" }.to_owned(),
+        cvv_result: Some("M".to_owned()),
+        flag: None,
+        acquirer_id: "123456".to_owned(),
+        merchant_id: format!("SHOP{}", index % 1000),
+        merchant_name: Some("Bench shop".to_owned()),
+        merchant_city: None,
+        merchant_country: Some("US".to_owned()),
+        mcc: ["5732", "5411", "5812", "7995"][index % 4].to_owned(),
+        stan: None,
+        rrn: None,
+        auth_code: (!declined).then(|| format!("{:06}", index % 1_000_000)),
+        transmission_time: None,
+        hold_transfer_id: None,
+        held: 0,
+        captured: 0,
+        number_hash: None,
+        stand_in: false,
+        created_at: at,
+        decision: Some(r#"{"rules":"bench","cvv":"match"}"#.to_owned()),
+    }
 }
 
 /// The bench's cardholder `index` and her funding source.

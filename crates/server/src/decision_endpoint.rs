@@ -21,12 +21,13 @@ use chrono::Utc;
 use ghostcard_domain::card_number::redact_digit_runs;
 use ghostcard_domain::engine::{EndpointStep, Fallback, Verdict};
 use ghostcard_domain::secret::Secret;
-use ghostcard_store::authorizations::AuthorizationRecord;
-use serde::Deserialize;
+use ghostcard_store::batch::Asked;
+use serde::{Deserialize, Serialize};
 
 use crate::App;
 use crate::authorize::{Job, Outcome};
 use crate::ids::new_id;
+use crate::views::{AuthorizationView, CardView};
 
 /// Consecutive failures that open the circuit.
 pub const FAILURES_TO_OPEN: u32 = 5;
@@ -41,7 +42,9 @@ const MAX_ANSWER_BYTES: usize = 16 * 1024;
 #[derive(Debug)]
 pub struct Endpoint {
     pub id: String,
-    pub url: String,
+    /// Checked against the deployment's mode when the endpoint was loaded (`None`: not allowed, every request
+    /// falls back).
+    pub url: Option<reqwest::Url>,
     pub timeout: Duration,
     pub key: Secret<Vec<u8>>,
 }
@@ -103,8 +106,9 @@ where
     }
     job.endpoint = EndpointStep::Ask;
     match decide(job.clone()).await? {
-        Outcome::Ask(pending) => {
-            let verdict = ask(app, &pending, job.deadline).await;
+        Outcome::Ask(asked) => {
+            let verdict = ask(app, &asked, job.deadline).await;
+            let pending = &asked.authorization;
             job.assigned = Some((pending.id.clone(), pending.auth_code.clone().unwrap_or_default()));
             job.endpoint = EndpointStep::Answered(verdict);
             decide(job).await
@@ -113,8 +117,8 @@ where
     }
 }
 
-/// What the endpoint says of a would-be approval (`pending`), by `deadline` (the network's, less the margin).
-pub async fn ask(app: &App, pending: &AuthorizationRecord, deadline: Option<Instant>) -> Verdict {
+/// What the endpoint says of a would-be approval, by `deadline` (the network's, less the margin).
+pub async fn ask(app: &App, asked: &Asked, deadline: Option<Instant>) -> Verdict {
     let Some(endpoint) = app.decisioning.endpoint() else { return Verdict::Fallback(Fallback::Error) };
     if app.decisioning.circuit.is_open() {
         app.metrics.observe_decision_endpoint("circuit_open", None);
@@ -123,13 +127,10 @@ pub async fn ask(app: &App, pending: &AuthorizationRecord, deadline: Option<Inst
     let timeout = deadline
         .map_or(endpoint.timeout, |deadline| endpoint.timeout.min(deadline.saturating_duration_since(Instant::now())));
     let started = Instant::now();
-    let verdict = match request_body(app, pending).await {
-        Ok(body) if !timeout.is_zero() => send(app, &endpoint, body, timeout).await,
-        Ok(_) => Verdict::Fallback(Fallback::Timeout),
-        Err(error) => {
-            tracing::error!(%error, authorization = %pending.id, "could not build the decision request");
-            Verdict::Fallback(Fallback::Error)
-        }
+    let verdict = if timeout.is_zero() {
+        Verdict::Fallback(Fallback::Timeout)
+    } else {
+        send(app, &endpoint, request_body(app, asked), timeout).await
     };
     let outcome = match &verdict {
         Verdict::Approve => "approve",
@@ -149,22 +150,35 @@ pub async fn ask(app: &App, pending: &AuthorizationRecord, deadline: Option<Inst
     verdict
 }
 
-/// `{"type": "authorization.request", "data": {"authorization", "card", "ghostcard_decision"}}`.
-async fn request_body(app: &App, pending: &AuthorizationRecord) -> Result<String, ghostcard_store::StoreError> {
-    let mut tx = app.store.read().await?;
-    let mut authorization = crate::views::authorization(&mut tx, pending).await?;
-    authorization.status = "pending".to_owned();
-    let card = match &pending.card_id {
-        Some(id) => ghostcard_store::cards::get(&mut tx, id).await?,
-        None => None,
+/// `{"type": "authorization.request", "data": {"authorization", "card", "ghostcard_decision"}}`, from what the
+/// batch handed over (no read of the database).
+fn request_body(app: &App, asked: &Asked) -> String {
+    #[derive(Serialize)]
+    struct Request {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        data: Data,
+    }
+    #[derive(Serialize)]
+    struct Data {
+        authorization: AuthorizationView,
+        card: Option<CardView>,
+        ghostcard_decision: GhostcardDecision,
+    }
+    #[derive(Serialize)]
+    struct GhostcardDecision {
+        approve: bool,
+    }
+    let request = Request {
+        kind: "authorization.request",
+        data: Data {
+            authorization: crate::views::pending_authorization(&asked.authorization, &app.decisioning.rules()),
+            card: asked.card.as_ref().map(|card| CardView::of(card, app.clock.now())),
+            ghostcard_decision: GhostcardDecision { approve: true },
+        },
     };
-    drop(tx);
-    let card = card.map(|card| crate::views::CardView::of(&card, app.clock.now()));
-    let body = serde_json::json!({
-        "type": "authorization.request",
-        "data": {"authorization": authorization, "card": card, "ghostcard_decision": {"approve": true}},
-    });
-    Ok(body.to_string())
+    // Our own view types always serialize.
+    serde_json::to_string(&request).unwrap_or_default()
 }
 
 /// The endpoint's answer.
@@ -176,16 +190,14 @@ struct Answer {
 }
 
 async fn send(app: &App, endpoint: &Endpoint, body: String, timeout: Duration) -> Verdict {
-    if crate::outbound::check_url(&endpoint.url, app.config.mode).is_err() {
-        return Verdict::Fallback(Fallback::Error);
-    }
+    let Some(url) = endpoint.url.clone() else { return Verdict::Fallback(Fallback::Error) };
     let id = new_id("msg", Utc::now(), &mut rand::rng());
     // The real clock, not the sandbox's: receivers check the timestamp against their own.
     let timestamp = Utc::now().timestamp();
     let signature = crate::webhooks::signature(endpoint.key.expose(), &id, timestamp, &body);
     let sent = app
         .decision_client
-        .post(&endpoint.url)
+        .post(url)
         .timeout(timeout)
         .header("content-type", "application/json")
         .header("webhook-id", &id)

@@ -63,7 +63,13 @@ pub async fn refresh(app: &App) -> Result<(), StoreError> {
                 .decrypt_secret(&secret_context(&stored.id), stored.secret_version, &stored.secret_ciphertext)
                 .map_err(|error| StoreError::Corrupt(format!("decision endpoint {}: {error}", stored.id)))?;
             let timeout = Duration::from_millis(u64::try_from(stored.timeout_ms).unwrap_or(1_000));
-            Some(Arc::new(Endpoint { id: stored.id, url: stored.url, timeout, key }))
+            // Checked here, as the node loads it: the rules may be stricter now than at registration (a restart in
+            // live mode).
+            let url = crate::outbound::check_url(&stored.url, app.config.mode).ok();
+            if url.is_none() {
+                tracing::error!(endpoint = %stored.id, "the decision endpoint's URL is not allowed in this mode; every request falls back");
+            }
+            Some(Arc::new(Endpoint { id: stored.id, url, timeout, key }))
         }
         None => None,
     };

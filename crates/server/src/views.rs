@@ -212,6 +212,25 @@ pub async fn authorization(
     views.pop().ok_or_else(|| ghostcard_store::StoreError::Corrupt("no view of an authorization".to_owned()))
 }
 
+/// A would-be approval as the decision endpoint is sent it: `status` `pending`, the rules that ran named from
+/// `rules` (the set it was decided with, which the node holds).
+pub fn pending_authorization(
+    record: &AuthorizationRecord,
+    rules: &ghostcard_domain::auth_rules::RuleSet,
+) -> AuthorizationView {
+    let trace = Trace::of(record);
+    let set: Vec<SetEntry> = if trace.rule_set == Some(rules.version) {
+        rules
+            .rules
+            .iter()
+            .map(|rule| SetEntry { rule_id: rule.id.clone(), version: rule.version, mode: rule.mode })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    AuthorizationView { status: "pending".to_owned(), ..AuthorizationView::of(record, &trace, &set) }
+}
+
 impl AuthorizationView {
     fn of(record: &AuthorizationRecord, trace: &Trace, set: &[SetEntry]) -> Self {
         let rule_results = set

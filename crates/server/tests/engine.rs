@@ -134,7 +134,7 @@ async fn stored(app: &TestApp, cards: &[Card], outcomes: &[Outcome]) -> Stored {
         let (kind, record) = match outcome {
             Outcome::Decided(record) => ("decided", record),
             Outcome::Duplicate(record) => ("duplicate", record),
-            Outcome::Ask(record) => ("ask", record),
+            Outcome::Ask(asked) => ("ask", &asked.authorization),
         };
         names.entry(record.id.clone()).or_insert_with(|| format!("authorization {index}"));
         answers.push(format!(

@@ -16,7 +16,7 @@ use ghostcard_domain::ledger::TransferId;
 use ghostcard_domain::money::Currency;
 
 use crate::authorizations::{self, AuthorizationRecord};
-use crate::cards::{self, BatchCard, CardUpdate};
+use crate::cards::{self, BatchCard, CardRecord, CardUpdate};
 use crate::events::{self, Event};
 use crate::{Conn, Found, Pending, Reads, Result, StoreError, Writes, cardholders, ledger, plans, reversals};
 
@@ -164,8 +164,16 @@ pub enum Stored {
     Decided(AuthorizationRecord),
     /// A repeat: its original's record (recorded before, or earlier in the batch).
     Duplicate(AuthorizationRecord),
-    /// ghostcard would approve it and the decision endpoint decides: the record it would have (not written).
-    Ask(AuthorizationRecord),
+    /// ghostcard would approve it and the decision endpoint decides: the record it would have (not written), and
+    /// its card as it is.
+    Ask(Box<Asked>),
+}
+
+/// A would-be approval to send to the decision endpoint.
+#[derive(Debug, Clone)]
+pub struct Asked {
+    pub authorization: AuthorizationRecord,
+    pub card: Option<CardRecord>,
 }
 
 /// Writes what the engine decided for `submissions` (with the number hash each came with), returning one
@@ -222,6 +230,13 @@ pub async fn write(
     cards::add_transitions(&mut writes, &effects.transitions);
     events::add_many(&mut writes, &batch_events);
     writes.run(tx).await?;
+    // The cards of the requests the decision endpoint decides, which it is sent (one statement for them all).
+    let asked_cards: Vec<String> = asks.iter().filter_map(|ask| ask.card_id.clone()).collect();
+    let cards_by_id: HashMap<String, CardRecord> = if asked_cards.is_empty() {
+        HashMap::new()
+    } else {
+        cards::many(tx, &asked_cards).await?.into_iter().map(|card| (card.id.clone(), card)).collect()
+    };
 
     // Each decided request owns its record: moved out, not copied.
     let mut records = records.into_iter();
@@ -232,7 +247,11 @@ pub async fn write(
             Answer::Decided(_) => {
                 Stored::Decided(records.next().ok_or_else(|| invariant("a decision without its record"))?)
             }
-            Answer::Ask(_) => Stored::Ask(asks.next().ok_or_else(|| invariant("an ask without its record"))?),
+            Answer::Ask(_) => {
+                let authorization = asks.next().ok_or_else(|| invariant("an ask without its record"))?;
+                let card = authorization.card_id.as_ref().and_then(|id| cards_by_id.get(id).cloned());
+                Stored::Ask(Box::new(Asked { authorization, card }))
+            }
             Answer::DuplicateInBatch(earlier) => match stored.get(*earlier) {
                 Some(Stored::Decided(record) | Stored::Duplicate(record)) => Stored::Duplicate(record.clone()),
                 Some(Stored::Ask(_)) | None => return Err(invariant("a repeat before its original")),

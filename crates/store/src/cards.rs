@@ -287,6 +287,22 @@ pub async fn get(tx: &mut Tx, id: &str) -> Result<Option<CardRecord>> {
     row.map(|row| from_row(&row)).transpose()
 }
 
+/// The cards with these ids (those that exist), in one statement.
+pub async fn many(tx: &mut Conn, ids: &[String]) -> Result<Vec<CardRecord>> {
+    let mut found = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(crate::rows_per_statement(1)) {
+        let sql = format!("SELECT * FROM cards WHERE id IN ({})", crate::list_placeholders(tx, 1, chunk.len()));
+        let mut query = sqlx::query(&sql);
+        for id in chunk {
+            query = query.bind(id);
+        }
+        for row in query.fetch_all(&mut *tx).await? {
+            found.push(from_row(&row)?);
+        }
+    }
+    Ok(found)
+}
+
 /// The card, locked against other writers until the transaction ends (PostgreSQL row lock; SQLite's write
 /// transaction already excludes other writers).
 pub async fn get_for_update(tx: &mut Conn, id: &str) -> Result<Option<CardRecord>> {

@@ -408,6 +408,34 @@ pub fn reversed_before_arrival() -> Decision {
     }
 }
 
+/// An approval that an active authorization rule (`rule`, its id) declines.
+fn declined_by_rule(decision: Decision, rule: String) -> Decision {
+    let reason = DeclineReason::AuthRule;
+    Decision {
+        response_code: reason.response_code(),
+        outcome: Outcome::Declined(reason),
+        rule,
+        first_use: false,
+        flag: None,
+        ..decision
+    }
+}
+
+impl CardInputs {
+    fn of(entry: &CardEntry, now: DateTime<Utc>) -> CardInputs {
+        CardInputs {
+            status: entry.card.status(),
+            amount: entry.card.amount().minor(),
+            held: entry.card.held().minor(),
+            captured: entry.card.captured().minor(),
+            window_open: entry.card.window_open(now),
+            merchant: entry.card.merchant().cloned(),
+            paused: entry.controls.paused,
+            spending_controls: entry.controls.spending.as_deref().cloned(),
+        }
+    }
+}
+
 /// An approval after the decision endpoint was asked: its answer decides, or ghostcard's verdict stands.
 fn with_verdict(decision: Decision, mut record: DecisionRecord, verdict: &Verdict) -> (Decision, DecisionRecord) {
     match verdict {
@@ -575,16 +603,7 @@ impl Batch<'_> {
             transaction: submission.request.transaction_type,
             expiry_matched: entry.zip(submission.request.expiry).map(|(entry, expiry)| expiry == entry.card.expiry()),
             cvv: submission.cvv,
-            card: entry.map(|entry| CardInputs {
-                status: entry.card.status(),
-                amount: entry.card.amount().minor(),
-                held: entry.card.held().minor(),
-                captured: entry.card.captured().minor(),
-                window_open: entry.card.window_open(context.now),
-                merchant: entry.card.merchant().cloned(),
-                paused: entry.controls.paused,
-                spending_controls: entry.controls.spending.as_deref().cloned(),
-            }),
+            card: entry.map(|entry| CardInputs::of(entry, context.now)),
             restricted: standing.restricted,
             overdue: standing.overdue,
             approvals_ms_ago: approvals.iter().map(|at| (context.now - *at).num_milliseconds()).collect(),
@@ -603,15 +622,7 @@ impl Batch<'_> {
             record.rule_set = Some(context.auth_rules.version);
             record.rule_results = evaluation.results;
             if let Some(rule) = evaluation.declined_by {
-                let reason = DeclineReason::AuthRule;
-                decision = Decision {
-                    response_code: reason.response_code(),
-                    outcome: Outcome::Declined(reason),
-                    rule,
-                    first_use: false,
-                    flag: None,
-                    ..decision
-                };
+                decision = declined_by_rule(decision, rule);
             }
         }
         (decision, record)

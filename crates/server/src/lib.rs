@@ -117,6 +117,25 @@ fn rules_version(rules: &AuthorizationRules) -> String {
     format!("config-{hex}")
 }
 
+/// The configured proxies whose `X-Forwarded-For` is believed.
+fn trusted_proxies(config: &Config) -> Result<Vec<clients::Network>, StartError> {
+    config
+        .trusted_proxies
+        .iter()
+        .map(|text| {
+            clients::Network::parse(text).ok_or_else(|| {
+                StartError::Config(format!("trusted_proxies: {text:?} is not an address or a range such as 10.0.0.0/8"))
+            })
+        })
+        .collect()
+}
+
+/// An HTTP client for URLs that API callers chose (`what`: whose), with a timeout of `timeout_ms`.
+fn outgoing(config: &Config, what: &str, timeout_ms: u64) -> Result<reqwest::Client, StartError> {
+    outbound::client(config.mode, std::time::Duration::from_millis(timeout_ms))
+        .map_err(|error| StartError::Config(format!("{what} client: {error}")))
+}
+
 impl App {
     /// Connects to the database, applies migrations, loads the keys and makes the application ready to serve.
     pub async fn start(config: Config) -> Result<Arc<App>, StartError> {
@@ -132,17 +151,7 @@ impl App {
             ))
         })?;
         let (kek, cvk) = configured_keys(&config)?;
-        let trusted_proxies = config
-            .trusted_proxies
-            .iter()
-            .map(|text| {
-                clients::Network::parse(text).ok_or_else(|| {
-                    StartError::Config(format!(
-                        "trusted_proxies: {text:?} is not an address or a range such as 10.0.0.0/8"
-                    ))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let trusted_proxies = trusted_proxies(&config)?;
         let store = Store::connect(
             &config.database_url,
             &StoreOptions { max_connections: config.database_max_connections, ..StoreOptions::default() },
@@ -175,13 +184,8 @@ impl App {
             guards: clients::Guards::default(),
             runner_id: crate::ids::new_id("runner", chrono::Utc::now(), &mut rand::rng()),
             wake_jobs: tokio::sync::Notify::new(),
-            webhook_client: outbound::client(
-                config.mode,
-                std::time::Duration::from_secs(config.webhook_timeout_seconds.max(1)),
-            )
-            .map_err(|error| StartError::Config(format!("webhook client: {error}")))?,
-            decision_client: outbound::client(config.mode, std::time::Duration::from_millis(1_500))
-                .map_err(|error| StartError::Config(format!("decision endpoint client: {error}")))?,
+            webhook_client: outgoing(&config, "webhook", config.webhook_timeout_seconds.max(1) * 1_000)?,
+            decision_client: outgoing(&config, "decision endpoint", 1_500)?,
             config,
             store,
             vault,

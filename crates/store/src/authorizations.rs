@@ -243,19 +243,89 @@ pub struct Replayed {
 /// Up to `limit` authorizations with ids above `after` and below `before`, in id (creation) order: a window of time
 /// read page by page ([`ghostcard_domain::ids::floor`] makes its bounds).
 pub async fn replay_page(tx: &mut Tx, after: &str, before: &str, limit: u32) -> Result<Vec<Replayed>> {
-    let rows = sqlx::query(
-        "SELECT a.id, a.card_id, a.cardholder_id, a.kind, a.amount, a.currency, a.response_code, a.decline_reason, \
-         a.acquirer_id, a.merchant_id, a.merchant_country, a.mcc, a.created_at, a.decision, \
-         c.created_at AS card_created_at, h.created_at AS cardholder_created_at FROM authorizations a \
-         LEFT JOIN cards c ON c.id = a.card_id LEFT JOIN cardholders h ON h.id = a.cardholder_id \
-         WHERE a.id > $1 AND a.id < $2 ORDER BY a.id LIMIT $3",
-    )
-    .bind(after)
-    .bind(before)
-    .bind(i64::from(limit))
-    .fetch_all(&mut **tx)
-    .await?;
-    rows.iter().map(replayed).collect()
+    let query = "SELECT a.id, a.card_id, a.cardholder_id, a.kind, a.amount, a.currency, a.response_code, \
+                 a.decline_reason, a.acquirer_id, a.merchant_id, a.merchant_country, a.mcc, a.created_at, a.decision, \
+                 c.created_at AS card_created_at, h.created_at AS cardholder_created_at FROM authorizations a \
+                 LEFT JOIN cards c ON c.id = a.card_id LEFT JOIN cardholders h ON h.id = a.cardholder_id \
+                 WHERE a.id > $1 AND a.id < $2 ORDER BY a.id LIMIT $3";
+    if tx.backend_name() == "PostgreSQL" {
+        let rows = sqlx::query(query).bind(after).bind(before).bind(i64::from(limit)).fetch_all(&mut **tx).await?;
+        return rows.iter().map(replayed).collect();
+    }
+    // SQLite: the page as one JSON value, one hand-over from sqlx's thread instead of one a row.
+    let packed = format!(
+        "SELECT json_group_array(json_array(id, card_id, cardholder_id, kind, amount, currency, response_code, \
+         decline_reason, acquirer_id, merchant_id, merchant_country, mcc, created_at, decision, card_created_at, \
+         cardholder_created_at)) FROM ({query})"
+    );
+    let text: String =
+        sqlx::query_scalar(&packed).bind(after).bind(before).bind(i64::from(limit)).fetch_one(&mut **tx).await?;
+    let rows: Vec<PackedReplayed> =
+        serde_json::from_str(&text).map_err(|error| StoreError::Corrupt(format!("packed decisions: {error}")))?;
+    rows.into_iter().map(PackedReplayed::into_replayed).collect()
+}
+
+/// A [`Replayed`] as SQLite packs it.
+#[derive(serde::Deserialize)]
+struct PackedReplayed(
+    String,
+    Option<String>,
+    Option<String>,
+    String,
+    i64,
+    String,
+    String,
+    Option<String>,
+    String,
+    String,
+    Option<String>,
+    String,
+    i64,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+);
+
+impl PackedReplayed {
+    fn into_replayed(self) -> Result<Replayed> {
+        let PackedReplayed(
+            id,
+            card_id,
+            cardholder_id,
+            kind,
+            amount,
+            currency,
+            response_code,
+            decline_reason,
+            acquirer_id,
+            merchant_id,
+            merchant_country,
+            mcc,
+            created_at,
+            decision,
+            card_created_at,
+            cardholder_created_at,
+        ) = self;
+        Ok(Replayed {
+            id,
+            card_id,
+            cardholder_id,
+            kind: AuthorizationKind::parse(&kind)
+                .ok_or_else(|| StoreError::Corrupt(format!("authorization kind {kind:?}")))?,
+            amount,
+            currency,
+            response_code,
+            decline_reason,
+            acquirer_id,
+            merchant_id,
+            merchant_country,
+            mcc,
+            created_at: from_micros(created_at)?,
+            decision,
+            card_created_at: card_created_at.map(from_micros).transpose()?,
+            cardholder_created_at: cardholder_created_at.map(from_micros).transpose()?,
+        })
+    }
 }
 
 fn replayed(row: &AnyRow) -> Result<Replayed> {

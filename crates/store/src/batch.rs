@@ -238,11 +238,23 @@ pub async fn write(
         cards::many(tx, &asked_cards).await?.into_iter().map(|card| (card.id.clone(), card)).collect()
     };
 
-    // Each decided request owns its record: moved out, not copied.
+    stored_answers(&effects.answers, records, asks, &cards_by_id, &recorded)
+}
+
+/// One [`Stored`] per answer: each decided request owns its record (moved out, not copied), a repeat gets its
+/// original's, an ask its record and card.
+fn stored_answers(
+    answers: &[Answer],
+    records: Vec<AuthorizationRecord>,
+    asks: Vec<AuthorizationRecord>,
+    cards_by_id: &HashMap<String, CardRecord>,
+    recorded: &HashMap<NetworkKey, AuthorizationRecord>,
+) -> Result<Vec<Stored>> {
+    let invariant = |what: &str| StoreError::Corrupt(format!("authorization batch: {what}"));
     let mut records = records.into_iter();
     let mut asks = asks.into_iter();
-    let mut stored: Vec<Stored> = Vec::with_capacity(requests);
-    for answer in &effects.answers {
+    let mut stored: Vec<Stored> = Vec::with_capacity(answers.len());
+    for answer in answers {
         let next = match answer {
             Answer::Decided(_) => {
                 Stored::Decided(records.next().ok_or_else(|| invariant("a decision without its record"))?)

@@ -254,44 +254,41 @@ async fn add_rules(app: &App, count: usize) -> Result<()> {
     Ok(())
 }
 
-/// The example decision endpoint, answering in this process.
+/// The example decision endpoint, answering in this process once it is registered (and knows its secret).
 struct Decider {
     url: String,
-    secret: String,
+    listener: std::sync::Mutex<Option<tokio::net::TcpListener>>,
+    delay: Duration,
 }
 
 async fn start_decider(delay_ms: u64) -> Result<Decider> {
-    use ghostcard_harness::example_decider::{self, Policy};
-    let (secret, key) = ghostcard_server::webhooks::new_secret(&mut rand::rng());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/decide", listener.local_addr()?);
-    let policy = Policy { delay: Duration::from_millis(delay_ms), quiet: true, ..Policy::default() };
-    tokio::spawn(example_decider::serve(listener, key.expose().clone(), policy));
-    Ok(Decider { url, secret: secret.expose().clone() })
+    Ok(Decider { url, listener: std::sync::Mutex::new(Some(listener)), delay: Duration::from_millis(delay_ms) })
 }
 
-/// Registers the decider as the decision endpoint (as `POST /v1/decision-endpoints` does).
+/// Registers the decider as the decision endpoint (as `POST /v1/decision-endpoints` does), with its secret.
 async fn register_decider(app: &App, decider: &Decider) -> Result<()> {
-    use ghostcard_store::decision_endpoints::{self, DecisionEndpoint};
-    let now = app.clock.now();
-    let id = ghostcard_server::ids::new_id("de", now, &mut rand::rng());
-    let key = ghostcard_harness::example_decider::key_of(&decider.secret).context("the decider's secret")?;
-    let context = ghostcard_server::decision_endpoint::secret_context(&id);
-    let (secret_version, secret_ciphertext) = app.vault.encrypt_secret(&context, &key, &mut rand::rng());
-    let endpoint = DecisionEndpoint {
-        id,
-        url: decider.url.clone(),
-        timeout_ms: 1_000,
-        secret_version,
-        secret_ciphertext,
-        status: "enabled".to_owned(),
-        created_at: now,
-        disabled_at: None,
-    };
+    let actor = ghostcard_server::service::Actor { name: "bench".to_owned(), origin: None };
     let mut tx = app.store.begin().await?;
-    decision_endpoints::replace(&mut tx, &endpoint).await?;
+    let (_, secret) = ghostcard_server::service::decision_endpoints::create(
+        app,
+        &mut tx,
+        &decider.url,
+        1_000,
+        &actor,
+        app.clock.now(),
+    )
+    .await
+    .map_err(|error| anyhow::anyhow!("{error}"))?;
     ghostcard_store::commit(tx).await?;
-    eprintln!("decision endpoint at {} (answers after its delay)", decider.url);
+    use ghostcard_harness::example_decider::{self, Policy};
+    let key = example_decider::key_of(secret.expose()).context("the endpoint's secret")?;
+    let listener =
+        decider.listener.lock().ok().and_then(|mut listener| listener.take()).context("the decider runs once")?;
+    let policy = Policy { delay: decider.delay, quiet: true, ..Policy::default() };
+    tokio::spawn(example_decider::serve(listener, key, policy));
+    eprintln!("decision endpoint at {} (answers after {:?})", decider.url, decider.delay);
     Ok(())
 }
 

@@ -81,6 +81,19 @@ impl From<&Endpoint> for EndpointView {
     }
 }
 
+/// A URL an API caller chose for ghostcard to send requests to, trimmed, checked against the deployment's mode
+/// (and what its name resolves to now): a 400 naming `url` otherwise.
+pub async fn caller_url(app: &App, url: &str) -> Result<String, ApiError> {
+    let url = url.trim();
+    if url.len() > 2048 {
+        return Err(ApiError::invalid("invalid_url", "a URL is at most 2048 characters").with_param("url"));
+    }
+    crate::outbound::check_url_now(url, app.config.mode)
+        .await
+        .map_err(|error| ApiError::invalid("invalid_url", error.to_string()).with_param("url"))?;
+    Ok(url.to_owned())
+}
+
 #[utoipa::path(post, path = "/v1/webhook-endpoints", operation_id = "create_webhook_endpoint", tag = "webhooks",
     request_body = CreateEndpoint,
     responses((status = 201, body = EndpointView), (status = 400, body = super::error::ErrorBody)))]
@@ -90,13 +103,7 @@ pub async fn create(
     Extension(caller): Extension<Caller>,
     ApiJson(body): ApiJson<CreateEndpoint>,
 ) -> Result<Response, ApiError> {
-    let url = body.url.trim();
-    if url.len() > 2048 {
-        return Err(ApiError::invalid("invalid_url", "a URL is at most 2048 characters").with_param("url"));
-    }
-    crate::outbound::check_url_now(url, app.config.mode)
-        .await
-        .map_err(|error| ApiError::invalid("invalid_url", error.to_string()).with_param("url"))?;
+    let url = caller_url(&app, &body.url).await?;
     let events = body.events.unwrap_or_else(|| vec!["*".to_owned()]);
     if events.is_empty() {
         return Err(
@@ -119,7 +126,7 @@ pub async fn create(
     let cursor = format!("evt_{}", &new_id("evt", now, &mut rand::rng())[4..14]);
     let endpoint = Endpoint {
         id,
-        url: url.to_owned(),
+        url,
         events,
         cursor,
         secret_version,

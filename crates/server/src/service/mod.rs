@@ -7,6 +7,8 @@
 //! - [`issuing`]: creating a card (every refusal in order, the funding hold) and revealing its details.
 //! - [`cards`]: cardholder, operator and job changes of a card (cancel, refund of the unused amount, unfreeze,
 //!   close, expiry).
+//! - [`auth_rules`]: the issuer's authorization rules (versions, report, backtests); [`decision_endpoints`]: its
+//!   decision endpoint.
 //! - [`plans`]: early plan payments.
 //! - [`lifecycle`]: what follows a decision (capture, force post, reversal, merchant refund), in the caller's
 //!   transaction; [`clearing`]: a clearing record matched to its authorization and posted through it.
@@ -19,6 +21,7 @@ pub mod auth_rules;
 pub mod cardholders;
 pub mod cards;
 pub mod clearing;
+pub mod decision_endpoints;
 pub mod issuing;
 pub mod lifecycle;
 pub mod plans;

@@ -580,6 +580,18 @@ pub struct Replayed<'a> {
     pub reached_rules: bool,
 }
 
+impl Replayed<'_> {
+    /// True when a stored decision reached the issuer's rules: a kind they run on, approved by the decision
+    /// table (and then approved, or declined by a rule or the decision endpoint).
+    pub fn reached_rules(kind: crate::decision::AuthorizationKind, decline_reason: Option<&str>) -> bool {
+        use crate::decision::DeclineReason;
+        kind.meets_issuer_rules()
+            && decline_reason.is_none_or(|reason| {
+                reason == DeclineReason::AuthRule.code() || reason == DeclineReason::DeclinedByEndpoint.code()
+            })
+    }
+}
+
 /// How many sample authorization ids a backtest keeps.
 pub const BACKTEST_SAMPLE: usize = 20;
 
@@ -713,8 +725,10 @@ mod tests {
         assert_eq!(param(bad_mcc), "conditions[0].value");
         let no_limit = json!({"scope": program, "velocity": {"window_seconds": 60, "per": "card"}});
         assert_eq!(param(no_limit), "velocity.max_count");
-        let no_window = json!({"scope": program, "velocity": {"window_seconds": 0, "max_count": 1, "per": "card"}});
-        assert_eq!(param(no_window), "velocity.window_seconds");
+        let window = |seconds| json!({"scope": {"program": true}, "velocity": {"window_seconds": seconds, "max_count": 1, "per": "card"}});
+        assert_eq!(param(window(0)), "velocity.window_seconds");
+        assert_eq!(param(window(MAX_WINDOW_SECONDS + 1)), "velocity.window_seconds");
+        assert!(draft(window(1)).is_ok() && draft(window(MAX_WINDOW_SECONDS)).is_ok(), "1 s and 90 days are windows");
     }
 
     #[test]

@@ -332,6 +332,11 @@ pub enum AuthorizationKind {
 }
 
 impl AuthorizationKind {
+    /// The kinds the issuer's authorization rules run on (never refunds or advices).
+    pub fn meets_issuer_rules(self) -> bool {
+        matches!(self, AuthorizationKind::Purchase | AuthorizationKind::Incremental | AuthorizationKind::Verification)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             AuthorizationKind::Purchase => "purchase",

@@ -635,10 +635,7 @@ impl Batch<'_> {
             && !reversed_first
             && decision.is_approved()
             && submission.request.class != MessageClass::Advice
-            && matches!(
-                decision.kind,
-                AuthorizationKind::Purchase | AuthorizationKind::Incremental | AuthorizationKind::Verification
-            )
+            && decision.kind.meets_issuer_rules()
     }
 
     /// The authorization rules' results for a request on a card.

@@ -10,7 +10,8 @@
 //!
 //! A timeout, a failed connection, a status other than 200 or an unreadable answer is a fallback. After
 //! [`FAILURES_TO_OPEN`] in a row the circuit opens: for [`OPEN_FOR`] the endpoint is not asked (fallback
-//! `circuit_open`); then the next request tries it again, and a success closes the circuit.
+//! `circuit_open`); then the next request tries it again: a success closes the circuit, a failure opens it
+//! again.
 
 use std::future::Future;
 use std::sync::Mutex;
@@ -74,17 +75,18 @@ impl Circuit {
         self.open_until.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take().is_some()
     }
 
-    /// Records a failure: true when it opened the circuit.
+    /// Records a failure: true when it opened the circuit. A circuit that was open and let a request try (its time
+    /// ran out) opens again at the first failure.
     fn failed(&self) -> bool {
+        let mut open_until = self.open_until.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let trying = open_until.is_some();
         let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if failures < FAILURES_TO_OPEN {
+        if failures < FAILURES_TO_OPEN && !trying {
             return false;
         }
         self.failures.store(0, Ordering::Relaxed);
-        let mut open_until = self.open_until.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let opened = open_until.is_none();
         *open_until = Some(Instant::now() + OPEN_FOR);
-        opened
+        !trying
     }
 
     /// Forgets everything (a new endpoint).
@@ -257,9 +259,17 @@ mod tests {
         assert!(!circuit.is_open());
         assert!(circuit.failed(), "the fifth failure in a row opens it");
         assert!(circuit.is_open());
+        // Its time runs out: one request tries; one failure opens it again.
+        *circuit.open_until.lock().expect("lock") = Some(Instant::now());
+        assert!(!circuit.is_open(), "a request may try");
+        assert!(!circuit.failed(), "opened again, not newly");
+        assert!(circuit.is_open());
         assert!(circuit.succeeded(), "a success closes it");
         assert!(!circuit.is_open());
         assert!(!circuit.succeeded());
+        for _ in 1..FAILURES_TO_OPEN {
+            assert!(!circuit.failed(), "closed, it takes five failures again");
+        }
     }
 
     #[test]

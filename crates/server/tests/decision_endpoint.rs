@@ -237,6 +237,8 @@ async fn one_endpoint_is_enabled_at_a_time_and_bad_ones_are_refused() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body} → {error}");
         assert_eq!(error["error"]["param"].as_str(), Some(param), "{error}");
     }
+    let (status, shortest) = app.post("/v1/decision-endpoints", json!({"url": url, "timeout_ms": 100})).await;
+    assert_eq!((status, shortest["timeout_ms"].as_i64()), (StatusCode::CREATED, Some(100)), "100 ms is a timeout");
     let (_, first) = app.post("/v1/decision-endpoints", json!({"url": url})).await;
     assert_eq!(first["timeout_ms"], 1_000, "the default timeout");
     let (_, second) = app.post("/v1/decision-endpoints", json!({"url": url, "timeout_ms": 500})).await;
@@ -247,7 +249,14 @@ async fn one_endpoint_is_enabled_at_a_time_and_bad_ones_are_refused() {
         .iter()
         .map(|endpoint| (endpoint["id"].clone(), endpoint["status"].clone()))
         .collect();
-    assert_eq!(statuses, [(second["id"].clone(), json!("enabled")), (first["id"].clone(), json!("disabled"))]);
+    assert_eq!(
+        statuses,
+        [
+            (second["id"].clone(), json!("enabled")),
+            (first["id"].clone(), json!("disabled")),
+            (shortest["id"].clone(), json!("disabled"))
+        ]
+    );
     assert!(listed["data"][0].get("secret").is_none(), "the secret is shown once");
 
     let (status, disabled) = app

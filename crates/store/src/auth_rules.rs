@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::{Page, Result, StoreError, Tx, for_update, from_micros, to_micros};
+use crate::{Page, Result, StoreError, Tx, from_micros, to_micros};
 
 /// One version of a rule, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,9 +115,9 @@ async fn insert_version(tx: &mut Tx, version: &RuleVersion) -> Result<()> {
 const CURRENT: &str = "SELECT v.*, r.created_at AS first_created_at FROM auth_rules r \
                        JOIN auth_rule_versions v ON v.rule_id = r.id AND v.version = r.version";
 
-/// The rule with its current version (locked on PostgreSQL inside a change).
+/// The rule with its current version (changes take turns through [`lock_changes`]).
 pub async fn get(tx: &mut Tx, id: &str) -> Result<Option<StoredRule>> {
-    let sql = format!("{CURRENT} WHERE r.id = $1{}", for_update(tx).replace("FOR UPDATE", "FOR UPDATE OF r"));
+    let sql = format!("{CURRENT} WHERE r.id = $1");
     let row = sqlx::query(&sql).bind(id).fetch_optional(&mut **tx).await?;
     row.map(|row| stored_rule(&row)).transpose()
 }

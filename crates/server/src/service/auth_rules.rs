@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use chrono::{DateTime, Duration, Utc};
 use ghostcard_domain::auth_rules::{self, Backtest, Body, Condition, Facts, Mode, RuleDraft, Scope, Velocity};
 use ghostcard_domain::country::Country;
-use ghostcard_domain::decision::{AuthorizationKind, DeclineReason, Mcc};
+use ghostcard_domain::decision::Mcc;
+use ghostcard_domain::engine::Past;
 use ghostcard_domain::ids::floor;
 use ghostcard_store::audit::{self, AuditEntry};
 use ghostcard_store::auth_rules::{self as stored, RuleVersion, StoredRule};
@@ -421,20 +422,17 @@ pub async fn complete(tx: &mut Tx, completed: &Completed, now: DateTime<Utc>) ->
 
 /// A stored decision as the backtest reads it.
 fn replayed(decision: &Replayed, time_zone: chrono_tz::Tz) -> auth_rules::Replayed<'_> {
-    let approved = decision.decline_reason.is_none();
-    let reached_rules = matches!(
-        decision.kind,
-        AuthorizationKind::Purchase | AuthorizationKind::Incremental | AuthorizationKind::Verification
-    ) && match decision.decline_reason.as_deref() {
-        None => true,
-        Some(reason) => [DeclineReason::AuthRule.code(), DeclineReason::DeclinedByEndpoint.code()].contains(&reason),
-    };
-    let spends = decision.response_code == "00"
-        && matches!(
-            decision.kind,
-            AuthorizationKind::Purchase | AuthorizationKind::Incremental | AuthorizationKind::Advice
-        );
+    // What the network was told: an approval answered with the stand-in code was taken back.
+    let approved = matches!(decision.response_code.as_str(), "00" | "85");
+    let reached_rules = auth_rules::Replayed::reached_rules(decision.kind, decision.decline_reason.as_deref());
     let at = decision.created_at;
+    let past = Past {
+        kind: decision.kind,
+        response_code: decision.response_code.clone().into(),
+        decline_reason: None,
+        amount: decision.amount,
+        at,
+    };
     auth_rules::Replayed {
         id: &decision.id,
         facts: Facts {
@@ -452,7 +450,7 @@ fn replayed(decision: &Replayed, time_zone: chrono_tz::Tz) -> auth_rules::Replay
         },
         at,
         approved,
-        spends,
+        spends: past.spends(),
         reached_rules,
     }
 }
